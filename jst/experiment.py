@@ -1,0 +1,164 @@
+"""What every method shares: data on device, keys, one training round, one record.
+
+``Experiment`` is built once per run from the config; ``train_round`` trains a
+(params, masks) pair of a given spec for one round and returns the final state,
+its evaluation records and the early-stopping point.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from jst import configuration
+from jst import data as data_lib
+from jst import masks as masks_lib
+from jst import models
+from jst import reporting
+from jst import train as train_lib
+
+PyTree = Any
+
+
+@dataclasses.dataclass
+class Experiment:
+    config: ml_collections.ConfigDict
+    workdir: str
+    dataset: data_lib.Dataset
+    data: train_lib.DeviceData
+    input_shape: tuple[int, ...]
+    steps_per_round: int
+    steps_per_epoch: int
+    eval_every: int
+    keys: dict[str, jax.Array]
+    summary: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    metrics: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    _segment_fns: dict[Any, Callable[..., Any]] = dataclasses.field(default_factory=dict)
+
+    @property
+    def num_train(self) -> int:
+        return len(self.dataset.train)
+
+    def trainer(self, spec: models.ModelSpec) -> train_lib.Trainer:
+        c = self.config
+        return train_lib.Trainer(models.build_model(spec),
+                                 train_lib.make_optimizer(c.optimizer, c.learning_rate, c.momentum),
+                                 c.batch_size, train_lib.make_preprocess(c.dataset))
+
+    def segment_fn(self, spec: models.ModelSpec) -> Callable[..., Any]:
+        """Compiled once per architecture and reused across rounds."""
+        if spec not in self._segment_fns:
+            self._segment_fns[spec] = train_lib.make_segment_fn(self.trainer(spec), self.num_train)
+        return self._segment_fns[spec]
+
+
+def load_experiment_data(config: ml_collections.ConfigDict) -> data_lib.Dataset:
+    ds = data_lib.load_dataset(config.dataset, manual_dir=config.manual_dir or None,
+                               data_dir=config.data_dir or None, backend=config.data_backend,
+                               validation_size=config.validation_size, split_seed=config.split_seed,
+                               train_limit=config.train_limit or None)
+    if config.permute_pixels:
+        perm = lambda s: data_lib.Split(data_lib.permute_pixels(s.images, config.split_seed), s.labels)
+        ds = dataclasses.replace(ds, name=f'{ds.name}_permuted', train=perm(ds.train),
+                                 validation=perm(ds.validation), test=perm(ds.test))
+    return ds
+
+
+def make_experiment(config: ml_collections.ConfigDict, workdir: str,
+                    dataset: Optional[data_lib.Dataset] = None) -> Experiment:
+    """Loads data (unless given), checks it against the config and derives keys."""
+    dataset = dataset or load_experiment_data(config)
+    configuration.validate_against_data(config, len(dataset.train))
+    spe = train_lib.steps_per_epoch(len(dataset.train), config.batch_size)
+    steps = configuration.resolve_steps(config, len(dataset.train))
+    if config.rewind_step >= steps:
+        raise configuration.ConfigError(
+            f'config.rewind_step={config.rewind_step} must be smaller than the {steps} steps per round.')
+    eval_every = config.eval_every if config.eval_every > 0 else spe
+    root = jax.random.key(config.seed)
+    names = ('init', 'data', 'prune', 'control', 'growth')
+    keys = dict(zip(names, jax.random.split(root, len(names))))
+    return Experiment(config, workdir, dataset, train_lib.device_data(dataset),
+                      tuple(dataset.train.images.shape[1:]), steps, spe, eval_every, keys)
+
+
+def fraction_and_params_remaining(params: PyTree, masks: PyTree) -> tuple[float, int]:
+    """(kept / prunable weights, kept prunable + all unprunable parameters)."""
+    stats = masks_lib.sparsity_stats(masks)
+    return stats['fraction_remaining'], stats['kept'] + masks_lib.count_nonprunable(params, masks)
+
+
+@dataclasses.dataclass
+class RoundResult:
+    state: train_lib.TrainState
+    records: list[train_lib.EvalRecord]
+    best: train_lib.EvalRecord
+    steps: int
+    seconds: float
+
+
+def train_round(exp: Experiment, spec: models.ModelSpec, state: train_lib.TrainState, *,
+                start: int = 0, stop: Optional[int] = None, label: str = '') -> RoundResult:
+    """Trains ``state`` (of architecture ``spec``) over global steps [start, stop) of a round."""
+    stop = exp.steps_per_round if stop is None else stop
+    t0 = time.time()
+    state, records = train_lib.train_steps(
+        exp.segment_fn(spec), state, exp.data, exp.keys['data'], start, stop,
+        spe=exp.steps_per_epoch, eval_every=exp.eval_every, total=exp.steps_per_round, label=label)
+    return RoundResult(state, records, train_lib.early_stopping(records) if records else None,
+                       stop - start, time.time() - t0)
+
+
+def make_record(exp: Experiment, *, round_index: int, method: str, control: str,
+                spec: models.ModelSpec, result: RoundResult, cumulative_steps: int,
+                **extra: Any) -> dict[str, Any]:
+    """One ``summary.json`` record (the schema in ``reporting.SUMMARY_FIELDS`` plus extras)."""
+    state = result.state
+    fraction, params_remaining = fraction_and_params_remaining(state.params, state.masks)
+    final = result.records[-1]
+    record = {
+        'round': round_index, 'method': method, 'control': control,
+        'dataset': exp.dataset.name, 'seed': int(exp.config.seed),
+        'architecture': spec.describe(), 'fraction_remaining': fraction,
+        'params_remaining': params_remaining,
+        'val_accuracy': result.best.val_accuracy, 'test_accuracy': result.best.test_accuracy,
+        'best_step': result.best.step, 'cumulative_steps': cumulative_steps,
+        'val_loss': result.best.val_loss, 'test_loss': result.best.test_loss,
+        'final_val_accuracy': final.val_accuracy, 'final_test_accuracy': final.test_accuracy,
+        'steps': result.steps, 'seconds': round(result.seconds, 3),
+        'spec': models.spec_to_dict(spec), 'data_backend': exp.dataset.backend,
+        'layers': {k: list(v) for k, v in masks_lib.sparsity_stats(state.masks)['layers'].items()},
+    }
+    record.update(extra)
+    return record
+
+
+def log_round(exp: Experiment, record: dict[str, Any], result: RoundResult) -> None:
+    """Appends the round to summary.json / metrics.jsonl and prints its line."""
+    exp.summary.append(record)
+    for r in result.records:
+        exp.metrics.append({'round': record['round'], 'method': record['method'],
+                            'control': record['control'], 'seed': record['seed'],
+                            **dataclasses.asdict(r)})
+    reporting.write_summary(exp.workdir, exp.summary)
+    reporting.write_metrics(exp.workdir, exp.metrics)
+    print(reporting.round_line(record), flush=True)
+
+
+def jnp_tree_equal(a: PyTree, b: PyTree) -> bool:
+    return all(bool(jnp.all(x == y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def reinitialize(spec: models.ModelSpec, key: jax.Array, input_shape: tuple[int, ...]) -> dict[str, Any]:
+    return models.init_variables(spec, key, input_shape)
+
+
+def as_numpy_tree(tree: PyTree) -> PyTree:
+    return jax.tree.map(np.asarray, tree)

@@ -1,0 +1,116 @@
+"""Classic lottery-ticket search (iterative magnitude pruning, the "weight reset policy").
+
+For rounds r = 0..N: train; record the early-stopping accuracies; prune
+(``'imp'``: a fraction of the remaining weights, layer-wise or global;
+``'level'``: each selected layer to the round's target sparsity); reset the
+survivors to their initial values theta_0 (or rewind to step k of round 0);
+train again. Round 0 is the dense network.
+
+Controls (as OpenLTH's branches), run at every pruned round on the *same*
+masks as the ticket: ``random_reinit`` (same mask, fresh random init) and
+``random_prune`` (random mask with the same per-layer counts, theta_0).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import ml_collections
+
+from jst import configuration
+from jst import experiment as exp_lib
+from jst import masks as masks_lib
+from jst import models
+from jst import train as train_lib
+
+PyTree = Any
+
+
+def prune_round(config: ml_collections.ConfigDict, params: PyTree, masks: PyTree,
+                round_index: int) -> PyTree:
+    """Masks after the pruning that ends round ``round_index - 1`` (``round_index`` >= 1)."""
+    if config.pruning == 'imp':
+        overrides = dict(config.prune_rates)
+        if config.prune_scope == 'global':
+            return masks_lib.magnitude_prune(params, masks, float(config.prune_fraction), 'global')
+        rates = masks_lib.layer_rates(masks, config.prune_fraction, overrides)
+        return _jit_layerwise(params, masks, rates)
+    if config.level_schedule == 'geometric':
+        sparsity = masks_lib.geometric_level_sparsity(config.target_sparsity, round_index,
+                                                      config.num_rounds)
+    else:
+        sparsity = float(config.target_sparsity)
+    return _jit_level(params, masks, sparsity)
+
+
+@jax.jit
+def _jit_layerwise(params, masks, rates):
+    return masks_lib.magnitude_prune(params, masks, rates, 'layerwise')
+
+
+@jax.jit
+def _jit_level(params, masks, sparsity):
+    return masks_lib.prune_to_sparsity(masks_lib.magnitude_scores(params, masks), masks, sparsity)
+
+
+def initial_masks(config: ml_collections.ConfigDict, params: PyTree) -> PyTree:
+    return masks_lib.create_masks(params, config.prune_include, config.prune_exclude or None)
+
+
+def run_lth(exp: exp_lib.Experiment) -> list[dict[str, Any]]:
+    """Runs the weight-reset lottery ticket search; returns the summary records."""
+    config = exp.config
+    spec = models.spec_from_config(config.model)
+    trainer = exp.trainer(spec)
+    theta0 = models.init_variables(spec, exp.keys['init'], exp.input_shape)
+    masks = initial_masks(config, theta0['params'])
+    controls = configuration.control_list(config.control)
+    rewind = theta0
+    cumulative = {name: 0 for name in ('none',) + controls}
+
+    for r in range(config.num_rounds + 1):
+        label = f'lth round {r}'
+        state = train_lib.create_train_state(rewind if r > 0 else theta0, masks, trainer.tx)
+        start = config.rewind_step if r > 0 else 0
+        if r == 0 and config.rewind_step > 0:
+            head = exp_lib.train_round(exp, spec, state, start=0, stop=config.rewind_step, label=label)
+            rewind = {'params': head.state.params, **({'batch_stats': head.state.batch_stats}
+                                                       if head.state.batch_stats else {})}
+            rewind = jax.tree.map(lambda x: x.copy(), rewind)
+            tail = exp_lib.train_round(exp, spec, head.state, start=config.rewind_step, label=label)
+            result = exp_lib.RoundResult(tail.state, head.records + tail.records,
+                                         train_lib.early_stopping(head.records + tail.records),
+                                         exp.steps_per_round, head.seconds + tail.seconds)
+        else:
+            result = exp_lib.train_round(exp, spec, state, start=start, label=label)
+        cumulative['none'] += result.steps
+        exp_lib.log_round(exp, exp_lib.make_record(
+            exp, round_index=r, method='lth', control='none', spec=spec, result=result,
+            cumulative_steps=cumulative['none']), result)
+
+        if r > 0:
+            for control in controls:
+                result_c = _run_control(exp, spec, trainer, control, masks, rewind, r, start)
+                cumulative[control] += result_c.steps
+                exp_lib.log_round(exp, exp_lib.make_record(
+                    exp, round_index=r, method='lth', control=control, spec=spec, result=result_c,
+                    cumulative_steps=cumulative[control]), result_c)
+
+        if r < config.num_rounds:
+            masks = prune_round(config, result.state.params, masks, r + 1)
+    return exp.summary
+
+
+def _run_control(exp: exp_lib.Experiment, spec: models.ModelSpec, trainer: train_lib.Trainer,
+                 control: str, masks: PyTree, rewind: dict[str, Any], r: int,
+                 start: int) -> exp_lib.RoundResult:
+    key = jax.random.fold_in(exp.keys['control'], r)
+    if control == 'random_reinit':
+        variables, control_masks = models.init_variables(spec, key, exp.input_shape), masks
+    elif control == 'random_prune':
+        variables, control_masks = rewind, masks_lib.random_masks_like(masks, key)
+    else:
+        raise configuration.ConfigError(f'Unknown control {control!r}.')
+    state = train_lib.create_train_state(variables, control_masks, trainer.tx)
+    return exp_lib.train_round(exp, spec, state, start=start, label=f'lth round {r} ({control})')

@@ -1,0 +1,248 @@
+"""Pruning masks as a pytree beside the parameters: pure, exact, ``jit``-able.
+
+A *mask tree* has the structure of a Flax parameter tree; prunable leaves hold
+a boolean array of the leaf's shape (True = kept) and every other leaf
+(biases, BatchNorm scales, excluded layers) holds ``None``, as in jaxpruner.
+Nothing here is specific to jst's models: any Flax ``params`` tree works.
+
+Layers are addressed by their "/"-joined path, e.g. ``'hidden_0/kernel'`` or
+``'block_3/conv1/kernel'``; selections are regular expressions over that path
+(``re.search``).
+
+Exactness: pruning a fraction ``p`` of a scope's remaining weights removes
+exactly ``round(p * remaining)`` (round half to even) of them, the lowest
+scores first, ties broken by position (lower flat index first). "Level"
+pruning keeps exactly ``round((1 - s) * size)`` weights of each layer (or all
+of its survivors, if fewer remain: a pruned weight never comes back).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable, Mapping, Optional, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+PyTree = Any
+DEFAULT_PRUNABLE = r'(^|/)kernel$'
+
+
+def _is_none(x: Any) -> bool:
+    return x is None
+
+
+def path_str(path: tuple[Any, ...]) -> str:
+    """Joins a jax key path into ``'a/b/kernel'``."""
+    parts = []
+    for k in path:
+        parts.append(str(getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k)))))
+    return '/'.join(parts)
+
+
+def leaf_paths(tree: PyTree) -> list[str]:
+    """Paths of the leaves of ``tree`` (``None`` leaves included) in tree order."""
+    flat, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_none)
+    return [path_str(p) for p, _ in flat]
+
+
+def map_masked(fn: Callable[..., Any], masks: PyTree, *trees: PyTree) -> PyTree:
+    """``fn(mask, *leaves)`` on prunable leaves; ``None`` elsewhere."""
+    return jax.tree.map(lambda m, *xs: None if m is None else fn(m, *xs),
+                        masks, *trees, is_leaf=_is_none)
+
+
+def create_masks(params: PyTree,
+                 include: str = DEFAULT_PRUNABLE,
+                 exclude: Optional[str] = None) -> PyTree:
+    """All-True masks on leaves whose path matches ``include`` (and not ``exclude``).
+
+    Only leaves with ``ndim >= 2`` (kernels) are ever selected.
+    """
+    inc = re.compile(include)
+    exc = re.compile(exclude) if exclude else None
+
+    def make(path, leaf):
+        name = path_str(path)
+        selected = (jnp.ndim(leaf) >= 2 and inc.search(name) is not None
+                    and not (exc is not None and exc.search(name)))
+        return jnp.ones(jnp.shape(leaf), jnp.bool_) if selected else None
+
+    masks = jax.tree_util.tree_map_with_path(make, params)
+    if not any(m is not None for m in jax.tree.leaves(masks, is_leaf=_is_none)):
+        raise ValueError(f'No prunable leaf matches include={include!r} exclude={exclude!r}; '
+                         f'paths are: {leaf_paths(params)}')
+    return masks
+
+
+def apply_masks(params: PyTree, masks: PyTree) -> PyTree:
+    """Zeroes pruned weights; leaves without a mask pass through."""
+    return jax.tree.map(lambda m, p: p if m is None else jnp.where(m, p, jnp.zeros_like(p)),
+                        masks, params, is_leaf=_is_none)
+
+
+# --------------------------------------------------------------------------
+# Scores
+# --------------------------------------------------------------------------
+def magnitude_scores(params: PyTree, masks: PyTree) -> PyTree:
+    """|w| on prunable leaves."""
+    return map_masked(lambda m, p: jnp.abs(p).astype(jnp.float32), masks, params)
+
+
+def random_scores(masks: PyTree, key: Array) -> PyTree:
+    """Uniform random scores on prunable leaves (for the random-pruning control)."""
+    flat, treedef = jax.tree.flatten(masks, is_leaf=_is_none)
+    keys = jax.random.split(key, max(len(flat), 1))
+    out = [None if m is None else jax.random.uniform(k, m.shape) for m, k in zip(flat, keys)]
+    return jax.tree.unflatten(treedef, out)
+
+
+# --------------------------------------------------------------------------
+# The exact core: prune the k lowest scores among the survivors of a vector
+# --------------------------------------------------------------------------
+def _prune_lowest(scores: Array, mask: Array, num_prune: Array) -> Array:
+    """New flat mask with the ``num_prune`` lowest-scoring survivors removed.
+
+    scores, mask: [n]; num_prune: scalar int (may be traced).
+    """
+    keyed = jnp.where(mask, scores, jnp.inf)
+    order = jnp.argsort(keyed, stable=True)
+    ranks = jnp.zeros_like(order).at[order].set(jnp.arange(order.shape[0], dtype=order.dtype))
+    return mask & (ranks >= num_prune)
+
+
+def _is_scalar(x: Any) -> bool:
+    return isinstance(x, (float, int)) or (hasattr(x, 'ndim') and x.ndim == 0)
+
+
+def _round_count(x: Array) -> Array:
+    return jnp.round(x).astype(jnp.int32)
+
+
+def prune_layerwise(scores: PyTree, masks: PyTree, fractions: Union[float, PyTree]) -> PyTree:
+    """Removes ``round(f * remaining)`` lowest-score survivors in each layer.
+
+    ``fractions`` is one float or a tree of per-leaf floats (see ``layer_rates``).
+    """
+    if _is_scalar(fractions):
+        frac_tree = map_masked(lambda m: jnp.asarray(fractions, jnp.float32), masks)
+    else:
+        frac_tree = fractions
+
+    def prune_leaf(m, s, f):
+        remaining = jnp.sum(m)
+        k = _round_count(f * remaining)
+        return _prune_lowest(s.reshape(-1), m.reshape(-1), k).reshape(m.shape)
+
+    return map_masked(prune_leaf, masks, scores, frac_tree)
+
+
+def prune_global(scores: PyTree, masks: PyTree, fraction: float) -> PyTree:
+    """Removes ``round(fraction * remaining)`` lowest-score survivors across all layers."""
+    flat_m, treedef = jax.tree.flatten(masks, is_leaf=_is_none)
+    flat_s = jax.tree.flatten(scores, is_leaf=_is_none)[0]
+    idx = [i for i, m in enumerate(flat_m) if m is not None]
+    all_m = jnp.concatenate([flat_m[i].reshape(-1) for i in idx])
+    all_s = jnp.concatenate([flat_s[i].reshape(-1) for i in idx])
+    k = _round_count(fraction * jnp.sum(all_m))
+    new = _prune_lowest(all_s, all_m, k)
+    out, start = list(flat_m), 0
+    for i in idx:
+        size = flat_m[i].size
+        out[i] = new[start:start + size].reshape(flat_m[i].shape)
+        start += size
+    return jax.tree.unflatten(treedef, out)
+
+
+def prune_to_sparsity(scores: PyTree, masks: PyTree, sparsity: Union[float, PyTree]) -> PyTree:
+    """"Level" pruning: each layer keeps ``round((1 - s) * size)`` top-score weights."""
+    if _is_scalar(sparsity):
+        value = sparsity
+        sparsity = map_masked(lambda m: jnp.asarray(value, jnp.float32), masks)
+
+    def prune_leaf(m, s, sp):
+        keep = _round_count((1.0 - sp) * m.size)
+        k = jnp.maximum(jnp.sum(m) - keep, 0)
+        return _prune_lowest(s.reshape(-1), m.reshape(-1), k).reshape(m.shape)
+
+    return map_masked(prune_leaf, masks, scores, sparsity)
+
+
+def layer_rates(masks: PyTree, default: float, overrides: Optional[Mapping[str, float]] = None) -> PyTree:
+    """Per-leaf rates: the first regex in ``overrides`` matching a path wins, else ``default``.
+
+    Example: ``layer_rates(masks, 0.2, {'^output/': 0.1})`` (Frankle & Carbin).
+    """
+    compiled = [(re.compile(k), float(v)) for k, v in (overrides or {}).items()]
+
+    def rate(path, m):
+        if m is None:
+            return None
+        name = path_str(path)
+        for pattern, value in compiled:
+            if pattern.search(name):
+                return value
+        return float(default)
+
+    return jax.tree_util.tree_map_with_path(rate, masks, is_leaf=_is_none)
+
+
+def magnitude_prune(params: PyTree, masks: PyTree, fraction: Union[float, PyTree],
+                    scope: str = 'layerwise') -> PyTree:
+    """Prunes ``fraction`` of the remaining weights by magnitude: ``'layerwise'`` or ``'global'``."""
+    scores = magnitude_scores(params, masks)
+    if scope == 'layerwise':
+        return prune_layerwise(scores, masks, fraction)
+    if scope == 'global':
+        if not _is_scalar(fraction):
+            raise ValueError('Global pruning takes one fraction, not per-layer rates.')
+        return prune_global(scores, masks, fraction)
+    raise ValueError(f"prune scope must be 'layerwise' or 'global', not {scope!r}.")
+
+
+def random_masks_like(masks: PyTree, key: Array) -> PyTree:
+    """Random masks with exactly the per-layer kept counts of ``masks`` (random-pruning control)."""
+    scores = random_scores(masks, key)
+    full = map_masked(lambda m: jnp.ones_like(m), masks)
+
+    def leaf(m, s, f):
+        k = m.size - jnp.sum(m)
+        return _prune_lowest(s.reshape(-1), f.reshape(-1), k).reshape(m.shape)
+
+    return map_masked(leaf, masks, scores, full)
+
+
+# --------------------------------------------------------------------------
+# Statistics (host side)
+# --------------------------------------------------------------------------
+def sparsity_stats(masks: PyTree) -> dict[str, Any]:
+    """Per-layer and total counts: {'layers': {path: (kept, total)}, 'kept', 'total', 'fraction_remaining'}."""
+    flat, _ = jax.tree_util.tree_flatten_with_path(masks, is_leaf=_is_none)
+    layers = {}
+    for path, m in flat:
+        if m is not None:
+            m = np.asarray(m)
+            layers[path_str(path)] = (int(m.sum()), int(m.size))
+    kept = sum(k for k, _ in layers.values())
+    total = sum(t for _, t in layers.values())
+    return {'layers': layers, 'kept': kept, 'total': total,
+            'fraction_remaining': kept / total if total else 1.0}
+
+
+def count_nonprunable(params: PyTree, masks: PyTree) -> int:
+    """Number of parameters without a mask (biases, norms, excluded layers)."""
+    sizes = jax.tree.map(lambda m, p: int(np.size(p)) if m is None else 0, masks, params, is_leaf=_is_none)
+    return int(sum(jax.tree.leaves(sizes)))
+
+
+def geometric_level_sparsity(target: float, round_index: int, num_rounds: int) -> float:
+    """Sparsity after pruning round ``round_index`` (1-based) of ``num_rounds`` reaching ``target``.
+
+    Each round removes the same fraction of the remaining weights:
+    s_r = 1 - (1 - target) ** (r / num_rounds) (NNI's lottery-ticket schedule).
+    """
+    if num_rounds <= 0:
+        return float(target)
+    return float(1.0 - (1.0 - target) ** (min(round_index, num_rounds) / num_rounds))

@@ -1,0 +1,29 @@
+"""Runs one jst experiment: ``python launch/main.py --config=configs/mnist.py --workdir=DIR``."""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from jst import driver  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a config file.', lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Where results and checkpoints go '
+                               '(default: runs/<config name>).')
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+    config_path = flags.FLAGS['config'].config_filename
+    workdir = _WORKDIR.value or os.path.join(
+        'runs', os.path.splitext(os.path.basename(config_path.split(':')[0]))[0])
+    driver.train_and_evaluate(_CONFIG.value, workdir)
+
+
+if __name__ == '__main__':
+    flags.mark_flags_as_required(['config'])
+    app.run(main)
