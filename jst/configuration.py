@@ -42,6 +42,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.permute_pixels = False   # permuted-pixel variant (fixed permutation from split_seed)
     # Model.
     c.model = ml_collections.ConfigDict({'family': 'mlp', 'widths': (300, 100), 'init': 'glorot_normal'})
+    # Architecture of the weight-reset (LTH) policy when it differs from the juvenile start
+    # (the seed paper: LTH on the final structure, growth from none). Empty = same as model.
+    c.lth_model = ml_collections.ConfigDict()
     # Method.
     c.seed = 0
     c.method = 'lth'
@@ -101,6 +104,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _check(c.method in METHODS, f'config.method={c.method!r} is unknown; choose one of {METHODS}.')
     _check(c.model.family in FAMILIES,
            f'config.model.family={c.model.family!r} is unknown; choose one of {FAMILIES}.')
+    if len(c.lth_model):
+        _check(c.lth_model.get('family') in FAMILIES,
+               f"config.lth_model.family={c.lth_model.get('family')!r} is unknown; choose one of {FAMILIES}.")
     _check(c.pruning in PRUNINGS, f'config.pruning={c.pruning!r}; choose one of {PRUNINGS}.')
     _check(c.prune_scope in SCOPES, f'config.prune_scope={c.prune_scope!r}; choose one of {SCOPES}.')
     _check(0.0 <= c.prune_fraction < 1.0,
@@ -161,6 +167,13 @@ def resolve_steps(config: ml_collections.ConfigDict, num_train: int) -> int:
         return int(config.steps_per_round)
     spe = num_train // config.batch_size
     return max(1, int(round(config.epochs_per_round * spe)))
+
+
+def model_config_for(config: ml_collections.ConfigDict, method: str) -> ml_collections.ConfigDict:
+    """The architecture ``method`` starts from: ``lth_model`` for LTH when set, else ``model``."""
+    if method == 'lth' and len(config.lth_model):
+        return config.lth_model
+    return config.model
 
 
 def config_to_dict(config: Any) -> Any:

@@ -61,7 +61,7 @@ def initial_masks(config: ml_collections.ConfigDict, params: PyTree) -> PyTree:
 def run_lth(exp: exp_lib.Experiment) -> list[dict[str, Any]]:
     """Runs the weight-reset lottery ticket search; returns the summary records."""
     config = exp.config
-    spec = models.spec_from_config(config.model)
+    spec = models.spec_from_config(configuration.model_config_for(config, 'lth'))
     trainer = exp.trainer(spec)
     theta0 = models.init_variables(spec, exp.keys['init'], exp.input_shape)
     masks = initial_masks(config, theta0['params'])

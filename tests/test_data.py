@@ -1,0 +1,116 @@
+"""Data readers: IDX/CIFAR parsing, TFDS vs numpy identity, 'auto' choice, clear errors."""
+
+import gzip
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from jst import data as D
+
+
+def _idx(array: np.ndarray) -> bytes:
+    header = bytes([0, 0, 8, array.ndim]) + b''.join(d.to_bytes(4, 'big') for d in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def test_parse_idx_roundtrip_and_truncation():
+    a = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    np.testing.assert_array_equal(D.parse_idx(_idx(a)), a)
+    with pytest.raises(D.DataError, match='Truncated'):
+        D.parse_idx(_idx(a)[:-1])
+    with pytest.raises(D.DataError, match='magic'):
+        D.parse_idx(b'\x01\x02\x03\x04')
+
+
+def test_parse_cifar_records_channel_layout():
+    img = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    raw = b''.join(bytes([lab]) + im.transpose(2, 0, 1).tobytes() for lab, im in zip([3, 7], img))
+    split = D.parse_cifar10_records(raw)
+    np.testing.assert_array_equal(split.images, img)
+    np.testing.assert_array_equal(split.labels, [3, 7])
+    with pytest.raises(D.DataError, match='whole number'):
+        D.parse_cifar10_records(raw[:-5])
+
+
+def test_numpy_mnist_reader_shapes(mnist_dir):
+    train, test = D.read_numpy('mnist', mnist_dir)
+    assert train.images.shape == (60000, 28, 28, 1) and test.images.shape == (10000, 28, 28, 1)
+    assert train.images.dtype == np.uint8 and set(np.unique(train.labels)) == set(range(10))
+
+
+def test_tfds_and_numpy_give_identical_arrays(mnist_dir, tfds_data_dir):
+    pytest.importorskip('tensorflow_datasets')
+    a = D.load_dataset('mnist', mnist_dir, tfds_data_dir, backend='tfds')
+    b = D.load_dataset('mnist', mnist_dir, backend='numpy')
+    assert (a.backend, b.backend) == ('tfds', 'numpy')
+    for split in ('train', 'validation', 'test'):
+        np.testing.assert_array_equal(getattr(a, split).images, getattr(b, split).images)
+        np.testing.assert_array_equal(getattr(a, split).labels, getattr(b, split).labels)
+
+
+def test_auto_uses_tfds_for_checksum_identical_files(mnist_dir):
+    pytest.importorskip('tensorflow_datasets')
+    backend, reason = D.choose_backend('mnist', 'auto', mnist_dir)
+    assert backend == 'tfds', reason
+
+
+def test_auto_falls_back_to_numpy_for_recompressed_copy(mnist_dir, tmp_path):
+    for fname in D.MNIST_FILES.values():
+        with gzip.open(os.path.join(mnist_dir, fname), 'rb') as src, \
+                gzip.open(tmp_path / fname, 'wb', compresslevel=1) as dst:
+            shutil.copyfileobj(src, dst)
+    backend, reason = D.choose_backend('mnist', 'auto', str(tmp_path))
+    assert backend == 'numpy'
+    if D.tensorflow_available():
+        assert 'checksum' in reason
+    ds = D.load_dataset('mnist', str(tmp_path), backend='auto', validation_size=1000)
+    ref = D.load_dataset('mnist', mnist_dir, backend='numpy', validation_size=1000)
+    np.testing.assert_array_equal(ds.train.images, ref.train.images)
+
+
+def test_missing_files_error_names_manual_dir_and_files(tmp_path):
+    with pytest.raises(D.DataError, match=r'manual_dir.*train-images-idx3-ubyte\.gz'):
+        D.load_dataset('mnist', str(tmp_path), backend='numpy')
+    with pytest.raises(D.DataError, match='does not exist'):
+        D.load_dataset('mnist', str(tmp_path / 'nope'), backend='numpy')
+    with pytest.raises(D.DataError, match='cifar-10-binary.tar.gz'):
+        D.load_dataset('cifar10', str(tmp_path), backend='numpy')
+
+
+def test_numpy_reader_without_manual_dir_explains(monkeypatch):
+    monkeypatch.delenv(D.MANUAL_DIR_ENV, raising=False)
+    with pytest.raises(D.DataError, match='manual_dir'):
+        D.load_dataset('mnist', None, backend='numpy')
+
+
+def test_manual_dir_from_environment(mnist_dir, monkeypatch):
+    monkeypatch.setenv(D.MANUAL_DIR_ENV, mnist_dir)
+    ds = D.load_dataset('mnist', None, backend='numpy', validation_size=100)
+    assert len(ds.validation) == 100
+
+
+def test_validation_split_is_fixed_and_disjoint(mnist_dir):
+    a = D.load_dataset('mnist', mnist_dir, backend='numpy', validation_size=5000)
+    assert len(a.train) == 55000 and len(a.validation) == 5000 and len(a.test) == 10000
+    train_keys = {im.tobytes() for im in a.train.images[:20000]}
+    overlap = sum(im.tobytes() in train_keys for im in a.validation.images)
+    assert overlap < 5  # MNIST holds a handful of exact duplicate images, nothing more
+
+
+def test_cifar10_numpy_reader(cifar10_dir):
+    ds = D.load_dataset('cifar10', cifar10_dir, backend='auto', validation_size=5000)
+    assert ds.backend == 'numpy'  # the JPEG q75 copy is not checksum-identical
+    assert ds.train.images.shape == (45000, 32, 32, 3) and ds.test.images.shape == (10000, 32, 32, 3)
+    np.testing.assert_array_equal(np.bincount(ds.test.labels), [1000] * 10)
+    x = D.normalize_images(ds.train.images[:1000], 'cifar10')
+    assert abs(float(x.mean())) < 0.2
+
+
+def test_permute_pixels_is_a_fixed_permutation():
+    x = np.arange(2 * 4 * 4, dtype=np.uint8).reshape(2, 4, 4, 1)
+    p1, p2 = D.permute_pixels(x, 1), D.permute_pixels(x, 1)
+    np.testing.assert_array_equal(p1, p2)
+    np.testing.assert_array_equal(np.sort(p1.reshape(2, -1), 1), x.reshape(2, -1))
+    assert not np.array_equal(p1, x)

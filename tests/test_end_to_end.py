@@ -1,0 +1,44 @@
+"""A real, small end-to-end lottery-ticket run on MNIST through ``train_and_evaluate``."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from jst import driver
+from jst import reporting
+from tests.helpers import REPO, load_config
+
+
+def test_tiny_lth_run(mnist_dir, tmp_path):
+    config = load_config('tiny')
+    config.manual_dir = mnist_dir
+    config.control = 'random_reinit'
+    records = driver.train_and_evaluate(config, str(tmp_path))
+    with open(tmp_path / 'summary.json') as f:
+        summary = json.load(f)
+    assert summary == json.loads(json.dumps(records))
+    for r in summary:
+        assert set(reporting.SUMMARY_FIELDS) <= set(r)
+    main = [r for r in summary if r['control'] == 'none']
+    assert [r['round'] for r in main] == [0, 1, 2]
+    # tiny prunes 50% of the remaining weights of every layer per level.
+    np.testing.assert_allclose([r['fraction_remaining'] for r in main], [1.0, 0.5, 0.25], atol=1e-3)
+    assert [r['cumulative_steps'] for r in main] == [150, 300, 450]
+    assert all(r['test_accuracy'] > 0.85 for r in main), main  # real learning on real MNIST
+    assert [r['round'] for r in summary if r['control'] == 'random_reinit'] == [1, 2]
+    metrics = reporting.read_metrics(str(tmp_path))
+    assert {m['step'] for m in metrics} == {50, 100, 150}
+    assert os.path.exists(tmp_path / 'summary.md')
+
+
+def test_command_line(mnist_dir, tmp_path):
+    cmd = [sys.executable, os.path.join(REPO, 'launch', 'main.py'), '--config=' + os.path.join(REPO, 'configs', 'tiny.py'),
+           f'--config.manual_dir={mnist_dir}', '--config.num_rounds=1', '--config.steps_per_round=60',
+           f'--workdir={tmp_path}']
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert '| round | method |' in out.stdout
+    assert len(json.load(open(tmp_path / 'summary.json'))) == 2

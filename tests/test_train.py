@@ -1,0 +1,103 @@
+"""Training: pruned weights stay zero, splitting a run changes nothing, early stopping."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jst import data as D
+from jst import masks as M
+from jst import models
+from jst import train as T
+
+
+def _dataset(n_train=600, n_val=200, n_test=300, shape=(8, 8, 1), seed=0):
+    rng = np.random.default_rng(seed)
+    make = lambda n: D.Split(rng.integers(0, 256, (n, *shape), dtype=np.uint8),
+                             rng.integers(0, 10, (n,)).astype(np.int32))
+    return D.Dataset('mnist', make(n_train), make(n_val), make(n_test), 10, 'numpy')
+
+
+def _setup(spec, shape=(8, 8, 1), prune=0.7):
+    ds = _dataset(shape=shape)
+    variables = models.init_variables(spec, jax.random.key(0), shape)
+    masks = M.create_masks(variables['params'])
+    masks = M.magnitude_prune(variables['params'], masks, prune)
+    trainer = T.Trainer(models.build_model(spec), T.make_optimizer('adam', 1e-2), 30,
+                        T.make_preprocess('mnist'))
+    state = T.create_train_state(variables, masks, trainer.tx)
+    return ds, trainer, state
+
+
+@pytest.mark.parametrize('spec,shape', [
+    (models.MLPSpec((32, 16)), (8, 8, 1)),
+    (models.ResNetSpec((4, 4), stem_channels=4), (8, 8, 3)),
+    (models.ConvSpec((4, 4), (False, True), (8,)), (8, 8, 1)),
+])
+def test_pruned_weights_stay_exactly_zero(spec, shape):
+    ds, trainer, state = _setup(spec, shape)
+    data = T.device_data(ds)
+    seg = T.make_segment_fn(trainer, len(ds.train))
+    state, records = T.train_steps(seg, state, data, jax.random.key(1), 0, 45, spe=20, eval_every=10)
+    flat_m = jax.tree.leaves(state.masks)
+    pruned_values = M.map_masked(lambda m, p: p[~m], state.masks, state.params)
+    assert all(bool(jnp.all(v == 0)) for v in jax.tree.leaves(pruned_values))
+    # Surviving weights did move.
+    moved = M.map_masked(lambda m, p: p[m], state.masks, state.params)
+    assert any(float(jnp.abs(v).sum()) > 0 for v in jax.tree.leaves(moved))
+    assert [r.step for r in records] == [10, 20, 30, 40, 45]
+    assert flat_m  # masks were carried through training unchanged
+    assert int(state.step) == 45
+
+
+def test_split_training_equals_one_run():
+    spec = models.MLPSpec((32,))
+    ds, trainer, state = _setup(spec)
+    data = T.device_data(ds)
+    seg = T.make_segment_fn(trainer, len(ds.train))
+    key = jax.random.key(3)
+    whole, rec_whole = T.train_steps(seg, state, data, key, 0, 50, spe=20, eval_every=10)
+    half, rec_a = T.train_steps(seg, state, data, key, 0, 27, spe=20, eval_every=10, total=50)
+    rest, rec_b = T.train_steps(seg, half, data, key, 27, 50, spe=20, eval_every=10)
+    chex.assert_trees_all_close(whole.params, rest.params, atol=1e-6)
+    assert [r.step for r in rec_whole] == [r.step for r in rec_a + rec_b]
+    np.testing.assert_allclose([r.val_loss for r in rec_whole], [r.val_loss for r in rec_a + rec_b],
+                               rtol=1e-5)
+
+
+def test_plan_segments_cover_range():
+    segs = T.plan_segments(5, 47, 20, breaks=(30,))
+    assert segs == [(0, 5, 15), (1, 0, 10), (1, 10, 10), (2, 0, 7)]
+
+
+def test_evaluate_ignores_padding():
+    spec = models.MLPSpec((16,))
+    ds, trainer, state = _setup(spec, prune=0.0)
+    data = T.device_data(ds)  # 200 val examples padded to 1000
+    loss, acc = jax.jit(trainer.evaluate)(state.params, state.batch_stats, data.val_x, data.val_y,
+                                          data.val_w)
+    logits = trainer.model.apply({'params': state.params},
+                                 jnp.asarray(ds.validation.images, jnp.float32) / 255.0)
+    np.testing.assert_allclose(float(acc), float(np.mean(np.argmax(logits, -1) == ds.validation.labels)),
+                               atol=1e-6)
+    np.testing.assert_allclose(float(loss), float(jnp.mean(T.cross_entropy(logits, ds.validation.labels))),
+                               rtol=1e-5)
+
+
+def test_early_stopping_picks_min_validation_loss():
+    rec = lambda step, vl: T.EvalRecord(step, 0, 0, vl, step / 100, 0, step / 1000)
+    best = T.early_stopping([rec(10, 0.5), rec(20, 0.3), rec(30, 0.3), rec(40, 0.4)])
+    assert best.step == 20 and best.test_accuracy == 0.02
+
+
+def test_non_finite_loss_stops_with_step():
+    spec = models.MLPSpec((16,))
+    ds, _, _ = _setup(spec)
+    trainer = T.Trainer(models.build_model(spec), T.make_optimizer('sgd', 1e30), 30, T.make_preprocess('mnist'))
+    variables = models.init_variables(spec, jax.random.key(0), (8, 8, 1))
+    state = T.create_train_state(variables, M.create_masks(variables['params']), trainer.tx)
+    seg = T.make_segment_fn(trainer, len(ds.train))
+    with pytest.raises(T.NonFiniteLossError, match=r'round 7: non-finite training loss at step \d+ \(epoch'):
+        T.train_steps(seg, state, T.device_data(ds), jax.random.key(0), 0, 40, spe=20, eval_every=10,
+                      label='round 7')
