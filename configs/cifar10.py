@@ -39,4 +39,5 @@ def get_config():
     c.target_sparsity = 0.8
     c.level_schedule = 'geometric'
     c.prune_include = r'^block_\d+/.*kernel$'
+    c.block_init = 'paper'  # the paper's identity (Dirac) kernels; 'zero' is exactly function-preserving
     return c

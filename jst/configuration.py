@@ -72,6 +72,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.grow_position = -1       # where 'paper' growth inserts a layer (-1 = end of the hidden stack)
     c.new_layer_mask = 'dense'  # 'dense' | 'sparse'
     c.noise_scale = 0.0
+    c.block_init = 'zero'      # ResNet deepen: 'zero' (exactly function-preserving) | 'paper' (Dirac kernels)
+    c.widen_method = 'zero_fanout'  # 'zero_fanout' | 'net2net'
     c.optimizer_state_on_growth = 'carry'  # 'carry' | 'reset'
     c.search = ml_collections.ConfigDict({
         'deepen': True, 'widen_by': (32,), 'probe_steps': 200, 'patience': 2,
@@ -140,6 +142,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
            f"config.new_layer_mask={c.new_layer_mask!r}; choose 'dense' or 'sparse'.")
     _check(c.optimizer_state_on_growth in ('carry', 'reset'),
            f"config.optimizer_state_on_growth={c.optimizer_state_on_growth!r}; choose 'carry' or 'reset'.")
+    _check(c.block_init in ('zero', 'paper'), f"config.block_init={c.block_init!r}; choose 'zero' or 'paper'.")
+    _check(c.widen_method in ('zero_fanout', 'net2net'),
+           f"config.widen_method={c.widen_method!r}; choose 'zero_fanout' or 'net2net'.")
     _check(c.noise_scale >= 0, f'config.noise_scale={c.noise_scale} must be >= 0.')
 
 
