@@ -1,0 +1,137 @@
+"""The recursive juvenile search: weights carried over, validation-only selection, end to end."""
+
+import dataclasses
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jst import driver
+from jst import experiment as exp_lib
+from jst import expand as E
+from jst import juvenile as J
+from jst import masks as M
+from jst import models
+from jst import reporting
+from jst import train as T
+from tests.helpers import load_config
+
+
+def _tiny_juvenile(mnist_dir, **overrides):
+    config = load_config('tiny')
+    config.manual_dir = mnist_dir
+    config.method = 'juvenile'
+    config.model.widths = (64,)
+    config.pruning = 'level'
+    config.target_sparsity = 0.8
+    config.num_rounds = 2
+    config.steps_per_round = 100
+    for k, v in overrides.items():
+        node = config
+        *parents, leaf = k.split('.')
+        for p in parents:
+            node = node[p]
+        node[leaf] = v
+    return config
+
+
+def test_surviving_weights_carry_over_between_rounds(mnist_dir, tmp_path, monkeypatch):
+    seen = []
+    real = exp_lib.train_round
+
+    def spy(exp, spec, state, **kw):
+        result = real(exp, spec, state, **kw)
+        seen.append((spec, jax.tree.map(np.asarray, state.params), jax.tree.map(np.asarray, result.state.params),
+                     result.state.masks))
+        return result
+
+    monkeypatch.setattr(exp_lib, 'train_round', spy)
+    records = driver.train_and_evaluate(_tiny_juvenile(mnist_dir), str(tmp_path))
+    assert [r['architecture'] for r in records] == ['MLP[64-10]', 'MLP[64-64-10]', 'MLP[64-64-64-10]']
+    for (spec0, _, end0, masks0), (spec1, start1, _, _) in zip(seen, seen[1:]):
+        assert len(spec1.widths) == len(spec0.widths) + 1
+        # Layers are kept (the new one is appended at the end, before the output).
+        pruned_end = M.apply_masks(end0, masks0)  # end of round r after its pruning
+        next_masks_kept = {}
+        for i in range(len(spec0.widths)):
+            name = f'hidden_{i}'
+            np.testing.assert_array_equal(start1[name]['bias'], end0[name]['bias'])
+            surviving = np.asarray(start1[name]['kernel']) != 0
+            # Every weight that survives into round r+1 has exactly its value from the end of round r.
+            np.testing.assert_array_equal(np.asarray(start1[name]['kernel'])[surviving],
+                                          np.asarray(end0[name]['kernel'])[surviving])
+            next_masks_kept[name] = surviving
+        np.testing.assert_array_equal(start1['output']['kernel'][start1['output']['kernel'] != 0],
+                                      end0['output']['kernel'][start1['output']['kernel'] != 0])
+        new = f'hidden_{len(spec0.widths)}'
+        np.testing.assert_array_equal(start1[new]['kernel'], np.eye(64))
+        assert pruned_end is not None
+
+
+def test_candidate_selection_ignores_the_test_split(mnist_dir, tmp_path):
+    config = _tiny_juvenile(mnist_dir, growth='search')
+    exp = exp_lib.make_experiment(config, str(tmp_path))
+    spec = models.paper_mlp(1, width=32)
+    variables = models.init_variables(spec, jax.random.key(0), exp.input_shape)
+    state = T.create_train_state(variables, M.create_masks(variables['params']), exp.trainer(spec).tx)
+    options = J.growth_options(config)
+    a = J.evaluate_candidates(exp, state, spec, jax.random.key(5), options)
+    # Scramble the test split: scores must not change. Scramble validation: they must.
+    d = exp.data
+    exp.data = d.replace(test_x=jnp.zeros_like(d.test_x), test_y=(d.test_y + 3) % 10)
+    b = J.evaluate_candidates(exp, state, spec, jax.random.key(5), options)
+    assert [c['val_accuracy'] for c in a] == [c['val_accuracy'] for c in b]
+    exp.data = d.replace(val_y=(d.val_y + 3) % 10)
+    c = J.evaluate_candidates(exp, state, spec, jax.random.key(5), options)
+    assert [x['val_accuracy'] for x in a] != [x['val_accuracy'] for x in c]
+    names = {x['name'] for x in a}
+    assert names == {'deepen@1', 'deepen@2', 'widen0+32', 'widen1+32'}
+
+
+def test_vmapped_probe_matches_one_at_a_time(mnist_dir, tmp_path):
+    config = _tiny_juvenile(mnist_dir)
+    exp = exp_lib.make_experiment(config, str(tmp_path))
+    spec = models.paper_mlp(1, width=32)
+    variables = models.init_variables(spec, jax.random.key(0), exp.input_shape)
+    trainer = exp.trainer(spec)
+    state = T.create_train_state(variables, M.create_masks(variables['params']), trainer.tx)
+    grown = [E.deepen(state.params, state.masks, spec, jax.random.key(1), position=p) for p in (1, 2)]
+    states = [J.grown_state(exp, state, g, trainer.tx) for g in grown]
+    probe = J.make_probe_fn(exp.trainer(grown[0].spec), exp.num_train, 30)
+    d = exp.data
+    args = (d.train_x, d.train_y, d.val_x, d.val_y, d.val_w, jax.random.key(2))
+    together = np.asarray(probe(J._stack(states), *args))
+    alone = [float(probe(J._stack([s]), *args)[0]) for s in states]
+    np.testing.assert_allclose(together, alone, atol=1e-6)
+
+
+def test_tiny_juvenile_paper_end_to_end(mnist_dir, tmp_path):
+    records = driver.train_and_evaluate(_tiny_juvenile(mnist_dir), str(tmp_path))
+    assert all(r['method'] == 'juvenile' for r in records)
+    assert [r['grown_by'] for r in records] == [None, 'deepen@end', 'deepen@end']
+    assert records[-1]['stop_reason'] == 'num_rounds'
+    assert [r['cumulative_steps'] for r in records] == [100, 200, 300]
+    assert records[-1]['test_accuracy'] > 0.85
+    assert reporting.read_summary(str(tmp_path)) == json.loads(json.dumps(records))
+
+
+def test_tiny_juvenile_search_end_to_end(mnist_dir, tmp_path):
+    config = _tiny_juvenile(mnist_dir, growth='search')
+    config.search.probe_steps = 20
+    config.search.widen_by = (16,)
+    records = driver.train_and_evaluate(config, str(tmp_path))
+    assert records[1]['candidates'] and records[1]['grown_by'] in {c['name'] for c in records[1]['candidates']}
+    best = max(records[1]['candidates'], key=lambda c: c['val_accuracy'])
+    assert records[1]['grown_by'] == best['name']
+    assert records[-1]['stop_reason'] is not None
+
+
+def test_search_respects_depth_budget(mnist_dir, tmp_path):
+    config = _tiny_juvenile(mnist_dir, growth='search')
+    config.search.max_depth = 1
+    config.search.widen_by = ()
+    config.search.probe_steps = 5
+    records = driver.train_and_evaluate(config, str(tmp_path))
+    assert len(records) == 1 and records[0]['stop_reason'].startswith('budget')
