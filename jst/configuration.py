@@ -80,7 +80,8 @@ def default_config() -> ml_collections.ConfigDict:
         'max_depth': 16, 'max_params': 10_000_000})
     # Bookkeeping.
     c.overwrite = False
-    c.checkpoint_every_epochs = 1
+    c.checkpoint_every_epochs = 1  # also at the end of every round/phase; 0 = only those
+    c.write_report = True          # report.md + PNG plots in WORKDIR/report at the end
     c.log_level = 'info'
     return c
 

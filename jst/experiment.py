@@ -8,6 +8,7 @@ its evaluation records and the early-stopping point.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from typing import Any, Callable, Optional
 
@@ -17,6 +18,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from jst import checkpointing
 from jst import configuration
 from jst import data as data_lib
 from jst import masks as masks_lib
@@ -40,6 +42,9 @@ class Experiment:
     keys: dict[str, jax.Array]
     summary: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     metrics: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    checkpointer: Optional[checkpointing.RunCheckpointer] = None
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)    # JSON progress of the driver
+    arrays: dict[str, Any] = dataclasses.field(default_factory=dict)  # storable arrays of the driver
     _segment_fns: dict[Any, Callable[..., Any]] = dataclasses.field(default_factory=dict)
 
     @property
@@ -104,14 +109,107 @@ class RoundResult:
     seconds: float
 
 
+# --------------------------------------------------------------------------
+# Checkpointed progress
+# --------------------------------------------------------------------------
+def state_to_storable(state: train_lib.TrainState) -> dict[str, Any]:
+    return {'step': np.asarray(state.step), 'params': checkpointing.to_storable(state.params),
+            'batch_stats': checkpointing.to_storable(state.batch_stats),
+            'masks': checkpointing.to_storable(state.masks),
+            'opt_state': checkpointing.opt_state_to_storable(state.opt_state)}
+
+
+def state_from_storable(stored: dict[str, Any], tx) -> train_lib.TrainState:
+    params = checkpointing.from_storable(stored['params'])
+    return train_lib.TrainState(
+        step=jnp.asarray(stored['step'], jnp.int32), params=params,
+        batch_stats=checkpointing.from_storable(stored.get('batch_stats')),
+        masks=checkpointing.masks_from_storable(stored.get('masks'), params),
+        opt_state=checkpointing.opt_state_from_storable(stored['opt_state'], tx.init(params)))
+
+
+def variables_to_storable(variables: dict[str, Any]) -> dict[str, Any]:
+    return {k: checkpointing.to_storable(v) for k, v in variables.items()}
+
+
+def variables_from_storable(stored: dict[str, Any]) -> dict[str, Any]:
+    out = {'params': checkpointing.from_storable(stored['params'])}
+    if stored.get('batch_stats'):
+        out['batch_stats'] = checkpointing.from_storable(stored['batch_stats'])
+    return out
+
+
+def save_progress(exp: Experiment) -> None:
+    """Checkpoints the driver's progress (meta + arrays) with the history so far."""
+    if exp.checkpointer is None:
+        return
+    exp.meta['summary'], exp.meta['metrics'] = exp.summary, exp.metrics
+    exp.checkpointer.save(json.loads(json.dumps(exp.meta)), exp.arrays)
+
+
+def restore_progress(exp: Experiment) -> bool:
+    """Loads the newest checkpoint into ``exp`` (meta, arrays, history); False if there is none."""
+    if exp.checkpointer is None:
+        return False
+    restored = exp.checkpointer.restore_latest()
+    if restored is None:
+        return False
+    exp.meta, exp.arrays = restored
+    exp.summary, exp.metrics = list(exp.meta.get('summary', [])), list(exp.meta.get('metrics', []))
+    logging.info('Resuming from checkpoint: round %s, phase %s, step %s.', exp.meta.get('round'),
+                 exp.meta.get('phase'), (exp.meta.get('training') or {}).get('step', 0))
+    return True
+
+
 def train_round(exp: Experiment, spec: models.ModelSpec, state: train_lib.TrainState, *,
-                start: int = 0, stop: Optional[int] = None, label: str = '') -> RoundResult:
-    """Trains ``state`` (of architecture ``spec``) over global steps [start, stop) of a round."""
+                start: int = 0, stop: Optional[int] = None, label: str = '', tag: Optional[str] = None,
+                snapshot_at: int = 0, on_snapshot=None) -> RoundResult:
+    """Trains ``state`` (of architecture ``spec``) over global steps [start, stop) of a round.
+
+    With a ``tag``, progress is checkpointed every ``checkpoint_every_epochs``
+    epochs, and a checkpoint taken inside this same training (same tag)
+    resumes it. ``on_snapshot(state)`` is called once at step ``snapshot_at``
+    (the rewind point), with the snapshot saved with the progress.
+    """
     stop = exp.steps_per_round if stop is None else stop
+    tx = exp.trainer(spec).tx
+    records: list[train_lib.EvalRecord] = []
+    window = train_lib.EvalWindow()
+    t = start
+    progress = exp.meta.get('training')
+    if tag is not None and progress and progress.get('tag') == tag:
+        state = state_from_storable(exp.arrays['train_state'], tx)
+        t = int(progress['step'])
+        records = [train_lib.EvalRecord(**r) for r in progress['records']]
+        window = train_lib.EvalWindow(**progress['window'])
+    every = max(int(exp.config.checkpoint_every_epochs), 0)
+    latest = {'window': window}
+
+    def on_segment(st, new_records, step, win):
+        latest['window'] = win
+        if tag is None or every == 0 or step % exp.steps_per_epoch or step >= stop:
+            return
+        if (step // exp.steps_per_epoch) % every:
+            return
+        exp.meta['training'] = {'tag': tag, 'step': step, 'window': dataclasses.asdict(win),
+                                'records': [dataclasses.asdict(r) for r in records + new_records]}
+        exp.arrays['train_state'] = state_to_storable(st)
+        save_progress(exp)
+
     t0 = time.time()
-    state, records = train_lib.train_steps(
-        exp.segment_fn(spec), state, exp.data, exp.keys['data'], start, stop,
-        spe=exp.steps_per_epoch, eval_every=exp.eval_every, total=exp.steps_per_round, label=label)
+    segments = [(t, stop)]
+    if snapshot_at and t < snapshot_at < stop:
+        segments = [(t, snapshot_at), (snapshot_at, stop)]
+    for a, b in segments:
+        state, new = train_lib.train_steps(
+            exp.segment_fn(spec), state, exp.data, exp.keys['data'], a, b, spe=exp.steps_per_epoch,
+            eval_every=exp.eval_every, total=exp.steps_per_round, window=latest['window'], label=label,
+            on_segment=on_segment)
+        records.extend(new)
+        if b == snapshot_at and on_snapshot is not None:
+            on_snapshot(state)
+    exp.meta['training'] = None
+    exp.arrays.pop('train_state', None)
     return RoundResult(state, records, train_lib.early_stopping(records) if records else None,
                        stop - start, time.time() - t0)
 

@@ -165,58 +165,83 @@ def evaluate_candidates(exp: exp_lib.Experiment, state: train_lib.TrainState, sp
 # The driver
 # --------------------------------------------------------------------------
 def run_juvenile(exp: exp_lib.Experiment) -> list[dict[str, Any]]:
-    """Runs the recursive juvenile search; returns the summary records."""
+    """Runs (or resumes) the recursive juvenile search; returns the summary records.
+
+    The state at the start of each round (grown, pruned weights, masks,
+    optimizer state and spec) is checkpointed, as is progress inside
+    trainings.
+    """
     config = exp.config
     options = growth_options(config)
-    spec = models.spec_from_config(configuration.model_config_for(config, 'juvenile'))
-    variables = models.init_variables(spec, exp.keys['init'], exp.input_shape)
-    masks = lottery.initial_masks(config, variables['params'])
-    state = train_lib.create_train_state(variables, masks, exp.trainer(spec).tx)
-    cumulative, best_val, rounds_without_gain = 0, -np.inf, 0
-    grown_by, candidates = None, None
-
-    for r in range(config.num_rounds + 1):
-        result = exp_lib.train_round(exp, spec, state, label=f'juvenile round {r}')
-        cumulative += result.steps
+    if not exp_lib.restore_progress(exp):
+        spec = models.spec_from_config(configuration.model_config_for(config, 'juvenile'))
+        variables = models.init_variables(spec, exp.keys['init'], exp.input_shape)
+        masks = lottery.initial_masks(config, variables['params'])
+        state = train_lib.create_train_state(variables, masks, exp.trainer(spec).tx)
+        exp.arrays = {'round_state': exp_lib.state_to_storable(state)}
+        exp.meta = {'phase': 'train', 'round': 0, 'training': None, 'spec': models.spec_to_dict(spec),
+                    'best_val': None, 'rounds_without_gain': 0, 'grown_by': None, 'candidates': None,
+                    'cumulative': 0}
+    meta = exp.meta
+    while meta['phase'] != 'done':
+        r = meta['round']
+        spec = models.spec_from_config(meta['spec'])
+        tx = exp.trainer(spec).tx
+        state = exp_lib.state_from_storable(exp.arrays['round_state'], tx)
+        result = exp_lib.train_round(exp, spec, state, label=f'juvenile round {r}', tag=f'round{r}')
+        meta['cumulative'] += result.steps
         state = result.state
-        stop_reason = None
-        if result.best.val_accuracy > best_val + 1e-9:
-            best_val, rounds_without_gain = result.best.val_accuracy, 0
+        if meta['best_val'] is None or result.best.val_accuracy > meta['best_val'] + 1e-9:
+            meta['best_val'], meta['rounds_without_gain'] = result.best.val_accuracy, 0
         else:
-            rounds_without_gain += 1
+            meta['rounds_without_gain'] += 1
+        stop_reason = None
         if r == config.num_rounds:
             stop_reason = 'num_rounds'
-        elif config.growth == 'search' and rounds_without_gain >= config.search.patience:
-            stop_reason = f'patience: {rounds_without_gain} rounds without validation gain'
+        elif config.growth == 'search' and meta['rounds_without_gain'] >= config.search.patience:
+            stop_reason = f"patience: {meta['rounds_without_gain']} rounds without validation gain"
         record = exp_lib.make_record(exp, round_index=r, method='juvenile', control='none', spec=spec,
-                                     result=result, cumulative_steps=cumulative, growth=config.growth,
-                                     grown_by=grown_by, candidates=candidates, stop_reason=stop_reason)
+                                     result=result, cumulative_steps=meta['cumulative'],
+                                     growth=config.growth, grown_by=meta['grown_by'],
+                                     candidates=meta['candidates'], stop_reason=stop_reason)
         if stop_reason is None:
-            # Prune the trained network into this round's ticket, then extend it.
-            masks = lottery.prune_round(config, state.params, state.masks, r + 1)
-            state = state.replace(masks=masks, params=masks_lib.apply_masks(state.params, masks))
-            key = jax.random.fold_in(exp.keys['growth'], r)
-            tx = exp.trainer(spec).tx
-            if config.growth == 'paper':
-                grown = expand.deepen(state.params, state.masks, spec, key, position=config.grow_position,
-                                      batch_stats=state.batch_stats or None, options=options)
-                grown_by, candidates = f'deepen@{"end" if config.grow_position < 0 else config.grow_position}', None
+            grown, grown_by, candidates = _prune_and_grow(exp, state, spec, r, options)
+            if grown is None:
+                stop_reason = record['stop_reason'] = grown_by
             else:
-                scored = evaluate_candidates(exp, state, spec, key, options)
-                if not scored:
-                    stop_reason = 'budget: no candidate within search.max_depth / search.max_params'
-                    record['stop_reason'] = stop_reason
-                else:
-                    best = max(scored, key=lambda c: c['val_accuracy'])
-                    grown, grown_by = best['expansion'], best['name']
-                    candidates = [{'name': c['name'], 'val_accuracy': c['val_accuracy'],
-                                   'architecture': c['spec'].describe()} for c in scored]
-                    logging.info('round %d candidates: %s -> %s', r,
-                                 ', '.join(f"{c['name']}={c['val_accuracy']:.4f}" for c in candidates), grown_by)
-            if stop_reason is None:
-                state = grown_state(exp, state, grown, tx)
-                spec = grown.spec
+                new_state = grown_state(exp, state, grown, tx)
+                exp.arrays['round_state'] = exp_lib.state_to_storable(new_state)
+                meta.update(spec=models.spec_to_dict(grown.spec), grown_by=grown_by, candidates=candidates,
+                            round=r + 1)
         exp_lib.log_round(exp, record, result)
         if stop_reason is not None:
-            break
+            meta['phase'] = 'done'
+        exp_lib.save_progress(exp)
     return exp.summary
+
+
+def _prune_and_grow(exp: exp_lib.Experiment, state: train_lib.TrainState, spec: models.ModelSpec,
+                    r: int, options: expand.GrowthOptions):
+    """Prunes the trained network into this round's ticket and extends it.
+
+    Returns (expansion, growth step name, candidate scores); (None, reason, None) when the search
+    has no candidate within budget.
+    """
+    config = exp.config
+    masks = lottery.prune_round(config, state.params, state.masks, r + 1)
+    state = state.replace(masks=masks, params=masks_lib.apply_masks(state.params, masks))
+    key = jax.random.fold_in(exp.keys['growth'], r)
+    if config.growth == 'paper':
+        grown = expand.deepen(state.params, state.masks, spec, key, position=config.grow_position,
+                              batch_stats=state.batch_stats or None, options=options)
+        where = 'end' if config.grow_position < 0 else config.grow_position
+        return grown, f'deepen@{where}', None
+    scored = evaluate_candidates(exp, state, spec, key, options)
+    if not scored:
+        return None, 'budget: no candidate within search.max_depth / search.max_params', None
+    best = max(scored, key=lambda c: c['val_accuracy'])
+    candidates = [{'name': c['name'], 'val_accuracy': c['val_accuracy'],
+                   'architecture': c['spec'].describe()} for c in scored]
+    logging.info('round %d candidates: %s -> %s', r,
+                 ', '.join(f"{c['name']}={c['val_accuracy']:.4f}" for c in candidates), best['name'])
+    return best['expansion'], best['name'], candidates

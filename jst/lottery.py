@@ -18,6 +18,7 @@ from typing import Any
 import jax
 import ml_collections
 
+from jst import checkpointing
 from jst import configuration
 from jst import experiment as exp_lib
 from jst import masks as masks_lib
@@ -59,46 +60,69 @@ def initial_masks(config: ml_collections.ConfigDict, params: PyTree) -> PyTree:
 
 
 def run_lth(exp: exp_lib.Experiment) -> list[dict[str, Any]]:
-    """Runs the weight-reset lottery ticket search; returns the summary records."""
+    """Runs (or resumes) the weight-reset lottery ticket search; returns the summary records.
+
+    Progress (``exp.meta``) moves through phases per round: ``'train'`` (the
+    ticket), then ``'controls'`` (one per control, on the same masks); the
+    masks for the next round are computed right after the ticket's training.
+    A checkpoint is written after every phase and inside trainings.
+    """
     config = exp.config
     spec = models.spec_from_config(configuration.model_config_for(config, 'lth'))
     trainer = exp.trainer(spec)
-    theta0 = models.init_variables(spec, exp.keys['init'], exp.input_shape)
-    masks = initial_masks(config, theta0['params'])
     controls = configuration.control_list(config.control)
-    rewind = theta0
-    cumulative = {name: 0 for name in ('none',) + controls}
+    if not exp_lib.restore_progress(exp):
+        theta0 = models.init_variables(spec, exp.keys['init'], exp.input_shape)
+        exp.arrays = {'theta0': exp_lib.variables_to_storable(theta0),
+                      'masks': checkpointing.to_storable(initial_masks(config, theta0['params']))}
+        exp.meta = {'phase': 'train', 'round': 0, 'control_index': 0, 'training': None,
+                    'cumulative': {name: 0 for name in ('none',) + controls}}
+    theta0 = exp_lib.variables_from_storable(exp.arrays['theta0'])
 
-    for r in range(config.num_rounds + 1):
-        label = f'lth round {r}'
-        state = train_lib.create_train_state(rewind if r > 0 else theta0, masks, trainer.tx)
+    def rewind_point() -> dict[str, Any]:
+        if 'rewind' in exp.arrays:
+            return exp_lib.variables_from_storable(exp.arrays['rewind'])
+        return theta0
+
+    def store_rewind(state: train_lib.TrainState) -> None:
+        exp.arrays['rewind'] = exp_lib.variables_to_storable(
+            {'params': state.params, **({'batch_stats': state.batch_stats} if state.batch_stats else {})})
+
+    meta = exp.meta
+    while meta['phase'] != 'done':
+        r = meta['round']
+        masks = checkpointing.masks_from_storable(exp.arrays['masks'], theta0['params'])
         start = config.rewind_step if r > 0 else 0
-        if r == 0 and config.rewind_step > 0:
-            head = exp_lib.train_round(exp, spec, state, start=0, stop=config.rewind_step, label=label)
-            rewind = {'params': head.state.params, **({'batch_stats': head.state.batch_stats}
-                                                       if head.state.batch_stats else {})}
-            rewind = jax.tree.map(lambda x: x.copy(), rewind)
-            tail = exp_lib.train_round(exp, spec, head.state, start=config.rewind_step, label=label)
-            result = exp_lib.RoundResult(tail.state, head.records + tail.records,
-                                         train_lib.early_stopping(head.records + tail.records),
-                                         exp.steps_per_round, head.seconds + tail.seconds)
-        else:
-            result = exp_lib.train_round(exp, spec, state, start=start, label=label)
-        cumulative['none'] += result.steps
-        exp_lib.log_round(exp, exp_lib.make_record(
-            exp, round_index=r, method='lth', control='none', spec=spec, result=result,
-            cumulative_steps=cumulative['none']), result)
-
-        if r > 0:
-            for control in controls:
-                result_c = _run_control(exp, spec, trainer, control, masks, rewind, r, start)
-                cumulative[control] += result_c.steps
+        if meta['phase'] == 'train':
+            state = train_lib.create_train_state(rewind_point() if r > 0 else theta0, masks, trainer.tx)
+            result = exp_lib.train_round(
+                exp, spec, state, start=start, label=f'lth round {r}', tag=f'round{r}/none',
+                snapshot_at=config.rewind_step if r == 0 else 0, on_snapshot=store_rewind)
+            meta['cumulative']['none'] += result.steps
+            exp_lib.log_round(exp, exp_lib.make_record(
+                exp, round_index=r, method='lth', control='none', spec=spec, result=result,
+                cumulative_steps=meta['cumulative']['none']), result)
+            if r < config.num_rounds:
+                exp.arrays['next_masks'] = checkpointing.to_storable(
+                    prune_round(config, result.state.params, masks, r + 1))
+            meta['phase'], meta['control_index'] = 'controls', 0
+            exp_lib.save_progress(exp)
+        if meta['phase'] == 'controls':
+            while r > 0 and meta['control_index'] < len(controls):
+                control = controls[meta['control_index']]
+                result_c = _run_control(exp, spec, trainer, control, masks, rewind_point(), r, start)
+                meta['cumulative'][control] += result_c.steps
                 exp_lib.log_round(exp, exp_lib.make_record(
                     exp, round_index=r, method='lth', control=control, spec=spec, result=result_c,
-                    cumulative_steps=cumulative[control]), result_c)
-
-        if r < config.num_rounds:
-            masks = prune_round(config, result.state.params, masks, r + 1)
+                    cumulative_steps=meta['cumulative'][control]), result_c)
+                meta['control_index'] += 1
+                exp_lib.save_progress(exp)
+            if r < config.num_rounds:
+                exp.arrays['masks'] = exp.arrays.pop('next_masks')
+                meta['round'], meta['phase'] = r + 1, 'train'
+            else:
+                meta['phase'] = 'done'
+            exp_lib.save_progress(exp)
     return exp.summary
 
 
@@ -113,4 +137,5 @@ def _run_control(exp: exp_lib.Experiment, spec: models.ModelSpec, trainer: train
     else:
         raise configuration.ConfigError(f'Unknown control {control!r}.')
     state = train_lib.create_train_state(variables, control_masks, trainer.tx)
-    return exp_lib.train_round(exp, spec, state, start=start, label=f'lth round {r} ({control})')
+    return exp_lib.train_round(exp, spec, state, start=start, label=f'lth round {r} ({control})',
+                               tag=f'round{r}/{control}')

@@ -250,38 +250,50 @@ class EvalRecord:
     test_accuracy: float
 
 
-def _records_from_metrics(metrics: dict[str, np.ndarray], t0: int, last_eval: int) -> tuple[list[EvalRecord], int]:
-    """Eval points of one segment; train metrics averaged since the previous eval point."""
+@dataclasses.dataclass
+class EvalWindow:
+    """Per-step train loss/accuracy since the last evaluation (carried across segments and resumes)."""
+
+    losses: list = dataclasses.field(default_factory=list)
+    accuracies: list = dataclasses.field(default_factory=list)
+
+
+def _records_from_metrics(metrics: dict[str, np.ndarray], t0: int,
+                          window: EvalWindow) -> tuple[list[EvalRecord], EvalWindow]:
+    """Eval points of one segment; train metrics averaged over the steps since the previous one."""
     records = []
-    points = np.nonzero(~np.isnan(metrics['val_loss']))[0]
-    seg_start = 0
-    for i in points:
-        since = max(seg_start, last_eval - t0)
-        sl = slice(since, i + 1)
+    losses = list(window.losses) + [float(x) for x in metrics['loss']]
+    accs = list(window.accuracies) + [float(x) for x in metrics['accuracy']]
+    offset = len(window.losses)  # index of this segment's first step in losses
+    start = 0
+    for i in np.nonzero(~np.isnan(metrics['val_loss']))[0]:
+        end = offset + int(i) + 1
         records.append(EvalRecord(
             step=int(t0 + i + 1),
-            train_loss=float(np.mean(metrics['loss'][sl])),
-            train_accuracy=float(np.mean(metrics['accuracy'][sl])),
+            train_loss=float(np.mean(np.asarray(losses[start:end], np.float32))),
+            train_accuracy=float(np.mean(np.asarray(accs[start:end], np.float32))),
             val_loss=float(metrics['val_loss'][i]), val_accuracy=float(metrics['val_acc'][i]),
             test_loss=float(metrics['test_loss'][i]), test_accuracy=float(metrics['test_acc'][i])))
-        last_eval = int(t0 + i + 1)
-        seg_start = i + 1
-    return records, last_eval
+        start = end
+    return records, EvalWindow(losses[start:], accs[start:])
 
 
 def train_steps(segment_fn: Callable[..., Any], state: TrainState, data: DeviceData, key: Array,
                 start: int, stop: int, *, spe: int, eval_every: int, total: Optional[int] = None,
-                on_epoch: Optional[Callable[[TrainState, list[EvalRecord], int], None]] = None,
+                window: Optional[EvalWindow] = None,
+                on_segment: Optional[Callable[[TrainState, list[EvalRecord], int, EvalWindow], None]] = None,
                 label: str = '') -> tuple[TrainState, list[EvalRecord]]:
     """Trains global steps [start, stop) and returns the new state and its eval records.
 
-    ``total`` is the length of the whole round (the last step is always
-    evaluated). ``on_epoch(state, records_so_far, step)`` is called after each
-    segment (host side, e.g. for checkpoints); it is the only host sync.
+    ``total`` is the length of the whole round (its last step is always
+    evaluated). ``window`` carries the train metrics since the last
+    evaluation when resuming. ``on_segment(state, records_so_far, step,
+    window)`` is called after each segment (host side, e.g. for checkpoints);
+    it is the only host sync.
     """
     total = stop if total is None else total
     records: list[EvalRecord] = []
-    last_eval = start
+    window = window or EvalWindow()
     t = start
     t_begin = time.time()
     for epoch, pos, length in plan_segments(start, stop, spe):
@@ -290,13 +302,14 @@ def train_steps(segment_fn: Callable[..., Any], state: TrainState, data: DeviceD
         if not np.all(np.isfinite(metrics['loss'])):
             bad = t + int(np.argmax(~np.isfinite(metrics['loss'])))
             raise NonFiniteLossError(f'{label}: non-finite training loss at step {bad} '
-                                     f'(epoch {epoch}). Lower the learning rate or check the data.')
-        new, last_eval = _records_from_metrics(metrics, t, last_eval)
+                                     f'(epoch {epoch}). Lower the learning rate or check the data; '
+                                     'the last good checkpoint is kept.')
+        new, window = _records_from_metrics(metrics, t, window)
         records.extend(new)
         t += length
-        if on_epoch is not None:
-            on_epoch(state, records, t)
-        if new and logging.vlog_is_on(0):
+        if on_segment is not None:
+            on_segment(state, records, t, window)
+        if new:
             done = (t - start) / max(stop - start, 1)
             elapsed = time.time() - t_begin
             eta = elapsed / done - elapsed if done > 0 else math.nan

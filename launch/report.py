@@ -1,0 +1,32 @@
+"""Markdown report and PNG plots for finished runs.
+
+    python launch/report.py WORKDIR [WORKDIR ...] [--out=DIR] [--title=...]
+
+Reads each workdir's summary.json and metrics.jsonl (several seeds and methods
+are aggregated as mean ± std) and writes report.md, accuracy_vs_sparsity.png,
+training_curves.png and lineage.png into --out (default: the first workdir).
+"""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from jst import plots  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+_OUT = flags.DEFINE_string('out', None, 'Output folder (default: the first workdir).')
+_TITLE = flags.DEFINE_string('title', 'jst report', 'Report title.')
+
+
+def main(argv):
+    workdirs = argv[1:]
+    if not workdirs:
+        raise app.UsageError('Pass one or more workdirs.')
+    path = plots.write_report(workdirs, _OUT.value or workdirs[0], _TITLE.value)
+    print(path)
+
+
+if __name__ == '__main__':
+    app.run(main)

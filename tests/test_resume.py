@@ -1,0 +1,202 @@
+"""Interrupted runs (SIGKILL at several moments, incl. during a checkpoint write) resume to the
+same result; other configs are refused; corrupt checkpoints fall back; NaN keeps good state."""
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from jst import checkpointing
+from jst import configuration
+from jst import driver
+from jst import train as train_lib
+from tests.helpers import REPO
+
+VOLATILE = ('seconds',)
+
+
+def _args(mnist_dir, workdir, method='lth'):
+    args = [sys.executable, os.path.join(REPO, 'launch', 'main.py'),
+            '--config=' + os.path.join(REPO, 'configs', 'tiny.py'), f'--config.manual_dir={mnist_dir}',
+            '--config.train_limit=1200', '--config.validation_size=1000', '--config.steps_per_round=50',
+            '--config.eval_every=20', '--config.num_rounds=2', '--config.write_report=False',
+            f'--config.method={method}', f'--workdir={workdir}']
+    if method == 'lth':
+        args += ['--config.control=random_reinit', '--config.rewind_step=10']
+    else:
+        args += ['--config.model.widths=(32,)', '--config.pruning=level', '--config.target_sparsity=0.8']
+    return args
+
+
+def _run(args, env_extra=None, kill_after=None):
+    env = {**os.environ, **(env_extra or {})}
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=REPO, text=True)
+    if kill_after is not None:
+        ckpt_dir, delay = kill_after
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            if os.path.isdir(ckpt_dir) and len([d for d in os.listdir(ckpt_dir) if d.isdigit()]) >= 1:
+                break
+            time.sleep(0.02)
+        time.sleep(delay)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+    out, err = proc.communicate(timeout=600)
+    return proc.returncode, out, err
+
+
+def _final(workdir):
+    summary = json.load(open(os.path.join(workdir, 'summary.json')))
+    for r in summary:
+        for k in VOLATILE:
+            r.pop(k, None)
+    metrics = open(os.path.join(workdir, 'metrics.jsonl')).read()
+    ckpt = checkpointing.RunCheckpointer(workdir)
+    meta, arrays = ckpt.restore_latest()
+    ckpt.close()
+    assert meta['phase'] == 'done'
+    key = 'masks' if 'masks' in arrays else 'round_state'
+    masks = arrays[key] if key == 'masks' else arrays[key]['masks']
+    return summary, metrics, masks
+
+
+def _assert_same(a, b):
+    assert a[0] == b[0]
+    assert a[1] == b[1]
+    flat_a = {k: np.asarray(v) for k, v in _flatten(a[2]).items()}
+    flat_b = {k: np.asarray(v) for k, v in _flatten(b[2]).items()}
+    assert flat_a.keys() == flat_b.keys()
+    for k in flat_a:
+        np.testing.assert_array_equal(flat_a[k], flat_b[k])
+
+
+def _flatten(d, prefix=''):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f'{prefix}{k}/'))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+@pytest.fixture(scope='module')
+def lth_baseline(mnist_dir, tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp('baseline_lth'))
+    code, _, err = _run(_args(mnist_dir, workdir))
+    assert code == 0, err[-2000:]
+    return _final(workdir)
+
+
+@pytest.mark.parametrize('moment', ['save:4', 'after_save:9', 'random'])
+def test_sigkill_and_resume_gives_identical_result(moment, mnist_dir, tmp_path, lth_baseline):
+    workdir = str(tmp_path / 'run')
+    if moment == 'random':
+        delay = random.Random(0).uniform(0.0, 1.5)
+        code, _, _ = _run(_args(mnist_dir, workdir), kill_after=(os.path.join(workdir, 'checkpoints'), delay))
+    else:
+        code, _, _ = _run(_args(mnist_dir, workdir), env_extra={'JST_CRASH_AT': moment})
+        assert code == -signal.SIGKILL  # it really died there
+    code, out, err = _run(_args(mnist_dir, workdir))
+    assert code == 0, err[-3000:]
+    if moment != 'random':
+        assert 'Resuming from checkpoint' in err
+    _assert_same(_final(workdir), lth_baseline)
+
+
+def test_juvenile_killed_and_resumed(mnist_dir, tmp_path):
+    base, run = str(tmp_path / 'base'), str(tmp_path / 'run')
+    assert _run(_args(mnist_dir, base, 'juvenile'))[0] == 0
+    code, _, _ = _run(_args(mnist_dir, run, 'juvenile'), env_extra={'JST_CRASH_AT': 'save:5'})
+    assert code == -signal.SIGKILL
+    code, _, err = _run(_args(mnist_dir, run, 'juvenile'))
+    assert code == 0, err[-3000:]
+    _assert_same(_final(run), _final(base))
+
+
+def test_other_config_in_workdir_is_refused(mnist_dir, tmp_path, lth_baseline):
+    workdir = str(tmp_path / 'run')
+    assert _run(_args(mnist_dir, workdir))[0] == 0
+    code, _, err = _run(_args(mnist_dir, workdir) + ['--config.learning_rate=0.001'])
+    assert code != 0
+    assert 'holds a run of a different config: learning_rate: 0.0012 in the workdir, 0.001 now' in err
+    assert '--config.overwrite=True' in err
+    # The old run is untouched...
+    _assert_same(_final(workdir), lth_baseline)
+    # ...unless overwrite is asked for.
+    code, _, err = _run(_args(mnist_dir, workdir) + ['--config.learning_rate=0.001', '--config.overwrite=True'])
+    assert code == 0, err[-2000:]
+    assert json.load(open(os.path.join(workdir, 'config.json')))['learning_rate'] == 0.001
+
+
+def test_corrupt_newest_checkpoint_falls_back_and_is_kept(mnist_dir, tmp_path):
+    workdir = str(tmp_path / 'run')
+    code, _, _ = _run(_args(mnist_dir, workdir), env_extra={'JST_CRASH_AT': 'after_save:6'})
+    assert code == -signal.SIGKILL
+    ckpt_dir = os.path.join(workdir, 'checkpoints')
+    steps = sorted(int(d) for d in os.listdir(ckpt_dir) if d.isdigit())
+    assert len(steps) == 2
+    newest = os.path.join(ckpt_dir, str(steps[-1]))
+    copy = str(tmp_path / 'copy')
+    shutil.copytree(workdir, copy)
+    shutil.rmtree(os.path.join(copy, 'checkpoints', str(steps[-1])))
+    ck = checkpointing.RunCheckpointer(copy)
+    older_meta, _ = ck.restore_latest()
+    ck.close()
+    for root, _, files in os.walk(os.path.join(newest, 'arrays')):
+        for f in files:
+            with open(os.path.join(root, f), 'wb') as fh:
+                fh.write(b'garbage')
+    ck = checkpointing.RunCheckpointer(workdir)
+    meta, _ = ck.restore_latest()
+    ck.close()
+    assert os.path.isdir(newest)  # never destroyed
+    assert meta == older_meta  # fell back to the previous good checkpoint
+    code, _, err = _run(_args(mnist_dir, workdir))  # and the run still completes
+    assert code == 0, err[-2000:]
+
+
+def test_all_checkpoints_unreadable_is_a_clear_error(tmp_path):
+    ck = checkpointing.RunCheckpointer(str(tmp_path))
+    ck.save({'phase': 'train'}, {'x': np.ones(3)})
+    ck.close()
+    shutil.rmtree(tmp_path / 'checkpoints' / '1' / 'meta')
+    ck = checkpointing.RunCheckpointer(str(tmp_path))
+    with pytest.raises(checkpointing.CheckpointError, match='can be read.*--config.overwrite=True'):
+        ck.restore_latest()
+
+
+def test_nan_stops_with_round_and_keeps_last_good_checkpoint(mnist_dir, tmp_path, monkeypatch):
+    from tests.helpers import load_config
+    config = load_config('tiny')
+    config.manual_dir = mnist_dir
+    config.write_report = False
+    real = train_lib.train_steps
+
+    def failing(*args, label='', **kw):
+        if label == 'lth round 1':
+            raise train_lib.NonFiniteLossError('lth round 1: non-finite training loss at step 3 (epoch 0).')
+        return real(*args, label=label, **kw)
+
+    monkeypatch.setattr(train_lib, 'train_steps', failing)
+    with pytest.raises(train_lib.NonFiniteLossError, match=r'lth round 1: non-finite training loss at step \d+ \(epoch 0\)'):
+        driver.train_and_evaluate(config, str(tmp_path))
+    monkeypatch.setattr(train_lib, 'train_steps', real)
+    records = driver.train_and_evaluate(config, str(tmp_path))  # resumes at round 1
+    assert [r['round'] for r in records] == [0, 1, 2]
+
+
+def test_real_nan_message(mnist_dir, tmp_path):
+    from tests.helpers import load_config
+    config = load_config('tiny')
+    config.manual_dir = mnist_dir
+    config.optimizer, config.learning_rate = 'sgd', 1e12
+    with pytest.raises(train_lib.NonFiniteLossError, match=r'lth round 0: non-finite training loss at step \d+ \(epoch \d+\)'):
+        driver.train_and_evaluate(config, str(tmp_path))
