@@ -79,6 +79,7 @@ def default_config() -> ml_collections.ConfigDict:
         'deepen': True, 'widen_by': (32,), 'probe_steps': 200, 'patience': 2,
         'max_depth': 16, 'max_params': 10_000_000})
     # Bookkeeping.
+    c.name = ''                # label of this variant in reports ('' = the method)
     c.overwrite = False
     c.checkpoint_every_epochs = 1  # also at the end of every round/phase; 0 = only those
     c.write_report = True          # report.md + PNG plots in WORKDIR/report at the end

@@ -359,10 +359,64 @@ def _fresh_units(kind: str, old: Array, amount: int, key: Array) -> Array:
 def widen(params: PyTree, masks: PyTree, spec: models.ModelSpec, key: Array, *,
           layer: int, amount: int, batch_stats: Optional[PyTree] = None,
           options: GrowthOptions = GrowthOptions()) -> Expansion:
-    """Adds ``amount`` units to hidden layer ``layer`` (function-preserving)."""
+    """Adds ``amount`` units to hidden layer ``layer`` of a jst model (function-preserving)."""
+    producers, consumers, _ = unit_group(spec, layer)
+    new_p, new_m, new_s, plan = _widen_group(params, masks, batch_stats, producers, consumers, key,
+                                             amount, options)
+    return Expansion(params=new_p, masks=new_m, batch_stats=new_s,
+                     spec=_widened_spec(spec, layer, amount), plan=plan)
+
+
+def widen_layer(params: PyTree, masks: PyTree, key: Array, *, producer: str, consumer: str,
+                amount: int, norm: Optional[str] = None, batch_stats: Optional[PyTree] = None,
+                options: GrowthOptions = GrowthOptions()) -> Expansion:
+    """Widens any Flax ``nn.Dense``/``nn.Conv`` layer that feeds another, by parameter path.
+
+    ``producer`` (e.g. ``'Dense_0'``) gains ``amount`` output units;
+    ``consumer`` (e.g. ``'Dense_1'``), which reads the producer's output
+    (possibly through an elementwise activation and a BatchNorm named by
+    ``norm``), gains the matching input rows. Works on a user's own module;
+    rebuild the module with the new width (``Expansion.spec`` is None here).
+    """
+    flat = _flat(params)
+    kernel, consumer_kernel = f'{producer}/kernel', f'{consumer}/kernel'
+    for path in (kernel, consumer_kernel):
+        if path not in flat:
+            raise ExpansionError(f'{path} not found; parameter paths are {sorted(flat)}.')
+        if flat[path].ndim not in (2, 4):
+            raise ExpansionError(f'{path} has shape {flat[path].shape}: widen_layer supports Dense (2-D) '
+                                 'and 2-D Conv (4-D) kernels only.')
+    if flat[kernel].shape[-1] != flat[consumer_kernel].shape[-2]:
+        raise ExpansionError(f'{consumer_kernel} reads {flat[consumer_kernel].shape[-2]} inputs but {kernel} '
+                             f'has {flat[kernel].shape[-1]} outputs: {consumer} does not consume {producer} '
+                             '(e.g. a flatten sits between them), which widen_layer does not support.')
+    producers = [(kernel, -1, 'kernel')]
+    if f'{producer}/bias' in flat:
+        producers.append((f'{producer}/bias', -1, 'bias'))
+    if norm is not None:
+        producers += [(f'{norm}/scale', -1, 'bn_scale'), (f'{norm}/bias', -1, 'bn_bias'),
+                      (f'{norm}/mean', -1, 'mean'), (f'{norm}/var', -1, 'var')]
+    new_p, new_m, new_s, plan = _widen_group(params, masks, batch_stats, producers,
+                                             [(consumer_kernel, -2)], key, amount, options)
+    return Expansion(params=new_p, masks=new_m, batch_stats=new_s, spec=None, plan=plan)
+
+
+def identity_dense(width: int) -> dict[str, Array]:
+    """Params of a Dense(width, width) that is the identity (kernel I, bias 0): insert after a ReLU."""
+    return {'kernel': jnp.eye(width, dtype=jnp.float32), 'bias': jnp.zeros((width,), jnp.float32)}
+
+
+def dirac_conv(channels: int, kernel_size: int = 3) -> dict[str, Array]:
+    """Params of a 'SAME' Conv(channels, channels) that is the identity (Dirac kernel, zero bias)."""
+    c = kernel_size // 2
+    kernel = jnp.zeros((kernel_size, kernel_size, channels, channels)).at[c, c].set(jnp.eye(channels))
+    return {'kernel': kernel, 'bias': jnp.zeros((channels,), jnp.float32)}
+
+
+def _widen_group(params, masks, batch_stats, producers, consumers, key, amount, options):
+    """The generic widening core: producers gain units on axis -1, consumers inputs on their axis."""
     if amount <= 0:
         raise ExpansionError(f'widen amount must be positive, got {amount}.')
-    producers, consumers, _ = unit_group(spec, layer)
     flat, mflat, sflat = _flat(params), _flat_masks(masks), _flat(batch_stats)
     for path, _, kind in producers:
         source = sflat if kind in ('mean', 'var') else flat
@@ -373,9 +427,9 @@ def widen(params: PyTree, masks: PyTree, spec: models.ModelSpec, key: Array, *,
     units = flat[producers[0][0]].shape[-1]
     k_sel, k_new, k_mask, k_noise = jax.random.split(key, 4)
     idx = jax.random.randint(k_sel, (amount,), 0, units)
-    new_params, new_stats, new_masks, plan = dict(flat), dict(sflat), {}, []
+    new_params, new_stats, new_masks = dict(flat), dict(sflat), {}
 
-    for i, (path, axis, kind) in enumerate(producers):
+    for i, (path, _, kind) in enumerate(producers):
         target = new_stats if kind in ('mean', 'var') else new_params
         old = target[path]
         if options.widen_method == 'net2net':
@@ -402,7 +456,7 @@ def widen(params: PyTree, masks: PyTree, spec: models.ModelSpec, key: Array, *,
             counts = 1 + jnp.bincount(idx, length=units)
             shape = [1] * old.ndim
             shape[ax] = units
-            scaled = old / counts.reshape(shape)
+            scaled = old / counts.reshape(shape).astype(old.dtype)
             new_params[path] = jnp.concatenate([scaled, jnp.take(scaled, idx, axis=ax)], axis=ax)
         else:
             zshape = list(old.shape)
@@ -418,20 +472,10 @@ def widen(params: PyTree, masks: PyTree, spec: models.ModelSpec, key: Array, *,
                 fresh = _new_mask(tuple(mshape), density, jax.random.fold_in(k_mask, 100 + j), None, options)
                 new_masks[path] = jnp.concatenate([old_m, fresh], axis=ax)
 
-    for path, v in new_params.items():
-        plan.append((path, path, _full(flat[path].shape)))
-    new_spec = _widened_spec(spec, layer, amount)
-    # Masks of touched leaves are complete (old embedded); _finish keeps them as given.
-    masks_flat = {}
-    for path, v in new_params.items():
-        if path in new_masks:
-            masks_flat[path] = new_masks[path]
-        else:
-            masks_flat[path] = mflat.get(path)
-    new_p = _unflat(new_params)
-    new_m = _unflat(masks_flat)
-    return Expansion(params=masks_lib.apply_masks(new_p, new_m), masks=new_m,
-                     batch_stats=_unflat(new_stats), spec=new_spec, plan=tuple(plan))
+    plan = tuple((path, path, _full(flat[path].shape)) for path in new_params)
+    masks_flat = {path: new_masks.get(path, mflat.get(path)) for path in new_params}
+    new_p, new_m = _unflat(new_params), _unflat(masks_flat)
+    return masks_lib.apply_masks(new_p, new_m), new_m, _unflat(new_stats), plan
 
 
 # --------------------------------------------------------------------------

@@ -46,6 +46,7 @@ class Experiment:
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)    # JSON progress of the driver
     arrays: dict[str, Any] = dataclasses.field(default_factory=dict)  # storable arrays of the driver
     _segment_fns: dict[Any, Callable[..., Any]] = dataclasses.field(default_factory=dict)
+    _eval_fns: dict[Any, Callable[..., Any]] = dataclasses.field(default_factory=dict)
 
     @property
     def num_train(self) -> int:
@@ -107,6 +108,7 @@ class RoundResult:
     best: train_lib.EvalRecord
     steps: int
     seconds: float
+    start: Optional[dict[str, float]] = None  # val/test loss and accuracy before the first step
 
 
 # --------------------------------------------------------------------------
@@ -184,6 +186,7 @@ def train_round(exp: Experiment, spec: models.ModelSpec, state: train_lib.TrainS
         window = train_lib.EvalWindow(**progress['window'])
     every = max(int(exp.config.checkpoint_every_epochs), 0)
     latest = {'window': window}
+    start_eval = (progress or {}).get('start_eval') if t != start else evaluate_start(exp, spec, state)
 
     def on_segment(st, new_records, step, win):
         latest['window'] = win
@@ -192,6 +195,7 @@ def train_round(exp: Experiment, spec: models.ModelSpec, state: train_lib.TrainS
         if (step // exp.steps_per_epoch) % every:
             return
         exp.meta['training'] = {'tag': tag, 'step': step, 'window': dataclasses.asdict(win),
+                                'start_eval': start_eval,
                                 'records': [dataclasses.asdict(r) for r in records + new_records]}
         exp.arrays['train_state'] = state_to_storable(st)
         save_progress(exp)
@@ -211,7 +215,17 @@ def train_round(exp: Experiment, spec: models.ModelSpec, state: train_lib.TrainS
     exp.meta['training'] = None
     exp.arrays.pop('train_state', None)
     return RoundResult(state, records, train_lib.early_stopping(records) if records else None,
-                       stop - start, time.time() - t0)
+                       stop - start, time.time() - t0, start_eval)
+
+
+def evaluate_start(exp: Experiment, spec: models.ModelSpec, state: train_lib.TrainState) -> dict[str, float]:
+    """Validation and test loss/accuracy of ``state`` before training (forgetting after prune/grow/reset)."""
+    if spec not in exp._eval_fns:  # pylint: disable=protected-access
+        exp._eval_fns[spec] = jax.jit(exp.trainer(spec).evaluate)  # pylint: disable=protected-access
+    fn, d = exp._eval_fns[spec], exp.data  # pylint: disable=protected-access
+    vl, va = fn(state.params, state.batch_stats, d.val_x, d.val_y, d.val_w)
+    tl, ta = fn(state.params, state.batch_stats, d.test_x, d.test_y, d.test_w)
+    return {'val_loss': float(vl), 'val_accuracy': float(va), 'test_loss': float(tl), 'test_accuracy': float(ta)}
 
 
 def make_record(exp: Experiment, *, round_index: int, method: str, control: str,
@@ -223,6 +237,7 @@ def make_record(exp: Experiment, *, round_index: int, method: str, control: str,
     final = result.records[-1]
     record = {
         'round': round_index, 'method': method, 'control': control,
+        'variant': exp.config.name or method,
         'dataset': exp.dataset.name, 'seed': int(exp.config.seed),
         'architecture': spec.describe(), 'fraction_remaining': fraction,
         'params_remaining': params_remaining,
@@ -231,6 +246,8 @@ def make_record(exp: Experiment, *, round_index: int, method: str, control: str,
         'val_loss': result.best.val_loss, 'test_loss': result.best.test_loss,
         'final_val_accuracy': final.val_accuracy, 'final_test_accuracy': final.test_accuracy,
         'steps': result.steps, 'seconds': round(result.seconds, 3),
+        'start_val_accuracy': (result.start or {}).get('val_accuracy'),
+        'start_test_accuracy': (result.start or {}).get('test_accuracy'),
         'spec': models.spec_to_dict(spec), 'data_backend': exp.dataset.backend,
         'layers': {k: list(v) for k, v in masks_lib.sparsity_stats(state.masks)['layers'].items()},
     }
@@ -241,10 +258,12 @@ def make_record(exp: Experiment, *, round_index: int, method: str, control: str,
 def log_round(exp: Experiment, record: dict[str, Any], result: RoundResult) -> None:
     """Appends the round to summary.json / metrics.jsonl and prints its line."""
     exp.summary.append(record)
+    tags = {'round': record['round'], 'method': record['method'], 'control': record['control'],
+            'seed': record['seed'], 'variant': record['variant']}
+    if result.start:
+        exp.metrics.append({**tags, 'step': 0, 'train_loss': None, 'train_accuracy': None, **result.start})
     for r in result.records:
-        exp.metrics.append({'round': record['round'], 'method': record['method'],
-                            'control': record['control'], 'seed': record['seed'],
-                            **dataclasses.asdict(r)})
+        exp.metrics.append({**tags, **dataclasses.asdict(r)})
     reporting.write_summary(exp.workdir, exp.summary)
     reporting.write_metrics(exp.workdir, exp.metrics)
     print(reporting.round_line(record), flush=True)

@@ -246,3 +246,37 @@ def geometric_level_sparsity(target: float, round_index: int, num_rounds: int) -
     if num_rounds <= 0:
         return float(target)
     return float(1.0 - (1.0 - target) ** (min(round_index, num_rounds) / num_rounds))
+
+
+# --------------------------------------------------------------------------
+# optax integration
+# --------------------------------------------------------------------------
+def keep_pruned_at_zero(inner: 'optax.GradientTransformation',
+                        masks: Optional[PyTree] = None) -> 'optax.GradientTransformationExtraArgs':
+    """Wraps an optax transformation so that pruned weights never move.
+
+    Gradients of pruned weights are zeroed before ``inner`` sees them and
+    their updates are zeroed after, so params that start at zero (see
+    ``apply_masks``) stay exactly zero. The optimizer state is ``inner``'s own
+    (masks are not stored in it): pass the current masks to ``update`` as an
+    extra argument, or fix them at construction::
+
+        tx = masks.keep_pruned_at_zero(optax.adam(1e-3))
+        updates, opt_state = tx.update(grads, opt_state, params, masks=current_masks)
+    """
+    import optax  # pylint: disable=g-import-not-at-top
+    fixed = masks
+
+    def init_fn(params):
+        return inner.init(params)
+
+    def update_fn(updates, state, params=None, *, masks=None, **extra_args):
+        current = masks if masks is not None else fixed
+        if current is None:
+            raise ValueError('keep_pruned_at_zero: pass masks=... to update() or to the constructor.')
+        updates = apply_masks(updates, current)
+        inner_tx = optax.with_extra_args_support(inner)
+        updates, state = inner_tx.update(updates, state, params, **extra_args)
+        return apply_masks(updates, current), state
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -41,8 +41,12 @@ def load_runs(workdirs: Iterable[str]) -> tuple[list[Record], list[Record]]:
     return summary, metrics
 
 
+def _variant(r: Record) -> str:
+    return r.get('variant') or r['method']
+
+
 def _label(r: Record) -> str:
-    return r['method'] if r['control'] == 'none' else f"{r['method']} ({r['control']})"
+    return _variant(r) if r['control'] == 'none' else f"{_variant(r)} ({r['control']})"
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -54,16 +58,16 @@ def aggregate(summary: Sequence[Record]) -> list[dict[str, Any]]:
     """Rows per (method, control, round), aggregated over seeds."""
     groups = collections.defaultdict(list)
     for r in summary:
-        groups[(r['method'], r['control'], r['round'])].append(r)
+        groups[(_variant(r), r['method'], r['control'], r['round'])].append(r)
     rows = []
-    for (method, control, rnd), rs in sorted(groups.items()):
+    for (variant, method, control, rnd), rs in sorted(groups.items()):
         archs = sorted({r['architecture'] for r in rs})
         val, val_sd = _mean_std([r['val_accuracy'] for r in rs])
         test, test_sd = _mean_std([r['test_accuracy'] for r in rs])
         frac, _ = _mean_std([r['fraction_remaining'] for r in rs])
         steps, _ = _mean_std([r['cumulative_steps'] for r in rs])
         best, _ = _mean_std([r['best_step'] for r in rs])
-        rows.append({'method': method, 'control': control, 'round': rnd, 'architecture': ' / '.join(archs),
+        rows.append({'variant': variant, 'method': method, 'control': control, 'round': rnd, 'architecture': ' / '.join(archs),
                      'fraction_remaining': frac, 'val': val, 'val_sd': val_sd, 'test': test,
                      'test_sd': test_sd, 'cumulative_steps': steps, 'best_step': best, 'seeds': len(rs),
                      'params_remaining': float(np.mean([r['params_remaining'] for r in rs]))})
@@ -71,12 +75,12 @@ def aggregate(summary: Sequence[Record]) -> list[dict[str, Any]]:
 
 
 def aggregate_table(summary: Sequence[Record]) -> str:
-    lines = ['| method | control | round | architecture | % weights remaining | params remaining | '
+    lines = ['| variant | control | round | architecture | % weights remaining | params remaining | '
              'val acc (%) | test acc (%) | early-stop step | cumulative steps | seeds |',
              '|---|---|---|---|---|---|---|---|---|---|---|']
     for a in aggregate(summary):
         lines.append(
-            f"| {a['method']} | {a['control']} | {a['round']} | {a['architecture']} | "
+            f"| {a['variant']} | {a['control']} | {a['round']} | {a['architecture']} | "
             f"{100 * a['fraction_remaining']:.2f} | {a['params_remaining']:.0f} | "
             f"{100 * a['val']:.2f} ± {100 * a['val_sd']:.2f} | {100 * a['test']:.2f} ± {100 * a['test_sd']:.2f} | "
             f"{a['best_step']:.0f} | {a['cumulative_steps']:.0f} | {a['seeds']} |")
@@ -114,7 +118,7 @@ def plot_training_curves(metrics: Sequence[Record], path: str, title: str = '',
     rows_spec = [('train_accuracy', 'train accuracy'), ('val_accuracy', 'validation accuracy'),
                  ('train_loss', 'train loss'), ('val_loss', 'validation loss')]
     metrics = [m for m in metrics if m.get('control', 'none') == control]
-    methods = sorted({m['method'] for m in metrics})
+    methods = sorted({_variant(m) for m in metrics})
     if not methods:
         raise ValueError('No metric rows to plot.')
     rounds = sorted({m['round'] for m in metrics})
@@ -127,7 +131,7 @@ def plot_training_curves(metrics: Sequence[Record], path: str, title: str = '',
             for ri, rnd in enumerate(rounds):
                 pts = collections.defaultdict(list)
                 for m in metrics:
-                    if m['method'] == method and m['round'] == rnd:
+                    if _variant(m) == method and m['round'] == rnd and m.get(key) is not None:
                         pts[m['step']].append(m[key])
                 if not pts:
                     continue
@@ -191,9 +195,12 @@ def write_report(workdirs: Sequence[str], out_dir: str, title: str = 'jst report
             r.get('data_backend') == 'numpy' for r in summary) else 'cifar10')
     figs = [plot_accuracy_vs_sparsity(summary, os.path.join(out_dir, 'accuracy_vs_sparsity.png'),
                                       f'Test accuracy vs. weights remaining: {suffix}')]
-    if metrics:
-        figs.append(plot_training_curves(metrics, os.path.join(out_dir, 'training_curves.png'),
-                                         f'Training curves per round: {suffix}'))
+    variants = sorted({_variant(m) for m in metrics if m.get('control', 'none') == 'none'})
+    chunks = [variants[i:i + 3] for i in range(0, len(variants), 3)]
+    for i, chunk in enumerate(chunks):
+        name = 'training_curves.png' if len(chunks) == 1 else f'training_curves_{i + 1}.png'
+        figs.append(plot_training_curves([m for m in metrics if _variant(m) in chunk],
+                                         os.path.join(out_dir, name), f'Training curves per round: {suffix}'))
     figs.append(plot_lineage(summary, os.path.join(out_dir, 'lineage.png'), f'Architecture per round: {suffix}'))
     lines = [f'# {title}', '', f'Data: {suffix}. Runs: {len(set(r["workdir"] for r in summary))} workdir(s).', '',
              aggregate_table(summary), '']

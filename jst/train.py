@@ -124,6 +124,7 @@ def cross_entropy(logits: Array, labels: Array) -> Array:
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
                     preprocess: Callable[[Array], Array]) -> Callable[..., tuple[TrainState, dict[str, Array]]]:
     """(state, x uint8 [B,...], y [B]) -> (state, {'loss', 'accuracy'})."""
+    masked_tx = masks_lib.keep_pruned_at_zero(tx)
 
     def train_step(state: TrainState, x: Array, y: Array):
         inputs = preprocess(x)
@@ -138,8 +139,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
             return jnp.mean(cross_entropy(logits, y)), (logits, new_stats)
 
         (loss, (logits, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        grads = masks_lib.apply_masks(grads, state.masks)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        updates, opt_state = masked_tx.update(grads, state.opt_state, state.params, masks=state.masks)
         params = masks_lib.apply_masks(optax.apply_updates(state.params, updates), state.masks)
         new_state = state.replace(step=state.step + 1, params=params, batch_stats=new_stats,
                                   opt_state=opt_state)

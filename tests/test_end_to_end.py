@@ -30,7 +30,7 @@ def test_tiny_lth_run(mnist_dir, tmp_path):
     assert all(r['test_accuracy'] > 0.85 for r in main), main  # real learning on real MNIST
     assert [r['round'] for r in summary if r['control'] == 'random_reinit'] == [1, 2]
     metrics = reporting.read_metrics(str(tmp_path))
-    assert {m['step'] for m in metrics} == {50, 100, 150}
+    assert {m['step'] for m in metrics} == {0, 50, 100, 150}  # 0: before training (after reset)
     assert os.path.exists(tmp_path / 'summary.md')
 
 

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs one config for several seeds and variants, then writes one report.
+#   bash launch/sweep.sh OUT_DIR CONFIG "SEEDS" "NAME:--overrides ..." ["NAME:--overrides ..." ...]
+# Example (the seed paper's MNIST experiment, both policies, 3 seeds):
+#   bash launch/sweep.sh runs/paper_mnist configs/mnist.py "42 43 44" \
+#     "juvenile:--config.method=juvenile" "lth:--config.method=lth"
+# Extra flags for every run (e.g. the offline data folder) come from $JST_FLAGS.
+set -euo pipefail
+out=$1; config=$2; seeds=$3; shift 3
+here="$(cd "$(dirname "$0")" && pwd)"
+dirs=()
+for variant in "$@"; do
+  name=${variant%%:*}; overrides=${variant#*:}
+  for seed in $seeds; do
+    dir="$out/${name}_s${seed}"
+    # shellcheck disable=SC2086
+    python "$here/main.py" --config="$config" --config.seed="$seed" --config.name="$name" $overrides ${JST_FLAGS:-} \
+      --config.write_report=False --workdir="$dir" > "$dir.log" 2>&1 || { echo "FAILED: $dir (see $dir.log)"; exit 1; }
+    echo "done: $dir"
+    dirs+=("$dir")
+  done
+done
+python "$here/report.py" "${dirs[@]}" --out="$out/report" --title="$(basename "$out")"
