@@ -56,6 +56,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.learning_rate = 1.2e-3
     c.momentum = 0.0
     c.eval_every = 0           # steps between validation/test evaluations; 0 = once per epoch
+    c.num_devices = 1          # data parallelism over this many devices (-1: all, incl. other hosts)
     # Pruning.
     c.pruning = 'imp'          # 'imp': fraction of remaining; 'level': each layer to a target sparsity
     c.prune_fraction = 0.2

@@ -23,6 +23,7 @@ from jst import configuration
 from jst import data as data_lib
 from jst import masks as masks_lib
 from jst import models
+from jst import parallel
 from jst import reporting
 from jst import train as train_lib
 
@@ -43,6 +44,7 @@ class Experiment:
     summary: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     metrics: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     checkpointer: Optional[checkpointing.RunCheckpointer] = None
+    mesh: Optional[Any] = None  # data-parallel mesh (None: one device)
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)    # JSON progress of the driver
     arrays: dict[str, Any] = dataclasses.field(default_factory=dict)  # storable arrays of the driver
     _segment_fns: dict[Any, Callable[..., Any]] = dataclasses.field(default_factory=dict)
@@ -61,7 +63,7 @@ class Experiment:
     def segment_fn(self, spec: models.ModelSpec) -> Callable[..., Any]:
         """Compiled once per architecture and reused across rounds."""
         if spec not in self._segment_fns:
-            self._segment_fns[spec] = train_lib.make_segment_fn(self.trainer(spec), self.num_train)
+            self._segment_fns[spec] = train_lib.make_segment_fn(self.trainer(spec), self.num_train, self.mesh)
         return self._segment_fns[spec]
 
 
@@ -88,11 +90,16 @@ def make_experiment(config: ml_collections.ConfigDict, workdir: str,
         raise configuration.ConfigError(
             f'config.rewind_step={config.rewind_step} must be smaller than the {steps} steps per round.')
     eval_every = config.eval_every if config.eval_every > 0 else spe
+    mesh = parallel.make_mesh(config.num_devices)
+    if mesh is not None and config.batch_size % mesh.size:
+        raise configuration.ConfigError(f'config.batch_size={config.batch_size} must be divisible by the '
+                                        f'{mesh.size} devices of config.num_devices={config.num_devices}.')
     root = jax.random.key(config.seed)
     names = ('init', 'data', 'prune', 'control', 'growth')
     keys = dict(zip(names, jax.random.split(root, len(names))))
-    return Experiment(config, workdir, dataset, train_lib.device_data(dataset),
-                      tuple(dataset.train.images.shape[1:]), steps, spe, eval_every, keys)
+    data = train_lib.device_data(dataset, parallel.replicated(mesh) if mesh is not None else None)
+    return Experiment(config, workdir, dataset, data, tuple(dataset.train.images.shape[1:]), steps, spe,
+                      eval_every, keys, mesh=mesh)
 
 
 def fraction_and_params_remaining(params: PyTree, masks: PyTree) -> tuple[float, int]:
@@ -200,6 +207,7 @@ def train_round(exp: Experiment, spec: models.ModelSpec, state: train_lib.TrainS
         exp.arrays['train_state'] = state_to_storable(st)
         save_progress(exp)
 
+    state = parallel.replicate(state, exp.mesh)
     t0 = time.time()
     segments = [(t, stop)]
     if snapshot_at and t < snapshot_at < stop:

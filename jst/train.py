@@ -31,6 +31,7 @@ from absl import logging
 
 from jst import data as data_lib
 from jst import masks as masks_lib
+from jst import parallel
 
 Array = jax.Array
 PyTree = Any
@@ -149,7 +150,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
     return train_step
 
 
-def make_evaluate(model: nn.Module, preprocess: Callable[[Array], Array]) -> Callable[..., tuple[Array, Array]]:
+def make_evaluate(model: nn.Module, preprocess: Callable[[Array], Array],
+                  mesh: Optional[Any] = None) -> Callable[..., tuple[Array, Array]]:
     """(params, batch_stats, x [Npad,...], y, w) -> (mean loss, accuracy) over the weighted examples."""
 
     def evaluate(params, batch_stats, x, y, w):
@@ -159,6 +161,7 @@ def make_evaluate(model: nn.Module, preprocess: Callable[[Array], Array]) -> Cal
 
         def one(args):
             cx, cy, cw = args
+            cx, cy, cw = (parallel.shard_batch(a, mesh) for a in (cx, cy, cw))
             logits = model.apply(_variables(params, batch_stats), preprocess(cx), train=False)
             return (jnp.sum(cross_entropy(logits, cy) * cw),
                     jnp.sum((jnp.argmax(logits, -1) == cy) * cw))
@@ -187,20 +190,24 @@ class Trainer:
     def evaluate(self):
         return make_evaluate(self.model, self.preprocess)
 
+    def make_evaluate(self, mesh: Optional[Any] = None):
+        return make_evaluate(self.model, self.preprocess, mesh)
+
 
 def steps_per_epoch(num_train: int, batch_size: int) -> int:
     return num_train // batch_size
 
 
-def make_segment_fn(trainer: Trainer, num_train: int) -> Callable[..., Any]:
+def make_segment_fn(trainer: Trainer, num_train: int, mesh: Optional[Any] = None) -> Callable[..., Any]:
     """Jitted (state, data, key, epoch, pos, t0, total, eval_every, length) -> (state, metrics).
 
     Runs ``length`` steps (static) of epoch ``epoch`` from batch position
     ``pos``; global steps are ``t0 .. t0 + length - 1``. Metrics are per-step
     arrays [length]: train ``loss``/``accuracy`` and ``val_loss``, ``val_acc``,
-    ``test_loss``, ``test_acc`` (NaN where not evaluated).
+    ``test_loss``, ``test_acc`` (NaN where not evaluated). With a ``mesh``,
+    each batch is split across its devices (data parallelism).
     """
-    train_step, evaluate, bsz = trainer.train_step, trainer.evaluate, trainer.batch_size
+    train_step, evaluate, bsz = trainer.train_step, trainer.make_evaluate(mesh), trainer.batch_size
 
     def segment(state, data, key, epoch, pos, t0, total, eval_every, length):
         def evaluate_all(st):
@@ -214,7 +221,9 @@ def make_segment_fn(trainer: Trainer, num_train: int) -> Callable[..., Any]:
 
         def body(st, args):
             batch_idx, t = args
-            st, m = train_step(st, data.train_x[batch_idx], data.train_y[batch_idx])
+            x = parallel.shard_batch(data.train_x[batch_idx], mesh)
+            y = parallel.shard_batch(data.train_y[batch_idx], mesh)
+            st, m = train_step(st, x, y)
             do_eval = jnp.logical_or((t + 1) % eval_every == 0, t + 1 == total)
             ev = jax.lax.cond(do_eval, evaluate_all, lambda s: jnp.full((4,), jnp.nan), st)
             return st, (m['loss'], m['accuracy'], ev)

@@ -18,6 +18,9 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Where results and checkpoints g
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+    if os.environ.get('JST_DISTRIBUTED'):  # multi-host: coordinator and ids come from the cluster env
+        import jax  # pylint: disable=g-import-not-at-top
+        jax.distributed.initialize()
     config_path = flags.FLAGS['config'].config_filename
     workdir = _WORKDIR.value or os.path.join(
         'runs', os.path.splitext(os.path.basename(config_path.split(':')[0]))[0])
