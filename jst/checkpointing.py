@@ -35,8 +35,8 @@ from jst import masks as masks_lib
 PyTree = Any
 CHECKPOINT_DIR = 'checkpoints'
 # Config fields that may change between a run and its resumption.
-RESUMABLE_FIELDS = ('overwrite', 'log_level', 'checkpoint_every_epochs', 'manual_dir', 'data_dir',
-                    'data_backend')
+RESUMABLE_FIELDS = ('overwrite', 'log_level', 'checkpoint_every_epochs', 'checkpoint_min_interval_s',
+                    'manual_dir', 'data_dir', 'data_backend', 'write_report')
 
 
 class CheckpointError(RuntimeError):

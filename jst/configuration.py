@@ -83,6 +83,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.name = ''                # label of this variant in reports ('' = the method)
     c.overwrite = False
     c.checkpoint_every_epochs = 1  # also at the end of every round/phase; 0 = only those
+    c.checkpoint_min_interval_s = 30.0  # ...but inside a training at most this often (0: no limit)
     c.write_report = True          # report.md + PNG plots in WORKDIR/report at the end
     c.log_level = 'info'
     return c

@@ -192,7 +192,7 @@ def train_round(exp: Experiment, spec: models.ModelSpec, state: train_lib.TrainS
         records = [train_lib.EvalRecord(**r) for r in progress['records']]
         window = train_lib.EvalWindow(**progress['window'])
     every = max(int(exp.config.checkpoint_every_epochs), 0)
-    latest = {'window': window}
+    latest = {'window': window, 'saved_at': time.time()}
     start_eval = (progress or {}).get('start_eval') if t != start else evaluate_start(exp, spec, state)
 
     def on_segment(st, new_records, step, win):
@@ -201,6 +201,9 @@ def train_round(exp: Experiment, spec: models.ModelSpec, state: train_lib.TrainS
             return
         if (step // exp.steps_per_epoch) % every:
             return
+        if time.time() - latest['saved_at'] < exp.config.checkpoint_min_interval_s:
+            return
+        latest['saved_at'] = time.time()
         exp.meta['training'] = {'tag': tag, 'step': step, 'window': dataclasses.asdict(win),
                                 'start_eval': start_eval,
                                 'records': [dataclasses.asdict(r) for r in records + new_records]}

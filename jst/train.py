@@ -235,6 +235,25 @@ def make_segment_fn(trainer: Trainer, num_train: int, mesh: Optional[Any] = None
     return jax.jit(segment, static_argnames=('length',))
 
 
+def make_replicated_segment_fn(trainer: Trainer, num_train: int) -> Callable[..., Any]:
+    """``make_segment_fn`` over N independent replicates in one compiled program (``jax.vmap``).
+
+    ``state`` and ``key`` carry a leading replicate axis [N, ...] (different
+    inits, masks and batch orders); data and step counters are shared. Metrics
+    come back as [N, length].
+    """
+    segment = make_segment_fn(trainer, num_train).__wrapped__
+    vmapped = jax.vmap(segment, in_axes=(0, None, 0, None, None, None, None, None, None))
+    return jax.jit(lambda state, data, key, epoch, pos, t0, total, eval_every, length:
+                   vmapped(state, data, key, epoch, pos, t0, total, eval_every, length),
+                   static_argnames=('length',))
+
+
+def stack_states(states: list[TrainState]) -> TrainState:
+    """[N] TrainStates of the same architecture -> one TrainState with a leading replicate axis."""
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+
+
 def plan_segments(start: int, stop: int, spe: int, breaks: tuple[int, ...] = ()) -> list[tuple[int, int, int]]:
     """[(epoch, pos, length)] covering global steps [start, stop), split at epoch ends and ``breaks``."""
     cuts = sorted({b for b in breaks if start < b < stop})

@@ -27,6 +27,7 @@ def _args(mnist_dir, workdir, method='lth'):
             '--config=' + os.path.join(REPO, 'configs', 'tiny.py'), f'--config.manual_dir={mnist_dir}',
             '--config.train_limit=1200', '--config.validation_size=1000', '--config.steps_per_round=50',
             '--config.eval_every=20', '--config.num_rounds=2', '--config.write_report=False',
+            '--config.checkpoint_min_interval_s=0',
             f'--config.method={method}', f'--workdir={workdir}']
     if method == 'lth':
         args += ['--config.control=random_reinit', '--config.rewind_step=10']

@@ -101,3 +101,24 @@ def test_non_finite_loss_stops_with_step():
     with pytest.raises(T.NonFiniteLossError, match=r'round 7: non-finite training loss at step \d+ \(epoch'):
         T.train_steps(seg, state, T.device_data(ds), jax.random.key(0), 0, 40, spe=20, eval_every=10,
                       label='round 7')
+
+
+def test_replicated_segments_match_individual_runs():
+    spec = models.MLPSpec((16,))
+    ds = _dataset()
+    data = T.device_data(ds)
+    trainer = T.Trainer(models.build_model(spec), T.make_optimizer('adam', 1e-2), 30, T.make_preprocess('mnist'))
+    states, keys = [], []
+    for seed in range(3):
+        variables = models.init_variables(spec, jax.random.key(seed), (8, 8, 1))
+        masks = M.magnitude_prune(variables['params'], M.create_masks(variables['params']), 0.3 * seed)
+        states.append(T.create_train_state(variables, masks, trainer.tx))
+        keys.append(jax.random.key(100 + seed))
+    seg = T.make_segment_fn(trainer, len(ds.train))
+    rep = T.make_replicated_segment_fn(trainer, len(ds.train))
+    together, metrics = rep(T.stack_states(states), data, jnp.stack(keys), 0, 0, 0, 20, 10, length=20)
+    assert metrics['loss'].shape == (3, 20)
+    for i, (s, k) in enumerate(zip(states, keys)):
+        alone, m = seg(s, data, k, 0, 0, 0, 20, 10, length=20)
+        chex.assert_trees_all_close(jax.tree.map(lambda x: x[i], together.params), alone.params, atol=1e-5)
+        np.testing.assert_allclose(metrics['val_loss'][i], m['val_loss'], rtol=1e-5)
