@@ -56,6 +56,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.learning_rate = 1.2e-3
     c.momentum = 0.0
     c.eval_every = 0           # steps between validation/test evaluations; 0 = once per epoch
+    c.eval_test = 'at_best'    # test split evaluated where validation loss hits a new minimum; 'always'
     c.num_devices = 1          # data parallelism over this many devices (-1: all, incl. other hosts)
     # Pruning.
     c.pruning = 'imp'          # 'imp': fraction of remaining; 'level': each layer to a target sparsity
@@ -149,6 +150,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _check(c.block_init in ('zero', 'paper'), f"config.block_init={c.block_init!r}; choose 'zero' or 'paper'.")
     _check(c.widen_method in ('zero_fanout', 'net2net'),
            f"config.widen_method={c.widen_method!r}; choose 'zero_fanout' or 'net2net'.")
+    _check(c.eval_test in ('at_best', 'always'), f"config.eval_test={c.eval_test!r}; choose 'at_best' or 'always'.")
     _check(c.noise_scale >= 0, f'config.noise_scale={c.noise_scale} must be >= 0.')
 
 

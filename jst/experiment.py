@@ -63,7 +63,8 @@ class Experiment:
     def segment_fn(self, spec: models.ModelSpec) -> Callable[..., Any]:
         """Compiled once per architecture and reused across rounds."""
         if spec not in self._segment_fns:
-            self._segment_fns[spec] = train_lib.make_segment_fn(self.trainer(spec), self.num_train, self.mesh)
+            self._segment_fns[spec] = train_lib.make_segment_fn(
+                self.trainer(spec), self.num_train, self.mesh, test_at_best=self.config.eval_test == 'at_best')
         return self._segment_fns[spec]
 
 
@@ -219,6 +220,7 @@ def train_round(exp: Experiment, spec: models.ModelSpec, state: train_lib.TrainS
         state, new = train_lib.train_steps(
             exp.segment_fn(spec), state, exp.data, exp.keys['data'], a, b, spe=exp.steps_per_epoch,
             eval_every=exp.eval_every, total=exp.steps_per_round, window=latest['window'], label=label,
+            best_val=min([r.val_loss for r in records], default=float('inf')),
             on_segment=on_segment)
         records.extend(new)
         if b == snapshot_at and on_snapshot is not None:

@@ -198,39 +198,50 @@ def steps_per_epoch(num_train: int, batch_size: int) -> int:
     return num_train // batch_size
 
 
-def make_segment_fn(trainer: Trainer, num_train: int, mesh: Optional[Any] = None) -> Callable[..., Any]:
-    """Jitted (state, data, key, epoch, pos, t0, total, eval_every, length) -> (state, metrics).
+def make_segment_fn(trainer: Trainer, num_train: int, mesh: Optional[Any] = None,
+                    test_at_best: bool = True) -> Callable[..., Any]:
+    """Jitted (state, data, key, epoch, pos, t0, total, eval_every, best_val, length) -> (state, metrics).
 
     Runs ``length`` steps (static) of epoch ``epoch`` from batch position
     ``pos``; global steps are ``t0 .. t0 + length - 1``. Metrics are per-step
     arrays [length]: train ``loss``/``accuracy`` and ``val_loss``, ``val_acc``,
-    ``test_loss``, ``test_acc`` (NaN where not evaluated). With a ``mesh``,
-    each batch is split across its devices (data parallelism).
+    ``test_loss``, ``test_acc`` (NaN where not evaluated), plus the scalar
+    ``best_val`` (lowest validation loss so far, carried between segments).
+    With ``test_at_best`` the test split is evaluated only where the
+    validation loss reaches a new minimum: the only points early stopping can
+    report, at a third of the evaluation cost. With a ``mesh``, each batch is
+    split across its devices (data parallelism).
     """
     train_step, evaluate, bsz = trainer.train_step, trainer.make_evaluate(mesh), trainer.batch_size
+    nan2 = jnp.full((2,), jnp.nan)
 
-    def segment(state, data, key, epoch, pos, t0, total, eval_every, length):
-        def evaluate_all(st):
+    def segment(state, data, key, epoch, pos, t0, total, eval_every, best_val, length):
+        def evaluate_all(st, best):
             vl, va = evaluate(st.params, st.batch_stats, data.val_x, data.val_y, data.val_w)
-            tl, ta = evaluate(st.params, st.batch_stats, data.test_x, data.test_y, data.test_w)
-            return jnp.stack([vl, va, tl, ta])
+            need_test = jnp.logical_or(vl < best, not test_at_best)
+            test = jax.lax.cond(
+                need_test, lambda s: jnp.stack(evaluate(s.params, s.batch_stats, data.test_x, data.test_y,
+                                                        data.test_w)), lambda s: nan2, st)
+            return jnp.concatenate([jnp.stack([vl, va]), test]), jnp.minimum(vl, best)
 
         perm = jax.random.permutation(jax.random.fold_in(key, epoch), num_train)
         idx = jax.lax.dynamic_slice(perm, (pos * bsz,), (length * bsz,)).reshape(length, bsz)
         ts = t0 + jnp.arange(length)
 
-        def body(st, args):
+        def body(carry, args):
+            st, best = carry
             batch_idx, t = args
             x = parallel.shard_batch(data.train_x[batch_idx], mesh)
             y = parallel.shard_batch(data.train_y[batch_idx], mesh)
             st, m = train_step(st, x, y)
             do_eval = jnp.logical_or((t + 1) % eval_every == 0, t + 1 == total)
-            ev = jax.lax.cond(do_eval, evaluate_all, lambda s: jnp.full((4,), jnp.nan), st)
-            return st, (m['loss'], m['accuracy'], ev)
+            ev, best = jax.lax.cond(do_eval, evaluate_all, lambda s, b: (jnp.full((4,), jnp.nan), b), st, best)
+            return (st, best), (m['loss'], m['accuracy'], ev)
 
-        state, (loss, acc, ev) = jax.lax.scan(body, state, (idx, ts))
+        (state, best_val), (loss, acc, ev) = jax.lax.scan(body, (state, jnp.asarray(best_val, jnp.float32)),
+                                                          (idx, ts))
         return state, {'loss': loss, 'accuracy': acc, 'val_loss': ev[:, 0], 'val_acc': ev[:, 1],
-                       'test_loss': ev[:, 2], 'test_acc': ev[:, 3]}
+                       'test_loss': ev[:, 2], 'test_acc': ev[:, 3], 'best_val': best_val}
 
     return jax.jit(segment, static_argnames=('length',))
 
@@ -243,9 +254,9 @@ def make_replicated_segment_fn(trainer: Trainer, num_train: int) -> Callable[...
     come back as [N, length].
     """
     segment = make_segment_fn(trainer, num_train).__wrapped__
-    vmapped = jax.vmap(segment, in_axes=(0, None, 0, None, None, None, None, None, None))
-    return jax.jit(lambda state, data, key, epoch, pos, t0, total, eval_every, length:
-                   vmapped(state, data, key, epoch, pos, t0, total, eval_every, length),
+    vmapped = jax.vmap(segment, in_axes=(0, None, 0, None, None, None, None, None, 0, None))
+    return jax.jit(lambda state, data, key, epoch, pos, t0, total, eval_every, best_val, length:
+                   vmapped(state, data, key, epoch, pos, t0, total, eval_every, best_val, length),
                    static_argnames=('length',))
 
 
@@ -308,7 +319,7 @@ def _records_from_metrics(metrics: dict[str, np.ndarray], t0: int,
 
 def train_steps(segment_fn: Callable[..., Any], state: TrainState, data: DeviceData, key: Array,
                 start: int, stop: int, *, spe: int, eval_every: int, total: Optional[int] = None,
-                window: Optional[EvalWindow] = None,
+                window: Optional[EvalWindow] = None, best_val: float = float('inf'),
                 on_segment: Optional[Callable[[TrainState, list[EvalRecord], int, EvalWindow], None]] = None,
                 label: str = '') -> tuple[TrainState, list[EvalRecord]]:
     """Trains global steps [start, stop) and returns the new state and its eval records.
@@ -325,8 +336,9 @@ def train_steps(segment_fn: Callable[..., Any], state: TrainState, data: DeviceD
     t = start
     t_begin = time.time()
     for epoch, pos, length in plan_segments(start, stop, spe):
-        state, metrics = segment_fn(state, data, key, epoch, pos, t, total, eval_every, length=length)
+        state, metrics = segment_fn(state, data, key, epoch, pos, t, total, eval_every, best_val, length=length)
         metrics = jax.device_get(metrics)
+        best_val = float(metrics['best_val'])
         if not np.all(np.isfinite(metrics['loss'])):
             bad = t + int(np.argmax(~np.isfinite(metrics['loss'])))
             raise NonFiniteLossError(f'{label}: non-finite training loss at step {bad} '
@@ -348,7 +360,10 @@ def train_steps(segment_fn: Callable[..., Any], state: TrainState, data: DeviceD
 
 
 def early_stopping(records: list[EvalRecord]) -> EvalRecord:
-    """The eval point with minimum validation loss (first on ties); LTH's early-stopping iteration."""
+    """The eval point with minimum validation loss (first on ties); LTH's early-stopping iteration.
+
+    (With ``test_at_best`` the test split is evaluated at every new minimum, so the
+    record returned here always carries test metrics.)"""
     if not records:
         raise ValueError('No evaluation records: train at least one step.')
     return min(records, key=lambda r: (r.val_loss if np.isfinite(r.val_loss) else np.inf, r.step))

@@ -116,9 +116,10 @@ def test_replicated_segments_match_individual_runs():
         keys.append(jax.random.key(100 + seed))
     seg = T.make_segment_fn(trainer, len(ds.train))
     rep = T.make_replicated_segment_fn(trainer, len(ds.train))
-    together, metrics = rep(T.stack_states(states), data, jnp.stack(keys), 0, 0, 0, 20, 10, length=20)
+    together, metrics = rep(T.stack_states(states), data, jnp.stack(keys), 0, 0, 0, 20, 10,
+                            jnp.full((3,), jnp.inf), length=20)
     assert metrics['loss'].shape == (3, 20)
     for i, (s, k) in enumerate(zip(states, keys)):
-        alone, m = seg(s, data, k, 0, 0, 0, 20, 10, length=20)
+        alone, m = seg(s, data, k, 0, 0, 0, 20, 10, jnp.inf, length=20)
         chex.assert_trees_all_close(jax.tree.map(lambda x: x[i], together.params), alone.params, atol=1e-5)
         np.testing.assert_allclose(metrics['val_loss'][i], m['val_loss'], rtol=1e-5)
