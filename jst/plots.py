@@ -21,6 +21,7 @@ import matplotlib
 
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
+import matplotlib.ticker  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
 
 from jst import reporting  # pylint: disable=wrong-import-position
@@ -87,21 +88,31 @@ def aggregate_table(summary: Sequence[Record]) -> str:
     return '\n'.join(lines)
 
 
-def plot_accuracy_vs_sparsity(summary: Sequence[Record], path: str, title: str = '') -> str:
+def plot_accuracy_vs_sparsity(summary: Sequence[Record], path: str, title: str = '',
+                              x_key: str = 'fraction_remaining') -> str:
+    """Test accuracy against % prunable weights remaining (or ``x_key='params_remaining'``)."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     by_label = collections.defaultdict(list)
     for a in aggregate(summary):
         by_label[_label(a)].append(a)
+    scale = 100.0 if x_key == 'fraction_remaining' else 1.0
     for label, rows in sorted(by_label.items()):
-        rows.sort(key=lambda a: -a['fraction_remaining'])
-        x = np.array([100 * a['fraction_remaining'] for a in rows])
+        rows.sort(key=lambda a: a['round'])  # the trajectory, round by round
+        x = np.array([scale * a[x_key] for a in rows])
         y = np.array([100 * a['test'] for a in rows])
         sd = np.array([100 * a['test_sd'] for a in rows])
         ax.plot(x, y, marker='o', label=f'{label} (n={rows[0]["seeds"]})')
         ax.fill_between(x, y - sd, y + sd, alpha=0.2)
     ax.set_xscale('log')
+    ticks = [t for t in ((100, 50, 20, 10, 5, 2, 1, 0.5, 0.2) if x_key == 'fraction_remaining' else
+                         (1e7, 3e6, 1e6, 3e5, 1e5, 5e4, 2e4, 1e4, 5e3, 2e3, 1e3))]
+    lo, hi = ax.get_xlim()
+    ax.set_xticks([t for t in ticks if min(lo, hi) <= t <= max(lo, hi)])
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f'{v:,.0f}' if v >= 1 else f'{v:g}'))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.invert_xaxis()
-    ax.set_xlabel('% of prunable weights remaining (log scale)')
+    ax.set_xlabel('% of prunable weights remaining (log scale)' if x_key == 'fraction_remaining'
+                  else 'parameters remaining (log scale)')
     ax.set_ylabel('test accuracy at early stopping (%)')
     ax.set_title(title or 'Test accuracy vs. sparsity')
     ax.grid(True, which='both', alpha=0.3)
@@ -170,7 +181,7 @@ def plot_lineage(summary: Sequence[Record], path: str, title: str = '') -> str:
             (len(widths), sum(widths), r['params_remaining']))
     for label, rounds in sorted(by_label.items()):
         xs = sorted(rounds)
-        for ax, i, name in zip(axes, range(3), ('depth (hidden layers / blocks)', 'total hidden width',
+        for ax, i, name in zip(axes, range(3), ('depth (Dense layers before the output / blocks)', 'total hidden width',
                                                  'parameters remaining')):
             ax.plot(xs, [np.mean([v[i] for v in rounds[x]]) for x in xs], marker='o', label=label)
             ax.set_xlabel('round')
@@ -195,6 +206,9 @@ def write_report(workdirs: Sequence[str], out_dir: str, title: str = 'jst report
             r.get('data_backend') == 'numpy' for r in summary) else 'cifar10')
     figs = [plot_accuracy_vs_sparsity(summary, os.path.join(out_dir, 'accuracy_vs_sparsity.png'),
                                       f'Test accuracy vs. weights remaining: {suffix}')]
+    figs.append(plot_accuracy_vs_sparsity(summary, os.path.join(out_dir, 'accuracy_vs_params.png'),
+                                          f'Test accuracy vs. parameters remaining: {suffix}',
+                                          x_key='params_remaining'))
     variants = sorted({_variant(m) for m in metrics if m.get('control', 'none') == 'none'})
     chunks = [variants[i:i + 3] for i in range(0, len(variants), 3)]
     for i, chunk in enumerate(chunks):
