@@ -56,7 +56,9 @@ def _jit_level(params, masks, sparsity):
 
 
 def initial_masks(config: ml_collections.ConfigDict, params: PyTree) -> PyTree:
-    return masks_lib.create_masks(params, config.prune_include, config.prune_exclude or None)
+    """Masks of the start network; a growing network may start with nothing prunable."""
+    return masks_lib.create_masks(params, config.prune_include, config.prune_exclude or None,
+                                  allow_empty=config.method == 'juvenile')
 
 
 def run_lth(exp: exp_lib.Experiment) -> list[dict[str, Any]]:

@@ -56,10 +56,12 @@ def map_masked(fn: Callable[..., Any], masks: PyTree, *trees: PyTree) -> PyTree:
 
 def create_masks(params: PyTree,
                  include: str = DEFAULT_PRUNABLE,
-                 exclude: Optional[str] = None) -> PyTree:
+                 exclude: Optional[str] = None,
+                 allow_empty: bool = False) -> PyTree:
     """All-True masks on leaves whose path matches ``include`` (and not ``exclude``).
 
-    Only leaves with ``ndim >= 2`` (kernels) are ever selected.
+    Only leaves with ``ndim >= 2`` (kernels) are ever selected. No match is an
+    error unless ``allow_empty`` (e.g. a network that will grow prunable layers).
     """
     inc = re.compile(include)
     exc = re.compile(exclude) if exclude else None
@@ -71,7 +73,7 @@ def create_masks(params: PyTree,
         return jnp.ones(jnp.shape(leaf), jnp.bool_) if selected else None
 
     masks = jax.tree_util.tree_map_with_path(make, params)
-    if not any(m is not None for m in jax.tree.leaves(masks, is_leaf=_is_none)):
+    if not allow_empty and not any(m is not None for m in jax.tree.leaves(masks, is_leaf=_is_none)):
         raise ValueError(f'No prunable leaf matches include={include!r} exclude={exclude!r}; '
                          f'paths are: {leaf_paths(params)}')
     return masks
