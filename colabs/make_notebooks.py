@@ -1,0 +1,196 @@
+"""Writes the notebooks in this folder from the cell sources below (outputs stripped).
+
+    python colabs/make_notebooks.py
+
+Edit the cells here, not the .ipynb files, so that notebooks stay reviewable.
+"""
+
+import os
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+SETUP = '''# One knob: 'cpu' (a few minutes on a CPU runtime), 'gpu' (GPU/TPU runtimes), 'ci' (seconds, for tests).
+import os
+SCALE = os.environ.get('JST_NOTEBOOK_SCALE', 'cpu')
+JST_REPO = 'https://github.com/jst-research/jst'  # where to pip-install jst from on Colab
+
+import importlib.util, subprocess, sys
+if importlib.util.find_spec('jst') is None:  # Colab: install jst (and its dependencies) from the repo
+    subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', f'git+{JST_REPO}'], check=True)
+MANUAL_DIR = os.environ.get('JST_MANUAL_DIR', '')  # offline: folder with the MNIST files; '' = TFDS downloads
+'''
+
+QUICKSTART = [
+    new_markdown_cell('''# jst quickstart: lottery tickets that keep growing
+
+The classic **lottery-ticket** loop (Frankle & Carbin, 2019) trains a network, prunes the smallest weights,
+*resets* the survivors to their initial values and retrains: every round starts from scratch.
+
+The **juvenile** (recursive) ticket of arXiv 2109.03862 keeps the learned weights instead: after each round's
+training and pruning it *inserts a new layer initialised to the identity* (so the network computes the same
+function), and trains and prunes again. This notebook runs both on MNIST and compares them.
+
+Set `SCALE` in the next cell (or the `JST_NOTEBOOK_SCALE` environment variable): `'cpu'` runs in a few minutes
+on a CPU runtime, `'gpu'` uses the paper's full schedule on a GPU/TPU runtime.'''),
+    new_code_cell(SETUP),
+    new_code_cell('''import jax
+from jst import configuration, driver, plots
+print('JAX devices:', jax.devices())
+
+SETTINGS = {  # (training examples, rounds, steps per round)
+    'ci': dict(train_limit=3000, num_rounds=2, steps_per_round=60, eval_every=30),
+    'cpu': dict(train_limit=20000, num_rounds=3, steps_per_round=600, eval_every=100),
+    'gpu': dict(train_limit=0, num_rounds=5, steps_per_round=1287, eval_every=108),
+}[SCALE]
+
+
+def paper_config(method):
+    """The seed paper's MNIST setting (configs/mnist.py), shortened by SETTINGS."""
+    c = configuration.default_config()
+    c.dataset, c.manual_dir, c.seed = 'mnist', MANUAL_DIR, 42
+    c.method, c.growth = method, 'paper'
+    c.model = {'family': 'mlp', 'widths': (128,), 'init': 'torch_default'}
+    c.lth_model = {'family': 'mlp', 'widths': (128,) * (1 + SETTINGS['num_rounds']), 'init': 'torch_default'}
+    c.batch_size, c.learning_rate = 128, 1e-3
+    c.pruning, c.target_sparsity = 'level', 0.95
+    c.validation_size = 5000 if SCALE != 'ci' else 1000
+    for k, v in SETTINGS.items():
+        c[k] = v
+    c.write_report = False
+    return c'''),
+    new_markdown_cell('''## Run both policies
+
+`train_and_evaluate(config, workdir)` is the same function the command line runs
+(`python launch/main.py --config=configs/mnist.py`). Each round appends a record to `WORKDIR/summary.json`.'''),
+    new_code_cell('''import tempfile
+workdirs = {m: tempfile.mkdtemp(prefix=f'jst_{m}_') for m in ('juvenile', 'lth')}
+records = {m: driver.train_and_evaluate(paper_config(m), workdirs[m]) for m in workdirs}'''),
+    new_markdown_cell('''## Results
+
+`% weights remaining` counts prunable kernels. The growing network gains one identity-initialised layer per
+round and never resets; the weight-reset ticket has its final depth from the start.'''),
+    new_code_cell('''from IPython.display import Image, Markdown, display
+summary, metrics = plots.load_runs(workdirs.values())
+display(Markdown(plots.aggregate_table(summary)))'''),
+    new_code_cell('''out = tempfile.mkdtemp(prefix='jst_report_')
+plots.write_report(list(workdirs.values()), out, 'quickstart')
+for name in ('training_curves.png', 'accuracy_vs_params.png'):
+    display(Image(os.path.join(out, name)))'''),
+    new_markdown_cell('''## What to try next
+
+* `c.new_layer_mask = 'sparse'`: new layers start at the network's current density, so both policies end with the
+  same structure and the same number of weights.
+* `c.growth = 'search'`: each round, try deepening at every position and widening every layer, probe-train each
+  candidate briefly and keep the best on the validation split.
+* `launch/report.py WORKDIR...` writes the same report for runs made from the command line.'''),
+]
+
+MASKS = [
+    new_markdown_cell('''# Add pruning and growth to your own Flax model
+
+This notebook takes a plain Flax MLP and a plain optax loop and adds, with jst's library functions:
+
+1. magnitude pruning with masks kept *beside* the parameters (`jst.masks`),
+2. an optax wrapper that keeps pruned weights at exactly zero (two lines),
+3. a function-preserving deepening: insert an identity layer into your own module (`jst.expand`).'''),
+    new_code_cell(SETUP),
+    new_code_cell('''import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jst import data, expand, masks
+
+STEPS = {'ci': 30, 'cpu': 600, 'gpu': 2000}[SCALE]
+ds = data.load_dataset('mnist', MANUAL_DIR or None, validation_size=5000,
+                       train_limit=3000 if SCALE == 'ci' else None)
+train_x = jnp.asarray(data.normalize_images(ds.train.images, 'mnist').reshape(len(ds.train), -1))
+train_y = jnp.asarray(ds.train.labels)
+test_x = jnp.asarray(data.normalize_images(ds.test.images, 'mnist').reshape(len(ds.test), -1))
+test_y = jnp.asarray(ds.test.labels)
+
+
+class MLP(nn.Module):
+    """Your model: any number of hidden layers."""
+    widths: tuple
+
+    @nn.compact
+    def __call__(self, x):
+        for w in self.widths:
+            x = nn.relu(nn.Dense(w)(x))
+        return nn.Dense(10)(x)
+
+
+def accuracy(model, params):
+    return float(jnp.mean(jnp.argmax(model.apply({'params': params}, test_x), -1) == test_y))'''),
+    new_markdown_cell('## A plain optax training loop, with two added lines'),
+    new_code_cell('''def train(model, params, m, steps, seed=0):
+    tx = masks.keep_pruned_at_zero(optax.adam(1e-3))          # added line 1
+    opt_state = tx.init(params)
+
+    @jax.jit
+    def step(params, opt_state, idx):
+        def loss(p):
+            logits = model.apply({'params': p}, train_x[idx])
+            return optax.softmax_cross_entropy_with_integer_labels(logits, train_y[idx]).mean()
+        grads = jax.grad(loss)(params)
+        updates, opt_state = tx.update(grads, opt_state, params, masks=m)   # added line 2: masks=...
+        return optax.apply_updates(params, updates), opt_state
+
+    key = jax.random.key(seed)
+    for i in range(steps):
+        idx = jax.random.randint(jax.random.fold_in(key, i), (128,), 0, train_x.shape[0])
+        params, opt_state = step(params, opt_state, idx)
+    return params
+
+
+model = MLP((256,))
+params = model.init(jax.random.key(0), train_x[:1])['params']
+m = masks.create_masks(params)                     # all kernels prunable; biases get None
+params = train(model, params, m, STEPS)
+print('dense test accuracy:', accuracy(model, params))'''),
+    new_markdown_cell('## Prune 80% of every layer by magnitude, keep training'),
+    new_code_cell('''m = masks.magnitude_prune(params, m, 0.8)             # exact: round(0.8 * remaining) per layer
+params = masks.apply_masks(params, m)
+print('after pruning:', accuracy(model, params))
+params = train(model, params, m, STEPS, seed=1)
+print('after retraining the sparse net:', accuracy(model, params))
+print({k: f'{kept}/{total}' for k, (kept, total) in masks.sparsity_stats(m)['layers'].items()})
+leaked = masks.map_masked(lambda mm, p: jnp.abs(p[~mm]).max(), m, params)
+assert all(float(v) == 0 for v in jax.tree.leaves(leaked)), "pruned weights moved"
+'''),
+    new_markdown_cell('''## Grow it without changing what it computes
+
+Insert an identity `Dense(256, 256)` after the hidden layer. With ReLU before it, `relu(I h + 0) = h`, so the
+deeper model computes exactly the same function. Flax names layers in order of creation, so the old output layer
+`Dense_1` becomes `Dense_2`.'''),
+    new_code_cell('''deeper_model = MLP((256, 256))
+deeper = {'Dense_0': params['Dense_0'], 'Dense_1': expand.identity_dense(256), 'Dense_2': params['Dense_1']}
+deeper_masks = {'Dense_0': m['Dense_0'], 'Dense_1': {'kernel': jnp.ones((256, 256), bool), 'bias': None},
+                'Dense_2': m['Dense_1']}
+before = model.apply({'params': params}, test_x[:256])
+after = deeper_model.apply({'params': deeper}, test_x[:256])
+print('max |difference| after deepening:', float(jnp.max(jnp.abs(after - before))))
+deeper = train(deeper_model, deeper, deeper_masks, STEPS, seed=2)
+print('deeper sparse net, trained on:', accuracy(deeper_model, deeper))'''),
+    new_markdown_cell('''Widening works the same way on any `Dense`/`Conv` that feeds another:
+`expand.widen_layer(params, m, key, producer='Dense_0', consumer='Dense_1', amount=64)` adds 64 units with
+fresh incoming and zero outgoing weights (or Net2Net copies with `GrowthOptions(widen_method='net2net')`).'''),
+    new_code_cell('''wide = expand.widen_layer(params, m, jax.random.key(3), producer='Dense_0', consumer='Dense_1', amount=64)
+print(float(jnp.max(jnp.abs(MLP((320,)).apply({'params': wide.params}, test_x[:256]) - before))))'''),
+]
+
+
+def write(name, cells):
+    nb = new_notebook(cells=cells, metadata={
+        'kernelspec': {'display_name': 'Python 3', 'language': 'python', 'name': 'python3'},
+        'language_info': {'name': 'python'}, 'colab': {'provenance': []}, 'accelerator': 'GPU'})
+    nbformat.write(nb, os.path.join(HERE, name))
+
+
+if __name__ == '__main__':
+    write('quickstart.ipynb', QUICKSTART)
+    write('use_masks_in_your_model.ipynb', MASKS)

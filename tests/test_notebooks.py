@@ -1,0 +1,31 @@
+"""Both notebooks run top to bottom (small settings), and are stored without outputs."""
+
+import os
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from tests.helpers import REPO
+
+NOTEBOOKS = ['quickstart.ipynb', 'use_masks_in_your_model.ipynb']
+
+
+@pytest.mark.parametrize('name', NOTEBOOKS)
+def test_notebook_runs(name, mnist_dir, monkeypatch, tmp_path):
+    monkeypatch.setenv('JST_NOTEBOOK_SCALE', 'ci')
+    monkeypatch.setenv('JST_MANUAL_DIR', mnist_dir)
+    nb = nbformat.read(os.path.join(REPO, 'colabs', name), as_version=4)
+    NotebookClient(nb, timeout=600, kernel_name='python3',
+                   resources={'metadata': {'path': str(tmp_path)}}).execute()
+    errors = [o for c in nb.cells if c.cell_type == 'code' for o in c.get('outputs', [])
+              if o.get('output_type') == 'error']
+    assert not errors
+
+
+@pytest.mark.parametrize('name', NOTEBOOKS)
+def test_notebook_outputs_are_stripped(name):
+    nb = nbformat.read(os.path.join(REPO, 'colabs', name), as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == 'code':
+            assert not cell.outputs and cell.execution_count is None
