@@ -57,6 +57,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.momentum = 0.0
     c.eval_every = 0           # steps between validation/test evaluations; 0 = once per epoch
     c.eval_test = 'at_best'    # test split evaluated where validation loss hits a new minimum; 'always'
+    c.step_loop = 'auto'       # 'scan' | 'python' | 'auto' (python loop for conv nets on CPU: XLA:CPU is slow
+                               # with convolutions inside scan)
     c.num_devices = 1          # data parallelism over this many devices (-1: all, incl. other hosts)
     # Pruning.
     c.pruning = 'imp'          # 'imp': fraction of remaining; 'level': each layer to a target sparsity

@@ -63,8 +63,10 @@ class Experiment:
     def segment_fn(self, spec: models.ModelSpec) -> Callable[..., Any]:
         """Compiled once per architecture and reused across rounds."""
         if spec not in self._segment_fns:
+            loop = train_lib.resolve_step_loop(self.config.step_loop, not isinstance(spec, models.MLPSpec))
             self._segment_fns[spec] = train_lib.make_segment_fn(
-                self.trainer(spec), self.num_train, self.mesh, test_at_best=self.config.eval_test == 'at_best')
+                self.trainer(spec), self.num_train, self.mesh, test_at_best=self.config.eval_test == 'at_best',
+                step_loop=loop)
         return self._segment_fns[spec]
 
 
@@ -234,7 +236,8 @@ def train_round(exp: Experiment, spec: models.ModelSpec, state: train_lib.TrainS
 def evaluate_start(exp: Experiment, spec: models.ModelSpec, state: train_lib.TrainState) -> dict[str, float]:
     """Validation and test loss/accuracy of ``state`` before training (forgetting after prune/grow/reset)."""
     if spec not in exp._eval_fns:  # pylint: disable=protected-access
-        exp._eval_fns[spec] = jax.jit(exp.trainer(spec).evaluate)  # pylint: disable=protected-access
+        unroll = train_lib.resolve_step_loop(exp.config.step_loop, not isinstance(spec, models.MLPSpec)) == 'python'
+        exp._eval_fns[spec] = jax.jit(exp.trainer(spec).make_evaluate(unroll=unroll))  # pylint: disable=protected-access
     fn, d = exp._eval_fns[spec], exp.data  # pylint: disable=protected-access
     vl, va = fn(state.params, state.batch_stats, d.val_x, d.val_y, d.val_w)
     tl, ta = fn(state.params, state.batch_stats, d.test_x, d.test_y, d.test_w)

@@ -123,3 +123,17 @@ def test_replicated_segments_match_individual_runs():
         alone, m = seg(s, data, k, 0, 0, 0, 20, 10, jnp.inf, length=20)
         chex.assert_trees_all_close(jax.tree.map(lambda x: x[i], together.params), alone.params, atol=1e-5)
         np.testing.assert_allclose(metrics['val_loss'][i], m['val_loss'], rtol=1e-5)
+
+
+def test_python_step_loop_matches_scan():
+    spec = models.ResNetSpec((4,), stem_channels=4)
+    ds, trainer, state = _setup(spec, (8, 8, 3))
+    data = T.device_data(ds)
+    out = {}
+    for loop in ('scan', 'python'):
+        seg = T.make_segment_fn(trainer, len(ds.train), step_loop=loop)
+        out[loop] = T.train_steps(seg, state, data, jax.random.key(1), 0, 30, spe=20, eval_every=10)
+    chex.assert_trees_all_close(out['scan'][0].params, out['python'][0].params, atol=1e-5)
+    np.testing.assert_allclose([r.val_loss for r in out['scan'][1]], [r.val_loss for r in out['python'][1]],
+                               rtol=1e-5)
+    assert T.resolve_step_loop('auto', has_convolutions=False) == 'scan'

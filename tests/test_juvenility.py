@@ -1,0 +1,97 @@
+"""Juvenility diagnostics against hand-computable cases."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jst import juvenility as J
+from jst import masks as M
+from jst import models
+from jst import train as T
+
+
+def test_hutchinson_trace_of_a_quadratic():
+    a = jnp.asarray(np.random.default_rng(0).normal(size=(6, 6)), jnp.float32)
+    h = a @ a.T  # symmetric PSD Hessian
+    params = {'w': {'kernel': jnp.ones((6, 1))}}
+    loss = lambda p: 0.5 * (p['w']['kernel'][:, 0] @ h @ p['w']['kernel'][:, 0])
+    masks = M.create_masks(params)
+    est = J.hutchinson_trace(loss, params, masks, jax.random.key(0), num_samples=4000)
+    np.testing.assert_allclose(float(est), float(jnp.trace(h)), rtol=0.05)
+    # Pruned weights are excluded: the trace over the kept block only.
+    half = {'w': {'kernel': jnp.arange(6)[:, None] < 3}}
+    est_half = J.hutchinson_trace(loss, params, half, jax.random.key(1), num_samples=4000)
+    np.testing.assert_allclose(float(est_half), float(jnp.trace(h[:3, :3])), rtol=0.05)
+
+
+def test_hutchinson_exact_for_diagonal_hessian():
+    d = jnp.asarray([1.0, 2.0, 3.0, 4.0])
+    params = {'l': {'kernel': jnp.ones((4, 1))}}
+    loss = lambda p: 0.5 * jnp.sum(d * p['l']['kernel'][:, 0] ** 2)
+    est = J.hutchinson_trace(loss, params, M.create_masks(params), jax.random.key(0), num_samples=3)
+    assert float(est) == pytest.approx(10.0)  # v^T D v = sum(d) for every Rademacher v
+
+
+def test_dead_fraction_known_preactivations():
+    pre = jnp.asarray([[1.0, -1.0, 0.0, -2.0],
+                       [-1.0, -3.0, 0.0, 5.0]])
+    # unit 0 fires, unit 1 never, unit 2 is exactly 0 (dead), unit 3 fires once
+    assert float(J.dead_fraction(pre)) == pytest.approx(0.5)
+    conv = jnp.stack([pre, pre])[:, :, None, :]  # [N, H, W, U]
+    assert float(J.dead_fraction(conv)) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize('k', [1, 3, 5])
+def test_effective_rank_of_rank_k_matrix(k):
+    rng = np.random.default_rng(k)
+    q1, _ = np.linalg.qr(rng.normal(size=(40, k)))
+    q2, _ = np.linalg.qr(rng.normal(size=(12, k)))
+    a = jnp.asarray(q1 @ q2.T * 3.0, jnp.float32)  # k equal singular values
+    assert float(J.effective_rank(a)) == pytest.approx(k, rel=1e-3)
+
+
+def test_sharpness_of_a_quadratic():
+    d = jnp.asarray([1.0, 4.0])
+    params = {'l': {'kernel': jnp.asarray([[1.0], [1.0]])}}
+    loss = lambda p: 0.5 * jnp.sum(d * p['l']['kernel'][:, 0] ** 2)
+    rho = 0.1
+    g = d * 1.0
+    eps = rho * g / jnp.linalg.norm(g)
+    expected = 0.5 * jnp.sum(d * (1.0 + eps) ** 2) - 0.5 * jnp.sum(d)
+    got = J.sharpness(loss, params, M.create_masks(params), rho)
+    np.testing.assert_allclose(float(got), float(expected), rtol=1e-5)
+
+
+def test_weight_stats_use_surviving_weights_only():
+    params = {'l': {'kernel': jnp.asarray([[1.0, -3.0], [100.0, 0.5]])}}
+    masks = {'l': {'kernel': jnp.asarray([[True, True], [False, True]])}}
+    s = J.weight_stats(params, masks)['l/kernel']
+    assert float(s['mean_abs']) == pytest.approx(1.5)
+    assert float(s['max_abs']) == pytest.approx(3.0)
+
+
+def test_gradient_snr_is_high_for_identical_minibatches():
+    spec = models.MLPSpec((8,))
+    v = models.init_variables(spec, jax.random.key(0), (4, 4, 1))
+    masks = M.create_masks(v['params'])
+    x1 = jax.random.randint(jax.random.key(1), (8, 4, 4, 1), 0, 255).astype(jnp.uint8)
+    y1 = jnp.arange(8) % 10
+    diag = J.make_diagnostics(spec, T.make_preprocess('mnist'), num_minibatches=4, hutchinson_samples=2)
+    same = J.summarize(diag(v['params'], {}, masks, jnp.tile(x1, (4, 1, 1, 1)), jnp.tile(y1, 4), jax.random.key(0)))
+    x2 = jax.random.randint(jax.random.key(2), (32, 4, 4, 1), 0, 255).astype(jnp.uint8)
+    mixed = J.summarize(diag(v['params'], {}, masks, x2, jnp.arange(32) % 10, jax.random.key(0)))
+    assert same['grad_snr'] > 1e6  # no noise across identical mini-batches
+    assert mixed['grad_snr'] < same['grad_snr']
+    assert set(same['layers']['dead_fraction']) == {'hidden_0'}
+
+
+def test_diagnostics_on_resnet_name_the_relu_layers():
+    spec = models.paper_resnet(1, channels=4)
+    v = models.init_variables(spec, jax.random.key(0), (8, 8, 3))
+    masks = M.create_masks(v['params'])
+    diag = J.make_diagnostics(spec, T.make_preprocess('cifar10'), num_minibatches=2, hutchinson_samples=2)
+    x = jax.random.randint(jax.random.key(1), (16, 8, 8, 3), 0, 255).astype(jnp.uint8)
+    s = J.summarize(diag(v['params'], v['batch_stats'], masks, x, jnp.arange(16) % 10, jax.random.key(0)))
+    assert set(s['layers']['dead_fraction']) == {'stem_bn', 'block_0/bn1'}
+    assert all(np.isfinite(s[k]) for k in ('grad_norm', 'grad_snr', 'hessian_trace', 'sharpness'))
