@@ -82,6 +82,13 @@ def default_config() -> ml_collections.ConfigDict:
     c.search = ml_collections.ConfigDict({
         'deepen': True, 'widen_by': (32,), 'probe_steps': 200, 'patience': 2,
         'max_depth': 16, 'max_params': 10_000_000})
+    # Juvenility diagnostics (jst.juvenility) at the start and end of every round.
+    c.juvenility = True
+    c.juvenility_probe_size = 512
+    c.learning_potential_steps = 50
+    # Transfer: start from another run's final ticket.
+    c.init_from = ''           # workdir of a finished run
+    c.init_from_weights = 'trained'  # 'trained' | 'initial' (that run's theta_0, LTH only) | 'random'
     # Bookkeeping.
     c.name = ''                # label of this variant in reports ('' = the method)
     c.overwrite = False
@@ -152,6 +159,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _check(c.block_init in ('zero', 'paper'), f"config.block_init={c.block_init!r}; choose 'zero' or 'paper'.")
     _check(c.widen_method in ('zero_fanout', 'net2net'),
            f"config.widen_method={c.widen_method!r}; choose 'zero_fanout' or 'net2net'.")
+    _check(c.init_from_weights in ('trained', 'initial', 'random'),
+           f"config.init_from_weights={c.init_from_weights!r}; choose 'trained', 'initial' or 'random'.")
+    _check(not c.init_from or os.path.isdir(c.init_from),
+           f'config.init_from={c.init_from!r} is not a folder: give the workdir of a finished run.')
     _check(c.eval_test in ('at_best', 'always'), f"config.eval_test={c.eval_test!r}; choose 'at_best' or 'always'.")
     _check(c.noise_scale >= 0, f'config.noise_scale={c.noise_scale} must be >= 0.')
 

@@ -21,6 +21,7 @@ from absl import logging
 from jst import checkpointing
 from jst import configuration
 from jst import data as data_lib
+from jst import juvenility
 from jst import masks as masks_lib
 from jst import models
 from jst import parallel
@@ -197,6 +198,11 @@ def train_round(exp: Experiment, spec: models.ModelSpec, state: train_lib.TrainS
     every = max(int(exp.config.checkpoint_every_epochs), 0)
     latest = {'window': window, 'saved_at': time.time()}
     start_eval = (progress or {}).get('start_eval') if t != start else evaluate_start(exp, spec, state)
+    if t == start and exp.config.juvenility and start_eval is not None:
+        t_diag = time.time()
+        start_eval['juvenility'] = juvenility_summary(exp, spec, state)
+        start_eval['learning_potential'] = learning_potential(exp, spec, state, start_eval['val_accuracy'])
+        start_eval['juvenility_seconds'] = time.time() - t_diag
 
     def on_segment(st, new_records, step, win):
         latest['window'] = win
@@ -229,8 +235,98 @@ def train_round(exp: Experiment, spec: models.ModelSpec, state: train_lib.TrainS
             on_snapshot(state)
     exp.meta['training'] = None
     exp.arrays.pop('train_state', None)
+    if exp.config.juvenility and start_eval is not None:
+        t_diag = time.time()
+        start_eval['juvenility_end'] = juvenility_summary(exp, spec, state)
+        start_eval['juvenility_seconds'] = start_eval.get('juvenility_seconds', 0.0) + time.time() - t_diag
     return RoundResult(state, records, train_lib.early_stopping(records) if records else None,
                        stop - start, time.time() - t0, start_eval)
+
+
+def load_ticket(exp: Experiment) -> Optional[tuple[models.ModelSpec, dict[str, Any], Any]]:
+    """(spec, variables, masks) of the final ticket of run ``config.init_from``; None when unset.
+
+    ``init_from_weights``: 'trained' (its final weights), 'initial' (its theta_0; LTH runs
+    only) or 'random' (a fresh init of the same structure with this run's seed).
+    """
+    source = exp.config.init_from
+    if not source:
+        return None
+    ck = checkpointing.RunCheckpointer(source)
+    try:
+        restored = ck.restore_latest()
+    finally:
+        ck.close()
+    if restored is None or restored[0].get('phase') != 'done' or 'final' not in restored[1]:
+        raise configuration.ConfigError(f'config.init_from={source!r} holds no finished run (no final ticket in '
+                                        'its checkpoints); let that run finish first.')
+    meta, arrays = restored
+    spec = models.spec_from_config(meta['final_spec'])
+    trained = variables_from_storable(arrays['final'])
+    masks = checkpointing.masks_from_storable(arrays['final'].get('masks'), trained['params'])
+    how = exp.config.init_from_weights
+    if how == 'trained':
+        variables = trained
+    elif how == 'initial':
+        if 'theta0' not in arrays:
+            raise configuration.ConfigError(f'config.init_from_weights=initial needs a weight-reset (lth) run; '
+                                            f'{source!r} has no theta_0 (grown networks have none).')
+        variables = variables_from_storable(arrays['theta0'])
+    else:
+        variables = models.init_variables(spec, exp.keys['init'], exp.input_shape)
+    expected = models.init_variables(spec, jax.random.key(0), exp.input_shape)
+    shapes = lambda t: jax.tree.map(jnp.shape, t)
+    if shapes(expected['params']) != shapes(variables['params']):
+        raise configuration.ConfigError(f'The ticket in {source!r} does not fit this dataset\'s inputs '
+                                        f'{exp.input_shape}.')
+    logging.info('Starting from the %s weights of the ticket in %s (%s).', how, source, spec.describe())
+    return spec, variables, masks
+
+
+def store_final(exp: Experiment, spec: models.ModelSpec, state: train_lib.TrainState) -> None:
+    """Keeps the final trained ticket in the checkpoint (for ``init_from``)."""
+    exp.arrays['final'] = {'params': checkpointing.to_storable(state.params),
+                           'batch_stats': checkpointing.to_storable(state.batch_stats),
+                           'masks': checkpointing.to_storable(state.masks)}
+    exp.meta['final_spec'] = models.spec_to_dict(spec)
+
+
+def _probe_batch(exp: Experiment) -> tuple[jax.Array, jax.Array]:
+    n = min(int(exp.config.juvenility_probe_size), exp.num_train)
+    return exp.data.train_x[:n], exp.data.train_y[:n]
+
+
+def juvenility_summary(exp: Experiment, spec: models.ModelSpec, state: train_lib.TrainState) -> dict[str, Any]:
+    """Juvenility diagnostics of ``state`` on the fixed probe batch (the first training examples)."""
+    if ('diag', spec) not in exp._eval_fns:  # pylint: disable=protected-access
+        exp._eval_fns[('diag', spec)] = juvenility.make_diagnostics(  # pylint: disable=protected-access
+            spec, train_lib.make_preprocess(exp.config.dataset))
+    x, y = _probe_batch(exp)
+    diag = exp._eval_fns[('diag', spec)](state.params, state.batch_stats, state.masks, x, y,  # pylint: disable=protected-access
+                                          jax.random.key(0))
+    return juvenility.summarize(diag)
+
+
+def learning_potential(exp: Experiment, spec: models.ModelSpec, state: train_lib.TrainState,
+                       start_val_accuracy: float) -> float:
+    """Validation-accuracy gain after ``learning_potential_steps`` steps from ``state`` (fixed batches)."""
+    steps = int(exp.config.learning_potential_steps)
+    if steps <= 0:
+        return float('nan')
+    if ('potential', spec) not in exp._eval_fns:  # pylint: disable=protected-access
+        trainer = exp.trainer(spec)
+        step, evaluate, bsz = trainer.train_step, trainer.evaluate, trainer.batch_size
+        n = exp.num_train
+
+        def run(st, data):
+            idx = jax.random.permutation(jax.random.key(999), n)[: steps * bsz].reshape(steps, bsz) \
+                if steps * bsz <= n else jax.random.randint(jax.random.key(999), (steps, bsz), 0, n)
+            for i in range(steps):  # unrolled: short, and fast for convolutions on CPU
+                st, _ = step(st, data.train_x[idx[i]], data.train_y[idx[i]])
+            return evaluate(st.params, st.batch_stats, data.val_x, data.val_y, data.val_w)[1]
+
+        exp._eval_fns[('potential', spec)] = jax.jit(run)  # pylint: disable=protected-access
+    return float(exp._eval_fns[('potential', spec)](state, exp.data)) - start_val_accuracy  # pylint: disable=protected-access
 
 
 def evaluate_start(exp: Experiment, spec: models.ModelSpec, state: train_lib.TrainState) -> dict[str, float]:
@@ -264,6 +360,10 @@ def make_record(exp: Experiment, *, round_index: int, method: str, control: str,
         'steps': result.steps, 'seconds': round(result.seconds, 3),
         'start_val_accuracy': (result.start or {}).get('val_accuracy'),
         'start_test_accuracy': (result.start or {}).get('test_accuracy'),
+        'juvenility': ({'start': result.start.get('juvenility'), 'end': result.start.get('juvenility_end'),
+                        'learning_potential': result.start.get('learning_potential'),
+                        'seconds': result.start.get('juvenility_seconds')}
+                       if result.start and 'juvenility' in result.start else None),
         'spec': models.spec_to_dict(spec), 'data_backend': exp.dataset.backend,
         'layers': {k: list(v) for k, v in masks_lib.sparsity_stats(state.masks)['layers'].items()},
     }
@@ -277,7 +377,8 @@ def log_round(exp: Experiment, record: dict[str, Any], result: RoundResult) -> N
     tags = {'round': record['round'], 'method': record['method'], 'control': record['control'],
             'seed': record['seed'], 'variant': record['variant']}
     if result.start:
-        exp.metrics.append({**tags, 'step': 0, 'train_loss': None, 'train_accuracy': None, **result.start})
+        start = {k: result.start[k] for k in ('val_loss', 'val_accuracy', 'test_loss', 'test_accuracy')}
+        exp.metrics.append({**tags, 'step': 0, 'train_loss': None, 'train_accuracy': None, **start})
     for r in result.records:
         exp.metrics.append({**tags, **dataclasses.asdict(r)})
     reporting.write_summary(exp.workdir, exp.summary)

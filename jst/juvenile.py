@@ -174,9 +174,13 @@ def run_juvenile(exp: exp_lib.Experiment) -> list[dict[str, Any]]:
     config = exp.config
     options = growth_options(config)
     if not exp_lib.restore_progress(exp):
-        spec = models.spec_from_config(configuration.model_config_for(config, 'juvenile'))
-        variables = models.init_variables(spec, exp.keys['init'], exp.input_shape)
-        masks = lottery.initial_masks(config, variables['params'])
+        ticket = exp_lib.load_ticket(exp)
+        if ticket is None:
+            spec = models.spec_from_config(configuration.model_config_for(config, 'juvenile'))
+            variables = models.init_variables(spec, exp.keys['init'], exp.input_shape)
+            masks = lottery.initial_masks(config, variables['params'])
+        else:
+            spec, variables, masks = ticket
         state = train_lib.create_train_state(variables, masks, exp.trainer(spec).tx)
         exp.arrays = {'round_state': exp_lib.state_to_storable(state)}
         exp.meta = {'phase': 'train', 'round': 0, 'training': None, 'spec': models.spec_to_dict(spec),
@@ -216,6 +220,7 @@ def run_juvenile(exp: exp_lib.Experiment) -> list[dict[str, Any]]:
         exp_lib.log_round(exp, record, result)
         if stop_reason is not None:
             meta['phase'] = 'done'
+            exp_lib.store_final(exp, spec, state)
         exp_lib.save_progress(exp)
     return exp.summary
 

@@ -11,7 +11,8 @@ probes and perturbations are masked).
 * ``weight_stats``: mean, std and max of |w| over the surviving weights.
 * ``effective_rank``: exp of the entropy of the normalised singular values of
   a layer's activations [N, units] (Roy & Vetterli 2007); a rank-k matrix with
-  equal singular values has effective rank k.
+  equal singular values has effective rank k (singular values below 1e-3 of
+  the largest count as zero).
 * ``hutchinson_trace``: E[v^T H v] over Rademacher v (masked), with
   Hessian-vector products as ``jax.jvp`` of ``jax.grad``.
 * ``sharpness``: L(w + rho g/||g||) - L(w): the loss increase under the
@@ -57,6 +58,7 @@ def effective_rank(activations: Array) -> Array:
     flat = activations.reshape(-1, activations.shape[-1]).astype(jnp.float32)
     # Singular values from the [U, U] Gram matrix: cheap for the tall matrices of conv layers.
     s = jnp.sqrt(jnp.maximum(jnp.linalg.eigvalsh(flat.T @ flat), 0.0))
+    s = jnp.where(s > 1e-3 * jnp.max(s), s, 0.0)  # float32 Gram round-off: drop s < 1e-3 s_max
     p = s / jnp.maximum(jnp.sum(s), 1e-12)
     entropy = -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0))
     return jnp.exp(entropy)

@@ -71,12 +71,19 @@ def run_lth(exp: exp_lib.Experiment) -> list[dict[str, Any]]:
     """
     config = exp.config
     spec = models.spec_from_config(configuration.model_config_for(config, 'lth'))
+    ticket = exp_lib.load_ticket(exp)
+    if ticket is not None:
+        spec = ticket[0]
     trainer = exp.trainer(spec)
     controls = configuration.control_list(config.control)
     if not exp_lib.restore_progress(exp):
-        theta0 = models.init_variables(spec, exp.keys['init'], exp.input_shape)
+        if ticket is None:
+            theta0 = models.init_variables(spec, exp.keys['init'], exp.input_shape)
+            masks0 = initial_masks(config, theta0['params'])
+        else:
+            _, theta0, masks0 = ticket
         exp.arrays = {'theta0': exp_lib.variables_to_storable(theta0),
-                      'masks': checkpointing.to_storable(initial_masks(config, theta0['params']))}
+                      'masks': checkpointing.to_storable(masks0)}
         exp.meta = {'phase': 'train', 'round': 0, 'control_index': 0, 'training': None,
                     'cumulative': {name: 0 for name in ('none',) + controls}}
     theta0 = exp_lib.variables_from_storable(exp.arrays['theta0'])
@@ -107,6 +114,8 @@ def run_lth(exp: exp_lib.Experiment) -> list[dict[str, Any]]:
             if r < config.num_rounds:
                 exp.arrays['next_masks'] = checkpointing.to_storable(
                     prune_round(config, result.state.params, masks, r + 1))
+            else:
+                exp_lib.store_final(exp, spec, result.state)
             meta['phase'], meta['control_index'] = 'controls', 0
             exp_lib.save_progress(exp)
         if meta['phase'] == 'controls':

@@ -95,3 +95,34 @@ def test_diagnostics_on_resnet_name_the_relu_layers():
     s = J.summarize(diag(v['params'], v['batch_stats'], masks, x, jnp.arange(16) % 10, jax.random.key(0)))
     assert set(s['layers']['dead_fraction']) == {'stem_bn', 'block_0/bn1'}
     assert all(np.isfinite(s[k]) for k in ('grad_norm', 'grad_snr', 'hessian_trace', 'sharpness'))
+
+
+def test_runs_record_diagnostics_and_transfer_a_ticket(mnist_dir, tmp_path):
+    from jst import driver
+    from tests.helpers import load_config
+    config = load_config('tiny')
+    config.manual_dir = mnist_dir
+    config.method = 'juvenile'
+    config.model.widths = (32,)
+    config.num_rounds = 1
+    config.steps_per_round = 60
+    config.write_report = False
+    config.learning_potential_steps = 10
+    src = driver.train_and_evaluate(config, str(tmp_path / 'src'))
+    j = src[0]['juvenility']
+    assert set(j) == {'start', 'end', 'learning_potential', 'seconds'}
+    assert j['start']['loss'] > j['end']['loss']  # training lowered the probe loss
+    assert 'hidden_0' in j['end']['layers']['dead_fraction']
+    # Transfer the final ticket to permuted-pixel MNIST.
+    config.init_from = str(tmp_path / 'src')
+    config.permute_pixels = True
+    dst = driver.train_and_evaluate(config, str(tmp_path / 'dst'))
+    assert dst[0]['architecture'] == src[-1]['architecture']
+    assert dst[0]['dataset'] == 'mnist_permuted'
+    assert abs(dst[0]['fraction_remaining'] - src[-1]['fraction_remaining']) < 1e-9
+    config.init_from_weights = 'initial'
+    with pytest.raises(Exception, match='needs a weight-reset'):
+        driver.train_and_evaluate(config, str(tmp_path / 'dst2'))
+    config.init_from = str(tmp_path / 'missing')
+    with pytest.raises(Exception, match='not a folder'):
+        driver.train_and_evaluate(config, str(tmp_path / 'dst3'))
