@@ -195,6 +195,85 @@ def plot_lineage(summary: Sequence[Record], path: str, title: str = '') -> str:
     return path
 
 
+JUVENILITY_FACTORS = ('learning_potential', 'grad_norm', 'grad_snr', 'hessian_trace', 'sharpness',
+                      'dead_fraction_mean', 'effective_rank_mean', 'weight_mean_abs')
+
+
+def juvenility_rows(summary: Sequence[Record]) -> list[dict[str, Any]]:
+    """One row per (run, round >= 1): diagnostics at the round's start, the round's validation gain
+    over the previous round, and the run's final test accuracy."""
+    runs = collections.defaultdict(list)
+    for r in summary:
+        if r['control'] == 'none' and r.get('juvenility'):
+            runs[r['workdir']].append(r)
+    rows = []
+    for rs in runs.values():
+        rs.sort(key=lambda r: r['round'])
+        final = rs[-1]['test_accuracy']
+        for prev, cur in zip(rs, rs[1:]):
+            j = cur['juvenility']
+            factors = {k: j['start'][k] for k in JUVENILITY_FACTORS if k in (j['start'] or {})}
+            factors['learning_potential'] = j.get('learning_potential')
+            rows.append({'variant': _variant(cur), 'round': cur['round'], **factors,
+                         'gain': cur['val_accuracy'] - prev['val_accuracy'], 'final_test': final})
+    return rows
+
+
+def _pearson(x: Sequence[float], y: Sequence[float]) -> float:
+    a, b = np.asarray(x, float), np.asarray(y, float)
+    ok = np.isfinite(a) & np.isfinite(b)
+    a, b = a[ok], b[ok]
+    if a.size < 3 or a.std() == 0 or b.std() == 0:
+        return float('nan')
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def juvenility_table(summary: Sequence[Record]) -> str:
+    """Pearson correlation of each diagnostic (at a round's start) with that round's validation gain
+    and with the run's final test accuracy, pooled and per variant, with the number of (run, round) pairs."""
+    rows = juvenility_rows(summary)
+    if not rows:
+        return ''
+    groups = {'all': rows}
+    for v in sorted({r['variant'] for r in rows}):
+        groups[v] = [r for r in rows if r['variant'] == v]
+    header = '| factor (at round start) | ' + ' | '.join(
+        f'{g}: r(gain) / r(final test), n={len(rs)}' for g, rs in groups.items()) + ' |'
+    lines = [header, '|---' * (1 + len(groups)) + '|']
+    for f in JUVENILITY_FACTORS:
+        cells = []
+        for rs in groups.values():
+            xs = [r.get(f, float('nan')) for r in rs]
+            cells.append(f"{_pearson(xs, [r['gain'] for r in rs]):+.2f} / {_pearson(xs, [r['final_test'] for r in rs]):+.2f}")
+        lines.append(f'| {f} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def plot_juvenility(summary: Sequence[Record], path: str, title: str = '') -> str:
+    """Each diagnostic at the start of every round, per variant (mean over seeds)."""
+    rows = juvenility_rows(summary)
+    fig, axes = plt.subplots(2, 4, figsize=(16, 7))
+    for ax, f in zip(axes.ravel(), JUVENILITY_FACTORS):
+        for v in sorted({r['variant'] for r in rows}):
+            pts = collections.defaultdict(list)
+            for r in rows:
+                if r['variant'] == v and r.get(f) is not None and np.isfinite(r[f]):
+                    pts[r['round']].append(r[f])
+            xs = sorted(pts)
+            ax.plot(xs, [np.mean(pts[x]) for x in xs], marker='o', label=v)
+        ax.set_title(f)
+        ax.set_xlabel('round')
+        if f in ('grad_snr', 'hessian_trace', 'sharpness'):
+            ax.set_yscale('log')
+        ax.grid(True, alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(title or 'Juvenility diagnostics at the start of each round')
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def write_report(workdirs: Sequence[str], out_dir: str, title: str = 'jst report') -> str:
     """Writes ``report.md`` and PNG figures for ``workdirs`` into ``out_dir``; returns the report path."""
     os.makedirs(out_dir, exist_ok=True)
@@ -229,6 +308,12 @@ def write_report(workdirs: Sequence[str], out_dir: str, title: str = 'jst report
     if stops:
         lines += ['Stop reasons: ' + '; '.join(f"seed {r['seed']} {r['method']}: {r['stop_reason']} (round {r['round']})"
                                                for r in stops), '']
+    table = juvenility_table(summary)
+    if table:
+        figs.append(plot_juvenility(summary, os.path.join(out_dir, 'juvenility.png'),
+                                    f'Juvenility diagnostics at round start: {suffix}'))
+        lines += ['## Juvenility: correlation of each diagnostic with the round\'s validation gain and the '
+                  'final test accuracy (Pearson r; n = (run, round) pairs)', '', table, '']
     lines += [f'![{os.path.basename(f)}]({os.path.basename(f)})' for f in figs]
     path = os.path.join(out_dir, 'report.md')
     reporting.atomic_write_text(path, '\n'.join(lines) + '\n')
