@@ -47,6 +47,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
     reporting.atomic_write_text(os.path.join(workdir, reporting.CONFIG_FILE), json.dumps(config_dict, indent=1))
     exp = exp_lib.make_experiment(config, workdir)
     exp.checkpointer = checkpointing.RunCheckpointer(workdir)
+    exp.writer = reporting.make_metric_writer(workdir)
     logging.info('%d train / %d validation / %d test examples; %d steps per round (%d per epoch).',
                  len(exp.dataset.train), len(exp.dataset.validation), len(exp.dataset.test),
                  exp.steps_per_round, exp.steps_per_epoch)
@@ -54,6 +55,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
         records = lottery.run_lth(exp) if config.method == 'lth' else juvenile.run_juvenile(exp)
     finally:
         exp.checkpointer.close()
+        if exp.writer is not None:
+            exp.writer.close()
     table = reporting.summary_table(records)
     print(table, flush=True)
     reporting.atomic_write_text(os.path.join(workdir, 'summary.md'), table + '\n')

@@ -46,6 +46,7 @@ class Experiment:
     metrics: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     checkpointer: Optional[checkpointing.RunCheckpointer] = None
     mesh: Optional[Any] = None  # data-parallel mesh (None: one device)
+    writer: Optional[Any] = None  # clu metric writer (TensorBoard), optional
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)    # JSON progress of the driver
     arrays: dict[str, Any] = dataclasses.field(default_factory=dict)  # storable arrays of the driver
     _segment_fns: dict[Any, Callable[..., Any]] = dataclasses.field(default_factory=dict)
@@ -383,6 +384,7 @@ def log_round(exp: Experiment, record: dict[str, Any], result: RoundResult) -> N
         exp.metrics.append({**tags, **dataclasses.asdict(r)})
     reporting.write_summary(exp.workdir, exp.summary)
     reporting.write_metrics(exp.workdir, exp.metrics)
+    reporting.write_round_scalars(exp.writer, record, [dataclasses.asdict(r) for r in result.records])
     print(reporting.round_line(record), flush=True)
 
 

@@ -59,6 +59,38 @@ def read_metrics(workdir: str) -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def make_metric_writer(workdir: str) -> Any:
+    """A clu TensorBoard ``SummaryWriter`` in ``WORKDIR/tensorboard`` (None without clu/tensorboard/TF:
+    the JSONL files are always written)."""
+    try:
+        from clu import metric_writers  # pylint: disable=g-import-not-at-top
+        return metric_writers.SummaryWriter(os.path.join(workdir, 'tensorboard'))
+    except Exception as e:  # pylint: disable=broad-except
+        import logging  # pylint: disable=g-import-not-at-top
+        logging.getLogger(__name__).info('TensorBoard summaries off (%s); JSONL metrics only.', e)
+        return None
+
+
+def write_round_scalars(writer: Any, record: dict[str, Any], evals: Sequence[dict[str, Any]]) -> None:
+    """Per-evaluation and per-round scalars, tagged ``variant/control/name``, step = cumulative steps."""
+    if writer is None:
+        return
+    prefix = f"{record.get('variant', record['method'])}/{record['control']}"
+    offset = record['cumulative_steps'] - record.get('steps', 0)
+    for e in evals:
+        values = {f'{prefix}/{k}': v for k, v in e.items()
+                  if k in ('train_loss', 'train_accuracy', 'val_loss', 'val_accuracy', 'test_accuracy')
+                  and v is not None and v == v}
+        if values:
+            writer.write_scalars(offset + int(e['step']), values)
+    writer.write_scalars(record['cumulative_steps'], {
+        f'{prefix}/round/val_accuracy': record['val_accuracy'],
+        f'{prefix}/round/test_accuracy': record['test_accuracy'],
+        f'{prefix}/round/fraction_remaining': record['fraction_remaining'],
+        f'{prefix}/round/params_remaining': record['params_remaining']})
+    writer.flush()
+
+
 def round_line(r: dict[str, Any]) -> str:
     """One readable line for a finished round."""
     return (f"[{r['method']}/{r['control']}] round {r['round']}: {r['architecture']}  "

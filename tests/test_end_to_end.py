@@ -32,6 +32,9 @@ def test_tiny_lth_run(mnist_dir, tmp_path):
     metrics = reporting.read_metrics(str(tmp_path))
     assert {m['step'] for m in metrics} == {0, 50, 100, 150}  # 0: before training (after reset)
     assert os.path.exists(tmp_path / 'summary.md')
+    assert any(f.startswith('events.out.tfevents') for f in os.listdir(tmp_path / 'tensorboard'))
+    assert os.path.exists(tmp_path / 'report' / 'report.md')
+    assert os.path.exists(tmp_path / 'report' / 'accuracy_vs_sparsity.png')
 
 
 def test_command_line(mnist_dir, tmp_path):
