@@ -310,24 +310,30 @@ def juvenility_summary(exp: Experiment, spec: models.ModelSpec, state: train_lib
 
 def learning_potential(exp: Experiment, spec: models.ModelSpec, state: train_lib.TrainState,
                        start_val_accuracy: float) -> float:
-    """Validation-accuracy gain after ``learning_potential_steps`` steps from ``state`` (fixed batches)."""
+    """Validation-accuracy gain after ``learning_potential_steps`` steps from ``state`` (fixed batches).
+
+    Runs the jitted train step from a Python loop on batches fixed by a numpy seed: cheap to
+    compile for every new architecture, and the same batches for every round and method.
+    """
     steps = int(exp.config.learning_potential_steps)
     if steps <= 0:
         return float('nan')
-    if ('potential', spec) not in exp._eval_fns:  # pylint: disable=protected-access
+    if ('step', spec) not in exp._eval_fns:  # pylint: disable=protected-access
         trainer = exp.trainer(spec)
-        step, evaluate, bsz = trainer.train_step, trainer.evaluate, trainer.batch_size
-        n = exp.num_train
-
-        def run(st, data):
-            idx = jax.random.permutation(jax.random.key(999), n)[: steps * bsz].reshape(steps, bsz) \
-                if steps * bsz <= n else jax.random.randint(jax.random.key(999), (steps, bsz), 0, n)
-            for i in range(steps):  # unrolled: short, and fast for convolutions on CPU
-                st, _ = step(st, data.train_x[idx[i]], data.train_y[idx[i]])
-            return evaluate(st.params, st.batch_stats, data.val_x, data.val_y, data.val_w)[1]
-
-        exp._eval_fns[('potential', spec)] = jax.jit(run)  # pylint: disable=protected-access
-    return float(exp._eval_fns[('potential', spec)](state, exp.data)) - start_val_accuracy  # pylint: disable=protected-access
+        exp._eval_fns[('step', spec)] = jax.jit(trainer.train_step)  # pylint: disable=protected-access
+    step = exp._eval_fns[('step', spec)]  # pylint: disable=protected-access
+    bsz = exp.config.batch_size
+    idx = np.random.default_rng(999).integers(0, exp.num_train, (steps, bsz))
+    for i in range(steps):
+        batch = jnp.asarray(idx[i])
+        state, _ = step(state, exp.data.train_x[batch], exp.data.train_y[batch])
+    unroll = train_lib.resolve_step_loop(exp.config.step_loop, not isinstance(spec, models.MLPSpec)) == 'python'
+    if ('eval', spec, unroll) not in exp._eval_fns:  # pylint: disable=protected-access
+        exp._eval_fns[('eval', spec, unroll)] = jax.jit(  # pylint: disable=protected-access
+            exp.trainer(spec).make_evaluate(unroll=unroll))
+    d = exp.data
+    _, acc = exp._eval_fns[('eval', spec, unroll)](state.params, state.batch_stats, d.val_x, d.val_y, d.val_w)  # pylint: disable=protected-access
+    return float(acc) - start_val_accuracy
 
 
 def evaluate_start(exp: Experiment, spec: models.ModelSpec, state: train_lib.TrainState) -> dict[str, float]:

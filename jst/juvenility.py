@@ -85,15 +85,19 @@ def hutchinson_trace(loss_fn: Callable[[PyTree], Array], params: PyTree, masks: 
     """Hutchinson estimate of tr(H) of ``loss_fn`` at ``params`` over the surviving weights."""
     grad_fn = jax.grad(loss_fn)
     leaves, treedef = jax.tree.flatten(params)
+    sizes = [x.size for x in leaves]
+    # One random draw for all samples and leaves (a single threefry call keeps compilation cheap).
+    signs = jax.random.rademacher(key, (num_samples, sum(sizes)), jnp.float32)
+    offsets = [sum(sizes[:i]) for i in range(len(sizes))]
 
-    def one(k):
-        keys = jax.random.split(k, len(leaves))
-        v = jax.tree.unflatten(treedef, [jax.random.rademacher(kk, x.shape, x.dtype) for kk, x in zip(keys, leaves)])
+    def one(flat_v):
+        v = jax.tree.unflatten(treedef, [flat_v[o:o + n].reshape(x.shape).astype(x.dtype)
+                                         for o, n, x in zip(offsets, sizes, leaves)])
         v = masks_lib.apply_masks(v, masks)
         _, hv = jax.jvp(grad_fn, (params,), (v,))
         return sum(jnp.sum(a * b) for a, b in zip(jax.tree.leaves(v), jax.tree.leaves(hv)))
 
-    return jnp.mean(jax.lax.map(one, jax.random.split(key, num_samples)))
+    return jnp.mean(jax.lax.map(one, signs))
 
 
 def sharpness(loss_fn: Callable[[PyTree], Array], params: PyTree, masks: PyTree, rho: float = 0.05) -> Array:
