@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
 from absl import app
 from absl import flags
@@ -58,6 +59,8 @@ _BATCHES = flags.DEFINE_list('batch_sizes', ['60', '128'], 'Batch sizes.')
 _SEEDS = flags.DEFINE_list('vmap_seeds', ['1', '4', '16'], 'Replicate counts for the vmap benchmark.')
 _FULL = flags.DEFINE_bool('full', False, 'Also time whole runs (subprocesses).')
 _TORCH = flags.DEFINE_bool('torch', True, 'Include the PyTorch reference (needs torch installed).')
+_PROFILE = flags.DEFINE_string('profile_dir', '', 'If set: a jax.profiler trace of one jst epoch (view with '
+                               'TensorBoard/Perfetto) and the optimized HLO of the epoch program go here.')
 
 LR = 1.2e-3
 MACS_PER_EXAMPLE = 784 * 300 + 300 * 100 + 100 * 10  # LeNet-300-100 multiply-accumulates, forward
@@ -250,6 +253,27 @@ def bench_overheads(ds: data_lib.Dataset, epoch_s: float, batch: int = 60) -> di
             'share_prune': prune_s / round_s, 'share_checkpoint_per_epoch': (50_000 / spe) * ckpt_s / round_s}
 
 
+def profile_epoch(ds: data_lib.Dataset, batch: int, out_dir: str) -> dict[str, Any]:
+    """A profiler trace of one jst epoch, the optimized HLO, and the op mix of that HLO."""
+    spec = models.lenet_300_100()
+    trainer = train_lib.Trainer(models.build_model(spec), optax.adam(LR), batch, train_lib.make_preprocess('mnist'))
+    v = models.init_variables(spec, jax.random.key(0), (28, 28, 1))
+    state = train_lib.create_train_state(v, masks_lib.create_masks(v['params']), trainer.tx)
+    data = train_lib.device_data(ds)
+    spe = train_lib.steps_per_epoch(len(ds.train), batch)
+    seg = train_lib.make_segment_fn(trainer, len(ds.train))
+    args = (state, data, jax.random.key(1), 0, 0, 0, 10 ** 9, spe, float('inf'))
+    hlo = seg.lower(*args, length=spe).compile().as_text()
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, 'jst_epoch.hlo.txt'), 'w') as f:
+        f.write(hlo)
+    jax.block_until_ready(seg(*args, length=spe))
+    with jax.profiler.trace(out_dir):
+        jax.block_until_ready(seg(*args, length=spe))
+    ops = {op: hlo.count(f' {op}(') for op in ('dot', 'fusion', 'while', 'conditional', 'gather', 'sort')}
+    return {'trace_dir': out_dir, 'hlo_ops': ops}
+
+
 def bench_peak_gflops() -> float:
     """Measured float32 matmul throughput (an achievable peak for this machine)."""
     a = jax.random.normal(jax.random.key(0), (2048, 2048))
@@ -315,6 +339,8 @@ def main(argv):
         print(f'batch {b}: ' + ', '.join(f"{k} {v['epoch_s']:.3f}s" for k, v in row.items() if isinstance(v, dict)),
               flush=True)
     results['epoch'] = per_batch
+    if _PROFILE.value:
+        results['profile'] = profile_epoch(ds, int(_BATCHES.value[0]), _PROFILE.value)
     results['vmap_seeds'] = bench_vmap(ds, [int(x) for x in _SEEDS.value], _REPEATS.value)
     results['overheads'] = bench_overheads(ds, per_batch[_BATCHES.value[0]]['jst']['epoch_s'], int(_BATCHES.value[0]))
     if _FULL.value:
