@@ -300,8 +300,9 @@ def _probe_batch(exp: Experiment) -> tuple[jax.Array, jax.Array]:
 def juvenility_summary(exp: Experiment, spec: models.ModelSpec, state: train_lib.TrainState) -> dict[str, Any]:
     """Juvenility diagnostics of ``state`` on the fixed probe batch (the first training examples)."""
     if ('diag', spec) not in exp._eval_fns:  # pylint: disable=protected-access
+        unroll = train_lib.resolve_step_loop(exp.config.step_loop, not isinstance(spec, models.MLPSpec)) == 'python'
         exp._eval_fns[('diag', spec)] = juvenility.make_diagnostics(  # pylint: disable=protected-access
-            spec, train_lib.make_preprocess(exp.config.dataset))
+            spec, train_lib.make_preprocess(exp.config.dataset), unroll=unroll)
     x, y = _probe_batch(exp)
     diag = exp._eval_fns[('diag', spec)](state.params, state.batch_stats, state.masks, x, y,  # pylint: disable=protected-access
                                           jax.random.key(0))

@@ -81,7 +81,7 @@ def weight_stats(params: PyTree, masks: PyTree) -> dict[str, dict[str, Array]]:
 
 
 def hutchinson_trace(loss_fn: Callable[[PyTree], Array], params: PyTree, masks: PyTree, key: Array,
-                     num_samples: int = 8) -> Array:
+                     num_samples: int = 8, unroll: bool = False) -> Array:
     """Hutchinson estimate of tr(H) of ``loss_fn`` at ``params`` over the surviving weights."""
     grad_fn = jax.grad(loss_fn)
     leaves, treedef = jax.tree.flatten(params)
@@ -97,6 +97,8 @@ def hutchinson_trace(loss_fn: Callable[[PyTree], Array], params: PyTree, masks: 
         _, hv = jax.jvp(grad_fn, (params,), (v,))
         return sum(jnp.sum(a * b) for a, b in zip(jax.tree.leaves(v), jax.tree.leaves(hv)))
 
+    if unroll:  # convolutions on CPU: avoid a loop (XLA:CPU runs convs inside loops much slower)
+        return jnp.mean(jnp.stack([one(signs[i]) for i in range(num_samples)]))
     return jnp.mean(jax.lax.map(one, signs))
 
 
@@ -110,7 +112,8 @@ def sharpness(loss_fn: Callable[[PyTree], Array], params: PyTree, masks: PyTree,
 
 
 def make_diagnostics(spec: models.ModelSpec, preprocess: Callable[[Array], Array], num_minibatches: int = 8,
-                     hutchinson_samples: int = 8, rho: float = 0.05) -> Callable[..., dict[str, Any]]:
+                     hutchinson_samples: int = 8, rho: float = 0.05,
+                     unroll: bool = False) -> Callable[..., dict[str, Any]]:
     """Jitted (params, batch_stats, masks, x uint8 [N,...], y [N], key) -> diagnostics (eval mode)."""
     model = models.build_model(spec)
     pattern = re.compile(PREACTIVATION_PATTERNS[type(spec)])
@@ -146,7 +149,7 @@ def make_diagnostics(spec: models.ModelSpec, preprocess: Callable[[Array], Array
                 dead[name] = dead_fraction(value)
                 ranks[name] = effective_rank(jax.nn.relu(value))
         return {'grad_norm': jnp.sqrt(_tree_sq_norm(g)), 'grad_snr': snr, 'loss': full_loss(params),
-                'hessian_trace': hutchinson_trace(full_loss, params, masks, key, hutchinson_samples),
+                'hessian_trace': hutchinson_trace(full_loss, params, masks, key, hutchinson_samples, unroll),
                 'sharpness': sharpness(full_loss, params, masks, rho),
                 'dead_fraction': dead, 'effective_rank': ranks, 'weights': weight_stats(params, masks)}
 
