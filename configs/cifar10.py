@@ -40,4 +40,5 @@ def get_config():
     c.level_schedule = 'geometric'
     c.prune_include = r'^block_\d+/.*kernel$'
     c.block_init = 'paper'  # the paper's identity (Dirac) kernels; 'zero' is exactly function-preserving
+    c.juvenility = False  # diagnostics cost a compile per architecture; on a CPU, turn on explicitly
     return c
