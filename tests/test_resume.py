@@ -29,8 +29,8 @@ def _args(mnist_dir, workdir, method='lth'):
             '--config.eval_every=20', '--config.num_rounds=2', '--config.write_report=False',
             '--config.checkpoint_min_interval_s=0',
             f'--config.method={method}', f'--workdir={workdir}']
-    if method == 'lth':
-        args += ['--config.control=random_reinit', '--config.rewind_step=10']
+    if method == 'lth':  # (the juvenile run below keeps the diagnostics on, to resume them too)
+        args += ['--config.control=random_reinit', '--config.rewind_step=10', '--config.juvenility=False']
     else:
         args += ['--config.model.widths=(32,)', '--config.pruning=level', '--config.target_sparsity=0.8']
     return args
@@ -55,9 +55,11 @@ def _run(args, env_extra=None, kill_after=None):
 
 def _final(workdir):
     summary = json.load(open(os.path.join(workdir, 'summary.json')))
-    for r in summary:
+    for r in summary:  # wall-clock timings are the only fields allowed to differ
         for k in VOLATILE:
             r.pop(k, None)
+        if r.get('juvenility'):
+            r['juvenility'].pop('seconds', None)
     metrics = open(os.path.join(workdir, 'metrics.jsonl')).read()
     ckpt = checkpointing.RunCheckpointer(workdir)
     meta, arrays = ckpt.restore_latest()
