@@ -19,4 +19,5 @@ def get_config():
     c.batch_size = 60
     c.learning_rate = 1.2e-3
     c.prune_fraction = 0.5
+    c.juvenility = False  # tests that need the diagnostics turn them on
     return c

@@ -107,6 +107,7 @@ def test_runs_record_diagnostics_and_transfer_a_ticket(mnist_dir, tmp_path):
     config.num_rounds = 1
     config.steps_per_round = 60
     config.write_report = False
+    config.juvenility = True
     config.learning_potential_steps = 10
     src = driver.train_and_evaluate(config, str(tmp_path / 'src'))
     j = src[0]['juvenility']

@@ -30,9 +30,10 @@ def _args(mnist_dir, workdir, method='lth'):
             '--config.checkpoint_min_interval_s=0',
             f'--config.method={method}', f'--workdir={workdir}']
     if method == 'lth':  # (the juvenile run below keeps the diagnostics on, to resume them too)
-        args += ['--config.control=random_reinit', '--config.rewind_step=10', '--config.juvenility=False']
+        args += ['--config.control=random_reinit', '--config.rewind_step=10']
     else:
-        args += ['--config.model.widths=(32,)', '--config.pruning=level', '--config.target_sparsity=0.8']
+        args += ['--config.model.widths=(32,)', '--config.pruning=level', '--config.target_sparsity=0.8',
+                 '--config.juvenility=True', '--config.learning_potential_steps=5']
     return args
 
 
