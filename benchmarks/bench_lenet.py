@@ -47,7 +47,6 @@ import optax  # pylint: disable=wrong-import-position
 from jst import checkpointing  # pylint: disable=wrong-import-position
 from jst import data as data_lib  # pylint: disable=wrong-import-position
 from jst import experiment as exp_lib  # pylint: disable=wrong-import-position
-from jst import lottery  # pylint: disable=wrong-import-position
 from jst import masks as masks_lib  # pylint: disable=wrong-import-position
 from jst import models  # pylint: disable=wrong-import-position
 from jst import train as train_lib  # pylint: disable=wrong-import-position

@@ -27,7 +27,6 @@ import dataclasses
 import gzip
 import hashlib
 import importlib.util
-import io
 import os
 import tarfile
 from typing import Optional

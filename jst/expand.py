@@ -285,10 +285,10 @@ def _new_block(c: int, width: int, key: Array, k_noise: Array, init: str, option
 # --------------------------------------------------------------------------
 # widen
 # --------------------------------------------------------------------------
-def unit_group(spec: models.ModelSpec, layer: int) -> tuple[list[tuple[str, int, str]], list[tuple[str, int]], str]:
+def unit_group(spec: models.ModelSpec, layer: int) -> tuple[list[tuple[str, int, str]], list[tuple[str, int]]]:
     """The leaves that widening hidden layer ``layer`` touches.
 
-    Returns (producers [(path, axis, kind)], consumers [(path, axis)], collection-of-stats prefix),
+    Returns (producers [(path, axis, kind)], consumers [(path, axis)]),
     where kind is 'kernel', 'bias', 'bn_scale', 'bn_bias', 'mean' or 'var' ('mean'/'var' live in
     batch_stats).
     """
@@ -298,7 +298,7 @@ def unit_group(spec: models.ModelSpec, layer: int) -> tuple[list[tuple[str, int,
             raise ExpansionError(f'MLP has hidden layers 0..{n - 1}; cannot widen layer {layer}.')
         nxt = f'hidden_{layer + 1}' if layer + 1 < n else 'output'
         return ([(f'hidden_{layer}/kernel', -1, 'kernel'), (f'hidden_{layer}/bias', -1, 'bias')],
-                [(f'{nxt}/kernel', 0)], '')
+                [(f'{nxt}/kernel', 0)])
     if isinstance(spec, models.ResNetSpec):
         n = len(spec.block_widths)
         if not 0 <= layer < n:
@@ -307,12 +307,12 @@ def unit_group(spec: models.ModelSpec, layer: int) -> tuple[list[tuple[str, int,
         return ([(f'{b}/conv1/kernel', -1, 'kernel'), (f'{b}/bn1/scale', -1, 'bn_scale'),
                  (f'{b}/bn1/bias', -1, 'bn_bias'), (f'{b}/bn1/mean', -1, 'mean'),
                  (f'{b}/bn1/var', -1, 'var')],
-                [(f'{b}/conv2/kernel', -2)], '')
+                [(f'{b}/conv2/kernel', -2)])
     if isinstance(spec, models.ConvSpec):
         nc, nd = len(spec.conv_channels), len(spec.dense_widths)
         if 0 <= layer < nc - 1:
             return ([(f'conv_{layer}/kernel', -1, 'kernel'), (f'conv_{layer}/bias', -1, 'bias')],
-                    [(f'conv_{layer + 1}/kernel', -2)], '')
+                    [(f'conv_{layer + 1}/kernel', -2)])
         if layer == nc - 1:
             raise ExpansionError(f'conv_{layer}/kernel feeds the flattened dense layer; widening the last '
                                  'conv layer is not supported (widen an earlier conv or a dense layer).')
@@ -320,7 +320,7 @@ def unit_group(spec: models.ModelSpec, layer: int) -> tuple[list[tuple[str, int,
         if 0 <= d < nd:
             nxt = f'dense_{d + 1}' if d + 1 < nd else 'output'
             return ([(f'dense_{d}/kernel', -1, 'kernel'), (f'dense_{d}/bias', -1, 'bias')],
-                    [(f'{nxt}/kernel', 0)], '')
+                    [(f'{nxt}/kernel', 0)])
         raise ExpansionError(f'Conv net has layers 0..{nc + nd - 1} (convs then dense); got {layer}.')
     raise ExpansionError(f'widen does not support {type(spec).__name__}.')
 
@@ -360,7 +360,7 @@ def widen(params: PyTree, masks: PyTree, spec: models.ModelSpec, key: Array, *,
           layer: int, amount: int, batch_stats: Optional[PyTree] = None,
           options: GrowthOptions = GrowthOptions()) -> Expansion:
     """Adds ``amount`` units to hidden layer ``layer`` of a jst model (function-preserving)."""
-    producers, consumers, _ = unit_group(spec, layer)
+    producers, consumers = unit_group(spec, layer)
     new_p, new_m, new_s, plan = _widen_group(params, masks, batch_stats, producers, consumers, key,
                                              amount, options)
     return Expansion(params=new_p, masks=new_m, batch_stats=new_s,

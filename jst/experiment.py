@@ -62,10 +62,25 @@ class Experiment:
                                  train_lib.make_optimizer(c.optimizer, c.learning_rate, c.momentum),
                                  c.batch_size, train_lib.make_preprocess(c.dataset))
 
+    def step_loop(self, spec: models.ModelSpec) -> str:
+        """'scan' or 'python' for this architecture (see ``train.resolve_step_loop``)."""
+        return train_lib.resolve_step_loop(self.config.step_loop, not isinstance(spec, models.MLPSpec))
+
+    def compiled(self, name: str, spec: models.ModelSpec, build: Callable[[], Callable[..., Any]]):
+        """``build()`` once per (name, architecture); the cached function afterwards."""
+        if (name, spec) not in self._eval_fns:
+            self._eval_fns[(name, spec)] = build()
+        return self._eval_fns[(name, spec)]
+
+    def eval_fn(self, spec: models.ModelSpec) -> Callable[..., Any]:
+        """Jitted (params, batch_stats, x, y, w) -> (loss, accuracy) for this architecture."""
+        unroll = self.step_loop(spec) == 'python'
+        return self.compiled('eval', spec, lambda: jax.jit(self.trainer(spec).make_evaluate(unroll=unroll)))
+
     def segment_fn(self, spec: models.ModelSpec) -> Callable[..., Any]:
         """Compiled once per architecture and reused across rounds."""
         if spec not in self._segment_fns:
-            loop = train_lib.resolve_step_loop(self.config.step_loop, not isinstance(spec, models.MLPSpec))
+            loop = self.step_loop(spec)
             self._segment_fns[spec] = train_lib.make_segment_fn(
                 self.trainer(spec), self.num_train, self.mesh, test_at_best=self.config.eval_test == 'at_best',
                 step_loop=loop)
@@ -299,13 +314,11 @@ def _probe_batch(exp: Experiment) -> tuple[jax.Array, jax.Array]:
 
 def juvenility_summary(exp: Experiment, spec: models.ModelSpec, state: train_lib.TrainState) -> dict[str, Any]:
     """Juvenility diagnostics of ``state`` on the fixed probe batch (the first training examples)."""
-    if ('diag', spec) not in exp._eval_fns:  # pylint: disable=protected-access
-        unroll = train_lib.resolve_step_loop(exp.config.step_loop, not isinstance(spec, models.MLPSpec)) == 'python'
-        exp._eval_fns[('diag', spec)] = juvenility.make_diagnostics(  # pylint: disable=protected-access
-            spec, train_lib.make_preprocess(exp.config.dataset), unroll=unroll)
+    unroll = exp.step_loop(spec) == 'python'
+    diagnostics = exp.compiled('diag', spec, lambda: juvenility.make_diagnostics(
+        spec, train_lib.make_preprocess(exp.config.dataset), unroll=unroll))
     x, y = _probe_batch(exp)
-    diag = exp._eval_fns[('diag', spec)](state.params, state.batch_stats, state.masks, x, y,  # pylint: disable=protected-access
-                                          jax.random.key(0))
+    diag = diagnostics(state.params, state.batch_stats, state.masks, x, y, jax.random.key(0))
     return juvenility.summarize(diag)
 
 
@@ -319,30 +332,20 @@ def learning_potential(exp: Experiment, spec: models.ModelSpec, state: train_lib
     steps = int(exp.config.learning_potential_steps)
     if steps <= 0:
         return float('nan')
-    if ('step', spec) not in exp._eval_fns:  # pylint: disable=protected-access
-        trainer = exp.trainer(spec)
-        exp._eval_fns[('step', spec)] = jax.jit(trainer.train_step)  # pylint: disable=protected-access
-    step = exp._eval_fns[('step', spec)]  # pylint: disable=protected-access
+    step = exp.compiled('step', spec, lambda: jax.jit(exp.trainer(spec).train_step))
     bsz = exp.config.batch_size
     idx = np.random.default_rng(999).integers(0, exp.num_train, (steps, bsz))
     for i in range(steps):
         batch = jnp.asarray(idx[i])
         state, _ = step(state, exp.data.train_x[batch], exp.data.train_y[batch])
-    unroll = train_lib.resolve_step_loop(exp.config.step_loop, not isinstance(spec, models.MLPSpec)) == 'python'
-    if ('eval', spec, unroll) not in exp._eval_fns:  # pylint: disable=protected-access
-        exp._eval_fns[('eval', spec, unroll)] = jax.jit(  # pylint: disable=protected-access
-            exp.trainer(spec).make_evaluate(unroll=unroll))
     d = exp.data
-    _, acc = exp._eval_fns[('eval', spec, unroll)](state.params, state.batch_stats, d.val_x, d.val_y, d.val_w)  # pylint: disable=protected-access
+    _, acc = exp.eval_fn(spec)(state.params, state.batch_stats, d.val_x, d.val_y, d.val_w)
     return float(acc) - start_val_accuracy
 
 
 def evaluate_start(exp: Experiment, spec: models.ModelSpec, state: train_lib.TrainState) -> dict[str, float]:
     """Validation and test loss/accuracy of ``state`` before training (forgetting after prune/grow/reset)."""
-    if spec not in exp._eval_fns:  # pylint: disable=protected-access
-        unroll = train_lib.resolve_step_loop(exp.config.step_loop, not isinstance(spec, models.MLPSpec)) == 'python'
-        exp._eval_fns[spec] = jax.jit(exp.trainer(spec).make_evaluate(unroll=unroll))  # pylint: disable=protected-access
-    fn, d = exp._eval_fns[spec], exp.data  # pylint: disable=protected-access
+    fn, d = exp.eval_fn(spec), exp.data
     vl, va = fn(state.params, state.batch_stats, d.val_x, d.val_y, d.val_w)
     tl, ta = fn(state.params, state.batch_stats, d.test_x, d.test_y, d.test_w)
     return {'val_loss': float(vl), 'val_accuracy': float(va), 'test_loss': float(tl), 'test_accuracy': float(ta)}
@@ -393,15 +396,3 @@ def log_round(exp: Experiment, record: dict[str, Any], result: RoundResult) -> N
     reporting.write_metrics(exp.workdir, exp.metrics)
     reporting.write_round_scalars(exp.writer, record, [dataclasses.asdict(r) for r in result.records])
     print(reporting.round_line(record), flush=True)
-
-
-def jnp_tree_equal(a: PyTree, b: PyTree) -> bool:
-    return all(bool(jnp.all(x == y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
-
-
-def reinitialize(spec: models.ModelSpec, key: jax.Array, input_shape: tuple[int, ...]) -> dict[str, Any]:
-    return models.init_variables(spec, key, input_shape)
-
-
-def as_numpy_tree(tree: PyTree) -> PyTree:
-    return jax.tree.map(np.asarray, tree)

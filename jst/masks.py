@@ -24,6 +24,7 @@ from typing import Any, Callable, Mapping, Optional, Union
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 Array = jax.Array
 PyTree = Any
@@ -253,8 +254,8 @@ def geometric_level_sparsity(target: float, round_index: int, num_rounds: int) -
 # --------------------------------------------------------------------------
 # optax integration
 # --------------------------------------------------------------------------
-def keep_pruned_at_zero(inner: 'optax.GradientTransformation',
-                        masks: Optional[PyTree] = None) -> 'optax.GradientTransformationExtraArgs':
+def keep_pruned_at_zero(inner: optax.GradientTransformation,
+                        masks: Optional[PyTree] = None) -> optax.GradientTransformationExtraArgs:
     """Wraps an optax transformation so that pruned weights never move.
 
     Gradients of pruned weights are zeroed before ``inner`` sees them and
@@ -266,7 +267,6 @@ def keep_pruned_at_zero(inner: 'optax.GradientTransformation',
         tx = masks.keep_pruned_at_zero(optax.adam(1e-3))
         updates, opt_state = tx.update(grads, opt_state, params, masks=current_masks)
     """
-    import optax  # pylint: disable=g-import-not-at-top
     fixed = masks
 
     def init_fn(params):

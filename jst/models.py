@@ -172,10 +172,6 @@ def build_model(spec: ModelSpec) -> nn.Module:
     raise TypeError(f'Unknown model spec {spec!r}.')
 
 
-def has_batch_stats(spec: ModelSpec) -> bool:
-    return isinstance(spec, ResNetSpec)
-
-
 def init_variables(spec: ModelSpec, key: Array, input_shape: Sequence[int]) -> dict[str, Any]:
     """Initial variables ({'params': ..., maybe 'batch_stats': ...}) for one example shape [H, W, C]."""
     model = build_model(spec)

@@ -55,6 +55,13 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
 
 
+def _save(fig: Any, path: str, dpi: int) -> str:
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def aggregate(summary: Sequence[Record]) -> list[dict[str, Any]]:
     """Rows per (method, control, round), aggregated over seeds."""
     groups = collections.defaultdict(list)
@@ -117,10 +124,7 @@ def plot_accuracy_vs_sparsity(summary: Sequence[Record], path: str, title: str =
     ax.set_title(title or 'Test accuracy vs. sparsity')
     ax.grid(True, which='both', alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path, 120)
 
 
 def plot_training_curves(metrics: Sequence[Record], path: str, title: str = '',
@@ -162,10 +166,7 @@ def plot_training_curves(metrics: Sequence[Record], path: str, title: str = '',
                 ax.set_xlabel('training step within the round')
         axes[0][col].legend(fontsize=7, ncol=2)
     fig.suptitle(title or 'Training curves per round (mean ± std over seeds)')
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, 110)
 
 
 def plot_lineage(summary: Sequence[Record], path: str, title: str = '') -> str:
@@ -189,10 +190,7 @@ def plot_lineage(summary: Sequence[Record], path: str, title: str = '') -> str:
             ax.grid(True, alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle(title or 'Architecture lineage')
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, 110)
 
 
 JUVENILITY_FACTORS = ('learning_potential', 'grad_norm', 'grad_snr', 'hessian_trace', 'sharpness',
@@ -268,10 +266,7 @@ def plot_juvenility(summary: Sequence[Record], path: str, title: str = '') -> st
         ax.grid(True, alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.suptitle(title or 'Juvenility diagnostics at the start of each round')
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path, 100)
 
 
 def write_report(workdirs: Sequence[str], out_dir: str, title: str = 'jst report') -> str:

@@ -232,51 +232,8 @@ def make_segment_fn(trainer: Trainer, num_train: int, mesh: Optional[Any] = None
     evaluate = trainer.make_evaluate(mesh, unroll=step_loop == 'python')
     nan2 = jnp.full((2,), jnp.nan)
 
-    def segment(state, data, key, epoch, pos, t0, total, eval_every, best_val, length):
-        def evaluate_all(st, best):
-            vl, va = evaluate(st.params, st.batch_stats, data.val_x, data.val_y, data.val_w)
-            need_test = jnp.logical_or(vl < best, not test_at_best)
-            test = jax.lax.cond(
-                need_test, lambda s: jnp.stack(evaluate(s.params, s.batch_stats, data.test_x, data.test_y,
-                                                        data.test_w)), lambda s: nan2, st)
-            return jnp.concatenate([jnp.stack([vl, va]), test]), jnp.minimum(vl, best)
-
-        perm = jax.random.permutation(jax.random.fold_in(key, epoch), num_train)
-        idx = jax.lax.dynamic_slice(perm, (pos * bsz,), (length * bsz,)).reshape(length, bsz)
-        ts = t0 + jnp.arange(length)
-
-        def body(carry, args):
-            st, best = carry
-            batch_idx, t = args
-            x = parallel.shard_batch(data.train_x[batch_idx], mesh)
-            y = parallel.shard_batch(data.train_y[batch_idx], mesh)
-            st, m = train_step(st, x, y)
-            do_eval = jnp.logical_or((t + 1) % eval_every == 0, t + 1 == total)
-            ev, best = jax.lax.cond(do_eval, evaluate_all, lambda s, b: (jnp.full((4,), jnp.nan), b), st, best)
-            return (st, best), (m['loss'], m['accuracy'], ev)
-
-        (state, best_val), (loss, acc, ev) = jax.lax.scan(body, (state, jnp.asarray(best_val, jnp.float32)),
-                                                          (idx, ts))
-        return state, {'loss': loss, 'accuracy': acc, 'val_loss': ev[:, 0], 'val_acc': ev[:, 1],
-                       'test_loss': ev[:, 2], 'test_acc': ev[:, 3], 'best_val': best_val}
-
-    if step_loop == 'scan':
-        return jax.jit(segment, static_argnames=('length',))
-
-    @jax.jit
-    def batches(key, epoch, pos, length_arr):
-        perm = jax.random.permutation(jax.random.fold_in(key, epoch), num_train)
-        return perm
-
-    one_step = jax.jit(lambda st, best, data, perm, i, t, total, eval_every: segment_step(
-        st, best, data, perm, i, t, total, eval_every))
-
-    def segment_step(st, best, data, perm, i, t, total, eval_every):
-        batch_idx = jax.lax.dynamic_slice(perm, (i * bsz,), (bsz,))
-        out_state, out = segment_body(st, best, data, batch_idx, t, total, eval_every)
-        return out_state, out
-
-    def segment_body(st, best, data, batch_idx, t, total, eval_every):
+    def step_with_eval(st, best, data, batch_idx, t, total, eval_every):
+        """One train step on ``batch_idx``, then val (and test) evaluation if ``t`` is an eval point."""
         def evaluate_all(s, b):
             vl, va = evaluate(s.params, s.batch_stats, data.val_x, data.val_y, data.val_w)
             need_test = jnp.logical_or(vl < b, not test_at_best)
@@ -290,20 +247,45 @@ def make_segment_fn(trainer: Trainer, num_train: int, mesh: Optional[Any] = None
         st, m = train_step(st, x, y)
         do_eval = jnp.logical_or((t + 1) % eval_every == 0, t + 1 == total)
         ev, best = jax.lax.cond(do_eval, evaluate_all, lambda s, b: (jnp.full((4,), jnp.nan), b), st, best)
-        return (st, best), jnp.concatenate([jnp.stack([m['loss'], m['accuracy']]), ev])
+        return (st, best), (m['loss'], m['accuracy'], ev)
 
-    stack = jax.jit(lambda outs: jnp.stack(outs))
+    def epoch_permutation(key, epoch):
+        return jax.random.permutation(jax.random.fold_in(key, epoch), num_train)
+
+    def as_metrics(loss, acc, ev, best_val):
+        return {'loss': loss, 'accuracy': acc, 'val_loss': ev[:, 0], 'val_acc': ev[:, 1],
+                'test_loss': ev[:, 2], 'test_acc': ev[:, 3], 'best_val': best_val}
+
+    def segment(state, data, key, epoch, pos, t0, total, eval_every, best_val, length):
+        perm = epoch_permutation(key, epoch)
+        idx = jax.lax.dynamic_slice(perm, (pos * bsz,), (length * bsz,)).reshape(length, bsz)
+        ts = t0 + jnp.arange(length)
+
+        def body(carry, args):
+            batch_idx, t = args
+            return step_with_eval(*carry, data, batch_idx, t, total, eval_every)
+
+        (state, best_val), (loss, acc, ev) = jax.lax.scan(body, (state, jnp.asarray(best_val, jnp.float32)),
+                                                          (idx, ts))
+        return state, as_metrics(loss, acc, ev, best_val)
+
+    if step_loop == 'scan':
+        return jax.jit(segment, static_argnames=('length',))
+
+    permutation = jax.jit(epoch_permutation)
+    one_step = jax.jit(lambda st, best, data, perm, i, t, total, eval_every: step_with_eval(
+        st, best, data, jax.lax.dynamic_slice(perm, (i * bsz,), (bsz,)), t, total, eval_every))
+    stack = jax.jit(lambda outs: tuple(jnp.stack(x) for x in zip(*outs)))
 
     def python_segment(state, data, key, epoch, pos, t0, total, eval_every, best_val, length):
-        perm = batches(key, epoch, pos, 0)
+        perm = permutation(key, epoch)
         best = jnp.asarray(best_val, jnp.float32)
         outs = []
         for i in range(length):
             (state, best), out = one_step(state, best, data, perm, pos + i, t0 + i, total, eval_every)
             outs.append(out)
-        o = stack(outs)
-        return state, {'loss': o[:, 0], 'accuracy': o[:, 1], 'val_loss': o[:, 2], 'val_acc': o[:, 3],
-                       'test_loss': o[:, 4], 'test_acc': o[:, 5], 'best_val': best}
+        loss, acc, ev = stack(outs)
+        return state, as_metrics(loss, acc, ev, best)
 
     return python_segment
 

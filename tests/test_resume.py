@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from jst import checkpointing
-from jst import configuration
 from jst import driver
 from jst import train as train_lib
 from tests.helpers import REPO
