@@ -84,7 +84,11 @@ def default_config() -> ml_collections.ConfigDict:
         'max_depth': 16, 'max_params': 10_000_000})
     # Juvenility diagnostics (jst.juvenility) at the start and end of every round.
     c.juvenility = True
-    c.juvenility_probe_size = 512
+    c.juvenility_probe_size = 512      # fixed probe batch: the first training examples
+    c.juvenility_minibatches = 8       # gradient SNR across this many equal slices of the probe batch
+    c.juvenility_hutchinson_samples = 8  # Rademacher probes of the Hessian-trace estimate
+    c.juvenility_rho = 0.05            # radius of the sharpness perturbation
+    c.juvenility_background = True     # start-of-round diagnostics on a thread, overlapping the training
     c.learning_potential_steps = 50
     # Transfer: start from another run's final ticket.
     c.init_from = ''           # workdir of a finished run
@@ -165,6 +169,14 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
            f'config.init_from={c.init_from!r} is not a folder: give the workdir of a finished run.')
     _check(c.eval_test in ('at_best', 'always'), f"config.eval_test={c.eval_test!r}; choose 'at_best' or 'always'.")
     _check(c.noise_scale >= 0, f'config.noise_scale={c.noise_scale} must be >= 0.')
+    if c.juvenility:
+        _check(c.juvenility_minibatches >= 2, f'config.juvenility_minibatches={c.juvenility_minibatches} '
+               'must be >= 2 (the gradient SNR needs a spread across mini-batches).')
+        _check(c.juvenility_probe_size >= c.juvenility_minibatches,
+               f'config.juvenility_probe_size={c.juvenility_probe_size} must be >= '
+               f'config.juvenility_minibatches={c.juvenility_minibatches}.')
+        _check(c.juvenility_hutchinson_samples >= 1,
+               f'config.juvenility_hutchinson_samples={c.juvenility_hutchinson_samples} must be >= 1.')
 
 
 def validate_against_data(config: ml_collections.ConfigDict, num_train: int) -> None:

@@ -7,6 +7,7 @@ its evaluation records and the early-stopping point.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import json
 import time
@@ -51,6 +52,13 @@ class Experiment:
     arrays: dict[str, Any] = dataclasses.field(default_factory=dict)  # storable arrays of the driver
     _segment_fns: dict[Any, Callable[..., Any]] = dataclasses.field(default_factory=dict)
     _eval_fns: dict[Any, Callable[..., Any]] = dataclasses.field(default_factory=dict)
+    _executor: Optional[concurrent.futures.ThreadPoolExecutor] = None
+
+    def background(self) -> concurrent.futures.ThreadPoolExecutor:
+        """One worker thread for work that overlaps training (pure functions of a fixed state)."""
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='jst-diagnostics')
+        return self._executor
 
     @property
     def num_train(self) -> int:
@@ -214,11 +222,25 @@ def train_round(exp: Experiment, spec: models.ModelSpec, state: train_lib.TrainS
     every = max(int(exp.config.checkpoint_every_epochs), 0)
     latest = {'window': window, 'saved_at': time.time()}
     start_eval = (progress or {}).get('start_eval') if t != start else evaluate_start(exp, spec, state)
+    # Start-of-round diagnostics run on a background thread while the round trains: they are
+    # pure functions of the start state, and their compilation (new for every grown
+    # architecture) then overlaps the training instead of delaying it.
+    pending = None
     if t == start and exp.config.juvenility and start_eval is not None:
-        t_diag = time.time()
-        start_eval['juvenility'] = juvenility_summary(exp, spec, state)
-        start_eval['learning_potential'] = learning_potential(exp, spec, state, start_eval['val_accuracy'])
-        start_eval['juvenility_seconds'] = time.time() - t_diag
+        args = (exp, spec, state, start_eval['val_accuracy'])
+        if exp.config.juvenility_background:
+            pending = exp.background().submit(start_diagnostics, *args)
+        else:
+            pending = concurrent.futures.Future()
+            pending.set_result(start_diagnostics(*args))
+
+    def join_diagnostics():
+        nonlocal pending
+        if pending is not None:
+            t_wait = time.time()
+            start_eval.update(pending.result())
+            start_eval['juvenility_wait_seconds'] = time.time() - t_wait
+            pending = None
 
     def on_segment(st, new_records, step, win):
         latest['window'] = win
@@ -229,6 +251,7 @@ def train_round(exp: Experiment, spec: models.ModelSpec, state: train_lib.TrainS
         if time.time() - latest['saved_at'] < exp.config.checkpoint_min_interval_s:
             return
         latest['saved_at'] = time.time()
+        join_diagnostics()
         exp.meta['training'] = {'tag': tag, 'step': step, 'window': dataclasses.asdict(win),
                                 'start_eval': start_eval,
                                 'records': [dataclasses.asdict(r) for r in records + new_records]}
@@ -251,10 +274,13 @@ def train_round(exp: Experiment, spec: models.ModelSpec, state: train_lib.TrainS
             on_snapshot(state)
     exp.meta['training'] = None
     exp.arrays.pop('train_state', None)
+    join_diagnostics()
     if exp.config.juvenility and start_eval is not None:
         t_diag = time.time()
         start_eval['juvenility_end'] = juvenility_summary(exp, spec, state)
-        start_eval['juvenility_seconds'] = start_eval.get('juvenility_seconds', 0.0) + time.time() - t_diag
+        end_seconds = time.time() - t_diag
+        start_eval['juvenility_seconds'] = start_eval.get('juvenility_seconds', 0.0) + end_seconds
+        start_eval['juvenility_wait_seconds'] = start_eval.get('juvenility_wait_seconds', 0.0) + end_seconds
     return RoundResult(state, records, train_lib.early_stopping(records) if records else None,
                        stop - start, time.time() - t0, start_eval)
 
@@ -315,11 +341,23 @@ def _probe_batch(exp: Experiment) -> tuple[jax.Array, jax.Array]:
 def juvenility_summary(exp: Experiment, spec: models.ModelSpec, state: train_lib.TrainState) -> dict[str, Any]:
     """Juvenility diagnostics of ``state`` on the fixed probe batch (the first training examples)."""
     unroll = exp.step_loop(spec) == 'python'
+    c = exp.config
     diagnostics = exp.compiled('diag', spec, lambda: juvenility.make_diagnostics(
-        spec, train_lib.make_preprocess(exp.config.dataset), unroll=unroll))
+        spec, train_lib.make_preprocess(c.dataset), num_minibatches=c.juvenility_minibatches,
+        hutchinson_samples=c.juvenility_hutchinson_samples, rho=c.juvenility_rho, unroll=unroll))
     x, y = _probe_batch(exp)
     diag = diagnostics(state.params, state.batch_stats, state.masks, x, y, jax.random.key(0))
     return juvenility.summarize(diag)
+
+
+def start_diagnostics(exp: Experiment, spec: models.ModelSpec, state: train_lib.TrainState,
+                      start_val_accuracy: float) -> dict[str, Any]:
+    """Diagnostics and learning potential of a round's start state (run on the background thread)."""
+    t0 = time.time()
+    out = {'juvenility': juvenility_summary(exp, spec, state),
+           'learning_potential': learning_potential(exp, spec, state, start_val_accuracy)}
+    out['juvenility_seconds'] = time.time() - t0
+    return out
 
 
 def learning_potential(exp: Experiment, spec: models.ModelSpec, state: train_lib.TrainState,
@@ -373,7 +411,8 @@ def make_record(exp: Experiment, *, round_index: int, method: str, control: str,
         'start_test_accuracy': (result.start or {}).get('test_accuracy'),
         'juvenility': ({'start': result.start.get('juvenility'), 'end': result.start.get('juvenility_end'),
                         'learning_potential': result.start.get('learning_potential'),
-                        'seconds': result.start.get('juvenility_seconds')}
+                        'seconds': result.start.get('juvenility_seconds'),
+                        'wait_seconds': result.start.get('juvenility_wait_seconds')}
                        if result.start and 'juvenility' in result.start else None),
         'spec': models.spec_to_dict(spec), 'data_backend': exp.dataset.backend,
         'layers': {k: list(v) for k, v in masks_lib.sparsity_stats(state.masks)['layers'].items()},

@@ -7,6 +7,7 @@
 # Extra flags for every run (e.g. the offline data folder) come from $JST_FLAGS.
 set -euo pipefail
 out=$1; config=$2; seeds=$3; shift 3
+mkdir -p "$out"
 here="$(cd "$(dirname "$0")" && pwd)"
 dirs=()
 for variant in "$@"; do

@@ -10,6 +10,19 @@ from jst import driver
 from tests.helpers import load_config
 
 
+def test_invalid_diagnostics_settings_are_named():
+    config = load_config('tiny')
+    config.juvenility = True
+    config.juvenility_minibatches = 1
+    with pytest.raises(C.ConfigError, match=r'config.juvenility_minibatches=1 must be >= 2'):
+        C.validate_config(config)
+    config.juvenility_minibatches, config.juvenility_probe_size = 8, 4
+    with pytest.raises(C.ConfigError, match=r'config.juvenility_probe_size=4 must be >= '):
+        C.validate_config(config)
+    config.juvenility = False  # the switch turns the checks off with the diagnostics
+    C.validate_config(config)
+
+
 @pytest.mark.parametrize('field,value,message', [
     ('dataset', 'imagenet', r"config.dataset='imagenet' is unknown; choose one of"),
     ('method', 'magic', r"config.method='magic' is unknown"),

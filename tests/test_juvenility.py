@@ -111,7 +111,7 @@ def test_runs_record_diagnostics_and_transfer_a_ticket(mnist_dir, tmp_path):
     config.learning_potential_steps = 10
     src = driver.train_and_evaluate(config, str(tmp_path / 'src'))
     j = src[0]['juvenility']
-    assert set(j) == {'start', 'end', 'learning_potential', 'seconds'}
+    assert set(j) == {'start', 'end', 'learning_potential', 'seconds', 'wait_seconds'}
     assert j['start']['loss'] > j['end']['loss']  # training lowered the probe loss
     assert 'hidden_0' in j['end']['layers']['dead_fraction']
     # Transfer the final ticket to permuted-pixel MNIST.
@@ -127,3 +127,24 @@ def test_runs_record_diagnostics_and_transfer_a_ticket(mnist_dir, tmp_path):
     config.init_from = str(tmp_path / 'missing')
     with pytest.raises(Exception, match='not a folder'):
         driver.train_and_evaluate(config, str(tmp_path / 'dst3'))
+
+
+def test_background_start_diagnostics_are_those_of_the_start_state(mnist_dir, tmp_path):
+    """The start-of-round diagnostics run on a thread while the round trains: same values as run first."""
+    from jst import experiment as exp_lib
+    from tests.helpers import load_config
+    config = load_config('tiny')
+    config.manual_dir = mnist_dir
+    config.juvenility = True
+    config.learning_potential_steps = 10
+    config.steps_per_round = 40
+    exp = exp_lib.make_experiment(config, str(tmp_path))
+    spec = models.paper_mlp(1, width=32)
+    variables = models.init_variables(spec, jax.random.key(0), exp.input_shape)
+    state = T.create_train_state(variables, M.create_masks(variables['params']), exp.trainer(spec).tx)
+    result = exp_lib.train_round(exp, spec, state, label='t')
+    start = exp_lib.evaluate_start(exp, spec, state)
+    alone = exp_lib.start_diagnostics(exp, spec, state, start['val_accuracy'])
+    assert result.start['juvenility'] == alone['juvenility']
+    assert result.start['learning_potential'] == alone['learning_potential']
+    assert result.start['juvenility_end']['loss'] < alone['juvenility']['loss']

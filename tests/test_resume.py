@@ -60,6 +60,7 @@ def _final(workdir):
             r.pop(k, None)
         if r.get('juvenility'):
             r['juvenility'].pop('seconds', None)
+            r['juvenility'].pop('wait_seconds', None)
     metrics = open(os.path.join(workdir, 'metrics.jsonl')).read()
     ckpt = checkpointing.RunCheckpointer(workdir)
     meta, arrays = ckpt.restore_latest()
