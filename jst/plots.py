@@ -212,7 +212,7 @@ def juvenility_rows(summary: Sequence[Record]) -> list[dict[str, Any]]:
             j = cur['juvenility']
             factors = {k: j['start'][k] for k in JUVENILITY_FACTORS if k in (j['start'] or {})}
             factors['learning_potential'] = j.get('learning_potential')
-            rows.append({'variant': _variant(cur), 'round': cur['round'], **factors,
+            rows.append({'variant': _variant(cur), 'round': cur['round'], 'workdir': cur['workdir'], **factors,
                          'gain': cur['val_accuracy'] - prev['val_accuracy'], 'final_test': final})
     return rows
 
@@ -226,9 +226,30 @@ def _pearson(x: Sequence[float], y: Sequence[float]) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
+def _pearson_within(x: Sequence[float], y: Sequence[float], groups: Sequence[Any]) -> float:
+    """Pearson r after subtracting each group's mean from x and y (e.g. within the same round index)."""
+    a, b, g = np.asarray(x, float), np.asarray(y, float), np.asarray(groups)
+    ok = np.isfinite(a) & np.isfinite(b)
+    a, b, g = a[ok], b[ok], g[ok]
+    for value in np.unique(g):
+        sel = g == value
+        a[sel] -= a[sel].mean()
+        b[sel] -= b[sel].mean()
+    return _pearson(a, b)
+
+
+def juvenility_correlations(rows: Sequence[dict[str, Any]], factor: str) -> tuple[float, float, float]:
+    """(r with the round's gain, the same within rounds (round index partialled out), r with final test)."""
+    xs = [r.get(factor, float('nan')) for r in rows]
+    gains = [r['gain'] for r in rows]
+    return (_pearson(xs, gains), _pearson_within(xs, gains, [r['round'] for r in rows]),
+            _pearson(xs, [r['final_test'] for r in rows]))
+
+
 def juvenility_table(summary: Sequence[Record]) -> str:
     """Pearson correlation of each diagnostic (at a round's start) with that round's validation gain
-    and with the run's final test accuracy, pooled and per variant, with the number of (run, round) pairs."""
+    (also within rounds, removing the round-index trend) and with the run's final test accuracy,
+    pooled and per variant, with the number of (run, round) pairs."""
     rows = juvenility_rows(summary)
     if not rows:
         return ''
@@ -236,13 +257,11 @@ def juvenility_table(summary: Sequence[Record]) -> str:
     for v in sorted({r['variant'] for r in rows}):
         groups[v] = [r for r in rows if r['variant'] == v]
     header = '| factor (at round start) | ' + ' | '.join(
-        f'{g}: r(gain) / r(final test), n={len(rs)}' for g, rs in groups.items()) + ' |'
+        f'{g}: r(gain) / r(gain, within round) / r(final test), n={len(rs)} pairs of '
+        f"{len({r['workdir'] for r in rs})} runs" for g, rs in groups.items()) + ' |'
     lines = [header, '|---' * (1 + len(groups)) + '|']
     for f in JUVENILITY_FACTORS:
-        cells = []
-        for rs in groups.values():
-            xs = [r.get(f, float('nan')) for r in rs]
-            cells.append(f"{_pearson(xs, [r['gain'] for r in rs]):+.2f} / {_pearson(xs, [r['final_test'] for r in rs]):+.2f}")
+        cells = [' / '.join(f'{r:+.2f}' for r in juvenility_correlations(rs, f)) for rs in groups.values()]
         lines.append(f'| {f} | ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
 

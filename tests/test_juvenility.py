@@ -148,3 +148,29 @@ def test_background_start_diagnostics_are_those_of_the_start_state(mnist_dir, tm
     assert result.start['juvenility'] == alone['juvenility']
     assert result.start['learning_potential'] == alone['learning_potential']
     assert result.start['juvenility_end']['loss'] < alone['juvenility']['loss']
+
+
+def test_correlation_table_by_hand():
+    """Two runs x three rounds with known factors: pooled, within-round and final-test correlations."""
+    from jst import plots
+
+    def run(workdir, variant, vals, losses_at_start, final):
+        out = []
+        for rnd, (val, lp) in enumerate(zip(vals, losses_at_start)):
+            out.append({'workdir': workdir, 'control': 'none', 'variant': variant, 'method': variant,
+                        'round': rnd, 'val_accuracy': val, 'test_accuracy': final,
+                        'juvenility': {'start': {'grad_norm': lp}, 'learning_potential': lp}})
+        return out
+
+    # Gains: run a 0.2, 0.1; run b 0.4, 0.1. Factor (learning potential): a 2, 1; b 3, 2.
+    summary = run('a', 'x', [0.5, 0.7, 0.8], [0, 2, 1], 0.8) + run('b', 'y', [0.3, 0.7, 0.8], [0, 3, 2], 0.9)
+    rows = plots.juvenility_rows(summary)
+    assert sorted((r['round'], round(r['gain'], 6)) for r in rows) == [(1, 0.2), (1, 0.4), (2, 0.1), (2, 0.1)]
+    pooled, within, final = plots.juvenility_correlations(rows, 'learning_potential')
+    np.testing.assert_allclose(pooled, np.corrcoef([2, 1, 3, 2], [0.2, 0.1, 0.4, 0.1])[0, 1], atol=1e-9)
+    # Within round 1: factor (2, 3) vs gain (0.2, 0.4), same order; round 2: gains equal -> only round 1 counts.
+    np.testing.assert_allclose(within, np.corrcoef([-0.5, 0.5, -0.5, 0.5], [-0.1, 0.1, 0, 0])[0, 1], atol=1e-9)
+    np.testing.assert_allclose(final, np.corrcoef([2, 1, 3, 2], [0.8, 0.8, 0.9, 0.9])[0, 1], atol=1e-9)
+    table = plots.juvenility_table(summary)
+    assert 'all: r(gain) / r(gain, within round) / r(final test), n=4 pairs of 2 runs' in table
+    assert 'x: r(gain) / r(gain, within round) / r(final test), n=2 pairs of 1 runs' in table
