@@ -11,14 +11,15 @@ subprocesses (so every variant pays its own compilations), interleaved
   overlapping the round's training; end-of-round diagnostics after it);
 * ``on_foreground``: ``--config.juvenility_background=False`` (everything
   before/after the training, on the main thread);
-* ``on_warm_cache``: ``on`` with JAX's persistent compilation cache
-  (``JAX_COMPILATION_CACHE_DIR``) warmed by an untimed run of the same
-  command, as the second and later seeds of a sweep would find it.
+* ``off_warm_cache``, ``on_warm_cache``: ``off`` and ``on`` with JAX's
+  persistent compilation cache (``JAX_COMPILATION_CACHE_DIR``) warmed by an
+  untimed run of the same command, as the second and later seeds of a sweep
+  find it.
 
 Reported per (policy, variant): median wall time of the whole process, its
 ratio to ``off``, and from ``summary.json`` the seconds spent computing
 diagnostics and the seconds the training loop waited for them (summed over
-rounds). Results go to ``--out/juvenility_<platform>.{json,md}``.
+rounds; in ``on_foreground`` all of it). Results go to ``--out/juvenility_<platform>.{json,md}``.
 """
 
 from __future__ import annotations
@@ -41,15 +42,16 @@ _REPEATS = flags.DEFINE_integer('repeats', 2, 'Runs per (policy, variant); the m
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 POLICIES = {'juvenile': ['--config.method=juvenile'], 'lth': ['--config.method=lth']}
 VARIANTS = {'off': ['--config.juvenility=False'], 'on': [],
-            'on_foreground': ['--config.juvenility_background=False'], 'on_warm_cache': []}
+            'on_foreground': ['--config.juvenility_background=False'],
+            'off_warm_cache': ['--config.juvenility=False'], 'on_warm_cache': []}
 
 
 def one_run(policy: str, variant: str, manual_dir: str, cache_dir: str) -> dict[str, float]:
     """Wall time of one run in a fresh process, and its recorded diagnostics seconds."""
     env = dict(os.environ)
     env.pop('JAX_COMPILATION_CACHE_DIR', None)
-    if variant == 'on_warm_cache':
-        env['JAX_COMPILATION_CACHE_DIR'] = os.path.join(cache_dir, policy)
+    if variant.endswith('_warm_cache'):
+        env['JAX_COMPILATION_CACHE_DIR'] = os.path.join(cache_dir, policy, variant)
     with tempfile.TemporaryDirectory() as workdir:
         args = [sys.executable, 'launch/main.py', '--config=configs/mnist.py', *POLICIES[policy],
                 *VARIANTS[variant], f'--config.manual_dir={manual_dir}', '--config.write_report=False',
@@ -70,8 +72,9 @@ def one_run(policy: str, variant: str, manual_dir: str, cache_dir: str) -> dict[
 def run_all(manual_dir: str, repeats: int) -> dict[str, dict[str, dict[str, float]]]:
     runs: dict[tuple[str, str], list[dict[str, float]]] = {}
     cache_dir = tempfile.mkdtemp(prefix='jst-xla-cache-')
-    for policy in POLICIES:  # warms the persistent compilation cache (untimed)
-        one_run(policy, 'on_warm_cache', manual_dir, cache_dir)
+    for policy in POLICIES:  # warms the persistent compilation caches (untimed)
+        for variant in ('off_warm_cache', 'on_warm_cache'):
+            one_run(policy, variant, manual_dir, cache_dir)
     for _ in range(repeats):  # interleaved, so drifts in machine load hit every variant alike
         for policy in POLICIES:
             for variant in VARIANTS:

@@ -4,10 +4,13 @@
 # Example (the seed paper's MNIST experiment, both policies, 3 seeds):
 #   bash launch/sweep.sh runs/paper_mnist configs/mnist.py "42 43 44" \
 #     "juvenile:--config.method=juvenile" "lth:--config.method=lth"
-# Extra flags for every run (e.g. the offline data folder) come from $JST_FLAGS.
+# Extra flags for every run (e.g. the offline data folder) come from $JST_FLAGS; a variant's own
+# overrides come after them and win. Compiled programs are cached across the runs in
+# OUT_DIR/xla_cache (JAX's persistent compilation cache) unless JAX_COMPILATION_CACHE_DIR is set.
 set -euo pipefail
 out=$1; config=$2; seeds=$3; shift 3
 mkdir -p "$out"
+export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-$out/xla_cache}"
 here="$(cd "$(dirname "$0")" && pwd)"
 dirs=()
 for variant in "$@"; do
@@ -15,7 +18,7 @@ for variant in "$@"; do
   for seed in $seeds; do
     dir="$out/${name}_s${seed}"
     # shellcheck disable=SC2086
-    python "$here/main.py" --config="$config" --config.seed="$seed" --config.name="$name" $overrides ${JST_FLAGS:-} \
+    python "$here/main.py" --config="$config" --config.seed="$seed" --config.name="$name" ${JST_FLAGS:-} $overrides \
       --config.write_report=False --workdir="$dir" > "$dir.log" 2>&1 || { echo "FAILED: $dir (see $dir.log)"; exit 1; }
     echo "done: $dir"
     dirs+=("$dir")

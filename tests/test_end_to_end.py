@@ -45,3 +45,21 @@ def test_command_line(mnist_dir, tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert '| round | method |' in out.stdout
     assert len(json.load(open(tmp_path / 'summary.json'))) == 2
+
+
+def test_sweep_script(mnist_dir, tmp_path):
+    """launch/sweep.sh: creates OUT_DIR, a variant's overrides win over $JST_FLAGS, one report, shared XLA cache."""
+    out = tmp_path / 'sweep'
+    env = {k: v for k, v in os.environ.items() if k != 'JAX_COMPILATION_CACHE_DIR'}
+    env['JST_FLAGS'] = f'--config.manual_dir={mnist_dir} --config.num_rounds=1 --config.steps_per_round=40'
+    proc = subprocess.run(['bash', os.path.join(REPO, 'launch', 'sweep.sh'), str(out), 'configs/tiny.py', '1',
+                           'one:--config.method=lth', 'zero:--config.method=lth --config.num_rounds=0'],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rounds = {}
+    for name in ('one', 'zero'):
+        with open(out / f'{name}_s1' / 'summary.json') as f:
+            rounds[name] = [(r['variant'], r['round']) for r in json.load(f) if r['control'] == 'none']
+    assert rounds == {'one': [('one', 0), ('one', 1)], 'zero': [('zero', 0)]}
+    assert os.path.exists(out / 'report' / 'report.md')
+    assert os.path.isdir(out / 'xla_cache')
