@@ -230,19 +230,16 @@ def train_round(exp: Experiment, spec: models.ModelSpec, state: train_lib.TrainS
         args = (exp, spec, state, start_eval['val_accuracy'])
         if exp.config.juvenility_background:
             pending = exp.background().submit(start_diagnostics, *args)
-        else:  # the training waits for them: count their time as waited
-            pending = concurrent.futures.Future()
-            result = start_diagnostics(*args)
-            pending.set_result({**result, 'juvenility_wait_seconds': result['juvenility_seconds']})
+        else:  # on this thread: the training waits for all of it
+            start_eval.update(start_diagnostics(*args))
+            start_eval['juvenility_wait_seconds'] = start_eval['juvenility_seconds']
 
     def join_diagnostics():
         nonlocal pending
         if pending is not None:
             t_wait = time.time()
-            result = pending.result()
-            start_eval.update(result)
-            start_eval['juvenility_wait_seconds'] = (result.get('juvenility_wait_seconds', 0.0)
-                                                     + time.time() - t_wait)
+            start_eval.update(pending.result())
+            start_eval['juvenility_wait_seconds'] = time.time() - t_wait
             pending = None
 
     def on_segment(st, new_records, step, win):

@@ -148,6 +148,10 @@ def test_background_start_diagnostics_are_those_of_the_start_state(mnist_dir, tm
     assert result.start['juvenility'] == alone['juvenility']
     assert result.start['learning_potential'] == alone['learning_potential']
     assert result.start['juvenility_end']['loss'] < alone['juvenility']['loss']
+    config.juvenility_background = False  # all on the main thread: same values, all of the time waited
+    fg = exp_lib.train_round(exp, spec, state, label='t')
+    assert fg.start['juvenility'] == alone['juvenility']
+    assert fg.start['juvenility_wait_seconds'] >= fg.start['juvenility_seconds'] > 0
 
 
 def test_correlation_table_by_hand():
