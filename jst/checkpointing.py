@@ -1,24 +1,26 @@
-"""Checkpoints of the whole search state with orbax, and safe resumption.
+"""The on-disk checkpoint schema, every conversion to and from it, and safe resumption.
 
-A checkpoint has two items:
+A checkpoint (orbax, in ``WORKDIR/checkpoints``) has two items:
 
-* ``arrays``: named pytrees of arrays (params, batch_stats, masks without
-  their ``None`` leaves, optimizer-state leaves, theta_0 / rewind point, ...),
-  stored as plain nested dicts, so that they restore without a template even
-  when growth has changed the architecture;
-* ``meta``: JSON: the round and phase, progress within the current training
-  run, the structure spec, the history so far (summary records and metrics)
-  and driver bookkeeping.
+* ``arrays``: named pytrees of numpy arrays (``ArrayKey``: theta_0, masks,
+  the rewind point, train states, the final ticket), stored as plain nested
+  dicts so that they restore without a template even when growth has changed
+  the architecture; masks without their ``None`` leaves.
+* ``meta``: JSON: ``SCHEMA_VERSION``, the search's typed progress
+  (``LotteryProgress`` / ``RecursiveProgress``), progress inside the current
+  training (``TrainingProgress``), the final ticket's spec and the run's
+  ``records.History``.
 
-PRNG state needs no saving: every key is a pure function of (seed, round,
-step). orbax writes each checkpoint to a temporary folder and renames it when
-complete, so a run killed during a write leaves the previous checkpoint
-intact; a checkpoint that cannot be read is skipped with a warning and the
-previous good one is used, never deleted.
+``Journal`` holds all of it for a running search. PRNG state needs no saving:
+every key is a pure function of (seed, round, step). orbax writes each
+checkpoint to a temporary folder and renames it when complete, so a run killed
+during a write keeps the previous checkpoint; one that cannot be read is
+skipped with a warning and left in place.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -28,48 +30,94 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
-from flax import traverse_util
 
-from jst import masks as masks_lib
+from jst import pytrees
+from jst import records as records_lib
+from jst import specs
+from jst import train as train_lib
+from jst import workdir as workdir_lib
 
 PyTree = Any
-CHECKPOINT_DIR = 'checkpoints'
-# Config fields that may change between a run and its resumption.
-RESUMABLE_FIELDS = ('overwrite', 'log_level', 'checkpoint_every_epochs', 'checkpoint_min_interval_s',
-                    'manual_dir', 'data_dir', 'data_backend', 'write_report')
+SCHEMA_VERSION = 2
 
 
 class CheckpointError(RuntimeError):
-    """No usable checkpoint, or a workdir that belongs to another run."""
+    """No usable checkpoint, one of an older layout, or a ticket that cannot be used."""
+
+
+class ArrayKey:
+    """Names of the pytrees in a checkpoint's ``arrays`` item."""
+
+    THETA0 = 'theta0'            # weight reset: initial variables
+    MASKS = 'masks'              # weight reset: masks of the current round
+    NEXT_MASKS = 'next_masks'    # weight reset: masks after this round's pruning
+    REWIND = 'rewind'            # weight reset: variables at rewind_step of round 0
+    ROUND_STATE = 'round_state'  # growth: TrainState at the start of the current round
+    TRAIN_STATE = 'train_state'  # TrainState inside a training (with ``TrainingProgress``)
+    FINAL = 'final'              # the final ticket: params, batch_stats, masks
+
+
+@dataclasses.dataclass
+class TrainingProgress:
+    """Where a training stopped: ``tag`` names it, ``step`` is the next global step."""
+
+    tag: str
+    step: int
+    window: dict[str, list]
+    start_eval: Optional[dict[str, Any]]
+    records: list[dict[str, Any]]
+
+
+@dataclasses.dataclass
+class _Progress:
+    """What both searches' progress has: the phase, the round and the spec being trained."""
+
+    phase: str = 'train'
+    round: int = 0
+    spec: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def model_spec(self) -> specs.ModelSpec:
+        return specs.spec_from_config(self.spec)
+
+
+@dataclasses.dataclass
+class LotteryProgress(_Progress):
+    """Weight reset: ``phase`` 'train' -> 'controls' per round, then 'done'."""
+
+    control_index: int = 0
+    cumulative: dict[str, int] = dataclasses.field(default_factory=dict)  # steps per control
+
+
+@dataclasses.dataclass
+class RecursiveProgress(_Progress):
+    """Growth: ``phase`` 'train' per round, then 'done'; the search's stopping state."""
+
+    best_val: Optional[float] = None
+    rounds_without_gain: int = 0
+    grown_by: Optional[str] = None
+    candidates: Optional[list[dict[str, Any]]] = None
+    cumulative: int = 0
 
 
 # --------------------------------------------------------------------------
 # Trees <-> storable nested dicts
 # --------------------------------------------------------------------------
-def _flat_with_paths(tree: PyTree) -> dict[str, Any]:
-    flat, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: x is None)
-    return {masks_lib.path_str(p): v for p, v in flat}
-
-
 def to_storable(tree: PyTree) -> dict[str, Any]:
     """Nested dict of numpy arrays; ``None`` leaves are dropped."""
-    flat = {tuple(k.split('/')): np.asarray(v) for k, v in _flat_with_paths(tree).items() if v is not None}
-    return traverse_util.unflatten_dict(flat) if flat else {}
+    return pytrees.unflatten({k: np.asarray(v) for k, v in pytrees.flatten(tree).items() if v is not None})
 
 
 def from_storable(stored: Optional[dict[str, Any]]) -> dict[str, Any]:
     """Nested dict of jax arrays (inverse of ``to_storable`` for trees without ``None``)."""
-    if not stored:
-        return {}
-    return jax.tree.map(jax.numpy.asarray, stored)
+    return jax.tree.map(jax.numpy.asarray, stored) if stored else {}
 
 
-def masks_from_storable(stored: dict[str, Any], params: PyTree) -> PyTree:
+def masks_from_storable(stored: Optional[dict[str, Any]], params: PyTree) -> PyTree:
     """Rebuilds a mask tree shaped like ``params`` (``None`` where nothing was stored)."""
-    flat = {'/'.join(k): v for k, v in traverse_util.flatten_dict(stored or {}).items()}
+    flat = pytrees.flatten_dict(stored)
 
-    def leaf(path, p):
-        m = flat.get(masks_lib.path_str(path))
+    def leaf(path, _):
+        m = flat.get(pytrees.path_str(path))
         return None if m is None else jax.numpy.asarray(m, bool)
 
     return jax.tree_util.tree_map_with_path(leaf, params)
@@ -88,18 +136,42 @@ def opt_state_from_storable(stored: dict[str, Any], template: PyTree) -> PyTree:
                                         for i, l in enumerate(leaves)])
 
 
+def state_to_storable(state: train_lib.TrainState) -> dict[str, Any]:
+    return {'step': np.asarray(state.step), 'params': to_storable(state.params),
+            'batch_stats': to_storable(state.batch_stats), 'masks': to_storable(state.masks),
+            'opt_state': opt_state_to_storable(state.opt_state)}
+
+
+def state_from_storable(stored: dict[str, Any], tx: Any) -> train_lib.TrainState:
+    params = from_storable(stored['params'])
+    return train_lib.TrainState(
+        step=jax.numpy.asarray(stored['step'], jax.numpy.int32), params=params,
+        batch_stats=from_storable(stored.get('batch_stats')),
+        masks=masks_from_storable(stored.get('masks'), params),
+        opt_state=opt_state_from_storable(stored['opt_state'], tx.init(params)))
+
+
+def variables_to_storable(variables: dict[str, Any]) -> dict[str, Any]:
+    return {k: to_storable(v) for k, v in variables.items()}
+
+
+def variables_from_storable(stored: dict[str, Any]) -> dict[str, Any]:
+    out = {'params': from_storable(stored['params'])}
+    if stored.get('batch_stats'):
+        out['batch_stats'] = from_storable(stored['batch_stats'])
+    return out
+
+
 # --------------------------------------------------------------------------
-# The checkpointer
+# The checkpointer and the journal
 # --------------------------------------------------------------------------
 class RunCheckpointer:
     """Saves and restores (meta, arrays) in ``WORKDIR/checkpoints`` (keeps the last ``keep``)."""
 
     def __init__(self, workdir: str, keep: int = 2):
-        self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                               enable_async_checkpointing=False)
-        self._manager = ocp.CheckpointManager(self.directory, options=options,
-                                              item_names=('arrays', 'meta'))
+        self.directory = os.path.abspath(os.path.join(workdir, workdir_lib.CHECKPOINT_DIR))
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False)
+        self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=('arrays', 'meta'))
         self._next = (self._manager.latest_step() or 0) + 1
 
     def save(self, meta: dict[str, Any], arrays: dict[str, Any]) -> int:
@@ -122,7 +194,7 @@ class RunCheckpointer:
                 restored = self._manager.restore(step, args=ocp.args.Composite(
                     arrays=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
                 meta, arrays = restored['meta'], restored['arrays']
-                if not isinstance(meta, dict) or 'phase' not in meta:
+                if not isinstance(meta, dict) or 'schema_version' not in meta and 'phase' not in meta:
                     raise CheckpointError('meta is incomplete')
                 if step != steps[0]:
                     logging.warning('Resumed from checkpoint %d: newer ones could not be read.', step)
@@ -138,6 +210,70 @@ class RunCheckpointer:
 
     def close(self) -> None:
         self._manager.close()
+
+
+class Journal:
+    """A running search's checkpointed state: typed progress, arrays, training progress, history.
+
+    Use as a context manager; ``restore()`` loads the newest checkpoint (False when there is
+    none), ``save()`` writes one. A checkpoint of an older layout is refused, or discarded
+    when ``overwrite``.
+    """
+
+    def __init__(self, workdir: str, progress: Any, overwrite: bool = False):
+        self.workdir, self.progress, self._overwrite = workdir, progress, overwrite
+        self.arrays: dict[str, Any] = {}
+        self.training: Optional[TrainingProgress] = None
+        self.final_spec: Optional[dict[str, Any]] = None
+        self.history = records_lib.History()
+        self.checkpointer = RunCheckpointer(workdir)
+        self.writer = records_lib.make_metric_writer(workdir)
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.checkpointer.close()
+        if self.writer is not None:
+            self.writer.close()
+
+    def save(self) -> None:
+        meta = {'schema_version': SCHEMA_VERSION, 'search': type(self.progress).__name__,
+                'progress': dataclasses.asdict(self.progress),
+                'training': dataclasses.asdict(self.training) if self.training else None,
+                'final_spec': self.final_spec, 'history': dataclasses.asdict(self.history)}
+        self.checkpointer.save(json.loads(json.dumps(meta)), self.arrays)
+
+    def restore(self) -> bool:
+        restored = self.checkpointer.restore_latest()
+        if restored is None:
+            return False
+        meta, arrays = restored
+        if meta.get('schema_version') != SCHEMA_VERSION or meta.get('search') != type(self.progress).__name__:
+            return self._refuse_stale(meta)
+        self.progress = type(self.progress)(**meta['progress'])
+        self.training = TrainingProgress(**meta['training']) if meta.get('training') else None
+        self.final_spec, self.arrays = meta.get('final_spec'), arrays
+        self.history = records_lib.History(**meta['history'])
+        logging.info('Resuming from checkpoint: round %s, phase %s, step %s.', self.progress.round,
+                     self.progress.phase, self.training.step if self.training else 0)
+        return True
+
+    def _refuse_stale(self, meta: dict[str, Any]) -> bool:
+        found = f"schema {meta.get('schema_version', 1)} of {meta.get('search', 'an older jst')}"
+        if not self._overwrite:
+            raise CheckpointError(f'The checkpoints in {self.checkpointer.directory} were written by another '
+                                  f'layout ({found}; this jst writes schema {SCHEMA_VERSION} of '
+                                  f'{type(self.progress).__name__}). Pass --config.overwrite=True to start '
+                                  'over, or use another --workdir.')
+        logging.warning('Discarding checkpoints of another layout (%s) in %s.', found, self.workdir)
+        self.checkpointer.close()
+        shutil.rmtree(self.checkpointer.directory, ignore_errors=True)
+        self.checkpointer = RunCheckpointer(self.workdir)
+        return False
 
 
 def _maybe_crash_for_test(event: str, index: int) -> None:
@@ -156,42 +292,3 @@ def _maybe_crash_for_test(event: str, index: int) -> None:
                         lambda: os.kill(os.getpid(), signal.SIGKILL)).start()
     else:
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-# --------------------------------------------------------------------------
-# Workdir ownership
-# --------------------------------------------------------------------------
-def config_differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = '') -> list[str]:
-    """Human-readable differences between two config dicts, ignoring ``RESUMABLE_FIELDS``."""
-    out = []
-    for key in sorted(set(saved) | set(current)):
-        if not prefix and key in RESUMABLE_FIELDS:
-            continue
-        a, b = saved.get(key, '<absent>'), current.get(key, '<absent>')
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += config_differences(a, b, f'{prefix}{key}.')
-        elif json.dumps(a, sort_keys=True) != json.dumps(b, sort_keys=True):
-            out.append(f'{prefix}{key}: {a!r} in the workdir, {b!r} now')
-    return out
-
-
-def claim_workdir(workdir: str, config_dict: dict[str, Any], overwrite: bool, config_file: str) -> None:
-    """Refuses a workdir that holds a run of another config (unless ``overwrite``), else records ours."""
-    path = os.path.join(workdir, config_file)
-    if os.path.exists(path):
-        with open(path) as f:
-            try:
-                saved = json.load(f)
-            except json.JSONDecodeError:
-                saved = None
-        diffs = config_differences(saved, config_dict) if saved is not None else ['config.json unreadable']
-        if diffs and not overwrite:
-            raise CheckpointError(
-                f'Workdir {workdir!r} holds a run of a different config: ' + '; '.join(diffs) +
-                '. Use another --workdir, or pass --config.overwrite=True to discard that run.')
-        if diffs and overwrite:
-            logging.warning('Overwriting the run in %s (%s).', workdir, '; '.join(diffs))
-            shutil.rmtree(os.path.join(workdir, CHECKPOINT_DIR), ignore_errors=True)
-            for name in ('summary.json', 'metrics.jsonl', 'summary.md'):
-                if os.path.exists(os.path.join(workdir, name)):
-                    os.remove(os.path.join(workdir, name))

@@ -1,27 +1,51 @@
-"""Default config and up-front validation (before any data is read or step is trained).
+"""Every knob of a run: defaults, allowed values and validation, in one place.
 
 Config files in ``configs/`` start from ``default_config()`` and change a few
 fields; every field can be overridden on the command line
-(``--config.num_rounds=3``).
+(``--config.num_rounds=3``). ``validate_config`` checks everything that needs
+no data before any data is read or anything is written;
+``validate_against_data`` what needs the training split's size. The allowed
+values of a knob are defined once: here for run-level choices, and as
+``Literal`` types beside the code that implements an option (``expand``,
+``train``, ``readers``, ``specs``), from which ``CHOICES`` is built.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import tempfile
-from typing import Any
+import typing
+from typing import Any, Literal
 
 import ml_collections
 
-from jst import data as data_lib
+from jst import expand
+from jst import pruning
+from jst import readers
+from jst import specs
+from jst import train as train_lib
 
-METHODS = ('lth', 'juvenile')
-PRUNINGS = ('imp', 'level')
-CONTROLS = ('none', 'random_reinit', 'random_prune')
-SCOPES = ('layerwise', 'global')
-FAMILIES = ('mlp', 'resnet', 'conv')
-GROWTHS = ('paper', 'search')
+Method = Literal['lth', 'juvenile']
+Growth = Literal['paper', 'search']
+# Allowed values of every string knob (dotted for nested fields).
+CHOICES: dict[str, tuple[str, ...]] = {
+    'dataset': readers.SUPPORTED_DATASETS,
+    'data_backend': readers.BACKENDS,
+    'model.family': specs.FAMILIES,
+    'method': typing.get_args(Method),
+    'pruning': pruning.PRUNINGS,
+    'prune_scope': pruning.SCOPES,
+    'level_schedule': pruning.LEVEL_SCHEDULES,
+    'optimizer': train_lib.OPTIMIZERS,
+    'step_loop': train_lib.STEP_LOOPS,
+    'eval_test': ('at_best', 'always'),
+    'growth': typing.get_args(Growth),
+    'new_layer_mask': typing.get_args(expand.NewMask),
+    'block_init': typing.get_args(expand.BlockInit),
+    'widen_method': typing.get_args(expand.WidenMethod),
+    'optimizer_state_on_growth': ('carry', 'reset'),
+    'init_from_weights': ('trained', 'initial', 'random'),
+}
 
 
 class ConfigError(ValueError):
@@ -103,42 +127,36 @@ def default_config() -> ml_collections.ConfigDict:
     return c
 
 
-def control_list(control: str) -> tuple[str, ...]:
-    """'random_reinit,random_prune' -> ('random_reinit', 'random_prune'); 'none' -> ()."""
-    parts = tuple(p.strip() for p in str(control).split(',') if p.strip())
-    return tuple(p for p in parts if p != 'none')
-
-
 def _check(cond: bool, msg: str) -> None:
     if not cond:
         raise ConfigError(msg)
 
 
+def _field(config: ml_collections.ConfigDict, dotted: str) -> Any:
+    node = config
+    for part in dotted.split('.'):
+        node = node[part]
+    return node
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """Raises ``ConfigError`` naming the field and the fix for the first invalid value."""
     c = config
-    _check(c.dataset in data_lib.SUPPORTED_DATASETS,
-           f'config.dataset={c.dataset!r} is unknown; choose one of {data_lib.SUPPORTED_DATASETS}.')
-    _check(c.data_backend in ('auto', 'tfds', 'numpy'),
-           f"config.data_backend={c.data_backend!r}; choose 'auto', 'tfds' or 'numpy'.")
-    _check(c.method in METHODS, f'config.method={c.method!r} is unknown; choose one of {METHODS}.')
-    _check(c.model.family in FAMILIES,
-           f'config.model.family={c.model.family!r} is unknown; choose one of {FAMILIES}.')
+    for name, allowed in CHOICES.items():
+        value = _field(c, name)
+        _check(value in allowed, f'config.{name}={value!r} is unknown; choose one of {allowed}.')
     if len(c.lth_model):
-        _check(c.lth_model.get('family') in FAMILIES,
-               f"config.lth_model.family={c.lth_model.get('family')!r} is unknown; choose one of {FAMILIES}.")
-    _check(c.pruning in PRUNINGS, f'config.pruning={c.pruning!r}; choose one of {PRUNINGS}.')
-    _check(c.prune_scope in SCOPES, f'config.prune_scope={c.prune_scope!r}; choose one of {SCOPES}.')
+        _check(c.lth_model.get('family') in specs.FAMILIES,
+               f"config.lth_model.family={c.lth_model.get('family')!r} is unknown; choose one of {specs.FAMILIES}.")
     _check(0.0 <= c.prune_fraction < 1.0,
            f'config.prune_fraction={c.prune_fraction} must be in [0, 1).')
     for pattern, rate in dict(c.prune_rates).items():
         _check(0.0 <= float(rate) < 1.0, f'config.prune_rates[{pattern!r}]={rate} must be in [0, 1).')
     _check(0.0 <= c.target_sparsity < 1.0,
            f'config.target_sparsity={c.target_sparsity} must be in [0, 1).')
-    _check(c.level_schedule in ('geometric', 'constant'),
-           f"config.level_schedule={c.level_schedule!r}; choose 'geometric' or 'constant'.")
-    for part in control_list(c.control):
-        _check(part in CONTROLS, f'config.control has {part!r}; choose from {CONTROLS} (comma-separated).')
+    for part in pruning.control_names(c.control):
+        _check(part in pruning.CONTROLS,
+               f'config.control has {part!r}; choose from {pruning.CONTROLS} (comma-separated).')
     for field in ('prune_include', 'prune_exclude'):
         try:
             re.compile(c[field])
@@ -147,7 +165,6 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _check(c.num_rounds >= 0, f'config.num_rounds={c.num_rounds} must be >= 0.')
     _check(c.batch_size > 0, f'config.batch_size={c.batch_size} must be positive.')
     _check(c.learning_rate > 0, f'config.learning_rate={c.learning_rate} must be positive.')
-    _check(c.optimizer in ('adam', 'sgd'), f"config.optimizer={c.optimizer!r}; choose 'adam' or 'sgd'.")
     _check(c.steps_per_round > 0 or c.epochs_per_round > 0,
            'Set config.steps_per_round > 0 or config.epochs_per_round > 0.')
     _check(c.rewind_step >= 0, f'config.rewind_step={c.rewind_step} must be >= 0.')
@@ -155,19 +172,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
            f'config.rewind_step={c.rewind_step} must be smaller than steps_per_round={c.steps_per_round}.')
     _check(c.validation_size > 0, f'config.validation_size={c.validation_size} must be > 0 '
            '(early stopping and selection use the validation split only).')
-    _check(c.growth in GROWTHS, f'config.growth={c.growth!r}; choose one of {GROWTHS}.')
-    _check(c.new_layer_mask in ('dense', 'sparse'),
-           f"config.new_layer_mask={c.new_layer_mask!r}; choose 'dense' or 'sparse'.")
-    _check(c.optimizer_state_on_growth in ('carry', 'reset'),
-           f"config.optimizer_state_on_growth={c.optimizer_state_on_growth!r}; choose 'carry' or 'reset'.")
-    _check(c.block_init in ('zero', 'paper'), f"config.block_init={c.block_init!r}; choose 'zero' or 'paper'.")
-    _check(c.widen_method in ('zero_fanout', 'net2net'),
-           f"config.widen_method={c.widen_method!r}; choose 'zero_fanout' or 'net2net'.")
-    _check(c.init_from_weights in ('trained', 'initial', 'random'),
-           f"config.init_from_weights={c.init_from_weights!r}; choose 'trained', 'initial' or 'random'.")
     _check(not c.init_from or os.path.isdir(c.init_from),
            f'config.init_from={c.init_from!r} is not a folder: give the workdir of a finished run.')
-    _check(c.eval_test in ('at_best', 'always'), f"config.eval_test={c.eval_test!r}; choose 'at_best' or 'always'.")
     _check(c.noise_scale >= 0, f'config.noise_scale={c.noise_scale} must be >= 0.')
     if c.juvenility:
         _check(c.juvenility_minibatches >= 2, f'config.juvenility_minibatches={c.juvenility_minibatches} '
@@ -179,22 +185,17 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                f'config.juvenility_hutchinson_samples={c.juvenility_hutchinson_samples} must be >= 1.')
 
 
-def validate_against_data(config: ml_collections.ConfigDict, num_train: int) -> None:
-    """Checks that need the dataset's size."""
+def validate_against_data(config: ml_collections.ConfigDict, num_train: int, num_devices: int) -> None:
+    """Checks that need the training split's size and the number of devices of the mesh."""
     _check(config.batch_size <= num_train,
            f'config.batch_size={config.batch_size} is larger than the training split '
            f'({num_train} examples); lower it or raise config.train_limit.')
-
-
-def check_workdir_writable(workdir: str) -> None:
-    """Creates ``workdir`` if needed and checks that a file can be written there."""
-    try:
-        os.makedirs(workdir, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=workdir, prefix='.write_test'):
-            pass
-    except OSError as e:
-        raise ConfigError(f'workdir {workdir!r} is not writable ({e}); pass --workdir=DIR '
-                          'with a folder you can write to.') from e
+    steps = resolve_steps(config, num_train)
+    _check(config.rewind_step < steps,
+           f'config.rewind_step={config.rewind_step} must be smaller than the {steps} steps per round.')
+    _check(config.batch_size % num_devices == 0,
+           f'config.batch_size={config.batch_size} must be divisible by the {num_devices} devices of '
+           f'config.num_devices={config.num_devices}.')
 
 
 def resolve_steps(config: ml_collections.ConfigDict, num_train: int) -> int:
@@ -205,11 +206,11 @@ def resolve_steps(config: ml_collections.ConfigDict, num_train: int) -> int:
     return max(1, int(round(config.epochs_per_round * spe)))
 
 
-def model_config_for(config: ml_collections.ConfigDict, method: str) -> ml_collections.ConfigDict:
+def start_spec(config: ml_collections.ConfigDict, method: Method) -> specs.ModelSpec:
     """The architecture ``method`` starts from: ``lth_model`` for LTH when set, else ``model``."""
     if method == 'lth' and len(config.lth_model):
-        return config.lth_model
-    return config.model
+        return specs.spec_from_config(config.lth_model)
+    return specs.spec_from_config(config.model)
 
 
 def config_to_dict(config: Any) -> Any:

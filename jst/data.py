@@ -1,69 +1,30 @@
-"""Datasets as whole device-resident arrays: MNIST, Fashion-MNIST, CIFAR-10.
+"""Datasets as whole uint8 arrays in one canonical order: MNIST, Fashion-MNIST, CIFAR-10.
 
-Two readers produce *identical* arrays:
-
-* ``'tfds'``: TensorFlow Datasets. With ``manual_dir`` TFDS prepares the
-  dataset from the original distribution files in that folder without any
-  network access; without it TFDS downloads as usual.
-* ``'numpy'``: the same original files (MNIST IDX ``.gz``; CIFAR-10 *binary*
-  layout, as ``cifar-10-binary.tar.gz`` or an extracted
-  ``cifar-10-batches-bin/``) read with numpy alone, for machines without
-  tensorflow (GPU boxes, TPU runtimes).
-
-``'auto'`` uses TFDS where tensorflow is installed and the files in
-``manual_dir`` pass TFDS's registered checksums, and the numpy reader
-otherwise (e.g. a recompressed copy of the same data), logging which and why.
-
-Both readers return the examples of each split in one *canonical order*
-(sorted by a hash of label and pixels), because TFDS stores examples in a
-shuffled order that differs from the distribution files. The validation split
-is then carved from the training split by a fixed permutation
-(``split_seed``), so every method and seed sees the same train/val/test data.
+``load_dataset`` reads the original files (``jst.readers``: TFDS or numpy,
+identical arrays), puts each split in one *canonical order* (sorted by a hash
+of label and pixels: TFDS stores examples shuffled) and carves the validation
+split from the training split by a fixed permutation (``split_seed``), so
+every method and seed sees the same train/val/test data. ``preprocess`` is the
+one uint8 -> float32 transform (numpy or jax).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import hashlib
-import importlib.util
 import os
-import tarfile
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 from absl import logging
 
-SUPPORTED_DATASETS = ('mnist', 'fashion_mnist', 'cifar10')
-MNIST_FILES = {
-    'train_images': 'train-images-idx3-ubyte.gz',
-    'train_labels': 'train-labels-idx1-ubyte.gz',
-    'test_images': 't10k-images-idx3-ubyte.gz',
-    'test_labels': 't10k-labels-idx1-ubyte.gz',
-}
-CIFAR10_ARCHIVE = 'cifar-10-binary.tar.gz'
-CIFAR10_DIR = 'cifar-10-batches-bin'
-CIFAR10_TRAIN_FILES = tuple(f'data_batch_{i}.bin' for i in range(1, 6))
-CIFAR10_TEST_FILE = 'test_batch.bin'
+from jst import readers
+from jst.readers import DataError, Split  # re-exported: the types this module returns
+
+SUPPORTED_DATASETS = readers.SUPPORTED_DATASETS
 # Per-channel statistics of the CIFAR-10 training set (pixel / 255).
 CIFAR10_MEAN = np.array([0.4914, 0.4822, 0.4465], np.float32)
 CIFAR10_STD = np.array([0.2470, 0.2435, 0.2616], np.float32)
-MANUAL_DIR_ENV = 'JST_MANUAL_DIR'
-
-
-class DataError(ValueError):
-    """Raised when a dataset cannot be found or read; the message names the fix."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Split:
-    """One split: ``images`` uint8 [N, H, W, C], ``labels`` int32 [N]."""
-
-    images: np.ndarray
-    labels: np.ndarray
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,192 +39,9 @@ class Dataset:
     backend: str
 
 
-def expected_files(name: str) -> tuple[str, ...]:
-    """File names the numpy reader (and TFDS's manual dir) expects for ``name``."""
-    if name in ('mnist', 'fashion_mnist'):
-        return tuple(MNIST_FILES.values())
-    if name == 'cifar10':
-        return (CIFAR10_ARCHIVE,)
-    raise DataError(f'Unknown dataset {name!r}; choose one of {SUPPORTED_DATASETS}.')
-
-
 def resolve_manual_dir(manual_dir: Optional[str]) -> Optional[str]:
     """``manual_dir`` from the config, else the ``JST_MANUAL_DIR`` environment variable."""
-    return manual_dir or os.environ.get(MANUAL_DIR_ENV) or None
-
-
-def _missing_files_message(name: str, manual_dir: str) -> str:
-    files = ', '.join(expected_files(name))
-    return (f'Dataset {name!r}: no usable files in manual_dir={manual_dir!r}. '
-            f'Expected {files} (for cifar10 the archive or an extracted '
-            f'{CIFAR10_DIR}/ folder). Point --config.manual_dir (or ${MANUAL_DIR_ENV}) '
-            'at the folder that holds them, e.g. '
-            f'--config.manual_dir=../shared/datasets/{"cifar10-jpeg75" if name == "cifar10" else name}.')
-
-
-# --------------------------------------------------------------------------
-# numpy reader
-# --------------------------------------------------------------------------
-def parse_idx(raw: bytes) -> np.ndarray:
-    """Parses an (uncompressed) IDX file: big-endian magic, dims, uint8 data."""
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise DataError('Not an IDX uint8 file (bad magic number).')
-    ndim = raw[3]
-    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], 'big') for i in range(ndim))
-    offset = 4 + 4 * ndim
-    expected = int(np.prod(dims))
-    if len(raw) - offset != expected:
-        raise DataError(f'Truncated IDX file: {len(raw) - offset} bytes of data for shape {dims}.')
-    return np.frombuffer(raw, np.uint8, offset=offset).reshape(dims)
-
-
-def _read_gz(path: str) -> bytes:
-    try:
-        with gzip.open(path, 'rb') as f:
-            return f.read()
-    except (OSError, EOFError) as e:
-        raise DataError(f'Cannot read {path}: {e}. Re-copy the original file.') from e
-
-
-def read_mnist_numpy(manual_dir: str) -> tuple[Split, Split]:
-    """Reads the four MNIST-format files (MNIST or Fashion-MNIST) from ``manual_dir``."""
-    arrays = {}
-    for key, fname in MNIST_FILES.items():
-        path = os.path.join(manual_dir, fname)
-        if not os.path.exists(path):
-            raise FileNotFoundError(path)
-        arrays[key] = parse_idx(_read_gz(path))
-    splits = []
-    for prefix in ('train', 'test'):
-        images, labels = arrays[f'{prefix}_images'], arrays[f'{prefix}_labels']
-        if images.shape[0] != labels.shape[0]:
-            raise DataError(f'{prefix}: {images.shape[0]} images but {labels.shape[0]} labels.')
-        splits.append(Split(images[..., None].copy(), labels.astype(np.int32)))
-    return splits[0], splits[1]
-
-
-def parse_cifar10_records(raw: bytes) -> Split:
-    """Parses CIFAR-10 binary records: 1 label byte + 3,072 bytes (R, G, B planes of 32x32)."""
-    record = 1 + 3 * 32 * 32
-    if len(raw) % record:
-        raise DataError(f'CIFAR-10 batch of {len(raw)} bytes is not a whole number of records.')
-    data = np.frombuffer(raw, np.uint8).reshape(-1, record)
-    images = data[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-    return Split(np.ascontiguousarray(images), data[:, 0].astype(np.int32))
-
-
-def _cifar10_members(manual_dir: str) -> dict[str, bytes]:
-    wanted = CIFAR10_TRAIN_FILES + (CIFAR10_TEST_FILE,)
-    extracted = os.path.join(manual_dir, CIFAR10_DIR)
-    if os.path.isdir(extracted):
-        out = {}
-        for fname in wanted:
-            with open(os.path.join(extracted, fname), 'rb') as f:
-                out[fname] = f.read()
-        return out
-    archive = os.path.join(manual_dir, CIFAR10_ARCHIVE)
-    if not os.path.exists(archive):
-        raise FileNotFoundError(archive)
-    out = {}
-    try:
-        with tarfile.open(archive, 'r:gz') as tar:
-            for member in tar.getmembers():
-                base = os.path.basename(member.name)
-                if base in wanted:
-                    out[base] = tar.extractfile(member).read()
-    except (tarfile.TarError, OSError, EOFError) as e:
-        raise DataError(f'Cannot read {archive}: {e}. Re-copy the archive.') from e
-    missing = set(wanted) - set(out)
-    if missing:
-        raise DataError(f'{archive} lacks {sorted(missing)}.')
-    return out
-
-
-def read_cifar10_numpy(manual_dir: str) -> tuple[Split, Split]:
-    """Reads CIFAR-10 in the official binary layout (archive or extracted folder)."""
-    members = _cifar10_members(manual_dir)
-    parts = [parse_cifar10_records(members[f]) for f in CIFAR10_TRAIN_FILES]
-    train = Split(np.concatenate([p.images for p in parts]),
-                  np.concatenate([p.labels for p in parts]))
-    return train, parse_cifar10_records(members[CIFAR10_TEST_FILE])
-
-
-def read_numpy(name: str, manual_dir: Optional[str]) -> tuple[Split, Split]:
-    """(train, test) in file order, read with numpy alone."""
-    if not manual_dir:
-        raise DataError(f'The numpy reader needs the original files of {name!r}: set '
-                        f'--config.manual_dir=DIR (or ${MANUAL_DIR_ENV}) to the folder with '
-                        f'{", ".join(expected_files(name))}.')
-    try:
-        if name in ('mnist', 'fashion_mnist'):
-            return read_mnist_numpy(manual_dir)
-        if name == 'cifar10':
-            return read_cifar10_numpy(manual_dir)
-    except FileNotFoundError as e:
-        raise DataError(_missing_files_message(name, manual_dir)) from e
-    raise DataError(f'Unknown dataset {name!r}; choose one of {SUPPORTED_DATASETS}.')
-
-
-# --------------------------------------------------------------------------
-# TFDS reader
-# --------------------------------------------------------------------------
-def tensorflow_available() -> bool:
-    return (importlib.util.find_spec('tensorflow') is not None
-            and importlib.util.find_spec('tensorflow_datasets') is not None)
-
-
-def sha256_of(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def tfds_checksum_mismatches(name: str, manual_dir: str) -> list[str]:
-    """Files in ``manual_dir`` that are missing or differ from TFDS's registered checksums."""
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-    url_infos = tfds.builder_cls(name).url_infos or {}
-    bad = []
-    for info in url_infos.values():
-        path = os.path.join(manual_dir, info.filename)
-        if not os.path.exists(path) or sha256_of(path) != info.checksum:
-            bad.append(info.filename)
-    return bad
-
-
-def read_tfds(name: str, manual_dir: Optional[str], data_dir: Optional[str]) -> tuple[Split, Split]:
-    """(train, test) through TFDS; offline when ``manual_dir`` holds the original files."""
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-    builder = tfds.builder(name, data_dir=data_dir)
-    config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
-    builder.download_and_prepare(download_config=config)
-    splits = []
-    for split in ('train', 'test'):
-        arrays = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
-        splits.append(Split(np.asarray(arrays['image'], np.uint8),
-                            np.asarray(arrays['label'], np.int32)))
-    return splits[0], splits[1]
-
-
-def choose_backend(name: str, requested: str, manual_dir: Optional[str]) -> tuple[str, str]:
-    """Returns (backend, reason) for ``requested`` in {'auto', 'tfds', 'numpy'}."""
-    if requested in ('tfds', 'numpy'):
-        return requested, 'requested by data_backend'
-    if requested != 'auto':
-        raise DataError(f"data_backend must be 'auto', 'tfds' or 'numpy', not {requested!r}.")
-    if not tensorflow_available():
-        return 'numpy', 'tensorflow/tensorflow_datasets are not installed'
-    if not manual_dir:
-        return 'tfds', 'no manual_dir: TFDS downloads (or reuses its data_dir)'
-    try:
-        bad = tfds_checksum_mismatches(name, manual_dir)
-    except Exception as e:  # pylint: disable=broad-except
-        return 'numpy', f'could not check TFDS checksums ({e})'
-    if bad:
-        return 'numpy', (f'{", ".join(bad)} in {manual_dir} missing or not byte-identical to '
-                         "TFDS's registered checksums")
-    return 'tfds', f'files in {manual_dir} match TFDS checksums'
+    return manual_dir or os.environ.get(readers.MANUAL_DIR_ENV) or None
 
 
 # --------------------------------------------------------------------------
@@ -307,13 +85,13 @@ def load_dataset(name: str,
         raise DataError(f'Unknown dataset {name!r}; choose one of {SUPPORTED_DATASETS}.')
     manual_dir = resolve_manual_dir(manual_dir)
     if manual_dir and not os.path.isdir(manual_dir):
-        raise DataError(_missing_files_message(name, manual_dir) + ' (the folder does not exist)')
-    chosen, reason = choose_backend(name, backend, manual_dir)
+        raise DataError(readers.missing_files_message(name, manual_dir) + ' (the folder does not exist)')
+    chosen, reason = readers.choose_backend(name, backend, manual_dir)
     logging.info('Dataset %s: %s reader (%s).', name, chosen, reason)
     if chosen == 'tfds':
-        train, test = read_tfds(name, manual_dir, data_dir)
+        train, test = readers.read_tfds(name, manual_dir, data_dir)
     else:
-        train, test = read_numpy(name, manual_dir)
+        train, test = readers.read_numpy(name, manual_dir)
     train, test = canonicalize(train), canonicalize(test)
     train, validation = split_validation(train, validation_size, split_seed)
     if train_limit:
@@ -321,8 +99,9 @@ def load_dataset(name: str,
     return Dataset(name, train, validation, test, num_classes=10, backend=chosen)
 
 
-def normalize_images(images: np.ndarray, dataset: str) -> np.ndarray:
-    """uint8 [N, H, W, C] -> float32 in [0, 1] (MNIST family) or standardised (CIFAR-10)."""
+def preprocess(images: Any, dataset: str) -> Any:
+    """uint8 images [N, H, W, C] -> float32 model inputs: in [0, 1] (MNIST family) or standardised
+    per channel (CIFAR-10). The one definition, for numpy arrays and for jax arrays under ``jit``."""
     x = images.astype(np.float32) / 255.0
     if dataset == 'cifar10':
         x = (x - CIFAR10_MEAN) / CIFAR10_STD

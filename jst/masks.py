@@ -19,34 +19,21 @@ of its survivors, if fewer remain: a pruned weight never comes back).
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any, Callable, Literal, Mapping, Optional, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jst import pytrees
+from jst.pytrees import leaf_paths, path_str  # re-exported: part of this module's public API
+
 Array = jax.Array
 PyTree = Any
+Scope = Literal['layerwise', 'global']
 DEFAULT_PRUNABLE = r'(^|/)kernel$'
-
-
-def _is_none(x: Any) -> bool:
-    return x is None
-
-
-def path_str(path: tuple[Any, ...]) -> str:
-    """Joins a jax key path into ``'a/b/kernel'``."""
-    parts = []
-    for k in path:
-        parts.append(str(getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k)))))
-    return '/'.join(parts)
-
-
-def leaf_paths(tree: PyTree) -> list[str]:
-    """Paths of the leaves of ``tree`` (``None`` leaves included) in tree order."""
-    flat, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_none)
-    return [path_str(p) for p, _ in flat]
+_is_none = pytrees.is_none
 
 
 def map_masked(fn: Callable[..., Any], masks: PyTree, *trees: PyTree) -> PyTree:
@@ -64,13 +51,8 @@ def create_masks(params: PyTree,
     Only leaves with ``ndim >= 2`` (kernels) are ever selected. No match is an
     error unless ``allow_empty`` (e.g. a network that will grow prunable layers).
     """
-    inc = re.compile(include)
-    exc = re.compile(exclude) if exclude else None
-
     def make(path, leaf):
-        name = path_str(path)
-        selected = (jnp.ndim(leaf) >= 2 and inc.search(name) is not None
-                    and not (exc is not None and exc.search(name)))
+        selected = is_prunable(path_str(path), jnp.ndim(leaf), include, exclude)
         return jnp.ones(jnp.shape(leaf), jnp.bool_) if selected else None
 
     masks = jax.tree_util.tree_map_with_path(make, params)
@@ -78,6 +60,13 @@ def create_masks(params: PyTree,
         raise ValueError(f'No prunable leaf matches include={include!r} exclude={exclude!r}; '
                          f'paths are: {leaf_paths(params)}')
     return masks
+
+
+def is_prunable(path: str, ndim: int, include: str = DEFAULT_PRUNABLE, exclude: Optional[str] = None) -> bool:
+    """Whether a leaf at ``path`` with ``ndim`` dimensions is selected: a kernel (ndim >= 2) whose path
+    matches ``include`` and not ``exclude``."""
+    return (ndim >= 2 and re.search(include, path) is not None
+            and not (exclude and re.search(exclude, path)))
 
 
 def apply_masks(params: PyTree, masks: PyTree) -> PyTree:
@@ -105,15 +94,18 @@ def random_scores(masks: PyTree, key: Array) -> PyTree:
 # --------------------------------------------------------------------------
 # The exact core: prune the k lowest scores among the survivors of a vector
 # --------------------------------------------------------------------------
+def ranks(scores: Array) -> Array:
+    """Rank of each entry of ``scores`` [n] in ascending order (ties: lower index first). Exact, traceable."""
+    order = jnp.argsort(scores, stable=True)
+    return jnp.zeros_like(order).at[order].set(jnp.arange(order.shape[0], dtype=order.dtype))
+
+
 def _prune_lowest(scores: Array, mask: Array, num_prune: Array) -> Array:
     """New flat mask with the ``num_prune`` lowest-scoring survivors removed.
 
     scores, mask: [n]; num_prune: scalar int (may be traced).
     """
-    keyed = jnp.where(mask, scores, jnp.inf)
-    order = jnp.argsort(keyed, stable=True)
-    ranks = jnp.zeros_like(order).at[order].set(jnp.arange(order.shape[0], dtype=order.dtype))
-    return mask & (ranks >= num_prune)
+    return mask & (ranks(jnp.where(mask, scores, jnp.inf)) >= num_prune)
 
 
 def _is_scalar(x: Any) -> bool:
@@ -193,7 +185,7 @@ def layer_rates(masks: PyTree, default: float, overrides: Optional[Mapping[str, 
 
 
 def magnitude_prune(params: PyTree, masks: PyTree, fraction: Union[float, PyTree],
-                    scope: str = 'layerwise') -> PyTree:
+                    scope: Scope = 'layerwise') -> PyTree:
     """Prunes ``fraction`` of the remaining weights by magnitude: ``'layerwise'`` or ``'global'``."""
     scores = magnitude_scores(params, masks)
     if scope == 'layerwise':
@@ -222,12 +214,11 @@ def random_masks_like(masks: PyTree, key: Array) -> PyTree:
 # --------------------------------------------------------------------------
 def sparsity_stats(masks: PyTree) -> dict[str, Any]:
     """Per-layer and total counts: {'layers': {path: (kept, total)}, 'kept', 'total', 'fraction_remaining'}."""
-    flat, _ = jax.tree_util.tree_flatten_with_path(masks, is_leaf=_is_none)
     layers = {}
-    for path, m in flat:
+    for path, m in pytrees.flatten(masks).items():
         if m is not None:
             m = np.asarray(m)
-            layers[path_str(path)] = (int(m.sum()), int(m.size))
+            layers[path] = (int(m.sum()), int(m.size))
     kept = sum(k for k, _ in layers.values())
     total = sum(t for _, t in layers.values())
     return {'layers': layers, 'kept': kept, 'total': total,

@@ -1,7 +1,8 @@
 """Diagnostics of "juvenility" (how able a network still is to learn), on a fixed probe batch.
 
-All are pure functions of (params, batch_stats, masks, probe batch) and run
-under ``jit``. Pruned weights are excluded everywhere (gradients, Hessian
+The measures are pure functions of (params, batch_stats, masks, probe batch)
+and run under ``jit``; ``summary`` and ``start_of_round`` run them for a
+search (cached per architecture in the ``RunContext``). Pruned weights are excluded everywhere (gradients, Hessian
 probes and perturbations are masked).
 
 * ``gradient_stats``: norm of the probe-batch gradient, and its signal-to-noise
@@ -17,30 +18,27 @@ probes and perturbations are masked).
   Hessian-vector products as ``jax.jvp`` of ``jax.grad``.
 * ``sharpness``: L(w + rho g/||g||) - L(w): the loss increase under the
   first-order worst-case perturbation of norm rho (as in SAM).
-* ``learning_potential`` (in ``jst.experiment``): validation-accuracy gain after a
-  short fixed training budget from the round's starting point.
+* ``learning_potential``: validation-accuracy gain after a short fixed
+  training budget from the round's starting point.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from jst import context as context_lib
 from jst import masks as masks_lib
-from jst import models
+from jst import pytrees
+from jst import train as train_lib
 
 Array = jax.Array
 PyTree = Any
-
-# Modules whose outputs are pre-activations of a ReLU, per family.
-PREACTIVATION_PATTERNS = {
-    models.MLPSpec: r'^hidden_\d+$',
-    models.ConvSpec: r'^(conv|dense)_\d+$',
-    models.ResNetSpec: r'^(stem_bn|block_\d+/bn1)$',
-}
 
 
 def _tree_sq_norm(tree: PyTree) -> Array:
@@ -67,16 +65,14 @@ def effective_rank(activations: Array) -> Array:
 def weight_stats(params: PyTree, masks: PyTree) -> dict[str, dict[str, Array]]:
     """{path: {'mean_abs', 'std', 'max_abs'}} over surviving weights of every prunable layer."""
     out = {}
-    flat_m, _ = jax.tree_util.tree_flatten_with_path(masks, is_leaf=lambda x: x is None)
-    flat_p = jax.tree.leaves(params)
-    for (path, m), p in zip(flat_m, flat_p):
+    for (path, m), p in zip(pytrees.flatten(masks).items(), jax.tree.leaves(params)):
         if m is None:
             continue
         n = jnp.maximum(jnp.sum(m), 1)
         a = jnp.abs(p) * m
         mean = jnp.sum(a) / n
         var = jnp.sum(jnp.where(m, (jnp.abs(p) - mean) ** 2, 0.0)) / n
-        out[masks_lib.path_str(path)] = {'mean_abs': mean, 'std': jnp.sqrt(var), 'max_abs': jnp.max(a)}
+        out[path] = {'mean_abs': mean, 'std': jnp.sqrt(var), 'max_abs': jnp.max(a)}
     return out
 
 
@@ -111,22 +107,23 @@ def sharpness(loss_fn: Callable[[PyTree], Array], params: PyTree, masks: PyTree,
     return loss_fn(perturbed) - loss
 
 
-def make_diagnostics(spec: models.ModelSpec, preprocess: Callable[[Array], Array], num_minibatches: int = 8,
+def make_diagnostics(trainer: train_lib.Trainer, preactivation_pattern: str, num_minibatches: int = 8,
                      hutchinson_samples: int = 8, rho: float = 0.05,
                      unroll: bool = False) -> Callable[..., dict[str, Any]]:
-    """Jitted (params, batch_stats, masks, x uint8 [N,...], y [N], key) -> diagnostics (eval mode)."""
-    model = models.build_model(spec)
-    pattern = re.compile(PREACTIVATION_PATTERNS[type(spec)])
+    """Jitted (params, batch_stats, masks, x uint8 [N,...], y [N], key) -> diagnostics (eval mode).
 
-    def variables(params, batch_stats):
-        return {'params': params, 'batch_stats': batch_stats} if batch_stats else {'params': params}
+    ``preactivation_pattern`` selects the modules whose outputs feed a ReLU (``spec.preactivation_pattern``).
+    """
+    model, preprocess = trainer.model, trainer.preprocess
+    pattern = re.compile(preactivation_pattern)
+    variables = pytrees.flax_variables
 
     def diagnostics(params, batch_stats, masks, x, y, key):
         inputs = preprocess(x)
 
         def loss_on(p, xi, yi):
             logits = model.apply(variables(p, batch_stats), xi, train=False)
-            return jnp.mean(jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, yi[:, None], -1)[:, 0])
+            return jnp.mean(train_lib.cross_entropy(logits, yi))
 
         full_loss = lambda p: loss_on(p, inputs, y)
         g = masks_lib.apply_masks(jax.grad(full_loss)(params), masks)
@@ -141,10 +138,9 @@ def make_diagnostics(spec: models.ModelSpec, preprocess: Callable[[Array], Array
         _, state = model.apply(variables(params, batch_stats), inputs, train=False,
                                capture_intermediates=lambda mdl, name: name == '__call__',
                                mutable=['intermediates'])
-        flat = jax.tree_util.tree_flatten_with_path(state['intermediates'])[0]
         dead, ranks = {}, {}
-        for path, value in flat:
-            name = masks_lib.path_str(path).replace('/__call__/0', '').replace('/__call__', '')
+        for path, value in pytrees.flatten(state['intermediates']).items():
+            name = path.replace('/__call__/0', '').replace('/__call__', '')
             if pattern.search(name):
                 dead[name] = dead_fraction(value)
                 ranks[name] = effective_rank(jax.nn.relu(value))
@@ -170,3 +166,46 @@ def summarize(diag: dict[str, Any]) -> dict[str, Any]:
                      'weights': w}
     return out
 
+
+# --------------------------------------------------------------------------
+# For a search: on the fixed probe batch, cached per architecture
+# --------------------------------------------------------------------------
+def summary(ctx: context_lib.RunContext, spec: Any, state: train_lib.TrainState) -> dict[str, Any]:
+    """Juvenility diagnostics of ``state`` on the probe batch (the first training examples)."""
+    c = ctx.config
+    diagnostics = ctx.compiled('diagnostics', spec, lambda: make_diagnostics(
+        ctx.trainer(spec), spec.preactivation_pattern, num_minibatches=c.juvenility_minibatches,
+        hutchinson_samples=c.juvenility_hutchinson_samples, rho=c.juvenility_rho, unroll=ctx.unroll(spec)))
+    n = min(int(c.juvenility_probe_size), ctx.num_train)
+    x, y = ctx.data.train_x[:n], ctx.data.train_y[:n]
+    return summarize(diagnostics(state.params, state.batch_stats, state.masks, x, y, jax.random.key(0)))
+
+
+def learning_potential(ctx: context_lib.RunContext, spec: Any, state: train_lib.TrainState,
+                       start_val_accuracy: float) -> float:
+    """Validation-accuracy gain after ``learning_potential_steps`` steps from ``state`` (fixed batches).
+
+    Runs the jitted train step from a Python loop on batches fixed by a numpy seed: cheap to
+    compile for every new architecture, and the same batches for every round and method.
+    """
+    steps = int(ctx.config.learning_potential_steps)
+    if steps <= 0:
+        return float('nan')
+    step = ctx.step_fn(spec)
+    idx = np.random.default_rng(999).integers(0, ctx.num_train, (steps, ctx.config.batch_size))
+    for i in range(steps):
+        batch = jnp.asarray(idx[i])
+        state, _ = step(state, ctx.data.train_x[batch], ctx.data.train_y[batch])
+    d = ctx.data
+    _, acc = ctx.eval_fn(spec)(state.params, state.batch_stats, d.val_x, d.val_y, d.val_w)
+    return float(acc) - start_val_accuracy
+
+
+def start_of_round(ctx: context_lib.RunContext, spec: Any, state: train_lib.TrainState,
+                   start_val_accuracy: float) -> dict[str, Any]:
+    """Diagnostics and learning potential of a round's start state (run on the background thread)."""
+    t0 = time.time()
+    out = {'juvenility': summary(ctx, spec, state),
+           'learning_potential': learning_potential(ctx, spec, state, start_val_accuracy)}
+    out['juvenility_seconds'] = time.time() - t0
+    return out

@@ -1,0 +1,66 @@
+"""Small pytree helpers shared by every module: "/"-joined leaf paths, flat dicts, stacking.
+
+A leaf of a Flax variable tree is addressed by its path joined with "/"
+(``'hidden_0/kernel'``, ``'block_3/conv1/kernel'``). ``flatten`` and
+``unflatten`` convert between a nested tree and ``{path: leaf}``; ``None``
+leaves (unprunable positions of a mask tree) are kept. Imports no other jst
+module.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax
+import jax
+import jax.numpy as jnp
+from flax import traverse_util
+
+PyTree = Any
+
+
+def is_none(x: Any) -> bool:
+    return x is None
+
+
+def path_str(path: Sequence[Any]) -> str:
+    """Joins a jax key path (dict keys, attributes, indices) into ``'a/b/kernel'``."""
+    return '/'.join(str(getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k)))) for k in path)
+
+
+def flatten(tree: PyTree) -> dict[str, Any]:
+    """``{path: leaf}`` in tree order; ``None`` leaves are kept."""
+    flat, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_none)
+    return {path_str(p): v for p, v in flat}
+
+
+def flatten_dict(tree: PyTree) -> dict[str, Any]:
+    """``{path: leaf}`` of a nested (frozen) dict, including ``None`` leaves; {} for an empty tree."""
+    if not tree:
+        return {}
+    return traverse_util.flatten_dict(flax.core.unfreeze(tree), sep='/')
+
+
+def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
+    """Inverse of ``flatten_dict``: a nested dict from ``{path: leaf}``."""
+    return traverse_util.unflatten_dict(flat, sep='/') if flat else {}
+
+
+def leaf_paths(tree: PyTree) -> list[str]:
+    """Paths of the leaves of ``tree`` (``None`` leaves included) in tree order."""
+    return list(flatten(tree))
+
+
+def stack(trees: Sequence[PyTree]) -> PyTree:
+    """[N] trees of one structure -> one tree whose leaves carry a leading axis of size N."""
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def count(tree: PyTree) -> int:
+    """Number of scalars in the leaves of ``tree``."""
+    return int(sum(x.size for x in jax.tree.leaves(tree)))
+
+
+def flax_variables(params: PyTree, batch_stats: PyTree) -> dict[str, Any]:
+    """``{'params': ..., 'batch_stats': ...}`` for ``Module.apply`` (no empty ``batch_stats``)."""
+    return {'params': params, 'batch_stats': batch_stats} if batch_stats else {'params': params}

@@ -1,0 +1,207 @@
+"""Reports from records only: tables (one run, or aggregated over seeds and workdirs), juvenility
+correlations, and ``write_report`` (``report.md`` + the figures of ``jst.figures``).
+
+* ``summary_table``: one run's records as a Markdown table.
+* ``aggregate_table``: per (variant, control, round): architecture, % weights
+  remaining, val/test accuracy mean ± std over seeds, cumulative steps.
+* ``juvenility_table``: Pearson r of each start-of-round diagnostic with the
+  round's validation gain (pooled and within rounds) and the final test accuracy.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from jst import figures
+from jst import records
+from jst import workdir as workdir_lib
+
+Record = dict[str, Any]
+
+
+def load_runs(workdirs: Iterable[str]) -> tuple[list[Record], list[Record]]:
+    """All summary records and metric rows of ``workdirs`` (each row tagged with its workdir)."""
+    summary, metrics = [], []
+    for w in workdirs:
+        for r in records.read_summary(w):
+            summary.append({**r, 'workdir': w})
+        for m in records.read_metrics(w):
+            metrics.append({**m, 'workdir': w})
+    if not summary:
+        raise FileNotFoundError(f'No summary.json in {list(workdirs)}: pass workdirs of finished rounds.')
+    return summary, metrics
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    a = np.asarray(values, float)
+    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
+
+
+def summary_table(records_: Sequence[Record]) -> str:
+    """Markdown table of one run: round, control, architecture, % remaining, val/test accuracy, steps."""
+    lines = ['| round | method | control | architecture | % weights remaining | val acc (%) | '
+             'test acc (%) | early-stop step | cumulative steps |',
+             '|---|---|---|---|---|---|---|---|---|']
+    for r in records_:
+        lines.append(f"| {r['round']} | {r['method']} | {r['control']} | {r['architecture']} | "
+                     f"{100 * r['fraction_remaining']:.2f} | {100 * r['val_accuracy']:.2f} | "
+                     f"{100 * r['test_accuracy']:.2f} | {r['best_step']} | {r['cumulative_steps']} |")
+    return '\n'.join(lines)
+
+
+def aggregate(summary: Sequence[Record]) -> list[dict[str, Any]]:
+    """Rows per (method, control, round), aggregated over seeds."""
+    groups = collections.defaultdict(list)
+    for r in summary:
+        groups[(figures.variant(r), r['method'], r['control'], r['round'])].append(r)
+    rows = []
+    for (variant, method, control, rnd), rs in sorted(groups.items()):
+        archs = sorted({r['architecture'] for r in rs})
+        val, val_sd = _mean_std([r['val_accuracy'] for r in rs])
+        test, test_sd = _mean_std([r['test_accuracy'] for r in rs])
+        frac, _ = _mean_std([r['fraction_remaining'] for r in rs])
+        steps, _ = _mean_std([r['cumulative_steps'] for r in rs])
+        best, _ = _mean_std([r['best_step'] for r in rs])
+        rows.append({'variant': variant, 'method': method, 'control': control, 'round': rnd, 'architecture': ' / '.join(archs),
+                     'fraction_remaining': frac, 'val': val, 'val_sd': val_sd, 'test': test,
+                     'test_sd': test_sd, 'cumulative_steps': steps, 'best_step': best, 'seeds': len(rs),
+                     'params_remaining': float(np.mean([r['params_remaining'] for r in rs]))})
+    return rows
+
+
+def aggregate_table(summary: Sequence[Record]) -> str:
+    lines = ['| variant | control | round | architecture | % weights remaining | params remaining | '
+             'val acc (%) | test acc (%) | early-stop step | cumulative steps | seeds |',
+             '|---|---|---|---|---|---|---|---|---|---|---|']
+    for a in aggregate(summary):
+        lines.append(
+            f"| {a['variant']} | {a['control']} | {a['round']} | {a['architecture']} | "
+            f"{100 * a['fraction_remaining']:.2f} | {a['params_remaining']:.0f} | "
+            f"{100 * a['val']:.2f} ± {100 * a['val_sd']:.2f} | {100 * a['test']:.2f} ± {100 * a['test_sd']:.2f} | "
+            f"{a['best_step']:.0f} | {a['cumulative_steps']:.0f} | {a['seeds']} |")
+    return '\n'.join(lines)
+
+
+JUVENILITY_FACTORS = ('learning_potential', 'grad_norm', 'grad_snr', 'hessian_trace', 'sharpness',
+                      'dead_fraction_mean', 'effective_rank_mean', 'weight_mean_abs')
+
+
+def juvenility_rows(summary: Sequence[Record]) -> list[dict[str, Any]]:
+    """One row per (run, round >= 1): diagnostics at the round's start, the round's validation gain
+    over the previous round, and the run's final test accuracy."""
+    runs = collections.defaultdict(list)
+    for r in summary:
+        if r['control'] == 'none' and r.get('juvenility'):
+            runs[r['workdir']].append(r)
+    rows = []
+    for rs in runs.values():
+        rs.sort(key=lambda r: r['round'])
+        final = rs[-1]['test_accuracy']
+        for prev, cur in zip(rs, rs[1:]):
+            j = cur['juvenility']
+            factors = {k: j['start'][k] for k in JUVENILITY_FACTORS if k in (j['start'] or {})}
+            factors['learning_potential'] = j.get('learning_potential')
+            rows.append({'variant': figures.variant(cur), 'round': cur['round'], 'workdir': cur['workdir'], **factors,
+                         'gain': cur['val_accuracy'] - prev['val_accuracy'], 'final_test': final})
+    return rows
+
+
+def _pearson(x: Sequence[float], y: Sequence[float]) -> float:
+    a, b = np.asarray(x, float), np.asarray(y, float)
+    ok = np.isfinite(a) & np.isfinite(b)
+    a, b = a[ok], b[ok]
+    if a.size < 3 or a.std() == 0 or b.std() == 0:
+        return float('nan')
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def _pearson_within(x: Sequence[float], y: Sequence[float], groups: Sequence[Any]) -> float:
+    """Pearson r after subtracting each group's mean from x and y (e.g. within the same round index)."""
+    a, b, g = np.asarray(x, float), np.asarray(y, float), np.asarray(groups)
+    ok = np.isfinite(a) & np.isfinite(b)
+    a, b, g = a[ok], b[ok], g[ok]
+    for value in np.unique(g):
+        sel = g == value
+        a[sel] -= a[sel].mean()
+        b[sel] -= b[sel].mean()
+    return _pearson(a, b)
+
+
+def juvenility_correlations(rows: Sequence[dict[str, Any]], factor: str) -> tuple[float, float, float]:
+    """(r with the round's gain, the same within rounds (round index partialled out), r with final test)."""
+    xs = [r.get(factor, float('nan')) for r in rows]
+    gains = [r['gain'] for r in rows]
+    return (_pearson(xs, gains), _pearson_within(xs, gains, [r['round'] for r in rows]),
+            _pearson(xs, [r['final_test'] for r in rows]))
+
+
+def juvenility_table(summary: Sequence[Record]) -> str:
+    """Pearson correlation of each diagnostic (at a round's start) with that round's validation gain
+    (also within rounds, removing the round-index trend) and with the run's final test accuracy,
+    pooled and per variant, with the number of (run, round) pairs."""
+    rows = juvenility_rows(summary)
+    if not rows:
+        return ''
+    groups = {'all': rows}
+    for v in sorted({r['variant'] for r in rows}):
+        groups[v] = [r for r in rows if r['variant'] == v]
+    header = '| factor (at round start) | ' + ' | '.join(
+        f'{g}: r(gain) / r(gain, within round) / r(final test), n={len(rs)} pairs of '
+        f"{len({r['workdir'] for r in rs})} runs" for g, rs in groups.items()) + ' |'
+    lines = [header, '|---' * (1 + len(groups)) + '|']
+    for f in JUVENILITY_FACTORS:
+        cells = [' / '.join(f'{r:+.2f}' for r in juvenility_correlations(rs, f)) for rs in groups.values()]
+        lines.append(f'| {f} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def write_report(workdirs: Sequence[str], out_dir: str, title: str = 'jst report') -> str:
+    """Writes ``report.md`` and PNG figures for ``workdirs`` into ``out_dir``; returns the report path."""
+    os.makedirs(out_dir, exist_ok=True)
+    summary, metrics = load_runs(workdirs)
+    datasets = sorted({r['dataset'] for r in summary})
+    suffix = ', '.join(datasets)
+    if 'cifar10' in datasets:
+        suffix = suffix.replace('cifar10', 'CIFAR-10 (JPEG q75 copy)' if any(
+            r.get('data_backend') == 'numpy' for r in summary) else 'cifar10')
+    rows = aggregate(summary)
+    figs = [figures.plot_accuracy_vs_sparsity(rows, os.path.join(out_dir, 'accuracy_vs_sparsity.png'),
+                                              f'Test accuracy vs. weights remaining: {suffix}'),
+            figures.plot_accuracy_vs_sparsity(rows, os.path.join(out_dir, 'accuracy_vs_params.png'),
+                                              f'Test accuracy vs. parameters remaining: {suffix}',
+                                              x_key='params_remaining')]
+    variants = sorted({figures.variant(m) for m in metrics if m.get('control', 'none') == 'none'})
+    chunks = [variants[i:i + 3] for i in range(0, len(variants), 3)]
+    for i, chunk in enumerate(chunks):
+        name = 'training_curves.png' if len(chunks) == 1 else f'training_curves_{i + 1}.png'
+        figs.append(figures.plot_training_curves([m for m in metrics if figures.variant(m) in chunk],
+                                         os.path.join(out_dir, name), f'Training curves per round: {suffix}'))
+    figs.append(figures.plot_lineage(summary, os.path.join(out_dir, 'lineage.png'), f'Architecture per round: {suffix}'))
+    lines = [f'# {title}', '', f'Data: {suffix}. Runs: {len(set(r["workdir"] for r in summary))} workdir(s).', '',
+             aggregate_table(summary), '']
+    chosen = [r for r in summary if r.get('candidates')]
+    if chosen:
+        lines += ['## Growth steps chosen by the search (validation accuracy of each candidate after its probe)', '']
+        for r in chosen:
+            cands = ', '.join(f"{c['name']}: {100 * c['val_accuracy']:.2f}" for c in r['candidates'])
+            lines.append(f"- seed {r['seed']} round {r['round']}: **{r['grown_by']}** ({cands})")
+        lines.append('')
+    stops = [r for r in summary if r.get('stop_reason')]
+    if stops:
+        lines += ['Stop reasons: ' + '; '.join(f"seed {r['seed']} {r['method']}: {r['stop_reason']} (round {r['round']})"
+                                               for r in stops), '']
+    table = juvenility_table(summary)
+    if table:
+        figs.append(figures.plot_juvenility(juvenility_rows(summary), JUVENILITY_FACTORS,
+                                            os.path.join(out_dir, 'juvenility.png'),
+                                            f'Juvenility diagnostics at round start: {suffix}'))
+        lines += ['## Juvenility: correlation of each diagnostic with the round\'s validation gain and the '
+                  'final test accuracy (Pearson r; n = (run, round) pairs)', '', table, '']
+    lines += [f'![{os.path.basename(f)}]({os.path.basename(f)})' for f in figs]
+    path = os.path.join(out_dir, 'report.md')
+    workdir_lib.atomic_write_text(path, '\n'.join(lines) + '\n')
+    return path

@@ -1,0 +1,156 @@
+"""One round of a search: train a (params, masks) pair to the round's end, checkpointing inside it,
+with the start-of-round evaluation and diagnostics; and its record.
+
+``train_round`` is what both searches call for every training (the ticket,
+controls); with a ``tag`` it checkpoints every ``checkpoint_every_epochs``
+and a checkpoint taken inside the same training (same tag) resumes it.
+``record_round`` turns the result into a ``summary.json`` record and writes
+the records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable, Optional
+
+from jst import checkpointing
+from jst import context as context_lib
+from jst import diagnostics
+from jst import records as records_lib
+from jst import train_loop
+
+TrainState = train_loop.TrainState
+
+
+@dataclasses.dataclass
+class RoundResult:
+    state: TrainState
+    records: list[train_loop.EvalRecord]
+    best: train_loop.EvalRecord
+    steps: int
+    seconds: float
+    start: Optional[dict[str, Any]] = None  # val/test loss and accuracy before the first step, diagnostics
+
+
+def evaluate_start(ctx: context_lib.RunContext, spec: Any, state: TrainState) -> dict[str, float]:
+    """Validation and test loss/accuracy of ``state`` before training (forgetting after prune/grow/reset)."""
+    fn, d = ctx.eval_fn(spec), ctx.data
+    vl, va = fn(state.params, state.batch_stats, d.val_x, d.val_y, d.val_w)
+    tl, ta = fn(state.params, state.batch_stats, d.test_x, d.test_y, d.test_w)
+    return {'val_loss': float(vl), 'val_accuracy': float(va), 'test_loss': float(tl), 'test_accuracy': float(ta)}
+
+
+class _StartDiagnostics:
+    """Start-of-round diagnostics: on the background thread (overlapping the training) or here."""
+
+    def __init__(self, ctx: context_lib.RunContext, spec: Any, state: TrainState, start_eval: dict[str, Any]):
+        self._start_eval, self._pending = start_eval, None
+        args = (ctx, spec, state, start_eval['val_accuracy'])
+        if ctx.config.juvenility_background:
+            self._pending = ctx.background().submit(diagnostics.start_of_round, *args)
+        else:  # on this thread: the training waits for all of it
+            start_eval.update(diagnostics.start_of_round(*args))
+            start_eval['juvenility_wait_seconds'] = start_eval['juvenility_seconds']
+
+    def join(self) -> None:
+        if self._pending is not None:
+            t_wait = time.time()
+            self._start_eval.update(self._pending.result())
+            self._start_eval['juvenility_wait_seconds'] = time.time() - t_wait
+            self._pending = None
+
+
+def _checkpoint_due(ctx: context_lib.RunContext, step: int, stop: int, last_saved: float) -> bool:
+    """Whether to checkpoint inside a training after global step ``step``."""
+    every, spe = max(int(ctx.config.checkpoint_every_epochs), 0), ctx.steps_per_epoch
+    if every == 0 or step % spe or step >= stop or (step // spe) % every:
+        return False
+    return time.time() - last_saved >= ctx.config.checkpoint_min_interval_s
+
+
+def train_round(ctx: context_lib.RunContext, journal: Optional[checkpointing.Journal], spec: Any,
+                state: TrainState, *, start: int = 0, stop: Optional[int] = None, label: str = '',
+                tag: Optional[str] = None, snapshot_at: int = 0,
+                on_snapshot: Optional[Callable[[TrainState], None]] = None) -> RoundResult:
+    """Trains ``state`` (of architecture ``spec``) over global steps [start, stop) of a round.
+
+    ``on_snapshot(state)`` is called once at step ``snapshot_at`` (the rewind point); what it
+    stores in the journal is saved with the progress.
+    """
+    stop = ctx.steps_per_round if stop is None else stop
+    records: list[train_loop.EvalRecord] = []
+    window, t = train_loop.EvalWindow(), start
+    progress = journal.training if journal is not None else None
+    if tag is not None and progress is not None and progress.tag == tag:
+        state = checkpointing.state_from_storable(journal.arrays[checkpointing.ArrayKey.TRAIN_STATE],
+                                                  ctx.trainer(spec).tx)
+        t, window = int(progress.step), train_loop.EvalWindow(**progress.window)
+        records = [train_loop.EvalRecord(**r) for r in progress.records]
+    latest = {'window': window, 'saved_at': time.time()}
+    start_eval = progress.start_eval if t != start else evaluate_start(ctx, spec, state)
+    pending = None
+    if t == start and ctx.config.juvenility and start_eval is not None:
+        pending = _StartDiagnostics(ctx, spec, state, start_eval)
+
+    def on_segment(st, new_records, step, win):
+        latest['window'] = win
+        if journal is None or tag is None or not _checkpoint_due(ctx, step, stop, latest['saved_at']):
+            return
+        latest['saved_at'] = time.time()
+        if pending is not None:
+            pending.join()
+        journal.training = checkpointing.TrainingProgress(
+            tag=tag, step=step, window=dataclasses.asdict(win), start_eval=start_eval,
+            records=[dataclasses.asdict(r) for r in records + new_records])
+        journal.arrays[checkpointing.ArrayKey.TRAIN_STATE] = checkpointing.state_to_storable(st)
+        journal.save()
+
+    state = ctx.replicate(state)
+    t0 = time.time()
+    segments = [(t, snapshot_at), (snapshot_at, stop)] if snapshot_at and t < snapshot_at < stop else [(t, stop)]
+    for a, b in segments:
+        state, new = train_loop.train_steps(
+            ctx.segment_fn(spec), state, ctx.data, ctx.keys['data'], a, b, spe=ctx.steps_per_epoch,
+            eval_every=ctx.eval_every, total=ctx.steps_per_round, window=latest['window'], label=label,
+            best_val=min([r.val_loss for r in records], default=float('inf')), on_segment=on_segment)
+        records.extend(new)
+        if b == snapshot_at and on_snapshot is not None:
+            on_snapshot(state)
+    if journal is not None:
+        journal.training = None
+        journal.arrays.pop(checkpointing.ArrayKey.TRAIN_STATE, None)
+    if pending is not None:
+        pending.join()
+    if ctx.config.juvenility and start_eval is not None:
+        _end_diagnostics(ctx, spec, state, start_eval)
+    return RoundResult(state, records, train_loop.early_stopping(records) if records else None,
+                       stop - start, time.time() - t0, start_eval)
+
+
+def _end_diagnostics(ctx: context_lib.RunContext, spec: Any, state: TrainState, start_eval: dict[str, Any]) -> None:
+    t_diag = time.time()
+    start_eval['juvenility_end'] = diagnostics.summary(ctx, spec, state)
+    seconds = time.time() - t_diag
+    start_eval['juvenility_seconds'] = start_eval.get('juvenility_seconds', 0.0) + seconds
+    start_eval['juvenility_wait_seconds'] = start_eval.get('juvenility_wait_seconds', 0.0) + seconds
+
+
+def record_round(ctx: context_lib.RunContext, journal: checkpointing.Journal, result: RoundResult, *,
+                 round_index: int, method: str, control: str, spec: Any, cumulative_steps: int,
+                 **extra: Any) -> dict[str, Any]:
+    """Builds the round's record, adds it to the journal's history, rewrites the record files and
+    TensorBoard, prints its line; returns it."""
+    c, state = ctx.config, result.state
+    record = records_lib.make_record(
+        round_index=round_index, method=method, control=control, variant=c.name or method,
+        dataset=ctx.dataset.name, seed=c.seed, data_backend=ctx.dataset.backend, spec=spec,
+        params=state.params, masks=state.masks, best=result.best, final=result.records[-1],
+        steps=result.steps, seconds=result.seconds, start=result.start, cumulative_steps=cumulative_steps,
+        **extra)
+    evals = [dataclasses.asdict(r) for r in result.records]
+    journal.history.add_round(record, result.start, evals)
+    journal.history.write(ctx.workdir)
+    records_lib.write_round_scalars(journal.writer, record, evals)
+    print(records_lib.round_line(record), flush=True)
+    return record

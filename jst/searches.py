@@ -1,0 +1,26 @@
+"""The search policies by ``config.method``: one module each, peers that never import each other.
+
+A new policy is one module with ``run(ctx) -> records`` beside ``jst.lottery``
+and ``jst.recursive``, and one entry here (and in ``configuration.Method``).
+"""
+
+from __future__ import annotations
+
+import typing
+from typing import Any, Callable
+
+from jst import configuration
+from jst import context as context_lib
+from jst import lottery
+from jst import recursive
+
+SEARCHES: dict[str, Callable[[context_lib.RunContext], list[dict[str, Any]]]] = {
+    'lth': lottery.run,
+    'juvenile': recursive.run,
+}
+assert tuple(SEARCHES) == typing.get_args(configuration.Method), 'configuration.Method and SEARCHES differ'
+
+
+def run(ctx: context_lib.RunContext) -> list[dict[str, Any]]:
+    """Runs (or resumes) ``ctx.config.method``'s search; returns its summary records."""
+    return SEARCHES[ctx.config.method](ctx)

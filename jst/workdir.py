@@ -1,0 +1,98 @@
+"""The layout of a run's folder, and who may write to it.
+
+Every file name of a workdir is defined here (records, checkpoints, report,
+TensorBoard); ``claim`` refuses a workdir that holds a run of another config
+(unless ``overwrite``) and records ours in ``config.json``. Imports no other
+jst module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from typing import Any
+
+from absl import logging
+
+CONFIG_FILE = 'config.json'
+SUMMARY_FILE = 'summary.json'
+SUMMARY_TABLE_FILE = 'summary.md'
+METRICS_FILE = 'metrics.jsonl'
+CHECKPOINT_DIR = 'checkpoints'
+REPORT_DIR = 'report'
+TENSORBOARD_DIR = 'tensorboard'
+RECORD_FILES = (SUMMARY_FILE, METRICS_FILE, SUMMARY_TABLE_FILE)
+# Config fields that may change between a run and its resumption.
+RESUMABLE_FIELDS = ('overwrite', 'log_level', 'checkpoint_every_epochs', 'checkpoint_min_interval_s',
+                    'manual_dir', 'data_dir', 'data_backend', 'write_report')
+
+
+class WorkdirError(RuntimeError):
+    """The workdir cannot be used: not writable, or it holds a run of another config."""
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """Writes ``text`` to ``path`` via a temporary file and rename: never a half-written file."""
+    tmp = f'{path}.tmp.{os.getpid()}'
+    with open(tmp, 'w') as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def check_writable(workdir: str) -> None:
+    """Creates ``workdir`` if needed and checks that a file can be written there."""
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=workdir, prefix='.write_test'):
+            pass
+    except OSError as e:
+        raise WorkdirError(f'workdir {workdir!r} is not writable ({e}); pass --workdir=DIR '
+                           'with a folder you can write to.') from e
+
+
+def config_differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = '') -> list[str]:
+    """Human-readable differences between two config dicts, ignoring ``RESUMABLE_FIELDS``."""
+    out = []
+    for key in sorted(set(saved) | set(current)):
+        if not prefix and key in RESUMABLE_FIELDS:
+            continue
+        a, b = saved.get(key, '<absent>'), current.get(key, '<absent>')
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, f'{prefix}{key}.')
+        elif json.dumps(a, sort_keys=True) != json.dumps(b, sort_keys=True):
+            out.append(f'{prefix}{key}: {a!r} in the workdir, {b!r} now')
+    return out
+
+
+def discard_run(workdir: str) -> None:
+    """Removes the checkpoints and records of the run in ``workdir``."""
+    shutil.rmtree(os.path.join(workdir, CHECKPOINT_DIR), ignore_errors=True)
+    for name in RECORD_FILES:
+        if os.path.exists(os.path.join(workdir, name)):
+            os.remove(os.path.join(workdir, name))
+
+
+def claim(workdir: str, config_dict: dict[str, Any], overwrite: bool) -> None:
+    """Refuses a workdir that holds a run of another config (unless ``overwrite``: then that run is
+    discarded), then writes ``config.json``."""
+    check_writable(workdir)
+    path = os.path.join(workdir, CONFIG_FILE)
+    if os.path.exists(path):
+        with open(path) as f:
+            try:
+                saved = json.load(f)
+            except json.JSONDecodeError:
+                saved = None
+        diffs = config_differences(saved, config_dict) if saved is not None else ['config.json unreadable']
+        if diffs and not overwrite:
+            raise WorkdirError(
+                f'Workdir {workdir!r} holds a run of a different config: ' + '; '.join(diffs) +
+                '. Use another --workdir, or pass --config.overwrite=True to discard that run.')
+        if diffs:
+            logging.warning('Overwriting the run in %s (%s).', workdir, '; '.join(diffs))
+            discard_run(workdir)
+    atomic_write_text(path, json.dumps(config_dict, indent=1))
