@@ -24,6 +24,7 @@ Results go to ``--out/lenet_<platform>.json`` and ``.md``.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -46,10 +47,12 @@ import optax  # pylint: disable=wrong-import-position
 
 from jst import checkpointing  # pylint: disable=wrong-import-position
 from jst import data as data_lib  # pylint: disable=wrong-import-position
-from jst import experiment as exp_lib  # pylint: disable=wrong-import-position
 from jst import masks as masks_lib  # pylint: disable=wrong-import-position
 from jst import models  # pylint: disable=wrong-import-position
+from jst import pytrees  # pylint: disable=wrong-import-position
+from jst import specs  # pylint: disable=wrong-import-position
 from jst import train as train_lib  # pylint: disable=wrong-import-position
+from jst import train_loop  # pylint: disable=wrong-import-position
 
 _MANUAL_DIR = flags.DEFINE_string('manual_dir', os.environ.get('JST_MANUAL_DIR', ''), 'MNIST files.')
 _OUT = flags.DEFINE_string('out', os.path.join(os.path.dirname(__file__), 'results'), 'Output folder.')
@@ -79,21 +82,21 @@ def _median_time(fn, repeats: int) -> tuple[float, float]:
 
 
 def bench_jst(ds: data_lib.Dataset, batch: int, repeats: int) -> dict[str, float]:
-    spec = models.lenet_300_100()
-    trainer = train_lib.Trainer(models.build_model(spec), optax.adam(LR), batch, train_lib.make_preprocess('mnist'))
+    spec = specs.lenet_300_100()
+    trainer = train_lib.Trainer(models.build_model(spec), optax.adam(LR), batch, functools.partial(data_lib.preprocess, dataset='mnist'))
     variables = models.init_variables(spec, jax.random.key(0), (28, 28, 1))
     state = {'s': train_lib.create_train_state(variables, masks_lib.create_masks(variables['params']), trainer.tx)}
     data = train_lib.device_data(ds)
     spe = train_lib.steps_per_epoch(len(ds.train), batch)
-    seg = train_lib.make_segment_fn(trainer, len(ds.train))
+    seg = train_loop.make_segment_fn(trainer, len(ds.train))
     epoch = {'e': 0}
 
     def one_epoch():
         e = epoch['e']
-        state['s'], records = train_lib.train_steps(seg, state['s'], data, jax.random.key(1), e * spe,
+        state['s'], records = train_loop.train_steps(seg, state['s'], data, jax.random.key(1), e * spe,
                                                     (e + 1) * spe, spe=spe, eval_every=spe,
                                                     total=10 ** 9)
-        train_lib.early_stopping(records)
+        train_loop.early_stopping(records)
         epoch['e'] += 1
 
     first, median = _median_time(one_epoch, repeats)
@@ -182,18 +185,18 @@ def bench_pytorch(ds: data_lib.Dataset, batch: int, repeats: int) -> dict[str, f
 
 
 def bench_vmap(ds: data_lib.Dataset, counts: list[int], repeats: int, batch: int = 60) -> dict[str, float]:
-    spec = models.lenet_300_100()
-    trainer = train_lib.Trainer(models.build_model(spec), optax.adam(LR), batch, train_lib.make_preprocess('mnist'))
+    spec = specs.lenet_300_100()
+    trainer = train_lib.Trainer(models.build_model(spec), optax.adam(LR), batch, functools.partial(data_lib.preprocess, dataset='mnist'))
     data = train_lib.device_data(ds)
     spe = train_lib.steps_per_epoch(len(ds.train), batch)
-    rep = train_lib.make_replicated_segment_fn(trainer, len(ds.train))
+    rep = train_loop.make_replicated_segment_fn(trainer, len(ds.train))
     out = {}
     for n in counts:
         states = []
         for seed in range(n):
             v = models.init_variables(spec, jax.random.key(seed), (28, 28, 1))
             states.append(train_lib.create_train_state(v, masks_lib.create_masks(v['params']), trainer.tx))
-        box = {'s': train_lib.stack_states(states), 'e': 0}
+        box = {'s': pytrees.stack(states), 'e': 0}
         keys = jnp.stack([jax.random.key(100 + s) for s in range(n)])
         best = jnp.full((n,), jnp.inf)
 
@@ -211,14 +214,14 @@ def bench_vmap(ds: data_lib.Dataset, counts: list[int], repeats: int, batch: int
 
 def bench_overheads(ds: data_lib.Dataset, epoch_s: float, batch: int = 60) -> dict[str, float]:
     """Per-round costs besides training, as a share of one 50k-step LeNet round."""
-    spec = models.lenet_300_100()
-    trainer = train_lib.Trainer(models.build_model(spec), optax.adam(LR), batch, train_lib.make_preprocess('mnist'))
+    spec = specs.lenet_300_100()
+    trainer = train_lib.Trainer(models.build_model(spec), optax.adam(LR), batch, functools.partial(data_lib.preprocess, dataset='mnist'))
     v = models.init_variables(spec, jax.random.key(0), (28, 28, 1))
     masks = masks_lib.create_masks(v['params'])
     state = train_lib.create_train_state(v, masks, trainer.tx)
     data = train_lib.device_data(ds)
     t = time.perf_counter()
-    seg = train_lib.make_segment_fn(trainer, len(ds.train))
+    seg = train_loop.make_segment_fn(trainer, len(ds.train))
     spe = train_lib.steps_per_epoch(len(ds.train), batch)
     seg.lower(state, data, jax.random.key(0), 0, 0, 0, 10, spe, float('inf'), length=spe).compile()
     compile_s = time.perf_counter() - t
@@ -237,7 +240,7 @@ def bench_overheads(ds: data_lib.Dataset, epoch_s: float, batch: int = 60) -> di
     prune_s = time.perf_counter() - t
     with tempfile.TemporaryDirectory() as d:
         ck = checkpointing.RunCheckpointer(d)
-        arrays = {'train_state': exp_lib.state_to_storable(state)}
+        arrays = {'train_state': checkpointing.state_to_storable(state)}
         ck.save({'phase': 'train'}, arrays)
         t = time.perf_counter()
         ck.save({'phase': 'train'}, arrays)
@@ -254,13 +257,13 @@ def bench_overheads(ds: data_lib.Dataset, epoch_s: float, batch: int = 60) -> di
 
 def profile_epoch(ds: data_lib.Dataset, batch: int, out_dir: str) -> dict[str, Any]:
     """A profiler trace of one jst epoch, the optimized HLO, and the op mix of that HLO."""
-    spec = models.lenet_300_100()
-    trainer = train_lib.Trainer(models.build_model(spec), optax.adam(LR), batch, train_lib.make_preprocess('mnist'))
+    spec = specs.lenet_300_100()
+    trainer = train_lib.Trainer(models.build_model(spec), optax.adam(LR), batch, functools.partial(data_lib.preprocess, dataset='mnist'))
     v = models.init_variables(spec, jax.random.key(0), (28, 28, 1))
     state = train_lib.create_train_state(v, masks_lib.create_masks(v['params']), trainer.tx)
     data = train_lib.device_data(ds)
     spe = train_lib.steps_per_epoch(len(ds.train), batch)
-    seg = train_lib.make_segment_fn(trainer, len(ds.train))
+    seg = train_loop.make_segment_fn(trainer, len(ds.train))
     args = (state, data, jax.random.key(1), 0, 0, 0, 10 ** 9, spe, float('inf'))
     hlo = seg.lower(*args, length=spe).compile().as_text()
     os.makedirs(out_dir, exist_ok=True)

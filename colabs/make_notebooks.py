@@ -37,7 +37,7 @@ Set `SCALE` in the next cell (or the `JST_NOTEBOOK_SCALE` environment variable):
 on a CPU runtime, `'gpu'` uses the paper's full schedule on a GPU/TPU runtime.'''),
     new_code_cell(SETUP),
     new_code_cell('''import jax
-from jst import configuration, driver, plots
+from jst import configuration, driver, report
 print('JAX devices:', jax.devices())
 
 SETTINGS = {  # (training examples, rounds, steps per round)
@@ -73,10 +73,10 @@ records = {m: driver.train_and_evaluate(paper_config(m), workdirs[m]) for m in w
 `% weights remaining` counts prunable kernels. The growing network gains one identity-initialised layer per
 round and never resets; the weight-reset ticket has its final depth from the start.'''),
     new_code_cell('''from IPython.display import Image, Markdown, display
-summary, metrics = plots.load_runs(workdirs.values())
-display(Markdown(plots.aggregate_table(summary)))'''),
+summary, metrics = report.load_runs(workdirs.values())
+display(Markdown(report.aggregate_table(summary)))'''),
     new_code_cell('''out = tempfile.mkdtemp(prefix='jst_report_')
-plots.write_report(list(workdirs.values()), out, 'quickstart')
+report.write_report(list(workdirs.values()), out, 'quickstart')
 for name in ('training_curves.png', 'accuracy_vs_params.png'):
     display(Image(os.path.join(out, name)))'''),
     new_markdown_cell('''## What to try next
@@ -107,9 +107,9 @@ from jst import data, expand, masks
 STEPS = {'ci': 30, 'cpu': 600, 'gpu': 2000}[SCALE]
 ds = data.load_dataset('mnist', MANUAL_DIR or None, validation_size=5000,
                        train_limit=3000 if SCALE == 'ci' else None)
-train_x = jnp.asarray(data.normalize_images(ds.train.images, 'mnist').reshape(len(ds.train), -1))
+train_x = jnp.asarray(data.preprocess(ds.train.images, 'mnist').reshape(len(ds.train), -1))
 train_y = jnp.asarray(ds.train.labels)
-test_x = jnp.asarray(data.normalize_images(ds.test.images, 'mnist').reshape(len(ds.test), -1))
+test_x = jnp.asarray(data.preprocess(ds.test.images, 'mnist').reshape(len(ds.test), -1))
 test_y = jnp.asarray(ds.test.labels)
 
 

@@ -6,7 +6,7 @@ sparsity on the hidden blocks only (stem and output are not pruned), 7 rounds.
 
 * ``method='juvenile'`` (default), ``growth='paper'``: start with no block,
   insert one BasicBlock per round (identity-initialised, see
-  ``jst.expand.deepen``), never reset weights.
+  ``jst.growth.deepen``), never reset weights.
 * ``--config.method=lth``: 7 blocks from the start, reset to theta_0 each round.
 
 Choices the paper does not state (same for both policies): batch 128 and

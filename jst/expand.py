@@ -122,10 +122,11 @@ def add_noise(x: Array, key: Array, options: GrowthOptions) -> Array:
     return x + options.noise_scale * jax.random.normal(key, x.shape, x.dtype)
 
 
-def dirac_kernel(channels: int, kernel_size: int = 3) -> Array:
-    """[k, k, c, c] kernel of the identity 'SAME' convolution."""
-    c = kernel_size // 2
-    return jnp.zeros((kernel_size, kernel_size, channels, channels)).at[c, c].set(jnp.eye(channels))
+def dirac_kernel(channels: int, kernel_size: int = 3) -> np.ndarray:
+    """[k, k, c, c] kernel of the identity 'SAME' convolution (numpy: a constant, also under ``jit``)."""
+    kernel = np.zeros((kernel_size, kernel_size, channels, channels), np.float32)
+    kernel[kernel_size // 2, kernel_size // 2] = np.eye(channels, dtype=np.float32)
+    return kernel
 
 
 def identity_dense(width: int) -> dict[str, Array]:
@@ -135,7 +136,7 @@ def identity_dense(width: int) -> dict[str, Array]:
 
 def dirac_conv(channels: int, kernel_size: int = 3) -> dict[str, Array]:
     """Params of a 'SAME' Conv(channels, channels) that is the identity (Dirac kernel, zero bias)."""
-    return {'kernel': dirac_kernel(channels, kernel_size), 'bias': jnp.zeros((channels,), jnp.float32)}
+    return {'kernel': jnp.asarray(dirac_kernel(channels, kernel_size)), 'bias': jnp.zeros((channels,), jnp.float32)}
 
 
 def assemble(params_flat: dict[str, Array], old_masks: dict[str, Any], stats_flat: dict[str, Array],

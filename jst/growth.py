@@ -62,12 +62,12 @@ def _identity_layer(insertion: specs.Insertion, init: str, k_init: Array, k_nois
     if insertion.kind == 'residual_block':
         return _residual_block(insertion, init, k_init, k_noise, options)
     if insertion.kind == 'dense_identity':
-        layer = expand.identity_dense(width)
+        layer, keep = expand.identity_dense(width), np.eye(width, dtype=bool)
     else:
-        layer = expand.dirac_conv(width)
+        layer, keep = expand.dirac_conv(width), expand.dirac_kernel(width) != 0
     kernel = f'{name}/kernel'
     new = {kernel: expand.add_noise(layer['kernel'], k_noise, options), f'{name}/bias': layer['bias']}
-    return new, {kernel: np.asarray(layer['kernel']) != 0}, {}
+    return new, {kernel: keep}, {}
 
 
 def _residual_block(insertion: specs.Insertion, init: str, key: Array, k_noise: Array,
@@ -82,9 +82,10 @@ def _residual_block(insertion: specs.Insertion, init: str, key: Array, k_noise: 
         if width != c:
             raise expand.ExpansionError(f'{name}: paper (Dirac) block init needs width == channels '
                                         f'({width} != {c}).')
-        conv1 = conv2 = expand.dirac_kernel(c)
+        dirac = expand.dirac_kernel(c)
+        conv1 = conv2 = jnp.asarray(dirac)
         bn2_scale = jnp.ones((c,))
-        dirac = np.asarray(conv1) != 0
+        dirac = dirac != 0
         keep = {f'{name}/conv1/kernel': dirac, f'{name}/conv2/kernel': dirac}
     else:
         raise ValueError(f"block_init must be 'zero' or 'paper', not {options.block_init!r}.")

@@ -14,7 +14,7 @@ from absl import app
 from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from jst import plots  # pylint: disable=g-import-not-at-top,wrong-import-position
+from jst import report  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _OUT = flags.DEFINE_string('out', None, 'Output folder (default: the first workdir).')
 _TITLE = flags.DEFINE_string('title', 'jst report', 'Report title.')
@@ -24,7 +24,7 @@ def main(argv):
     workdirs = argv[1:]
     if not workdirs:
         raise app.UsageError('Pass one or more workdirs.')
-    path = plots.write_report(workdirs, _OUT.value or workdirs[0], _TITLE.value)
+    path = report.write_report(workdirs, _OUT.value or workdirs[0], _TITLE.value)
     print(path)
 
 

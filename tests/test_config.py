@@ -7,6 +7,7 @@ import pytest
 
 from jst import configuration as C
 from jst import driver
+from jst import workdir
 from tests.helpers import load_config
 
 
@@ -76,12 +77,12 @@ def test_unwritable_workdir(tmp_path):
     locked = tmp_path / 'locked'
     locked.mkdir()
     locked.chmod(stat.S_IREAD | stat.S_IEXEC)
-    with pytest.raises(C.ConfigError, match='not writable'):
-        C.check_workdir_writable(str(locked / 'run'))
+    with pytest.raises(workdir.WorkdirError, match='not writable'):
+        workdir.check_writable(str(locked / 'run'))
 
 
 def test_workdir_that_is_a_file(tmp_path):
     f = tmp_path / 'file'
     f.write_text('x')
-    with pytest.raises(C.ConfigError, match=r'workdir .* is not writable.*--workdir'):
-        C.check_workdir_writable(str(f))
+    with pytest.raises(workdir.WorkdirError, match=r'workdir .* is not writable.*--workdir'):
+        workdir.check_writable(str(f))

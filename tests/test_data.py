@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from jst import data as D
+from jst import readers
 
 
 def _idx(array: np.ndarray) -> bytes:
@@ -17,25 +18,25 @@ def _idx(array: np.ndarray) -> bytes:
 
 def test_parse_idx_roundtrip_and_truncation():
     a = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
-    np.testing.assert_array_equal(D.parse_idx(_idx(a)), a)
+    np.testing.assert_array_equal(readers.parse_idx(_idx(a)), a)
     with pytest.raises(D.DataError, match='Truncated'):
-        D.parse_idx(_idx(a)[:-1])
+        readers.parse_idx(_idx(a)[:-1])
     with pytest.raises(D.DataError, match='magic'):
-        D.parse_idx(b'\x01\x02\x03\x04')
+        readers.parse_idx(b'\x01\x02\x03\x04')
 
 
 def test_parse_cifar_records_channel_layout():
     img = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
     raw = b''.join(bytes([lab]) + im.transpose(2, 0, 1).tobytes() for lab, im in zip([3, 7], img))
-    split = D.parse_cifar10_records(raw)
+    split = readers.parse_cifar10_records(raw)
     np.testing.assert_array_equal(split.images, img)
     np.testing.assert_array_equal(split.labels, [3, 7])
     with pytest.raises(D.DataError, match='whole number'):
-        D.parse_cifar10_records(raw[:-5])
+        readers.parse_cifar10_records(raw[:-5])
 
 
 def test_numpy_mnist_reader_shapes(mnist_dir):
-    train, test = D.read_numpy('mnist', mnist_dir)
+    train, test = readers.read_numpy('mnist', mnist_dir)
     assert train.images.shape == (60000, 28, 28, 1) and test.images.shape == (10000, 28, 28, 1)
     assert train.images.dtype == np.uint8 and set(np.unique(train.labels)) == set(range(10))
 
@@ -52,18 +53,18 @@ def test_tfds_and_numpy_give_identical_arrays(mnist_dir, tfds_data_dir):
 
 def test_auto_uses_tfds_for_checksum_identical_files(mnist_dir):
     pytest.importorskip('tensorflow_datasets')
-    backend, reason = D.choose_backend('mnist', 'auto', mnist_dir)
+    backend, reason = readers.choose_backend('mnist', 'auto', mnist_dir)
     assert backend == 'tfds', reason
 
 
 def test_auto_falls_back_to_numpy_for_recompressed_copy(mnist_dir, tmp_path):
-    for fname in D.MNIST_FILES.values():
+    for fname in readers.MNIST_FILES.values():
         with gzip.open(os.path.join(mnist_dir, fname), 'rb') as src, \
                 gzip.open(tmp_path / fname, 'wb', compresslevel=1) as dst:
             shutil.copyfileobj(src, dst)
-    backend, reason = D.choose_backend('mnist', 'auto', str(tmp_path))
+    backend, reason = readers.choose_backend('mnist', 'auto', str(tmp_path))
     assert backend == 'numpy'
-    if D.tensorflow_available():
+    if readers.tensorflow_available():
         assert 'checksum' in reason
     ds = D.load_dataset('mnist', str(tmp_path), backend='auto', validation_size=1000)
     ref = D.load_dataset('mnist', mnist_dir, backend='numpy', validation_size=1000)
@@ -80,13 +81,13 @@ def test_missing_files_error_names_manual_dir_and_files(tmp_path):
 
 
 def test_numpy_reader_without_manual_dir_explains(monkeypatch):
-    monkeypatch.delenv(D.MANUAL_DIR_ENV, raising=False)
+    monkeypatch.delenv(readers.MANUAL_DIR_ENV, raising=False)
     with pytest.raises(D.DataError, match='manual_dir'):
         D.load_dataset('mnist', None, backend='numpy')
 
 
 def test_manual_dir_from_environment(mnist_dir, monkeypatch):
-    monkeypatch.setenv(D.MANUAL_DIR_ENV, mnist_dir)
+    monkeypatch.setenv(readers.MANUAL_DIR_ENV, mnist_dir)
     ds = D.load_dataset('mnist', None, backend='numpy', validation_size=100)
     assert len(ds.validation) == 100
 
@@ -104,7 +105,7 @@ def test_cifar10_numpy_reader(cifar10_dir):
     assert ds.backend == 'numpy'  # the JPEG q75 copy is not checksum-identical
     assert ds.train.images.shape == (45000, 32, 32, 3) and ds.test.images.shape == (10000, 32, 32, 3)
     np.testing.assert_array_equal(np.bincount(ds.test.labels), [1000] * 10)
-    x = D.normalize_images(ds.train.images[:1000], 'cifar10')
+    x = D.preprocess(ds.train.images[:1000], 'cifar10')
     assert abs(float(x.mean())) < 0.2
 
 

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 
 from jst import driver
-from jst import reporting
+from jst import records as records_lib
 from tests.helpers import REPO, load_config
 
 
@@ -21,7 +21,7 @@ def test_tiny_lth_run(mnist_dir, tmp_path):
         summary = json.load(f)
     assert summary == json.loads(json.dumps(records))
     for r in summary:
-        assert set(reporting.SUMMARY_FIELDS) <= set(r)
+        assert set(records_lib.SUMMARY_FIELDS) <= set(r)
     main = [r for r in summary if r['control'] == 'none']
     assert [r['round'] for r in main] == [0, 1, 2]
     # tiny prunes 50% of the remaining weights of every layer per level.
@@ -29,7 +29,7 @@ def test_tiny_lth_run(mnist_dir, tmp_path):
     assert [r['cumulative_steps'] for r in main] == [150, 300, 450]
     assert all(r['test_accuracy'] > 0.85 for r in main), main  # real learning on real MNIST
     assert [r['round'] for r in summary if r['control'] == 'random_reinit'] == [1, 2]
-    metrics = reporting.read_metrics(str(tmp_path))
+    metrics = records_lib.read_metrics(str(tmp_path))
     assert {m['step'] for m in metrics} == {0, 50, 100, 150}  # 0: before training (after reset)
     assert os.path.exists(tmp_path / 'summary.md')
     assert any(f.startswith('events.out.tfevents') for f in os.listdir(tmp_path / 'tensorboard'))

@@ -8,21 +8,24 @@ import optax
 import pytest
 
 from jst import data as D
+from jst import readers
 from jst import expand as E
+from jst import growth as G
 from jst import masks as M
 from jst import models
+from jst import specs
 
 
 @pytest.fixture(scope='module')
 def mnist_batch(mnist_dir):
-    train, _ = D.read_numpy('mnist', mnist_dir)
-    return jnp.asarray(D.normalize_images(train.images[:64], 'mnist'))
+    train, _ = readers.read_numpy('mnist', mnist_dir)
+    return jnp.asarray(D.preprocess(train.images[:64], 'mnist'))
 
 
 @pytest.fixture(scope='module')
 def cifar_batch(cifar10_dir):
-    train, _ = D.read_numpy('cifar10', cifar10_dir)
-    return jnp.asarray(D.normalize_images(train.images[:32], 'cifar10'))
+    train, _ = readers.read_numpy('cifar10', cifar10_dir)
+    return jnp.asarray(D.preprocess(train.images[:32], 'cifar10'))
 
 
 def _setup(spec, x, prune, include=M.DEFAULT_PRUNABLE, seed=0):
@@ -65,7 +68,7 @@ def _assert_old_masks_kept(masks, grown):
         np.testing.assert_array_equal(np.asarray(new[new_path])[index], np.asarray(old[old_path]))
 
 
-MLP_CASES = [models.paper_mlp(0), models.paper_mlp(2), models.lenet_300_100()]
+MLP_CASES = [specs.paper_mlp(0), specs.paper_mlp(2), specs.lenet_300_100()]
 
 
 @pytest.mark.parametrize('prune', [False, True])
@@ -74,7 +77,7 @@ MLP_CASES = [models.paper_mlp(0), models.paper_mlp(2), models.lenet_300_100()]
 def test_mlp_deepen_every_position(spec, prune, new_mask, mnist_batch):
     params, stats, masks = _setup(spec, mnist_batch, prune)
     for pos in range(1, len(spec.widths) + 1):
-        grown = E.deepen(params, masks, spec, jax.random.key(1), position=pos,
+        grown = G.deepen(params, masks, spec, jax.random.key(1), position=pos,
                          options=E.GrowthOptions(new_mask=new_mask))
         assert len(grown.spec.widths) == len(spec.widths) + 1
         _assert_preserved(spec, params, stats, grown, mnist_batch)
@@ -92,7 +95,7 @@ def test_mlp_deepen_every_position(spec, prune, new_mask, mnist_batch):
 def test_mlp_widen_every_layer(spec, method, prune, mnist_batch):
     params, stats, masks = _setup(spec, mnist_batch, prune)
     for layer in range(len(spec.widths)):
-        grown = E.widen(params, masks, spec, jax.random.key(2), layer=layer, amount=5,
+        grown = G.widen(params, masks, spec, jax.random.key(2), layer=layer, amount=5,
                         options=E.GrowthOptions(widen_method=method))
         assert grown.spec.widths[layer] == spec.widths[layer] + 5
         _assert_preserved(spec, params, stats, grown, mnist_batch)
@@ -101,10 +104,10 @@ def test_mlp_widen_every_layer(spec, method, prune, mnist_batch):
 
 @pytest.mark.parametrize('prune', [False, True])
 def test_resnet_deepen_zero_init_preserves_train_and_eval(prune, cifar_batch):
-    spec = models.paper_resnet(2)
+    spec = specs.paper_resnet(2)
     params, stats, masks = _setup(spec, cifar_batch, prune, include=r'^block_\d+/.*kernel$')
     for pos in range(0, 3):
-        grown = E.deepen(params, masks, spec, jax.random.key(1), position=pos, batch_stats=stats)
+        grown = G.deepen(params, masks, spec, jax.random.key(1), position=pos, batch_stats=stats)
         _assert_preserved(spec, params, stats, grown, cifar_batch)
         _assert_old_masks_kept(masks, grown)
         assert grown.masks['stem']['kernel'] is None  # excluded layers stay unmasked
@@ -112,17 +115,17 @@ def test_resnet_deepen_zero_init_preserves_train_and_eval(prune, cifar_batch):
 
 
 def test_resnet_deepen_from_no_block(cifar_batch):
-    spec = models.paper_resnet(0)
+    spec = specs.paper_resnet(0)
     params, stats, masks = _setup(spec, cifar_batch, False)
-    grown = E.deepen(params, masks, spec, jax.random.key(1), batch_stats=stats)
+    grown = G.deepen(params, masks, spec, jax.random.key(1), batch_stats=stats)
     assert grown.spec.block_widths == (8,)
     _assert_preserved(spec, params, stats, grown, cifar_batch)
 
 
 def test_resnet_paper_block_init_is_dirac_and_not_preserving(cifar_batch):
-    spec = models.paper_resnet(1)
+    spec = specs.paper_resnet(1)
     params, stats, masks = _setup(spec, cifar_batch, False)
-    grown = E.deepen(params, masks, spec, jax.random.key(1), batch_stats=stats,
+    grown = G.deepen(params, masks, spec, jax.random.key(1), batch_stats=stats,
                      options=E.GrowthOptions(block_init='paper'))
     k = np.asarray(grown.params['block_1']['conv1']['kernel'])
     np.testing.assert_array_equal(k[1, 1], np.eye(8))
@@ -134,9 +137,9 @@ def test_resnet_paper_block_init_is_dirac_and_not_preserving(cifar_batch):
 
 @pytest.mark.parametrize('method', ['zero_fanout', 'net2net'])
 def test_resnet_widen(method, cifar_batch):
-    spec = models.paper_resnet(2)
+    spec = specs.paper_resnet(2)
     params, stats, masks = _setup(spec, cifar_batch, True, include=r'^block_\d+/.*kernel$')
-    grown = E.widen(params, masks, spec, jax.random.key(3), layer=1, amount=4, batch_stats=stats,
+    grown = G.widen(params, masks, spec, jax.random.key(3), layer=1, amount=4, batch_stats=stats,
                     options=E.GrowthOptions(widen_method=method))
     assert grown.spec.block_widths == (8, 12)
     _assert_preserved(spec, params, stats, grown, cifar_batch)
@@ -145,40 +148,40 @@ def test_resnet_widen(method, cifar_batch):
 
 @pytest.mark.parametrize('prune', [False, True])
 def test_conv_deepen_and_widen(prune, cifar_batch):
-    spec = models.ConvSpec((8, 8, 16, 16), (False, True, False, True), (32, 16))
+    spec = specs.ConvSpec((8, 8, 16, 16), (False, True, False, True), (32, 16))
     params, stats, masks = _setup(spec, cifar_batch, prune)
     for pos in range(1, 5):
-        grown = E.deepen(params, masks, spec, jax.random.key(1), position=pos)
+        grown = G.deepen(params, masks, spec, jax.random.key(1), position=pos)
         _assert_preserved(spec, params, stats, grown, cifar_batch)
     for layer in (0, 1, 2, 4, 5):
         for method in ('zero_fanout', 'net2net'):
-            grown = E.widen(params, masks, spec, jax.random.key(1), layer=layer, amount=3,
+            grown = G.widen(params, masks, spec, jax.random.key(1), layer=layer, amount=3,
                             options=E.GrowthOptions(widen_method=method))
             _assert_preserved(spec, params, stats, grown, cifar_batch)
             _assert_old_masks_kept(masks, grown)
 
 
 def test_unsupported_widen_names_the_path():
-    spec = models.ConvSpec((8, 8), (False, True), (16,))
+    spec = specs.ConvSpec((8, 8), (False, True), (16,))
     params = models.init_variables(spec, jax.random.key(0), (8, 8, 3))['params']
-    with pytest.raises(E.ExpansionError, match='conv_1/kernel feeds the flattened dense layer'):
-        E.widen(params, M.create_masks(params), spec, jax.random.key(0), layer=1, amount=2)
+    with pytest.raises(E.ExpansionError, match=r'can widen layers \[0, 2\]; not layer 1'):
+        G.widen(params, M.create_masks(params), spec, jax.random.key(0), layer=1, amount=2)
     with pytest.raises(E.ExpansionError, match='out of range'):
-        E.deepen(params, M.create_masks(params), spec, jax.random.key(0), position=7)
+        G.deepen(params, M.create_masks(params), spec, jax.random.key(0), position=7)
 
 
 def test_widen_on_user_tree_with_wrong_names_is_clear():
-    spec = models.MLPSpec((4,))
+    spec = specs.MLPSpec((4,))
     params = {'Dense_0': {'kernel': jnp.ones((3, 4)), 'bias': jnp.zeros(4)},
               'Dense_1': {'kernel': jnp.ones((4, 2)), 'bias': jnp.zeros(2)}}
     with pytest.raises(E.ExpansionError, match=r'hidden_0/kernel not found.*Dense_0/kernel'):
-        E.widen(params, M.create_masks(params), spec, jax.random.key(0), layer=0, amount=1)
+        G.widen(params, M.create_masks(params), spec, jax.random.key(0), layer=0, amount=1)
 
 
 def test_noise_breaks_symmetry_but_stays_close(mnist_batch):
-    spec = models.paper_mlp(1)
+    spec = specs.paper_mlp(1)
     params, stats, masks = _setup(spec, mnist_batch, False)
-    grown = E.deepen(params, masks, spec, jax.random.key(1), options=E.GrowthOptions(noise_scale=1e-3))
+    grown = G.deepen(params, masks, spec, jax.random.key(1), options=E.GrowthOptions(noise_scale=1e-3))
     before = _outputs(spec, params, stats, mnist_batch)[0]
     after = _outputs(grown.spec, grown.params, grown.batch_stats, mnist_batch)[0]
     diff = float(jnp.max(jnp.abs(after - before)))
@@ -186,11 +189,11 @@ def test_noise_breaks_symmetry_but_stays_close(mnist_batch):
 
 
 def test_gradients_reach_new_weights(mnist_batch):
-    spec = models.paper_mlp(1)
+    spec = specs.paper_mlp(1)
     params, stats, masks = _setup(spec, mnist_batch, True)
     labels = jnp.arange(mnist_batch.shape[0]) % 10
-    for grown in (E.deepen(params, masks, spec, jax.random.key(1)),
-                  E.widen(params, masks, spec, jax.random.key(1), layer=0, amount=4)):
+    for grown in (G.deepen(params, masks, spec, jax.random.key(1)),
+                  G.widen(params, masks, spec, jax.random.key(1), layer=0, amount=4)):
         model = models.build_model(grown.spec)
 
         def loss(p):
@@ -207,43 +210,43 @@ def test_gradients_reach_new_weights(mnist_batch):
 
 
 def test_optimizer_state_carries_moments_and_zero_pads():
-    spec = models.paper_mlp(1)
+    spec = specs.paper_mlp(1)
     params = models.init_variables(spec, jax.random.key(0), (28, 28, 1))['params']
     masks = M.create_masks(params)
     tx = optax.adam(1e-3)
     state = jax.tree.map(lambda x: x + 1.5, tx.init(params))
-    grown = E.deepen(params, masks, spec, jax.random.key(1), position=1)
+    grown = G.deepen(params, masks, spec, jax.random.key(1), position=1)
     new_state = E.extend_optimizer_state(tx, state, grown.params, grown.plan)
     adam = new_state[0]
     assert int(adam.count) == int(state[0].count)
     chex.assert_trees_all_equal(adam.mu['hidden_2'], state[0].mu['hidden_1'])  # renamed, carried
     assert float(jnp.abs(adam.mu['hidden_1']['kernel']).max()) == 0  # new layer starts at zero
-    widened = E.widen(params, masks, spec, jax.random.key(1), layer=0, amount=3)
+    widened = G.widen(params, masks, spec, jax.random.key(1), layer=0, amount=3)
     wstate = E.extend_optimizer_state(tx, state, widened.params, widened.plan)[0]
     np.testing.assert_array_equal(wstate.nu['hidden_1']['kernel'][:128], state[0].nu['hidden_1']['kernel'])
     assert float(jnp.abs(wstate.nu['hidden_1']['kernel'][128:]).max()) == 0
 
 
 def test_operators_run_under_jit(mnist_batch):
-    spec = models.paper_mlp(1)
+    spec = specs.paper_mlp(1)
     params, stats, masks = _setup(spec, mnist_batch, True)
-    grow = jax.jit(E.deepen, static_argnames=('spec', 'position', 'options'))
+    grow = jax.jit(G.deepen, static_argnames=('spec', 'position', 'options'))
     opts = E.GrowthOptions(new_mask='sparse')
     jitted = grow(params, masks, spec, jax.random.key(1), position=1, options=opts)
-    eager = E.deepen(params, masks, spec, jax.random.key(1), position=1, options=opts)
+    eager = G.deepen(params, masks, spec, jax.random.key(1), position=1, options=opts)
     chex.assert_trees_all_close(jitted.params, eager.params)
     chex.assert_trees_all_equal(jitted.masks, eager.masks)
     assert jitted.spec == eager.spec
-    wide = jax.jit(E.widen, static_argnames=('spec', 'layer', 'amount', 'options'))
+    wide = jax.jit(G.widen, static_argnames=('spec', 'layer', 'amount', 'options'))
     out = wide(params, masks, spec, jax.random.key(1), layer=0, amount=3)
     _assert_preserved(spec, params, stats, out, mnist_batch)
 
 
 def test_inputs_are_not_mutated(mnist_batch):
-    spec = models.paper_mlp(1)
+    spec = specs.paper_mlp(1)
     params, _, masks = _setup(spec, mnist_batch, True)
     copy_p, copy_m = jax.tree.map(np.array, params), jax.tree.map(np.array, masks)
-    E.deepen(params, masks, spec, jax.random.key(1))
-    E.widen(params, masks, spec, jax.random.key(1), layer=0, amount=3)
+    G.deepen(params, masks, spec, jax.random.key(1))
+    G.widen(params, masks, spec, jax.random.key(1), layer=0, amount=3)
     chex.assert_trees_all_equal(params, copy_p)
     chex.assert_trees_all_equal(masks, copy_m)

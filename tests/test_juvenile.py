@@ -6,13 +6,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jst import context
 from jst import driver
-from jst import experiment as exp_lib
-from jst import expand as E
-from jst import juvenile as J
+from jst import growth as G
 from jst import masks as M
 from jst import models
-from jst import reporting
+from jst import pytrees
+from jst import records as R
+from jst import rounds
+from jst import search as S
+from jst import specs
 from jst import train as T
 from tests.helpers import load_config
 
@@ -37,15 +40,15 @@ def _tiny_juvenile(mnist_dir, **overrides):
 
 def test_surviving_weights_carry_over_between_rounds(mnist_dir, tmp_path, monkeypatch):
     seen = []
-    real = exp_lib.train_round
+    real = rounds.train_round
 
-    def spy(exp, spec, state, **kw):
-        result = real(exp, spec, state, **kw)
+    def spy(ctx, journal, spec, state, **kw):
+        result = real(ctx, journal, spec, state, **kw)
         seen.append((spec, jax.tree.map(np.asarray, state.params), jax.tree.map(np.asarray, result.state.params),
                      result.state.masks))
         return result
 
-    monkeypatch.setattr(exp_lib, 'train_round', spy)
+    monkeypatch.setattr(rounds, 'train_round', spy)
     records = driver.train_and_evaluate(_tiny_juvenile(mnist_dir), str(tmp_path))
     assert [r['architecture'] for r in records] == ['MLP[64-10]', 'MLP[64-64-10]', 'MLP[64-64-64-10]']
     for (spec0, _, end0, _), (spec1, start1, _, _) in zip(seen, seen[1:]):
@@ -66,19 +69,19 @@ def test_surviving_weights_carry_over_between_rounds(mnist_dir, tmp_path, monkey
 
 def test_candidate_selection_ignores_the_test_split(mnist_dir, tmp_path):
     config = _tiny_juvenile(mnist_dir, growth='search')
-    exp = exp_lib.make_experiment(config, str(tmp_path))
-    spec = models.paper_mlp(1, width=32)
+    exp = context.make_context(config, str(tmp_path))
+    spec = specs.paper_mlp(1, width=32)
     variables = models.init_variables(spec, jax.random.key(0), exp.input_shape)
     state = T.create_train_state(variables, M.create_masks(variables['params']), exp.trainer(spec).tx)
-    options = J.growth_options(config)
-    a = J.evaluate_candidates(exp, state, spec, jax.random.key(5), options)
+    options = G.options_from_config(config)
+    a = S.evaluate_candidates(exp, state, spec, jax.random.key(5), options)
     # Scramble the test split: scores must not change. Scramble validation: they must.
     d = exp.data
     exp.data = d.replace(test_x=jnp.zeros_like(d.test_x), test_y=(d.test_y + 3) % 10)
-    b = J.evaluate_candidates(exp, state, spec, jax.random.key(5), options)
+    b = S.evaluate_candidates(exp, state, spec, jax.random.key(5), options)
     assert [c['val_accuracy'] for c in a] == [c['val_accuracy'] for c in b]
     exp.data = d.replace(val_y=(d.val_y + 3) % 10)
-    c = J.evaluate_candidates(exp, state, spec, jax.random.key(5), options)
+    c = S.evaluate_candidates(exp, state, spec, jax.random.key(5), options)
     assert [x['val_accuracy'] for x in a] != [x['val_accuracy'] for x in c]
     names = {x['name'] for x in a}
     assert names == {'deepen@1', 'deepen@2', 'widen0+32', 'widen1+32'}
@@ -86,18 +89,18 @@ def test_candidate_selection_ignores_the_test_split(mnist_dir, tmp_path):
 
 def test_vmapped_probe_matches_one_at_a_time(mnist_dir, tmp_path):
     config = _tiny_juvenile(mnist_dir)
-    exp = exp_lib.make_experiment(config, str(tmp_path))
-    spec = models.paper_mlp(1, width=32)
+    exp = context.make_context(config, str(tmp_path))
+    spec = specs.paper_mlp(1, width=32)
     variables = models.init_variables(spec, jax.random.key(0), exp.input_shape)
     trainer = exp.trainer(spec)
     state = T.create_train_state(variables, M.create_masks(variables['params']), trainer.tx)
-    grown = [E.deepen(state.params, state.masks, spec, jax.random.key(1), position=p) for p in (1, 2)]
-    states = [J.grown_state(exp, state, g, trainer.tx) for g in grown]
-    probe = J.make_probe_fn(exp.trainer(grown[0].spec), exp.num_train, 30)
+    grown = [G.deepen(state.params, state.masks, spec, jax.random.key(1), position=p) for p in (1, 2)]
+    states = [G.grown_state(state, g, trainer.tx) for g in grown]
+    probe = S.make_probe_fn(exp.trainer(grown[0].spec), exp.num_train, 30)
     d = exp.data
     args = (d.train_x, d.train_y, d.val_x, d.val_y, d.val_w, jax.random.key(2))
-    together = np.asarray(probe(J._stack(states), *args))
-    alone = [float(probe(J._stack([s]), *args)[0]) for s in states]
+    together = np.asarray(probe(pytrees.stack(states), *args))
+    alone = [float(probe(pytrees.stack([s]), *args)[0]) for s in states]
     np.testing.assert_allclose(together, alone, atol=1e-6)
 
 
@@ -108,7 +111,7 @@ def test_tiny_juvenile_paper_end_to_end(mnist_dir, tmp_path):
     assert records[-1]['stop_reason'] == 'num_rounds'
     assert [r['cumulative_steps'] for r in records] == [100, 200, 300]
     assert records[-1]['test_accuracy'] > 0.85
-    assert reporting.read_summary(str(tmp_path)) == json.loads(json.dumps(records))
+    assert R.read_summary(str(tmp_path)) == json.loads(json.dumps(records))
 
 
 def test_tiny_juvenile_search_end_to_end(mnist_dir, tmp_path):

@@ -5,9 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jst import juvenility as J
+from jst import data as D
+from jst import diagnostics as J
 from jst import masks as M
 from jst import models
+from jst import specs
 from jst import train as T
 
 
@@ -72,12 +74,12 @@ def test_weight_stats_use_surviving_weights_only():
 
 
 def test_gradient_snr_is_high_for_identical_minibatches():
-    spec = models.MLPSpec((8,))
+    spec = specs.MLPSpec((8,))
     v = models.init_variables(spec, jax.random.key(0), (4, 4, 1))
     masks = M.create_masks(v['params'])
     x1 = jax.random.randint(jax.random.key(1), (8, 4, 4, 1), 0, 255).astype(jnp.uint8)
     y1 = jnp.arange(8) % 10
-    diag = J.make_diagnostics(spec, T.make_preprocess('mnist'), num_minibatches=4, hutchinson_samples=2)
+    diag = J.make_diagnostics(T.make_trainer(spec, 'adam', 1e-3, 0.0, 8, 'mnist'), spec.preactivation_pattern, num_minibatches=4, hutchinson_samples=2)
     same = J.summarize(diag(v['params'], {}, masks, jnp.tile(x1, (4, 1, 1, 1)), jnp.tile(y1, 4), jax.random.key(0)))
     x2 = jax.random.randint(jax.random.key(2), (32, 4, 4, 1), 0, 255).astype(jnp.uint8)
     mixed = J.summarize(diag(v['params'], {}, masks, x2, jnp.arange(32) % 10, jax.random.key(0)))
@@ -87,10 +89,10 @@ def test_gradient_snr_is_high_for_identical_minibatches():
 
 
 def test_diagnostics_on_resnet_name_the_relu_layers():
-    spec = models.paper_resnet(1, channels=4)
+    spec = specs.paper_resnet(1, channels=4)
     v = models.init_variables(spec, jax.random.key(0), (8, 8, 3))
     masks = M.create_masks(v['params'])
-    diag = J.make_diagnostics(spec, T.make_preprocess('cifar10'), num_minibatches=2, hutchinson_samples=2)
+    diag = J.make_diagnostics(T.make_trainer(spec, 'adam', 1e-3, 0.0, 8, 'cifar10'), spec.preactivation_pattern, num_minibatches=2, hutchinson_samples=2)
     x = jax.random.randint(jax.random.key(1), (16, 8, 8, 3), 0, 255).astype(jnp.uint8)
     s = J.summarize(diag(v['params'], v['batch_stats'], masks, x, jnp.arange(16) % 10, jax.random.key(0)))
     assert set(s['layers']['dead_fraction']) == {'stem_bn', 'block_0/bn1'}
@@ -131,32 +133,33 @@ def test_runs_record_diagnostics_and_transfer_a_ticket(mnist_dir, tmp_path):
 
 def test_background_start_diagnostics_are_those_of_the_start_state(mnist_dir, tmp_path):
     """The start-of-round diagnostics run on a thread while the round trains: same values as run first."""
-    from jst import experiment as exp_lib
+    from jst import context
+    from jst import rounds
     from tests.helpers import load_config
     config = load_config('tiny')
     config.manual_dir = mnist_dir
     config.juvenility = True
     config.learning_potential_steps = 10
     config.steps_per_round = 40
-    exp = exp_lib.make_experiment(config, str(tmp_path))
-    spec = models.paper_mlp(1, width=32)
+    exp = context.make_context(config, str(tmp_path))
+    spec = specs.paper_mlp(1, width=32)
     variables = models.init_variables(spec, jax.random.key(0), exp.input_shape)
     state = T.create_train_state(variables, M.create_masks(variables['params']), exp.trainer(spec).tx)
-    result = exp_lib.train_round(exp, spec, state, label='t')
-    start = exp_lib.evaluate_start(exp, spec, state)
-    alone = exp_lib.start_diagnostics(exp, spec, state, start['val_accuracy'])
+    result = rounds.train_round(exp, None, spec, state, label='t')
+    start = rounds.evaluate_start(exp, spec, state)
+    alone = J.start_of_round(exp, spec, state, start['val_accuracy'])
     assert result.start['juvenility'] == alone['juvenility']
     assert result.start['learning_potential'] == alone['learning_potential']
     assert result.start['juvenility_end']['loss'] < alone['juvenility']['loss']
     config.juvenility_background = False  # all on the main thread: same values, all of the time waited
-    fg = exp_lib.train_round(exp, spec, state, label='t')
+    fg = rounds.train_round(exp, None, spec, state, label='t')
     assert fg.start['juvenility'] == alone['juvenility']
     assert fg.start['juvenility_wait_seconds'] >= fg.start['juvenility_seconds'] > 0
 
 
 def test_correlation_table_by_hand():
     """Two runs x three rounds with known factors: pooled, within-round and final-test correlations."""
-    from jst import plots
+    from jst import report
 
     def run(workdir, variant, vals, losses_at_start, final):
         out = []
@@ -168,13 +171,13 @@ def test_correlation_table_by_hand():
 
     # Gains: run a 0.2, 0.1; run b 0.4, 0.1. Factor (learning potential): a 2, 1; b 3, 2.
     summary = run('a', 'x', [0.5, 0.7, 0.8], [0, 2, 1], 0.8) + run('b', 'y', [0.3, 0.7, 0.8], [0, 3, 2], 0.9)
-    rows = plots.juvenility_rows(summary)
+    rows = report.juvenility_rows(summary)
     assert sorted((r['round'], round(r['gain'], 6)) for r in rows) == [(1, 0.2), (1, 0.4), (2, 0.1), (2, 0.1)]
-    pooled, within, final = plots.juvenility_correlations(rows, 'learning_potential')
+    pooled, within, final = report.juvenility_correlations(rows, 'learning_potential')
     np.testing.assert_allclose(pooled, np.corrcoef([2, 1, 3, 2], [0.2, 0.1, 0.4, 0.1])[0, 1], atol=1e-9)
     # Within round 1: factor (2, 3) vs gain (0.2, 0.4), same order; round 2: gains equal -> only round 1 counts.
     np.testing.assert_allclose(within, np.corrcoef([-0.5, 0.5, -0.5, 0.5], [-0.1, 0.1, 0, 0])[0, 1], atol=1e-9)
     np.testing.assert_allclose(final, np.corrcoef([2, 1, 3, 2], [0.8, 0.8, 0.9, 0.9])[0, 1], atol=1e-9)
-    table = plots.juvenility_table(summary)
+    table = report.juvenility_table(summary)
     assert 'all: r(gain) / r(gain, within round) / r(final test), n=4 pairs of 2 runs' in table
     assert 'x: r(gain) / r(gain, within round) / r(final test), n=2 pairs of 1 runs' in table

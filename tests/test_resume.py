@@ -15,7 +15,7 @@ import pytest
 
 from jst import checkpointing
 from jst import driver
-from jst import train as train_lib
+from jst import train_loop as train_lib
 from tests.helpers import REPO
 
 VOLATILE = ('seconds',)
@@ -65,7 +65,7 @@ def _final(workdir):
     ckpt = checkpointing.RunCheckpointer(workdir)
     meta, arrays = ckpt.restore_latest()
     ckpt.close()
-    assert meta['phase'] == 'done'
+    assert meta['progress']['phase'] == 'done'
     key = 'masks' if 'masks' in arrays else 'round_state'
     masks = arrays[key] if key == 'masks' else arrays[key]['masks']
     return summary, metrics, masks

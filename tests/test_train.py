@@ -1,5 +1,6 @@
 """Training: pruned weights stay zero, splitting a run changes nothing, early stopping."""
 
+import functools
 import chex
 import jax
 import jax.numpy as jnp
@@ -9,7 +10,10 @@ import pytest
 from jst import data as D
 from jst import masks as M
 from jst import models
+from jst import pytrees
+from jst import specs
 from jst import train as T
+from jst import train_loop as L
 
 
 def _dataset(n_train=600, n_val=200, n_test=300, shape=(8, 8, 1), seed=0):
@@ -25,21 +29,21 @@ def _setup(spec, shape=(8, 8, 1), prune=0.7):
     masks = M.create_masks(variables['params'])
     masks = M.magnitude_prune(variables['params'], masks, prune)
     trainer = T.Trainer(models.build_model(spec), T.make_optimizer('adam', 1e-2), 30,
-                        T.make_preprocess('mnist'))
+                        functools.partial(D.preprocess, dataset='mnist'))
     state = T.create_train_state(variables, masks, trainer.tx)
     return ds, trainer, state
 
 
 @pytest.mark.parametrize('spec,shape', [
-    (models.MLPSpec((32, 16)), (8, 8, 1)),
-    (models.ResNetSpec((4, 4), stem_channels=4), (8, 8, 3)),
-    (models.ConvSpec((4, 4), (False, True), (8,)), (8, 8, 1)),
+    (specs.MLPSpec((32, 16)), (8, 8, 1)),
+    (specs.ResNetSpec((4, 4), stem_channels=4), (8, 8, 3)),
+    (specs.ConvSpec((4, 4), (False, True), (8,)), (8, 8, 1)),
 ])
 def test_pruned_weights_stay_exactly_zero(spec, shape):
     ds, trainer, state = _setup(spec, shape)
     data = T.device_data(ds)
-    seg = T.make_segment_fn(trainer, len(ds.train))
-    state, records = T.train_steps(seg, state, data, jax.random.key(1), 0, 45, spe=20, eval_every=10)
+    seg = L.make_segment_fn(trainer, len(ds.train))
+    state, records = L.train_steps(seg, state, data, jax.random.key(1), 0, 45, spe=20, eval_every=10)
     flat_m = jax.tree.leaves(state.masks)
     pruned_values = M.map_masked(lambda m, p: p[~m], state.masks, state.params)
     assert all(bool(jnp.all(v == 0)) for v in jax.tree.leaves(pruned_values))
@@ -52,14 +56,14 @@ def test_pruned_weights_stay_exactly_zero(spec, shape):
 
 
 def test_split_training_equals_one_run():
-    spec = models.MLPSpec((32,))
+    spec = specs.MLPSpec((32,))
     ds, trainer, state = _setup(spec)
     data = T.device_data(ds)
-    seg = T.make_segment_fn(trainer, len(ds.train))
+    seg = L.make_segment_fn(trainer, len(ds.train))
     key = jax.random.key(3)
-    whole, rec_whole = T.train_steps(seg, state, data, key, 0, 50, spe=20, eval_every=10)
-    half, rec_a = T.train_steps(seg, state, data, key, 0, 27, spe=20, eval_every=10, total=50)
-    rest, rec_b = T.train_steps(seg, half, data, key, 27, 50, spe=20, eval_every=10)
+    whole, rec_whole = L.train_steps(seg, state, data, key, 0, 50, spe=20, eval_every=10)
+    half, rec_a = L.train_steps(seg, state, data, key, 0, 27, spe=20, eval_every=10, total=50)
+    rest, rec_b = L.train_steps(seg, half, data, key, 27, 50, spe=20, eval_every=10)
     chex.assert_trees_all_close(whole.params, rest.params, atol=1e-6)
     assert [r.step for r in rec_whole] == [r.step for r in rec_a + rec_b]
     np.testing.assert_allclose([r.val_loss for r in rec_whole], [r.val_loss for r in rec_a + rec_b],
@@ -67,15 +71,15 @@ def test_split_training_equals_one_run():
 
 
 def test_plan_segments_cover_range():
-    segs = T.plan_segments(5, 47, 20, breaks=(30,))
+    segs = L.plan_segments(5, 47, 20, breaks=(30,))
     assert segs == [(0, 5, 15), (1, 0, 10), (1, 10, 10), (2, 0, 7)]
 
 
 def test_evaluate_ignores_padding():
-    spec = models.MLPSpec((16,))
+    spec = specs.MLPSpec((16,))
     ds, trainer, state = _setup(spec, prune=0.0)
     data = T.device_data(ds)  # 200 val examples padded to 1000
-    loss, acc = jax.jit(trainer.evaluate)(state.params, state.batch_stats, data.val_x, data.val_y,
+    loss, acc = jax.jit(trainer.evaluate())(state.params, state.batch_stats, data.val_x, data.val_y,
                                           data.val_w)
     logits = trainer.model.apply({'params': state.params},
                                  jnp.asarray(ds.validation.images, jnp.float32) / 255.0)
@@ -86,37 +90,37 @@ def test_evaluate_ignores_padding():
 
 
 def test_early_stopping_picks_min_validation_loss():
-    rec = lambda step, vl: T.EvalRecord(step, 0, 0, vl, step / 100, 0, step / 1000)
-    best = T.early_stopping([rec(10, 0.5), rec(20, 0.3), rec(30, 0.3), rec(40, 0.4)])
+    rec = lambda step, vl: L.EvalRecord(step, 0, 0, vl, step / 100, 0, step / 1000)
+    best = L.early_stopping([rec(10, 0.5), rec(20, 0.3), rec(30, 0.3), rec(40, 0.4)])
     assert best.step == 20 and best.test_accuracy == 0.02
 
 
 def test_non_finite_loss_stops_with_step():
-    spec = models.MLPSpec((16,))
+    spec = specs.MLPSpec((16,))
     ds, _, _ = _setup(spec)
-    trainer = T.Trainer(models.build_model(spec), T.make_optimizer('sgd', 1e30), 30, T.make_preprocess('mnist'))
+    trainer = T.Trainer(models.build_model(spec), T.make_optimizer('sgd', 1e30), 30, functools.partial(D.preprocess, dataset='mnist'))
     variables = models.init_variables(spec, jax.random.key(0), (8, 8, 1))
     state = T.create_train_state(variables, M.create_masks(variables['params']), trainer.tx)
-    seg = T.make_segment_fn(trainer, len(ds.train))
-    with pytest.raises(T.NonFiniteLossError, match=r'round 7: non-finite training loss at step \d+ \(epoch'):
-        T.train_steps(seg, state, T.device_data(ds), jax.random.key(0), 0, 40, spe=20, eval_every=10,
+    seg = L.make_segment_fn(trainer, len(ds.train))
+    with pytest.raises(L.NonFiniteLossError, match=r'round 7: non-finite training loss at step \d+ \(epoch'):
+        L.train_steps(seg, state, T.device_data(ds), jax.random.key(0), 0, 40, spe=20, eval_every=10,
                       label='round 7')
 
 
 def test_replicated_segments_match_individual_runs():
-    spec = models.MLPSpec((16,))
+    spec = specs.MLPSpec((16,))
     ds = _dataset()
     data = T.device_data(ds)
-    trainer = T.Trainer(models.build_model(spec), T.make_optimizer('adam', 1e-2), 30, T.make_preprocess('mnist'))
+    trainer = T.Trainer(models.build_model(spec), T.make_optimizer('adam', 1e-2), 30, functools.partial(D.preprocess, dataset='mnist'))
     states, keys = [], []
     for seed in range(3):
         variables = models.init_variables(spec, jax.random.key(seed), (8, 8, 1))
         masks = M.magnitude_prune(variables['params'], M.create_masks(variables['params']), 0.3 * seed)
         states.append(T.create_train_state(variables, masks, trainer.tx))
         keys.append(jax.random.key(100 + seed))
-    seg = T.make_segment_fn(trainer, len(ds.train))
-    rep = T.make_replicated_segment_fn(trainer, len(ds.train))
-    together, metrics = rep(T.stack_states(states), data, jnp.stack(keys), 0, 0, 0, 20, 10,
+    seg = L.make_segment_fn(trainer, len(ds.train))
+    rep = L.make_replicated_segment_fn(trainer, len(ds.train))
+    together, metrics = rep(pytrees.stack(states), data, jnp.stack(keys), 0, 0, 0, 20, 10,
                             jnp.full((3,), jnp.inf), length=20)
     assert metrics['loss'].shape == (3, 20)
     for i, (s, k) in enumerate(zip(states, keys)):
@@ -126,13 +130,13 @@ def test_replicated_segments_match_individual_runs():
 
 
 def test_python_step_loop_matches_scan():
-    spec = models.ResNetSpec((4,), stem_channels=4)
+    spec = specs.ResNetSpec((4,), stem_channels=4)
     ds, trainer, state = _setup(spec, (8, 8, 3))
     data = T.device_data(ds)
     out = {}
     for loop in ('scan', 'python'):
-        seg = T.make_segment_fn(trainer, len(ds.train), step_loop=loop)
-        out[loop] = T.train_steps(seg, state, data, jax.random.key(1), 0, 30, spe=20, eval_every=10)
+        seg = L.make_segment_fn(trainer, len(ds.train), step_loop=loop)
+        out[loop] = L.train_steps(seg, state, data, jax.random.key(1), 0, 30, spe=20, eval_every=10)
     # Same computation, compiled inside or outside a loop: equal up to float rounding (which 30 Adam
     # steps at lr 1e-2 amplify to ~1e-4).
     chex.assert_trees_all_close(out['scan'][0].params, out['python'][0].params, atol=1e-3)
