@@ -1,27 +1,21 @@
 """Function-preserving structural expansion of any (masked) Flax parameter tree: pure functions.
 
-Generic operations on ``{params, masks, batch_stats}`` addressed by "/"-joined
-paths; nothing here knows jst's models (``jst.growth`` applies them to jst's
-specs). Every operation returns an ``Expansion``: new params, masks,
-batch_stats and a *plan* (for every new leaf, the old leaf it extends and
-where the old values sit), from which ``extend_optimizer_state`` carries
-optimizer moments over. Nothing is mutated. ``Expansion`` is a pytree whose
-spec and plan are static, so the operations run under ``jax.jit`` with sizes
-and options static.
+Generic operations on ``params`` / ``masks`` / ``batch_stats`` addressed by
+"/"-joined paths (``jst.growth`` applies them to jst's specs). Each returns an
+``Expansion``: the new trees and a *plan* (for every new leaf, the old leaf it
+extends and where its values sit) for ``extend_optimizer_state``. Nothing is
+mutated; spec and plan are static, so everything runs under ``jax.jit``.
 
-* ``widen_layer``: any Dense/Conv that feeds another gains ``amount`` units;
-  ``'zero_fanout'`` (GradMax-style: fresh incoming weights scaled to the mean
-  norm of existing units, zero outgoing) or ``'net2net'`` (copies of random
-  units, outgoing weights divided by the copy count). Both exactly preserving
-  (net2net up to float rounding, ~1e-7); BatchNorm between them grows too.
-* ``insert_leaves``: new leaves (an identity layer) plus a renaming of existing
-  ones; ``identity_dense`` and ``dirac_conv`` give identity layers.
-* Masks extend with the params: a pruned weight never comes back; new kernels
-  get a mask by ``new_mask``: ``'dense'`` or ``'sparse'`` at the network's
-  current density, keeping given positions (identity diagonal, Dirac taps).
-  New leaves are masked iff ``masks.is_prunable`` selects them.
-* ``noise_scale > 0`` adds N(0, noise_scale^2) to new kernels (then the
-  function is only approximately preserved).
+* ``widen_layer``: a Dense/Conv that feeds another gains units
+  (``'zero_fanout'``: fresh incoming weights scaled to the existing units'
+  mean norm, zero outgoing; ``'net2net'``: copies with outgoing weights split);
+  a BatchNorm between them grows too. Exactly preserving (net2net ~1e-7).
+* ``insert_leaves``: new leaves (e.g. ``identity_dense``, ``dirac_conv``) and
+  a renaming of existing modules.
+* Masks grow with the params: a pruned weight never comes back; new kernels
+  get ``'dense'`` or ``'sparse'`` masks (the current density, keeping given
+  positions such as an identity diagonal). ``noise_scale`` > 0 perturbs new
+  kernels (then preservation is approximate).
 
 Imports only ``jst.masks`` and ``jst.pytrees``: usable in any JAX project.
 """
@@ -295,31 +289,20 @@ def extend_optimizer_state(tx: optax.GradientTransformation, opt_state: PyTree, 
     """Optimizer state for ``new_params``: moments of surviving weights carried over, new ones zero.
 
     Works for any optax transformation whose state holds params-shaped trees
-    (Adam's mu/nu, momentum traces); other leaves (e.g. Adam's step count)
-    are copied from ``opt_state`` when their path is unchanged.
+    (Adam's mu/nu, momentum traces); a state leaf belongs to the longest plan
+    path its path ends with. Other leaves (e.g. Adam's step count) are copied
+    from ``opt_state`` when their path and shape are unchanged.
     """
-    template = tx.init(new_params)
     old_by_path = pytrees.flatten(opt_state)
-    new_flat, treedef = jax.tree_util.tree_flatten_with_path(template)
-    plan_by_new = {p[0]: p for p in plan}
-    out = []
-    for path, leaf in new_flat:
+
+    def carried(path: Any, leaf: Array) -> Array:
         s = pytrees.path_str(path)
-        value = leaf
-        for new_path, old_path, slices in _suffix_matches(s, plan_by_new):
-            prefix = s[: len(s) - len(new_path)]
-            if old_path is not None and prefix + old_path in old_by_path:
-                old = old_by_path[prefix + old_path]
-                value = jnp.zeros_like(leaf).at[tuple(slice(a, b) for a, b in slices)].set(old)
-            break
-        else:
-            if s in old_by_path and jnp.shape(old_by_path[s]) == jnp.shape(leaf):
-                value = old_by_path[s]
-        out.append(value)
-    return jax.tree_util.tree_unflatten(treedef, out)
+        matches = [e for e in plan if s == e[0] or s.endswith('/' + e[0])]
+        if not matches:
+            old = old_by_path.get(s)
+            return old if old is not None and jnp.shape(old) == jnp.shape(leaf) else leaf
+        new_path, old_path, slices = max(matches, key=lambda e: len(e[0]))
+        old = old_by_path.get(s[: len(s) - len(new_path)] + old_path) if old_path is not None else None
+        return leaf if old is None else jnp.zeros_like(leaf).at[tuple(slice(a, b) for a, b in slices)].set(old)
 
-
-def _suffix_matches(path: str, plan_by_new: dict[str, Any]):
-    for new_path, entry in plan_by_new.items():
-        if path == new_path or path.endswith('/' + new_path):
-            yield entry
+    return jax.tree_util.tree_map_with_path(carried, tx.init(new_params))

@@ -42,6 +42,14 @@ def initializer(name: str) -> Callable[..., Any]:
     return INITIALIZERS[name]
 
 
+def _dense_head(x: Array, widths: Sequence[int], prefix: str, num_classes: int, init: Callable[..., Any]) -> Array:
+    """Flatten, Dense ``prefix_i`` layers with ReLU, then the linear ``output`` (inside a compact call)."""
+    x = x.reshape((x.shape[0], -1))
+    for i, width in enumerate(widths):
+        x = nn.relu(nn.Dense(width, kernel_init=init, name=f'{prefix}_{i}')(x))
+    return nn.Dense(num_classes, kernel_init=init, name='output')(x)
+
+
 class MLP(nn.Module):
     """[N, ...] -> logits [N, num_classes]; inputs are flattened."""
 
@@ -50,11 +58,7 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
         del train
-        init = initializer(self.spec.init)
-        x = x.reshape((x.shape[0], -1))
-        for i, width in enumerate(self.spec.widths):
-            x = nn.relu(nn.Dense(width, kernel_init=init, name=f'hidden_{i}')(x))
-        return nn.Dense(self.spec.num_classes, kernel_init=init, name='output')(x)
+        return _dense_head(x, self.spec.widths, 'hidden', self.spec.num_classes, initializer(self.spec.init))
 
 
 class BasicBlock(nn.Module):
@@ -105,10 +109,7 @@ class ConvNet(nn.Module):
             x = nn.relu(nn.Conv(channels, (3, 3), kernel_init=init, name=f'conv_{i}')(x))
             if pool:
                 x = nn.max_pool(x, (2, 2), strides=(2, 2))
-        x = x.reshape((x.shape[0], -1))
-        for i, width in enumerate(self.spec.dense_widths):
-            x = nn.relu(nn.Dense(width, kernel_init=init, name=f'dense_{i}')(x))
-        return nn.Dense(self.spec.num_classes, kernel_init=init, name='output')(x)
+        return _dense_head(x, self.spec.dense_widths, 'dense', self.spec.num_classes, init)
 
 
 MODULES: dict[str, type] = {'mlp': MLP, 'resnet': ResNet, 'conv': ConvNet}

@@ -15,7 +15,7 @@ Parameter names encode position (``hidden_0``, ``hidden_1``, ..., ``output``;
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, Literal, Union
+from typing import Any, ClassVar, Literal, Sequence, Union
 
 Family = Literal['mlp', 'resnet', 'conv']
 # A leaf that widening a layer touches: (path, units axis, kind); kinds 'mean'/'var' live in batch_stats.
@@ -48,11 +48,29 @@ def _plus(values: tuple[int, ...], index: int, amount: int) -> tuple[int, ...]:
 
 
 class _Family:
-    """What every family's spec shares."""
+    """What every family's spec shares: a growable stack of hidden layers (the field named ``_stack``)."""
+
+    _stack: ClassVar[str]
+    _first_position: ClassVar[int] = 1  # lowest deepen position
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form of the spec (``spec_from_config`` reads it back)."""
         return spec_to_dict(self)
+
+    @property
+    def depth(self) -> int:
+        """Number of hidden layers (blocks)."""
+        return len(getattr(self, self._stack))
+
+    @property
+    def deepen_positions(self) -> range:
+        """Where ``growth.deepen`` may insert a layer (``p``: before hidden layer ``p``)."""
+        return range(self._first_position, len(getattr(self, self._stack)) + 1)
+
+    @property
+    def widenable_layers(self) -> Sequence[int]:
+        """Layers ``growth.widen`` (and the structure search) may widen."""
+        return range(len(getattr(self, self._stack)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,22 +83,10 @@ class MLPSpec(_Family):
     family: ClassVar[str] = 'mlp'
     has_convolutions: ClassVar[bool] = False
     preactivation_pattern: ClassVar[str] = r'^hidden_\d+$'  # modules whose outputs feed a ReLU
+    _stack: ClassVar[str] = 'widths'  # a new layer goes after a ReLU layer: identity is exact
 
     def describe(self) -> str:
         return 'MLP[' + '-'.join(str(w) for w in self.widths) + f'-{self.num_classes}]'
-
-    @property
-    def depth(self) -> int:
-        return len(self.widths)
-
-    @property
-    def deepen_positions(self) -> range:
-        """A new layer goes after hidden layer ``p - 1`` (after a ReLU: identity is exact)."""
-        return range(1, len(self.widths) + 1)
-
-    @property
-    def widenable_layers(self) -> range:
-        return range(len(self.widths))
 
     def deepened(self, pos: int) -> tuple[MLPSpec, Insertion]:
         width = self.widths[pos - 1]
@@ -108,22 +114,12 @@ class ResNetSpec(_Family):
     family: ClassVar[str] = 'resnet'
     has_convolutions: ClassVar[bool] = True
     preactivation_pattern: ClassVar[str] = r'^(stem_bn|block_\d+/bn1)$'
+    _stack: ClassVar[str] = 'block_widths'
+    _first_position: ClassVar[int] = 0  # a block may go right after the stem
 
     def describe(self) -> str:
         blocks = ','.join(str(w) for w in self.block_widths)
         return f'ResNet[stem{self.stem_channels}x7x7; {len(self.block_widths)} blocks({blocks})]'
-
-    @property
-    def depth(self) -> int:
-        return len(self.block_widths)
-
-    @property
-    def deepen_positions(self) -> range:
-        return range(0, len(self.block_widths) + 1)
-
-    @property
-    def widenable_layers(self) -> range:
-        return range(len(self.block_widths))
 
     def deepened(self, pos: int) -> tuple[ResNetSpec, Insertion]:
         w = self.block_widths
@@ -155,6 +151,7 @@ class ConvSpec(_Family):
     family: ClassVar[str] = 'conv'
     has_convolutions: ClassVar[bool] = True
     preactivation_pattern: ClassVar[str] = r'^(conv|dense)_\d+$'
+    _stack: ClassVar[str] = 'conv_channels'  # deepening inserts convs
 
     def __post_init__(self):
         if len(self.conv_channels) != len(self.pool_after):
@@ -168,10 +165,6 @@ class ConvSpec(_Family):
     @property
     def depth(self) -> int:
         return len(self.conv_channels) + len(self.dense_widths)
-
-    @property
-    def deepen_positions(self) -> range:
-        return range(1, len(self.conv_channels) + 1)
 
     @property
     def widenable_layers(self) -> list[int]:

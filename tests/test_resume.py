@@ -204,3 +204,21 @@ def test_real_nan_message(mnist_dir, tmp_path):
     config.optimizer, config.learning_rate = 'sgd', 1e12
     with pytest.raises(train_lib.NonFiniteLossError, match=r'lth round 0: non-finite training loss at step \d+ \(epoch \d+\)'):
         driver.train_and_evaluate(config, str(tmp_path))
+
+
+def test_checkpoint_of_an_older_layout_is_refused_naming_the_fix(mnist_dir, tmp_path):
+    """A workdir checkpointed by the layout before the module re-layout (no schema version) is not
+    resumed: a clear error names --config.overwrite=True, which then starts over."""
+    from tests.helpers import load_config  # pylint: disable=g-import-not-at-top
+    config = load_config('tiny')
+    config.manual_dir, config.num_rounds, config.steps_per_round, config.eval_every = mnist_dir, 0, 20, 10
+    config.write_report = False
+    ck = checkpointing.RunCheckpointer(str(tmp_path))
+    ck.save({'phase': 'train', 'round': 0, 'training': None, 'summary': [], 'metrics': []},
+            {'theta0': {'x': np.ones(3)}})
+    ck.close()
+    with pytest.raises(checkpointing.CheckpointError, match=r'another layout.*--config.overwrite=True'):
+        driver.train_and_evaluate(config, str(tmp_path))
+    config.overwrite = True
+    records = driver.train_and_evaluate(config, str(tmp_path))
+    assert [(r['round'], r['cumulative_steps']) for r in records] == [(0, 20)]
