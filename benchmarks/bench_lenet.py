@@ -239,7 +239,7 @@ def bench_overheads(ds: data_lib.Dataset, epoch_s: float, batch: int = 60) -> di
     jax.block_until_ready(prune(state.params, masks, rates))
     prune_s = time.perf_counter() - t
     with tempfile.TemporaryDirectory() as d:
-        ck = checkpointing.RunCheckpointer(d)
+        ck = checkpointing.RunCheckpointer(d, None)
         arrays = {'train_state': checkpointing.state_to_storable(state)}
         ck.save({'phase': 'train'}, arrays)
         t = time.perf_counter()

@@ -22,27 +22,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
 from typing import Any, Optional
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 from absl import logging
 
+from jst import checkpoint_io
 from jst import pytrees
 from jst import records as records_lib
 from jst import specs
 from jst import train as train_lib
-from jst import workdir as workdir_lib
 
 PyTree = Any
 SCHEMA_VERSION = 2
-
-
-class CheckpointError(RuntimeError):
-    """No usable checkpoint, one of an older layout, or a ticket that cannot be used."""
+CheckpointError = checkpoint_io.CheckpointError
+RunCheckpointer = checkpoint_io.RunCheckpointer
 
 
 class ArrayKey:
@@ -165,53 +160,6 @@ def variables_from_storable(stored: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------
 # The checkpointer and the journal
 # --------------------------------------------------------------------------
-class RunCheckpointer:
-    """Saves and restores (meta, arrays) in ``WORKDIR/checkpoints`` (keeps the last ``keep``)."""
-
-    def __init__(self, workdir: str, keep: int = 2):
-        self.directory = os.path.abspath(os.path.join(workdir, workdir_lib.CHECKPOINT_DIR))
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False)
-        self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=('arrays', 'meta'))
-        self._next = (self._manager.latest_step() or 0) + 1
-
-    def save(self, meta: dict[str, Any], arrays: dict[str, Any]) -> int:
-        """Writes one checkpoint (synchronously); returns its index."""
-        index = self._next
-        _maybe_crash_for_test('save', index)
-        self._manager.save(index, args=ocp.args.Composite(
-            arrays=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta)))
-        self._manager.wait_until_finished()
-        self._next = index + 1
-        _maybe_crash_for_test('after_save', index)
-        return index
-
-    def restore_latest(self) -> Optional[tuple[dict[str, Any], dict[str, Any]]]:
-        """(meta, arrays) of the newest readable checkpoint, or None when there is none."""
-        self._manager.reload()
-        steps = sorted(self._manager.all_steps(), reverse=True)
-        for step in steps:
-            try:
-                restored = self._manager.restore(step, args=ocp.args.Composite(
-                    arrays=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
-                meta, arrays = restored['meta'], restored['arrays']
-                if not isinstance(meta, dict) or 'schema_version' not in meta and 'phase' not in meta:
-                    raise CheckpointError('meta is incomplete')
-                if step != steps[0]:
-                    logging.warning('Resumed from checkpoint %d: newer ones could not be read.', step)
-                self._next = max(steps) + 1
-                return meta, arrays
-            except Exception as e:  # pylint: disable=broad-except
-                logging.warning('Checkpoint %d in %s is unreadable (%s); trying an older one. '
-                                'It is left in place.', step, self.directory, e)
-        if steps:
-            raise CheckpointError(f'None of the checkpoints {steps} in {self.directory} can be read. '
-                                  'Move the folder away to start over (or pass --config.overwrite=True).')
-        return None
-
-    def close(self) -> None:
-        self._manager.close()
-
-
 class Journal:
     """A running search's checkpointed state: typed progress, arrays, training progress, history.
 
@@ -220,13 +168,13 @@ class Journal:
     when ``overwrite``.
     """
 
-    def __init__(self, workdir: str, progress: Any, overwrite: bool = False):
+    def __init__(self, workdir: str, progress: Any, config: dict[str, Any], overwrite: bool = False):
         self.workdir, self.progress, self._overwrite = workdir, progress, overwrite
         self.arrays: dict[str, Any] = {}
         self.training: Optional[TrainingProgress] = None
         self.final_spec: Optional[dict[str, Any]] = None
         self.history = records_lib.History()
-        self.checkpointer = RunCheckpointer(workdir)
+        self.checkpointer = RunCheckpointer(workdir, config)
         self.writer = records_lib.make_metric_writer(workdir)
 
     def __enter__(self) -> Journal:
@@ -248,7 +196,14 @@ class Journal:
         self.checkpointer.save(json.loads(json.dumps(meta)), self.arrays)
 
     def restore(self) -> bool:
-        restored = self.checkpointer.restore_latest()
+        """Loads the newest readable checkpoint of this run (False: none, start fresh), and rewrites the
+        record files from its history (they may be missing or stale)."""
+        try:
+            restored = self.checkpointer.restore_latest()
+        except CheckpointError as e:
+            if not self._overwrite:
+                raise
+            return self._start_over(str(e))
         if restored is None:
             return False
         meta, arrays = restored
@@ -258,6 +213,7 @@ class Journal:
         self.training = TrainingProgress(**meta['training']) if meta.get('training') else None
         self.final_spec, self.arrays = meta.get('final_spec'), arrays
         self.history = records_lib.History(**meta['history'])
+        self.history.write(self.workdir)
         logging.info('Resuming from checkpoint: round %s, phase %s, step %s.', self.progress.round,
                      self.progress.phase, self.training.step if self.training else 0)
         return True
@@ -269,26 +225,20 @@ class Journal:
                                   f'layout ({found}; this jst writes schema {SCHEMA_VERSION} of '
                                   f'{type(self.progress).__name__}). Pass --config.overwrite=True to start '
                                   'over, or use another --workdir.')
-        logging.warning('Discarding checkpoints of another layout (%s) in %s.', found, self.workdir)
-        self.checkpointer.close()
-        shutil.rmtree(self.checkpointer.directory, ignore_errors=True)
-        self.checkpointer = RunCheckpointer(self.workdir)
+        return self._start_over(f'another layout: {found}')
+
+    def _start_over(self, why: str) -> bool:
+        """Discards the workdir's checkpoints and records (``overwrite``); the search starts fresh."""
+        logging.warning('Discarding the run in %s (%s): --config.overwrite=True.', self.workdir, why)
+        self.checkpointer.discard()
         return False
 
 
-def _maybe_crash_for_test(event: str, index: int) -> None:
-    """Test hook: ``JST_CRASH_AT=save:3`` SIGKILLs this process during the 3rd checkpoint write,
-    ``after_save:3`` right after it (used by the resume tests; unset in normal use)."""
-    spec = os.environ.get('JST_CRASH_AT')
-    if not spec:
-        return
-    want_event, _, want_index = spec.partition(':')
-    if want_event != event or int(want_index or 0) != index:
-        return
-    import signal  # pylint: disable=g-import-not-at-top
-    import threading  # pylint: disable=g-import-not-at-top
-    if event == 'save':  # die a moment later: in the middle of the orbax write
-        threading.Timer(float(os.environ.get('JST_CRASH_DELAY', '0.005')),
-                        lambda: os.kill(os.getpid(), signal.SIGKILL)).start()
-    else:
-        os.kill(os.getpid(), signal.SIGKILL)
+def read_checkpoint(workdir: str) -> Optional[tuple[dict[str, Any], dict[str, Any]]]:
+    """(meta, arrays) of the newest readable checkpoint of the run in ``workdir`` (another run: its
+    config is not checked); None when it has none."""
+    ck = RunCheckpointer(workdir, None)
+    try:
+        return ck.restore_latest()
+    finally:
+        ck.close()

@@ -17,6 +17,7 @@ import re
 import typing
 from typing import Any, Literal
 
+import jax
 import ml_collections
 
 from jst import expand
@@ -127,6 +128,11 @@ def default_config() -> ml_collections.ConfigDict:
     return c
 
 
+_ZERO_MEANS = {'train_limit': 'all training examples', 'steps_per_round': 'use epochs_per_round',
+               'eval_every': 'once per epoch'}
+_WIDTH_FIELDS = ('widths', 'block_widths', 'conv_channels', 'dense_widths')
+
+
 def _check(cond: bool, msg: str) -> None:
     if not cond:
         raise ConfigError(msg)
@@ -165,8 +171,24 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _check(c.num_rounds >= 0, f'config.num_rounds={c.num_rounds} must be >= 0.')
     _check(c.batch_size > 0, f'config.batch_size={c.batch_size} must be positive.')
     _check(c.learning_rate > 0, f'config.learning_rate={c.learning_rate} must be positive.')
+    for field in ('train_limit', 'steps_per_round', 'eval_every'):
+        _check(c[field] >= 0, f'config.{field}={c[field]} must be >= 0 (0 means: {_ZERO_MEANS[field]}).')
+    _check(c.epochs_per_round >= 0, f'config.epochs_per_round={c.epochs_per_round} must be >= 0.')
     _check(c.steps_per_round > 0 or c.epochs_per_round > 0,
            'Set config.steps_per_round > 0 or config.epochs_per_round > 0.')
+    _check(c.growth == 'paper' or c.method == 'juvenile',
+           f"config.growth={c.growth!r} applies to method='juvenile' only; config.method={c.method!r} does not "
+           "grow. Drop --config.growth or pass --config.method=juvenile.")
+    for name, model in (('model', c.model), ('lth_model', c.lth_model)):
+        for field in _WIDTH_FIELDS:
+            widths = model.get(field) if len(model) else None
+            _check(not widths or all(int(w) > 0 for w in widths),
+                   f'config.{name}.{field}={tuple(widths or ())} must hold positive sizes.')
+    available = jax.device_count()
+    _check(-1 <= c.num_devices <= available and c.num_devices != 0,
+           f'config.num_devices={c.num_devices}, but {available} device(s) are visible ({jax.default_backend()}); '
+           'pass a number from 1 to that, or -1 for all. (On CPU, XLA_FLAGS=--xla_force_host_platform_device_count=8 '
+           'simulates 8.)')
     _check(c.rewind_step >= 0, f'config.rewind_step={c.rewind_step} must be >= 0.')
     _check(c.steps_per_round <= 0 or c.rewind_step < c.steps_per_round,
            f'config.rewind_step={c.rewind_step} must be smaller than steps_per_round={c.steps_per_round}.')

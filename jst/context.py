@@ -59,6 +59,10 @@ class RunContext:
             self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='jst-background')
         return self._executor
 
+    def config_dict(self) -> dict[str, Any]:
+        """The config as plain JSON-able dicts."""
+        return configuration.config_to_dict(self.config)
+
     @property
     def num_train(self) -> int:
         return len(self.dataset.train)

@@ -33,23 +33,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
     """Validates the config, claims the workdir, loads data, runs (or resumes) ``config.method``.
 
     Running again on the same workdir resumes from the last checkpoint; a
-    workdir holding a run of a different config is refused (see
-    ``config.overwrite``). Returns the summary records; writes ``summary.md``
+    workdir holding a run of a different config, or in use by another
+    process, is refused (see ``config.overwrite``). Returns the summary records; writes ``summary.md``
     and, with ``config.write_report``, a report with plots (``report/``).
     """
     quiet_orbax_logs()
     configuration.validate_config(config)
-    workdir_lib.claim(workdir, configuration.config_to_dict(config), config.overwrite)
-    with context_lib.make_context(config, workdir) as ctx:
-        logging.info('%d train / %d validation / %d test examples; %d steps per round (%d per epoch).',
-                     ctx.num_train, len(ctx.dataset.validation), len(ctx.dataset.test),
-                     ctx.steps_per_round, ctx.steps_per_epoch)
-        records = searches.run(ctx)
-    table = report.summary_table(records)
-    print(table, flush=True)
-    workdir_lib.atomic_write_text(os.path.join(workdir, workdir_lib.SUMMARY_TABLE_FILE), table + '\n')
-    if config.write_report:
-        path = report.write_report([workdir], os.path.join(workdir, workdir_lib.REPORT_DIR),
-                                   f'{config.method} on {config.dataset}')
-        logging.info('Report: %s', path)
+    workdir_lib.check_writable(workdir)
+    with workdir_lib.WorkdirLock(workdir):
+        workdir_lib.claim(workdir, configuration.config_to_dict(config), config.overwrite)
+        with context_lib.make_context(config, workdir) as ctx:
+            logging.info('%d train / %d validation / %d test examples; %d steps per round (%d per epoch).',
+                         ctx.num_train, len(ctx.dataset.validation), len(ctx.dataset.test),
+                         ctx.steps_per_round, ctx.steps_per_epoch)
+            records = searches.run(ctx)
+        table = report.summary_table(records)
+        print(table, flush=True)
+        workdir_lib.atomic_write_text(os.path.join(workdir, workdir_lib.SUMMARY_TABLE_FILE), table + '\n')
+        if config.write_report:
+            path = report.write_report([workdir], os.path.join(workdir, workdir_lib.REPORT_DIR),
+                                       f'{config.method} on {config.dataset}')
+            logging.info('Report: %s', path)
     return records

@@ -33,7 +33,8 @@ def run(ctx: context_lib.RunContext) -> list[dict[str, Any]]:
     after the ticket's training. A checkpoint is written after every phase and inside trainings.
     """
     controls = pruning.control_names(ctx.config.control)
-    with checkpointing.Journal(ctx.workdir, checkpointing.LotteryProgress(), ctx.config.overwrite) as journal:
+    with checkpointing.Journal(ctx.workdir, checkpointing.LotteryProgress(), ctx.config_dict(),
+                               ctx.config.overwrite) as journal:
         if not journal.restore():
             spec, theta0, masks0 = tickets.start_network(ctx, 'lth')
             journal.arrays = {ArrayKey.THETA0: checkpointing.variables_to_storable(theta0),

@@ -30,7 +30,8 @@ def run(ctx: context_lib.RunContext) -> list[dict[str, Any]]:
     The state at the start of each round (grown, pruned weights, masks, optimizer state and
     spec) is checkpointed, as is progress inside trainings.
     """
-    with checkpointing.Journal(ctx.workdir, checkpointing.RecursiveProgress(), ctx.config.overwrite) as journal:
+    with checkpointing.Journal(ctx.workdir, checkpointing.RecursiveProgress(), ctx.config_dict(),
+                               ctx.config.overwrite) as journal:
         if not journal.restore():
             spec, variables, masks = tickets.start_network(ctx, 'juvenile', allow_empty_masks=True)
             journal.arrays = {ArrayKey.ROUND_STATE: checkpointing.state_to_storable(

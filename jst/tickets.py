@@ -49,12 +49,7 @@ def load_ticket(source: str, weights: str, init_variables: Callable[[specs.Model
                 ) -> tuple[specs.ModelSpec, dict[str, Any], PyTree]:
     """(spec, variables, masks) of the final ticket of the finished run in ``source``; ``weights`` as
     ``config.init_from_weights``. The ticket must fit ``init_variables``' input shape."""
-    ck = checkpointing.RunCheckpointer(source)
-    try:
-        restored = ck.restore_latest()
-    finally:
-        ck.close()
-    meta, arrays = restored or ({}, {})
+    meta, arrays = checkpointing.read_checkpoint(source) or ({}, {})
     if (meta.get('progress') or {}).get('phase') != 'done' or ArrayKey.FINAL not in arrays:
         raise configuration.ConfigError(
             f'config.init_from={source!r} holds no finished run (no final ticket in its checkpoints); '

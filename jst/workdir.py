@@ -1,18 +1,23 @@
 """The layout of a run's folder, and who may write to it.
 
 Every file name of a workdir is defined here (records, checkpoints, report,
-TensorBoard); ``claim`` refuses a workdir that holds a run of another config
-(unless ``overwrite``) and records ours in ``config.json``. Imports no other
-jst module.
+TensorBoard); ``WorkdirLock`` lets one process at a time write a workdir (an
+exclusive ``flock``, released on any exit, also when the process dies);
+``claim`` refuses a workdir that holds a run of another config (unless
+``overwrite``) and records ours in ``config.json``. Imports no other jst module.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import shutil
+import socket
 import tempfile
-from typing import Any
+import time
+from typing import Any, Optional
 
 from absl import logging
 
@@ -21,6 +26,8 @@ SUMMARY_FILE = 'summary.json'
 SUMMARY_TABLE_FILE = 'summary.md'
 METRICS_FILE = 'metrics.jsonl'
 CHECKPOINT_DIR = 'checkpoints'
+UNREADABLE_CHECKPOINT_DIR = 'checkpoints_unreadable'  # checkpoints that failed verification, kept for inspection
+LOCK_FILE = '.lock'
 REPORT_DIR = 'report'
 TENSORBOARD_DIR = 'tensorboard'
 RECORD_FILES = (SUMMARY_FILE, METRICS_FILE, SUMMARY_TABLE_FILE)
@@ -41,6 +48,38 @@ def atomic_write_text(path: str, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+class WorkdirLock:
+    """Exclusive use of ``workdir`` by this process (a context manager). A second process is refused
+    with the holder's pid and host; a lock left by a dead process is free again (``flock``)."""
+
+    def __init__(self, workdir: str):
+        self.path = os.path.join(workdir, LOCK_FILE)
+        self._fd: Optional[int] = None
+
+    def __enter__(self) -> WorkdirLock:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            holder = os.pread(fd, 4096, 0).decode(errors='replace').strip() or 'another process'
+            os.close(fd)
+            if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise
+            raise WorkdirError(f'Workdir {os.path.dirname(self.path)!r} is in use by {holder}. Wait for that run '
+                               'to end (this command then resumes it), or use another --workdir.') from e
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f'pid {os.getpid()} on host {socket.gethostname()} since '
+                      f'{time.strftime("%Y-%m-%d %H:%M:%S")}\n'.encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
 
 
 def check_writable(workdir: str) -> None:
@@ -68,6 +107,11 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any], prefix: s
     return out
 
 
+def run_fields(config_dict: dict[str, Any]) -> dict[str, Any]:
+    """The config fields that define a run (all but ``RESUMABLE_FIELDS``)."""
+    return {k: v for k, v in config_dict.items() if k not in RESUMABLE_FIELDS}
+
+
 def discard_run(workdir: str) -> None:
     """Removes the checkpoints and records of the run in ``workdir``."""
     shutil.rmtree(os.path.join(workdir, CHECKPOINT_DIR), ignore_errors=True)
@@ -78,8 +122,7 @@ def discard_run(workdir: str) -> None:
 
 def claim(workdir: str, config_dict: dict[str, Any], overwrite: bool) -> None:
     """Refuses a workdir that holds a run of another config (unless ``overwrite``: then that run is
-    discarded), then writes ``config.json``."""
-    check_writable(workdir)
+    discarded), then writes ``config.json``. Call it holding the ``WorkdirLock``."""
     path = os.path.join(workdir, CONFIG_FILE)
     if os.path.exists(path):
         with open(path) as f:

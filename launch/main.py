@@ -8,7 +8,18 @@ from absl import flags
 from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from jst import driver  # pylint: disable=g-import-not-at-top,wrong-import-position
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from jst import checkpointing
+from jst import configuration
+from jst import data
+from jst import driver
+from jst import train_loop
+from jst import workdir as workdir_lib
+# pylint: enable=g-import-not-at-top,wrong-import-position
+
+# Errors whose message names the problem and the fix: printed as one line (traceback with --verbosity=1).
+USER_ERRORS = (configuration.ConfigError, data.DataError, checkpointing.CheckpointError, workdir_lib.WorkdirError,
+               train_loop.NonFiniteLossError)
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a config file.', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where results and checkpoints go '
@@ -24,7 +35,13 @@ def main(argv):
     config_path = flags.FLAGS['config'].config_filename
     workdir = _WORKDIR.value or os.path.join(
         'runs', os.path.splitext(os.path.basename(config_path.split(':')[0]))[0])
-    driver.train_and_evaluate(_CONFIG.value, workdir)
+    try:
+        driver.train_and_evaluate(_CONFIG.value, workdir)
+    except USER_ERRORS as e:
+        if flags.FLAGS.verbosity >= 1:
+            raise
+        print(f'jst: {type(e).__name__}: {e}\n(run with --verbosity=1 for the traceback)', file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == '__main__':

@@ -8,6 +8,11 @@
 # overrides come after them and win. Compiled programs are cached across the runs in
 # OUT_DIR/xla_cache (JAX's persistent compilation cache) unless JAX_COMPILATION_CACHE_DIR is set.
 set -euo pipefail
+if [ $# -lt 4 ]; then
+  echo 'usage: bash launch/sweep.sh OUT_DIR CONFIG "SEEDS" "NAME:--overrides ..." ["NAME:--overrides ..." ...]' >&2
+  echo '  e.g. bash launch/sweep.sh runs/paper_mnist configs/mnist.py "42 43 44" "juvenile:--config.method=juvenile"' >&2
+  exit 2
+fi
 out=$1; config=$2; seeds=$3; shift 3
 mkdir -p "$out"
 export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-$out/xla_cache}"

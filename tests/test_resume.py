@@ -62,7 +62,7 @@ def _final(workdir):
             r['juvenility'].pop('seconds', None)
             r['juvenility'].pop('wait_seconds', None)
     metrics = open(os.path.join(workdir, 'metrics.jsonl')).read()
-    ckpt = checkpointing.RunCheckpointer(workdir)
+    ckpt = checkpointing.RunCheckpointer(workdir, None)
     meta, arrays = ckpt.restore_latest()
     ckpt.close()
     assert meta['progress']['phase'] == 'done'
@@ -151,28 +151,30 @@ def test_corrupt_newest_checkpoint_falls_back_and_is_kept(mnist_dir, tmp_path):
     copy = str(tmp_path / 'copy')
     shutil.copytree(workdir, copy)
     shutil.rmtree(os.path.join(copy, 'checkpoints', str(steps[-1])))
-    ck = checkpointing.RunCheckpointer(copy)
+    ck = checkpointing.RunCheckpointer(copy, None)
     older_meta, _ = ck.restore_latest()
     ck.close()
     for root, _, files in os.walk(os.path.join(newest, 'arrays')):
         for f in files:
             with open(os.path.join(root, f), 'wb') as fh:
                 fh.write(b'garbage')
-    ck = checkpointing.RunCheckpointer(workdir)
+    ck = checkpointing.RunCheckpointer(workdir, None)
     meta, _ = ck.restore_latest()
     ck.close()
-    assert os.path.isdir(newest)  # never destroyed
+    assert not os.path.isdir(newest)  # out of rotation, so it can never displace the good one...
+    aside = os.listdir(os.path.join(workdir, 'checkpoints_unreadable'))
+    assert [a.split('-')[0] for a in aside] == [str(steps[-1])]  # ...but kept on disk for inspection
     assert meta == older_meta  # fell back to the previous good checkpoint
     code, _, err = _run(_args(mnist_dir, workdir))  # and the run still completes
     assert code == 0, err[-2000:]
 
 
 def test_all_checkpoints_unreadable_is_a_clear_error(tmp_path):
-    ck = checkpointing.RunCheckpointer(str(tmp_path))
+    ck = checkpointing.RunCheckpointer(str(tmp_path), None)
     ck.save({'phase': 'train'}, {'x': np.ones(3)})
     ck.close()
     shutil.rmtree(tmp_path / 'checkpoints' / '1' / 'meta')
-    ck = checkpointing.RunCheckpointer(str(tmp_path))
+    ck = checkpointing.RunCheckpointer(str(tmp_path), None)
     with pytest.raises(checkpointing.CheckpointError, match='can be read.*--config.overwrite=True'):
         ck.restore_latest()
 
@@ -213,7 +215,7 @@ def test_checkpoint_of_an_older_layout_is_refused_naming_the_fix(mnist_dir, tmp_
     config = load_config('tiny')
     config.manual_dir, config.num_rounds, config.steps_per_round, config.eval_every = mnist_dir, 0, 20, 10
     config.write_report = False
-    ck = checkpointing.RunCheckpointer(str(tmp_path))
+    ck = checkpointing.RunCheckpointer(str(tmp_path), None)
     ck.save({'phase': 'train', 'round': 0, 'training': None, 'summary': [], 'metrics': []},
             {'theta0': {'x': np.ones(3)}})
     ck.close()
@@ -222,3 +224,93 @@ def test_checkpoint_of_an_older_layout_is_refused_naming_the_fix(mnist_dir, tmp_
     config.overwrite = True
     records = driver.train_and_evaluate(config, str(tmp_path))
     assert [(r['round'], r['cumulative_steps']) for r in records] == [(0, 20)]
+
+
+def _reference(mnist_dir, tmp_path, name='reference'):
+    workdir = str(tmp_path / name)
+    code, _, err = _run(_args(mnist_dir, workdir))
+    assert code == 0, err[-2000:]
+    return _final(workdir)
+
+
+def _flip_bytes(folder):
+    """Same-size corruption: every array file of the checkpoint has its bytes reversed."""
+    for root, _, files in os.walk(os.path.join(folder, 'arrays')):
+        for f in files:
+            path = os.path.join(root, f)
+            data = open(path, 'rb').read()
+            if len(data) > 64 and not f.endswith('.json') and 'ocdbt' not in f and 'manifest' not in f:
+                open(path, 'wb').write(data[:32] + data[32:][::-1])
+
+
+def test_same_size_corruption_is_detected_and_the_good_checkpoint_survives(mnist_dir, tmp_path):
+    """Finding 3: flipped bytes in the newest checkpoint load without error on the old code; the checksums
+    catch them, the run resumes from the older one, which the next saves do not rotate away."""
+    reference = _reference(mnist_dir, tmp_path)
+    workdir = str(tmp_path / 'run')
+    code, _, _ = _run(_args(mnist_dir, workdir), env_extra={'JST_CRASH_AT': 'after_save:6'})
+    assert code == -signal.SIGKILL
+    _flip_bytes(os.path.join(workdir, 'checkpoints', '6'))
+    code, _, err = _run(_args(mnist_dir, workdir))
+    assert code == 0, err[-3000:]
+    assert 'unreadable' in err
+    _assert_same(_final(workdir), reference)
+    assert os.listdir(os.path.join(workdir, 'checkpoints_unreadable'))
+
+
+def test_checkpoint_knows_its_config_whatever_config_json_says(mnist_dir, tmp_path):
+    """Finding 2: config.json deleted, rerun with another seed: the checkpoint of seed 0 is not resumed."""
+    workdir = str(tmp_path / 'run')
+    code, _, _ = _run(_args(mnist_dir, workdir), env_extra={'JST_CRASH_AT': 'after_save:3'})
+    assert code == -signal.SIGKILL
+    os.remove(os.path.join(workdir, 'config.json'))
+    code, _, err = _run(_args(mnist_dir, workdir) + ['--config.seed=5'])
+    assert code == 2, err[-2000:]
+    assert 'belong to a run of another config (seed: 0 in the workdir, 5 now)' in err
+    assert '--config.overwrite=True' in err and 'Traceback' not in err
+    code, _, err = _run(_args(mnist_dir, workdir) + ['--config.seed=5', '--config.overwrite=True'])
+    assert code == 0, err[-2000:]
+    assert {r['seed'] for r in json.load(open(os.path.join(workdir, 'summary.json')))} == {5}
+
+
+def test_deleted_records_of_a_finished_run_are_rebuilt(mnist_dir, tmp_path):
+    """Finding 4: summary.json and metrics.jsonl deleted after the run ended come back on a rerun."""
+    reference = _reference(mnist_dir, tmp_path, 'run')
+    workdir = str(tmp_path / 'run')
+    metrics = open(os.path.join(workdir, 'metrics.jsonl')).read()
+    os.remove(os.path.join(workdir, 'summary.json'))
+    os.remove(os.path.join(workdir, 'metrics.jsonl'))
+    code, _, err = _run(_args(mnist_dir, workdir))
+    assert code == 0, err[-2000:]
+    _assert_same(_final(workdir), reference)
+    assert open(os.path.join(workdir, 'metrics.jsonl')).read() == metrics
+
+
+def test_one_writer_per_workdir(mnist_dir, tmp_path):
+    """Finding 5: a second process on a busy workdir is refused with the holder's pid and host; a lock
+    left by a killed process does not block the rerun."""
+    workdir = str(tmp_path / 'run')
+    first = subprocess.Popen(_args(mnist_dir, workdir), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             cwd=REPO, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not os.path.exists(os.path.join(workdir, 'config.json')):
+        time.sleep(0.05)
+    code, _, err = _run(_args(mnist_dir, workdir))
+    assert code == 2, err[-2000:]
+    assert f'is in use by pid {first.pid} on host' in err
+    first.send_signal(signal.SIGKILL)
+    first.communicate()
+    code, _, err = _run(_args(mnist_dir, workdir))  # the dead holder's lock is free
+    assert code == 0, err[-2000:]
+
+
+def test_disk_full_names_the_workdir_and_the_fix(tmp_path, monkeypatch):
+    """Finding 8: a full disk is a clear error naming the folder and what to do, not orbax's text."""
+    ck = checkpointing.RunCheckpointer(str(tmp_path), None)
+
+    def full(*args, **kwargs):
+        raise ValueError('RESOURCE_EXHAUSTED: write failed: No space left on device')
+
+    monkeypatch.setattr(ck._manager, 'save', full)  # pylint: disable=protected-access
+    with pytest.raises(checkpointing.CheckpointError, match=r'disk of .*checkpoints is full.*Free space'):
+        ck.save({'phase': 'train'}, {'x': np.ones(3)})
