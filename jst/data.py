@@ -86,6 +86,9 @@ def load_dataset(name: str,
     manual_dir = resolve_manual_dir(manual_dir)
     if manual_dir and not os.path.isdir(manual_dir):
         raise DataError(readers.missing_files_message(name, manual_dir) + ' (the folder does not exist)')
+    if manual_dir and not os.access(manual_dir, os.R_OK | os.X_OK):
+        raise DataError(f'manual_dir={manual_dir!r} cannot be read: permission denied. Make the folder readable '
+                        '(chmod a+rx) or copy it somewhere readable.')
     chosen, reason = readers.choose_backend(name, backend, manual_dir)
     logging.info('Dataset %s: %s reader (%s).', name, chosen, reason)
     if chosen == 'tfds':

@@ -21,8 +21,10 @@ import gzip
 import hashlib
 import importlib.util
 import os
+import socket
 import tarfile
-from typing import Literal, Optional
+import urllib.parse
+from typing import Any, Literal, Optional
 
 import numpy as np
 
@@ -95,6 +97,9 @@ def _read_gz(path: str) -> bytes:
     try:
         with gzip.open(path, 'rb') as f:
             return f.read()
+    except PermissionError as e:
+        raise DataError(f'Cannot read {path}: permission denied. Make the file readable '
+                        f'(chmod a+r) or copy the folder somewhere readable.') from e
     except (OSError, EOFError) as e:
         raise DataError(f'Cannot read {path}: {e}. Re-copy the original file.') from e
 
@@ -106,12 +111,21 @@ def read_mnist_numpy(manual_dir: str) -> tuple[Split, Split]:
         path = os.path.join(manual_dir, fname)
         if not os.path.exists(path):
             raise FileNotFoundError(path)
-        arrays[key] = parse_idx(_read_gz(path))
+        try:
+            arrays[key] = parse_idx(_read_gz(path))
+        except DataError as e:
+            raise DataError(f'{path}: {e}') from e
+        want_ndim, kind = (3, 'images [N, 28, 28]') if key.endswith('images') else (1, 'labels [N]')
+        if arrays[key].ndim != want_ndim or (want_ndim == 3 and arrays[key].shape[1:] != (28, 28)):
+            raise DataError(f'{path} holds an array of shape {arrays[key].shape}, not {kind}: is it a '
+                            f'{"label" if want_ndim == 3 else "image"} file under the wrong name? Expected '
+                            f'{", ".join(MNIST_FILES.values())}.')
     splits = []
     for prefix in ('train', 'test'):
         images, labels = arrays[f'{prefix}_images'], arrays[f'{prefix}_labels']
         if images.shape[0] != labels.shape[0]:
-            raise DataError(f'{prefix}: {images.shape[0]} images but {labels.shape[0]} labels.')
+            raise DataError(f'{manual_dir}: {MNIST_FILES[prefix + "_images"]} has {images.shape[0]} images but '
+                            f'{MNIST_FILES[prefix + "_labels"]} has {labels.shape[0]} labels.')
         splits.append(Split(images[..., None].copy(), labels.astype(np.int32)))
     return splits[0], splits[1]
 
@@ -210,6 +224,14 @@ def read_tfds(name: str, manual_dir: Optional[str], data_dir: Optional[str]) -> 
     """(train, test) through TFDS; offline when ``manual_dir`` holds the original files."""
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
     builder = tfds.builder(name, data_dir=data_dir)
+    if manual_dir:  # those files are used or refused: never bypassed by a prepared copy in data_dir
+        bad = tfds_checksum_mismatches(name, manual_dir)
+        if bad:
+            raise DataError(f'{", ".join(bad)} in manual_dir={manual_dir!r} missing or not byte-identical to '
+                            "TFDS's registered files, so TFDS cannot use that folder. Fix the folder, or read "
+                            'any copy of the original files with --config.data_backend=numpy.')
+    elif not builder.is_prepared():
+        _check_reachable(name, builder)
     config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
     builder.download_and_prepare(download_config=config)
     splits = []
@@ -218,6 +240,18 @@ def read_tfds(name: str, manual_dir: Optional[str], data_dir: Optional[str]) -> 
         splits.append(Split(np.asarray(arrays['image'], np.uint8),
                             np.asarray(arrays['label'], np.int32)))
     return splits[0], splits[1]
+
+
+def _check_reachable(name: str, builder: Any) -> None:
+    """Fails in seconds, naming manual_dir, when TFDS would have to download from an unreachable host."""
+    hosts = sorted({urllib.parse.urlparse(url).hostname for url in (builder.url_infos or {})} - {None})
+    for host in hosts:
+        try:
+            socket.create_connection((host, 443), timeout=5).close()
+        except OSError as e:
+            raise DataError(f'{name} is not prepared in TFDS\'s data_dir and {host} cannot be reached ({e}). '
+                            f'Offline, pass --config.manual_dir=DIR (or ${MANUAL_DIR_ENV}) with the original files '
+                            f'({", ".join(expected_files(name))}).') from e
 
 
 def choose_backend(name: str, requested: str, manual_dir: Optional[str]) -> tuple[str, str]:

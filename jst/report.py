@@ -11,29 +11,82 @@ correlations, and ``write_report`` (``report.md`` + the figures of ``jst.figures
 from __future__ import annotations
 
 import collections
+import json
 import os
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from jst import figures
-from jst import records
 from jst import workdir as workdir_lib
 
 Record = dict[str, Any]
 
 
+class ReportError(ValueError):
+    """Runs that cannot be reported together, or a record file that cannot be read; names the files."""
+
+
+def _read_json(path: str, lines: bool = False) -> Any:
+    try:
+        with open(path) as f:
+            return [json.loads(l) for l in f if l.strip()] if lines else json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ReportError(f'{path} is not valid JSON ({e}); rerun that workdir\'s command to rebuild its '
+                          'records from the checkpoint.') from e
+
+
+def _run_identity(workdir: str, summary: Sequence[Record]) -> tuple[str, dict[str, Any]]:
+    """(variant, the config fields that define the run apart from seed and name) of one workdir."""
+    path = os.path.join(workdir, workdir_lib.CONFIG_FILE)
+    config = _read_json(path) if os.path.exists(path) else {'dataset': summary[0]['dataset']}
+    variant = config.get('name') or config.get('method') or figures.variant(summary[0])
+    fields = {k: v for k, v in workdir_lib.run_fields(config).items() if k not in ('seed', 'name')}
+    return variant, fields
+
+
+def check_comparable(runs: dict[str, list[Record]]) -> None:
+    """Refuses to aggregate runs of one variant that differ in anything but the seed, or repeat a seed."""
+    by_variant: dict[str, list[tuple[str, dict[str, Any], int]]] = collections.defaultdict(list)
+    for w, summary in runs.items():
+        variant, fields = _run_identity(w, summary)
+        seeds = {r['seed'] for r in summary}
+        by_variant[variant].append((w, fields, seeds.pop() if len(seeds) == 1 else -1))
+    for variant, members in by_variant.items():
+        first_dir, first_fields, _ = members[0]
+        seen: dict[int, str] = {}
+        for w, fields, seed in members:
+            diffs = workdir_lib.config_differences(first_fields, fields)
+            if diffs:
+                raise ReportError(f'Variant {variant!r}: {w} and {first_dir} are runs of different configs '
+                                  f'({"; ".join(d.replace(" in the workdir", f" in {first_dir}") for d in diffs)}). '
+                                  'Give them different --config.name values, or report them separately.')
+            if seed in seen:
+                raise ReportError(f'Variant {variant!r}: seed {seed} appears twice ({seen[seed]} and {w}); each '
+                                  'seed may be counted once.')
+            seen[seed] = w
+
+
 def load_runs(workdirs: Iterable[str]) -> tuple[list[Record], list[Record]]:
-    """All summary records and metric rows of ``workdirs`` (each row tagged with its workdir)."""
-    summary, metrics = [], []
+    """All summary records and metric rows of ``workdirs`` (each tagged with its workdir), after checking
+    that runs of one variant differ only in their seed."""
+    runs, metrics = {}, []
     for w in workdirs:
-        for r in records.read_summary(w):
-            summary.append({**r, 'workdir': w})
-        for m in records.read_metrics(w):
-            metrics.append({**m, 'workdir': w})
-    if not summary:
-        raise FileNotFoundError(f'No summary.json in {list(workdirs)}: pass workdirs of finished rounds.')
-    return summary, metrics
+        path = os.path.join(w, workdir_lib.SUMMARY_FILE)
+        if not os.path.exists(path):
+            raise ReportError(f'{path} does not exist: pass workdirs of runs with finished rounds (a rerun of the '
+                              'run\'s command rebuilds it from the checkpoint).')
+        if w in runs:
+            raise ReportError(f'{w} is given twice.')
+        runs[w] = [{**r, 'workdir': w} for r in _read_json(path)]
+        mpath = os.path.join(w, workdir_lib.METRICS_FILE)
+        if os.path.exists(mpath):
+            metrics += [{**m, 'workdir': w} for m in _read_json(mpath, lines=True)]
+    runs = {w: s for w, s in runs.items() if s}
+    if not runs:
+        raise ReportError(f'No records in {list(workdirs)}: pass workdirs of finished rounds.')
+    check_comparable(runs)
+    return [r for s in runs.values() for r in s], metrics
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:

@@ -31,6 +31,9 @@ Array = jax.Array
 PyTree = Any
 
 
+DIVERGENCE_FACTOR = 1e3  # a segment's mean loss this many times the first one's: warn of divergence
+
+
 class NonFiniteLossError(FloatingPointError):
     """Raised when the training loss becomes NaN or inf."""
 
@@ -193,6 +196,7 @@ def train_steps(segment_fn: Callable[..., Any], state: TrainState, data: DeviceD
     it is the only host sync.
     """
     total = stop if total is None else total
+    first_loss, diverging = None, False
     records: list[EvalRecord] = []
     window = window or EvalWindow()
     t = start
@@ -203,9 +207,15 @@ def train_steps(segment_fn: Callable[..., Any], state: TrainState, data: DeviceD
         best_val = float(metrics['best_val'])
         if not np.all(np.isfinite(metrics['loss'])):
             bad = t + int(np.argmax(~np.isfinite(metrics['loss'])))
-            raise NonFiniteLossError(f'{label}: non-finite training loss at step {bad} '
-                                     f'(epoch {epoch}). Lower the learning rate or check the data; '
-                                     'the last good checkpoint is kept.')
+            raise NonFiniteLossError(f'{label}: non-finite training loss at step {bad} (epoch {epoch}). Lower '
+                                     'config.learning_rate or check the data; a new learning rate is a new run: '
+                                     'use another --workdir or pass --config.overwrite=True.')
+        first_loss = float(metrics['loss'][0]) if first_loss is None else first_loss
+        recent = float(np.mean(metrics['loss'][-10:]))
+        if not diverging and recent > DIVERGENCE_FACTOR * max(first_loss, 1e-3):
+            diverging = True
+            logging.warning('%s: the training loss grew from %.3g to %.3g by step %d: training is diverging; '
+                            'consider a lower config.learning_rate.', label, first_loss, recent, t + length)
         new, window = _records_from_metrics(metrics, t, window)
         records.extend(new)
         t += length

@@ -24,7 +24,13 @@ def main(argv):
     workdirs = argv[1:]
     if not workdirs:
         raise app.UsageError('Pass one or more workdirs.')
-    path = report.write_report(workdirs, _OUT.value or workdirs[0], _TITLE.value)
+    try:
+        path = report.write_report(workdirs, _OUT.value or workdirs[0], _TITLE.value)
+    except report.ReportError as e:
+        if flags.FLAGS.verbosity >= 1:
+            raise
+        print(f'jst: ReportError: {e}', file=sys.stderr)
+        sys.exit(2)
     print(path)
 
 

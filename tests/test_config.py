@@ -37,6 +37,12 @@ def test_invalid_diagnostics_settings_are_named():
     ('batch_size', 0, r'config.batch_size=0 must be positive'),
     ('rewind_step', 500, r'config.rewind_step=500 must be smaller than steps_per_round=150'),
     ('prune_include', '([', r"config.prune_include='\(\[' is not a valid regex"),
+    ('train_limit', -5, r'config.train_limit=-5 must be >= 0'),
+    ('steps_per_round', -3, r'config.steps_per_round=-3 must be >= 0'),
+    ('eval_every', -1, r'config.eval_every=-1 must be >= 0'),
+    ('growth', 'search', r"config.growth='search' applies to method='juvenile' only"),
+    ('model.widths', (0, 100), r'config.model.widths=\(0, 100\) must hold positive sizes'),
+    ('num_devices', 5, r'config.num_devices=5, but 1 device\(s\) are visible'),
 ])
 def test_invalid_values_are_named(field, value, message):
     config = load_config('tiny')
@@ -86,3 +92,41 @@ def test_workdir_that_is_a_file(tmp_path):
     f.write_text('x')
     with pytest.raises(workdir.WorkdirError, match=r'workdir .* is not writable.*--workdir'):
         workdir.check_writable(str(f))
+
+
+def test_bad_config_writes_nothing_and_prints_one_line(mnist_dir, tmp_path):
+    """Finding 7: num_devices=5 on one device fails before data loading and before config.json is
+    written (so the corrected rerun is accepted), as one line and exit code 2, no traceback."""
+    import subprocess  # pylint: disable=g-import-not-at-top
+    import sys  # pylint: disable=g-import-not-at-top
+    from tests.helpers import REPO  # pylint: disable=g-import-not-at-top
+    workdir = tmp_path / 'work'
+    cmd = [sys.executable, os.path.join(REPO, 'launch', 'main.py'), '--config=' + os.path.join(REPO, 'configs', 'tiny.py'),
+           f'--config.manual_dir={mnist_dir}', '--config.num_devices=5', f'--workdir={workdir}']
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert out.returncode == 2
+    assert 'jst: ConfigError: config.num_devices=5' in out.stderr and 'Traceback' not in out.stderr
+    assert not os.path.exists(workdir / 'config.json')
+    out = subprocess.run(cmd + ['--verbosity=1'], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert 'Traceback' in out.stderr  # the traceback on request
+
+
+def test_divergence_is_warned(caplog):
+    """Finding 7: Adam at learning rate 1e6 runs to the end with a huge loss; a warning says so."""
+    import functools  # pylint: disable=g-import-not-at-top
+    import jax  # pylint: disable=g-import-not-at-top
+    import numpy as np  # pylint: disable=g-import-not-at-top
+    from jst import data, masks, models, specs, train, train_loop  # pylint: disable=g-import-not-at-top
+    rng = np.random.default_rng(0)
+    split = lambda n: data.Split(rng.integers(0, 256, (n, 8, 8, 1), dtype=np.uint8), rng.integers(0, 10, n).astype(np.int32))
+    ds = data.Dataset('mnist', split(600), split(100), split(100), 10, 'numpy')
+    spec = specs.MLPSpec((32,))
+    trainer = train.Trainer(models.build_model(spec), train.make_optimizer('adam', 1e6), 30,
+                            functools.partial(data.preprocess, dataset='mnist'))
+    variables = models.init_variables(spec, jax.random.key(0), (8, 8, 1))
+    state = train.create_train_state(variables, masks.create_masks(variables['params']), trainer.tx)
+    seg = train_loop.make_segment_fn(trainer, 600)
+    with caplog.at_level('WARNING'):
+        train_loop.train_steps(seg, state, train.device_data(ds), jax.random.key(1), 0, 40, spe=20, eval_every=20,
+                               label='round 0')
+    assert 'training is diverging' in caplog.text

@@ -115,3 +115,54 @@ def test_permute_pixels_is_a_fixed_permutation():
     np.testing.assert_array_equal(p1, p2)
     np.testing.assert_array_equal(np.sort(p1.reshape(2, -1), 1), x.reshape(2, -1))
     assert not np.array_equal(p1, x)
+
+
+def test_tfds_never_bypasses_a_bad_manual_dir(mnist_dir, tfds_data_dir, tmp_path):
+    """Fault probe, finding 6: with a prepared TFDS copy in data_dir, a truncated or swapped manual_dir
+    was silently ignored; now those files are used or refused."""
+    pytest.importorskip('tensorflow_datasets')
+    D.load_dataset('mnist', mnist_dir, tfds_data_dir, backend='tfds', validation_size=1000)  # the cache
+    bad = tmp_path / 'bad'
+    shutil.copytree(mnist_dir, bad)
+    with open(bad / 'train-labels-idx1-ubyte.gz', 'r+b') as f:
+        f.truncate(100)
+    with pytest.raises(D.DataError, match=r'train-labels-idx1-ubyte.gz in manual_dir=.* not byte-identical'):
+        D.load_dataset('mnist', str(bad), tfds_data_dir, backend='tfds')
+
+
+def test_offline_download_fails_fast_naming_manual_dir(tmp_path, monkeypatch):
+    """Finding 6: no manual_dir and nothing prepared: offline, the error comes in seconds and names the fix."""
+    pytest.importorskip('tensorflow_datasets')
+    import socket  # pylint: disable=g-import-not-at-top
+    import time  # pylint: disable=g-import-not-at-top
+    monkeypatch.delenv(readers.MANUAL_DIR_ENV, raising=False)
+
+    def offline(*args, **kwargs):
+        raise OSError('Network is unreachable')
+
+    monkeypatch.setattr(socket, 'create_connection', offline)  # offline here, whatever the machine
+    start = time.time()
+    with pytest.raises(D.DataError, match=r'cannot be reached.*--config.manual_dir'):
+        D.load_dataset('mnist', None, str(tmp_path / 'fresh'), backend='tfds')
+    assert time.time() - start < 30
+
+
+def test_swapped_files_are_named(mnist_dir, tmp_path):
+    """Finding 6: image and label files swapped gave a TypeError; now the file and the fix are named."""
+    swapped = tmp_path / 'swapped'
+    shutil.copytree(mnist_dir, swapped)
+    os.rename(swapped / 'train-images-idx3-ubyte.gz', swapped / 'tmp.gz')
+    os.rename(swapped / 'train-labels-idx1-ubyte.gz', swapped / 'train-images-idx3-ubyte.gz')
+    os.rename(swapped / 'tmp.gz', swapped / 'train-labels-idx1-ubyte.gz')
+    with pytest.raises(D.DataError, match=r'train-images-idx3-ubyte.gz holds an array of shape \(60000,\), not '
+                                          r'images.*wrong name'):
+        D.load_dataset('mnist', str(swapped), backend='numpy')
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason='root reads anything')
+def test_unreadable_file_says_permission(mnist_dir, tmp_path):
+    locked = tmp_path / 'locked'
+    shutil.copytree(mnist_dir, locked)
+    os.chmod(locked / 'train-images-idx3-ubyte.gz', 0)
+    with pytest.raises(D.DataError, match='permission denied'):
+        D.load_dataset('mnist', str(locked), backend='numpy')

@@ -63,3 +63,10 @@ def test_sweep_script(mnist_dir, tmp_path):
     assert rounds == {'one': [('one', 0), ('one', 1)], 'zero': [('zero', 0)]}
     assert os.path.exists(out / 'report' / 'report.md')
     assert os.path.isdir(out / 'xla_cache')
+
+
+def test_sweep_script_without_arguments_prints_usage():
+    proc = subprocess.run(['bash', os.path.join(REPO, 'launch', 'sweep.sh')], capture_output=True, text=True,
+                          timeout=60, cwd=REPO)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith('usage: bash launch/sweep.sh OUT_DIR CONFIG') and 'unbound' not in proc.stderr

@@ -314,3 +314,20 @@ def test_disk_full_names_the_workdir_and_the_fix(tmp_path, monkeypatch):
     monkeypatch.setattr(ck._manager, 'save', full)  # pylint: disable=protected-access
     with pytest.raises(checkpointing.CheckpointError, match=r'disk of .*checkpoints is full.*Free space'):
         ck.save({'phase': 'train'}, {'x': np.ones(3)})
+
+
+def test_nothing_readable_then_overwrite_really_starts_over(mnist_dir, tmp_path):
+    """Finding 3: when no checkpoint can be read, the advice (--config.overwrite=True) works even though the
+    config is unchanged."""
+    from tests.helpers import load_config  # pylint: disable=g-import-not-at-top
+    config = load_config('tiny')
+    config.manual_dir, config.num_rounds, config.steps_per_round, config.eval_every = mnist_dir, 0, 20, 10
+    config.write_report = False
+    first = driver.train_and_evaluate(config, str(tmp_path))
+    for step in os.listdir(tmp_path / 'checkpoints'):
+        shutil.rmtree(tmp_path / 'checkpoints' / step / 'meta', ignore_errors=True)
+    with pytest.raises(checkpointing.CheckpointError, match=r'can be read.*--config.overwrite=True'):
+        driver.train_and_evaluate(config, str(tmp_path))
+    config.overwrite = True
+    again = driver.train_and_evaluate(config, str(tmp_path))
+    assert [r['val_loss'] for r in again] == [r['val_loss'] for r in first]

@@ -1,0 +1,60 @@
+"""Reports refuse to mix runs (finding 1 of the fault probe): different configs, repeated seeds, bad files."""
+
+import json
+import os
+
+import pytest
+
+from jst import configuration
+from jst import report
+from tests.helpers import load_config
+
+
+def _fake_run(path, dataset='mnist', seed=0, **overrides):
+    """A workdir with config.json and a one-record summary.json, as a finished run leaves them."""
+    os.makedirs(path)
+    config = load_config('tiny')
+    config.dataset, config.seed = dataset, seed
+    for k, v in overrides.items():
+        config[k] = v
+    with open(os.path.join(path, 'config.json'), 'w') as f:
+        json.dump(configuration.config_to_dict(config), f)
+    record = {'round': 0, 'method': config.method, 'control': 'none', 'variant': config.name or config.method,
+              'dataset': dataset, 'seed': seed, 'architecture': 'MLP[300-100-10]', 'fraction_remaining': 1.0,
+              'params_remaining': 266610, 'val_accuracy': 0.9, 'test_accuracy': 0.9, 'best_step': 150,
+              'cumulative_steps': 150}
+    with open(os.path.join(path, 'summary.json'), 'w') as f:
+        json.dump([record], f)
+    return str(path)
+
+
+def test_runs_of_different_datasets_are_not_averaged(tmp_path):
+    a, b = _fake_run(tmp_path / 'a'), _fake_run(tmp_path / 'b', dataset='cifar10', seed=1)
+    with pytest.raises(report.ReportError, match=r"dataset: 'mnist' in .*/a, 'cifar10' now"):
+        report.load_runs([a, b])
+
+
+def test_same_workdir_twice_and_repeated_seeds_are_refused(tmp_path):
+    a, b = _fake_run(tmp_path / 'a'), _fake_run(tmp_path / 'b')
+    with pytest.raises(report.ReportError, match='given twice'):
+        report.load_runs([a, a])
+    with pytest.raises(report.ReportError, match=r'seed 0 appears twice \(.*/a and .*/b\)'):
+        report.load_runs([a, b])
+
+
+def test_seeds_of_one_config_and_distinct_variants_report_together(tmp_path):
+    runs = [_fake_run(tmp_path / 's0'), _fake_run(tmp_path / 's1', seed=1),
+            _fake_run(tmp_path / 'other', learning_rate=0.1, name='high_lr')]
+    summary, _ = report.load_runs(runs)
+    rows = report.aggregate(summary)
+    assert sorted((r['variant'], r['seeds']) for r in rows) == [('high_lr', 1), ('lth', 2)]
+
+
+def test_corrupt_records_name_the_file(tmp_path):
+    a = _fake_run(tmp_path / 'a')
+    with open(os.path.join(a, 'summary.json'), 'w') as f:
+        f.write('[{"round": 0,')
+    with pytest.raises(report.ReportError, match=r'a/summary.json is not valid JSON'):
+        report.load_runs([a])
+    with pytest.raises(report.ReportError, match=r'missing/summary.json does not exist'):
+        report.load_runs([str(tmp_path / 'missing')])
