@@ -102,7 +102,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jst import data, expand, masks
+from jst import data, expand, masks, widening
 
 STEPS = {'ci': 30, 'cpu': 600, 'gpu': 2000}[SCALE]
 ds = data.load_dataset('mnist', MANUAL_DIR or None, validation_size=5000,
@@ -177,9 +177,9 @@ print('max |difference| after deepening:', float(jnp.max(jnp.abs(after - before)
 deeper = train(deeper_model, deeper, deeper_masks, STEPS, seed=2)
 print('deeper sparse net, trained on:', accuracy(deeper_model, deeper))'''),
     new_markdown_cell('''Widening works the same way on any `Dense`/`Conv` that feeds another:
-`expand.widen_layer(params, m, key, producer='Dense_0', consumer='Dense_1', amount=64)` adds 64 units with
+`widening.widen_layer(params, m, key, producer='Dense_0', consumer='Dense_1', amount=64)` adds 64 units with
 fresh incoming and zero outgoing weights (or Net2Net copies with `GrowthOptions(widen_method='net2net')`).'''),
-    new_code_cell('''wide = expand.widen_layer(params, m, jax.random.key(3), producer='Dense_0', consumer='Dense_1', amount=64)
+    new_code_cell('''wide = widening.widen_layer(params, m, jax.random.key(3), producer='Dense_0', consumer='Dense_1', amount=64)
 print(float(jnp.max(jnp.abs(MLP((320,)).apply({'params': wide.params}, test_x[:256]) - before))))'''),
 ]
 

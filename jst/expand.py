@@ -6,12 +6,12 @@ Generic operations on ``params`` / ``masks`` / ``batch_stats`` addressed by
 extends and where its values sit) for ``extend_optimizer_state``. Nothing is
 mutated; spec and plan are static, so everything runs under ``jax.jit``.
 
-* ``widen_layer``: a Dense/Conv that feeds another gains units
-  (``'zero_fanout'``: fresh incoming weights scaled to the existing units'
-  mean norm, zero outgoing; ``'net2net'``: copies with outgoing weights split);
-  a BatchNorm between them grows too. Exactly preserving (net2net ~1e-7).
-* ``insert_leaves``: new leaves (e.g. ``identity_dense``, ``dirac_conv``) and
-  a renaming of existing modules.
+* ``insert_layer``: an identity Dense or Dirac Conv after a named layer of
+  any module (Flax's automatic names renamed as needed); ``insert_leaves``:
+  any new leaves and a renaming of existing modules.
+* ``extend_optimizer_state``: optimizer moments carried over by the plan.
+* ``assert_preserved``: check that outputs did not change.
+* Widening lives in ``jst.widening`` (on top of this module).
 * Masks grow with the params: a pruned weight never comes back; new kernels
   get ``'dense'`` or ``'sparse'`` masks (the current density, keeping given
   positions such as an identity diagonal). ``noise_scale`` > 0 perturbs new
@@ -23,7 +23,7 @@ Imports only ``jst.masks`` and ``jst.pytrees``: usable in any JAX project.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal, Optional, Sequence
+from typing import Any, Callable, Literal, Optional, Sequence
 
 import flax
 import jax
@@ -42,6 +42,10 @@ Plan = tuple[tuple[str, Optional[str], Slices], ...]
 NewMask = Literal['dense', 'sparse']
 BlockInit = Literal['zero', 'paper']
 WidenMethod = Literal['zero_fanout', 'net2net']
+__all__ = ['Plan', 'NewMask', 'BlockInit', 'WidenMethod', 'ExpansionError', 'GrowthOptions', 'Expansion',
+           'insert_layer', 'assert_preserved', 'auto_name_index', 'extend_optimizer_state', 'identity_plan',
+           'identity_dense', 'dirac_conv', 'dirac_kernel', 'insert_leaves', 'assemble',
+           'new_mask', 'density', 'rename_heads', 'full_slices', 'add_noise']
 
 
 class ExpansionError(ValueError):
@@ -75,15 +79,22 @@ class Expansion:
 
 
 def full_slices(shape: Sequence[int]) -> Slices:
+    """((0, n), ...) for every axis of ``shape``: where an unchanged leaf's values sit."""
     return tuple((0, int(s)) for s in shape)
 
 
 def rename_heads(flat: dict[str, Any], mapping: dict[str, str]) -> dict[str, Any]:
-    """Renames the first path component by ``mapping`` (e.g. hidden_2 -> hidden_3)."""
+    """Renames module paths by ``mapping`` (e.g. hidden_2 -> hidden_3, Inner_0/Dense_1 -> Inner_0/Dense_2),
+    all at once: each leaf by the longest module path it lies in."""
     out = {}
     for path, v in flat.items():
-        head, _, rest = path.partition('/')
-        out[f'{mapping.get(head, head)}/{rest}' if rest else mapping.get(head, head)] = v
+        parts = path.split('/')
+        for n in range(len(parts) - 1, 0, -1):
+            module = '/'.join(parts[:n])
+            if module in mapping:
+                path = '/'.join([mapping[module]] + parts[n:])
+                break
+        out[path] = v
     return out
 
 
@@ -111,6 +122,7 @@ def new_mask(shape: Sequence[int], kept_fraction: Array, key: Array, keep: Optio
 
 
 def add_noise(x: Array, key: Array, options: GrowthOptions) -> Array:
+    """``x`` + N(0, noise_scale^2) when ``options.noise_scale`` > 0 (symmetry breaking), else ``x``."""
     if options.noise_scale <= 0:
         return x
     return x + options.noise_scale * jax.random.normal(key, x.shape, x.dtype)
@@ -175,113 +187,66 @@ def insert_leaves(params: PyTree, masks: PyTree, batch_stats: Optional[PyTree], 
     return assemble({**rename_heads(flat, rename), **new}, mflat, stats, spec, tuple(plan), new_masks, options)
 
 
-def widen_layer(params: PyTree, masks: PyTree, key: Array, *, producer: str, consumer: str,
-                amount: int, norm: Optional[str] = None, batch_stats: Optional[PyTree] = None,
-                options: GrowthOptions = GrowthOptions()) -> Expansion:
-    """Widens any Flax ``nn.Dense``/``nn.Conv`` layer that feeds another, by parameter path.
+def identity_plan(params: PyTree) -> Plan:
+    """The plan of an unchanged tree: every leaf extends itself."""
+    return tuple((p, p, full_slices(jnp.shape(v))) for p, v in pytrees.flatten_dict(params).items())
 
-    ``producer`` (e.g. ``'Dense_0'``) gains ``amount`` output units;
-    ``consumer`` (e.g. ``'Dense_1'``), which reads the producer's output
-    (possibly through an elementwise activation and a BatchNorm named by
-    ``norm``), gains the matching input rows. Rebuild the module with the new
-    width (``Expansion.spec`` is None here).
+
+def auto_name_index(name: str) -> Optional[tuple[str, int]]:
+    """('Dense', 3) for Flax's automatic name 'Dense_3'; None for a custom name."""
+    prefix, _, index = name.rpartition('_')
+    return (prefix, int(index)) if prefix and index.isdigit() else None
+
+
+def insert_layer(params: PyTree, masks: PyTree, after: str, *, kind: Literal['dense', 'conv'] = 'dense',
+                 name: Optional[str] = None, kernel_size: int = 3, key: Optional[Array] = None,
+                 options: GrowthOptions = GrowthOptions()) -> Expansion:
+    """Inserts an identity Dense (kernel I) or 'SAME' Conv (Dirac kernel) right after module ``after``.
+
+    ``after`` is a module path (``'Dense_0'``, ``'Block_1/Conv_0'``). With Flax's automatic names the new
+    layer is ``Dense_{i+1}`` (or ``Conv_{i+1}``) and later layers of that type in the same parent are
+    renamed one up; otherwise pass ``name``. Identity is exact when the layer follows a ReLU (or nothing
+    nonlinear). Returns params, masks and the plan for ``extend_optimizer_state``; add the layer to your
+    module at that place, with ``use_bias=True``.
     """
     flat = pytrees.flatten_dict(params)
-    kernel, consumer_kernel = f'{producer}/kernel', f'{consumer}/kernel'
-    for path in (kernel, consumer_kernel):
-        if path not in flat:
-            raise ExpansionError(f'{path} not found; parameter paths are {sorted(flat)}.')
-        if flat[path].ndim not in (2, 4):
-            raise ExpansionError(f'{path} has shape {flat[path].shape}: widen_layer supports Dense (2-D) '
-                                 'and 2-D Conv (4-D) kernels only.')
-    if flat[kernel].shape[-1] != flat[consumer_kernel].shape[-2]:
-        raise ExpansionError(f'{consumer_kernel} reads {flat[consumer_kernel].shape[-2]} inputs but {kernel} '
-                             f'has {flat[kernel].shape[-1]} outputs: {consumer} does not consume {producer} '
-                             '(e.g. a flatten sits between them), which widen_layer does not support.')
-    producers = [(kernel, -1, 'kernel')]
-    if f'{producer}/bias' in flat:
-        producers.append((f'{producer}/bias', -1, 'bias'))
-    if norm is not None:
-        producers += [(f'{norm}/scale', -1, 'bn_scale'), (f'{norm}/bias', -1, 'bn_bias'),
-                      (f'{norm}/mean', -1, 'mean'), (f'{norm}/var', -1, 'var')]
-    return widen_units(params, masks, batch_stats, producers, [(consumer_kernel, -2)], key, amount, options)
+    kernel = flat.get(f'{after}/kernel')
+    if kernel is None or kernel.ndim not in (2, 4):
+        raise ExpansionError(f'{after}/kernel (a Dense or 2-D Conv kernel) not found; parameter paths are '
+                             f'{sorted(flat)}.')
+    parent, _, leaf = after.rpartition('/')
+    auto = auto_name_index(leaf)
+    layer_type = 'Dense' if kind == 'dense' else 'Conv'
+    rename = {}
+    if name is None:
+        if auto is None or auto[0] != layer_type:
+            raise ExpansionError(f'{after!r} is not an automatically named {layer_type}_i: pass name= for the new '
+                                 'layer.')
+        name = f'{layer_type}_{auto[1] + 1}'
+        siblings = {p.split('/')[len(parent.split('/')) if parent else 0] for p in flat if p.startswith(parent)}
+        for sib in siblings:
+            if auto_name_index(sib) and auto_name_index(sib)[0] == layer_type and auto_name_index(sib)[1] > auto[1]:
+                rename[f'{parent}/{sib}' if parent else sib] = f'{parent}/{layer_type}_{auto_name_index(sib)[1] + 1}'.lstrip('/')
+    new_path = f'{parent}/{name}' if parent else name
+    width = kernel.shape[-1]
+    layer = identity_dense(width) if kind == 'dense' else dirac_conv(width, kernel_size)
+    keep = np.eye(width, dtype=bool) if kind == 'dense' else dirac_kernel(width, kernel_size) != 0
+    key = jax.random.key(0) if key is None else key
+    k_noise, k_mask = jax.random.split(key)
+    new = {f'{new_path}/kernel': add_noise(layer['kernel'], k_noise, options), f'{new_path}/bias': layer['bias']}
+    return insert_leaves(params, masks, None, new, {}, rename, {f'{new_path}/kernel': keep}, k_mask, options)
 
 
-def _fresh_units(kind: str, old: Array, amount: int, key: Array) -> Array:
-    """New producer slices for zero fan-out growth (axis -1 has the units)."""
-    shape = old.shape[:-1] + (amount,)
-    if kind == 'kernel':
-        fan = jax.random.normal(key, shape).reshape(-1, amount)
-        old_norm = jnp.mean(jnp.linalg.norm(old.reshape(-1, old.shape[-1]), axis=0))
-        scale = old_norm / jnp.maximum(jnp.linalg.norm(fan, axis=0), 1e-12)
-        return (fan * scale).reshape(shape).astype(old.dtype)
-    if kind in ('bias', 'bn_bias', 'mean'):
-        return jnp.zeros(shape, old.dtype)
-    if kind in ('bn_scale', 'var'):
-        return jnp.ones(shape, old.dtype)
-    raise ValueError(kind)
-
-
-def _grown_mask(old_m: Array, idx: Array, axis: int, amount: int, kept: Array, key: Array,
-                options: GrowthOptions) -> Array:
-    """A widened leaf's mask: net2net copies the masks of the copied units; else a new mask."""
-    if options.widen_method == 'net2net':
-        return jnp.concatenate([old_m, jnp.take(old_m, idx, axis=axis)], axis=axis)
-    shape = list(old_m.shape)
-    shape[axis] = amount
-    return jnp.concatenate([old_m, new_mask(tuple(shape), kept, key, None, options)], axis=axis)
-
-
-def widen_units(params: PyTree, masks: PyTree, batch_stats: Optional[PyTree], producers: Sequence[tuple],
-                consumers: Sequence[tuple], key: Array, amount: int, options: GrowthOptions,
-                spec: Any = None) -> Expansion:
-    """The widening core: ``producers`` [(path, -1, kind)] gain ``amount`` units on their last axis,
-    ``consumers`` [(path, axis)] the matching inputs on ``axis``. Kinds 'mean'/'var' are batch_stats."""
-    if amount <= 0:
-        raise ExpansionError(f'widen amount must be positive, got {amount}.')
-    if options.widen_method not in ('zero_fanout', 'net2net'):
-        raise ValueError(f"widen_method must be 'zero_fanout' or 'net2net', not {options.widen_method!r}.")
-    flat, mflat, sflat = pytrees.flatten_dict(params), pytrees.flatten(masks), pytrees.flatten_dict(batch_stats)
-    for path, _, kind in producers:
-        source = sflat if kind in ('mean', 'var') else flat
-        if path not in source:
-            raise ExpansionError(f'{path} not found in the {"batch_stats" if source is sflat else "params"} '
-                                 f'tree; paths are {sorted(source)}.')
-    kept, units = density(masks), flat[producers[0][0]].shape[-1]
-    k_sel, k_new, k_mask, k_noise = jax.random.split(key, 4)
-    idx = jax.random.randint(k_sel, (amount,), 0, units)
-    new_params, new_stats, new_masks = dict(flat), dict(sflat), {}
-    for i, (path, _, kind) in enumerate(producers):
-        target = new_stats if kind in ('mean', 'var') else new_params
-        old = target[path]
-        if options.widen_method == 'net2net':
-            added = jnp.take(old, idx, axis=-1)
-            added = add_noise(added, jax.random.fold_in(k_noise, i), options) if kind == 'kernel' else added
-        else:
-            added = _fresh_units(kind, old, amount, jax.random.fold_in(k_new, i))
-        target[path] = jnp.concatenate([old, added], axis=-1)
-        if mflat.get(path) is not None:
-            new_masks[path] = _grown_mask(mflat[path], idx, old.ndim - 1, amount, kept,
-                                          jax.random.fold_in(k_mask, i), options)
-    for j, (path, axis) in enumerate(consumers):
-        old = flat[path]
-        ax = axis % old.ndim
-        if options.widen_method == 'net2net':
-            shape = [1] * old.ndim
-            shape[ax] = units
-            scaled = old / (1 + jnp.bincount(idx, length=units)).reshape(shape).astype(old.dtype)
-            new_params[path] = jnp.concatenate([scaled, jnp.take(scaled, idx, axis=ax)], axis=ax)
-        else:
-            zshape = list(old.shape)
-            zshape[ax] = amount
-            new_params[path] = jnp.concatenate([old, jnp.zeros(zshape, old.dtype)], axis=ax)
-        if mflat.get(path) is not None:
-            new_masks[path] = _grown_mask(mflat[path], idx, ax, amount, kept,
-                                          jax.random.fold_in(k_mask, 100 + j), options)
-    plan = tuple((path, path, full_slices(flat[path].shape)) for path in new_params)
-    new_m = pytrees.unflatten({path: new_masks.get(path, mflat.get(path)) for path in new_params})
-    return Expansion(params=masks_lib.apply_masks(pytrees.unflatten(new_params), new_m), masks=new_m,
-                     batch_stats=pytrees.unflatten(new_stats), spec=spec, plan=plan)
+def assert_preserved(apply_before: Callable[[PyTree], Array], apply_after: Callable[[PyTree], Array],
+                     params_before: PyTree, params_after: PyTree, atol: float = 1e-5) -> float:
+    """Checks that an expansion kept the function: ``apply_*(params)`` are the outputs of the module before
+    and after on the same inputs. Returns the largest difference; raises ``ExpansionError`` above ``atol``."""
+    diff = float(jnp.max(jnp.abs(apply_before(params_before) - apply_after(params_after))))
+    if not diff <= atol:
+        raise ExpansionError(f'The expansion changed the outputs by up to {diff:.3g} (> atol={atol}): is the '
+                             'consumer really the next layer after the producer, with nothing but an elementwise '
+                             'activation (and the named norm) between them?')
+    return diff
 
 
 def extend_optimizer_state(tx: optax.GradientTransformation, opt_state: PyTree, new_params: PyTree,
@@ -293,6 +258,13 @@ def extend_optimizer_state(tx: optax.GradientTransformation, opt_state: PyTree, 
     path its path ends with. Other leaves (e.g. Adam's step count) are copied
     from ``opt_state`` when their path and shape are unchanged.
     """
+    if plan is None:
+        raise ExpansionError('extend_optimizer_state needs the plan of the expansion (Expansion.plan): which old '
+                             'leaf each new leaf extends. An unchanged tree has the plan of identity_plan(params).')
+    missing = sorted(set(pytrees.flatten_dict(new_params)) - {e[0] for e in plan})
+    if missing:
+        raise ExpansionError(f'The plan has no entry for {missing[:8]}: moments would be guessed. Use the plan '
+                             'returned with these params (insert_layer, widen_layer, growth.*).')
     old_by_path = pytrees.flatten(opt_state)
 
     def carried(path: Any, leaf: Array) -> Array:

@@ -34,6 +34,7 @@ from jst import expand
 from jst import models
 from jst import specs
 from jst import train as train_lib
+from jst import widening
 
 Array = jax.Array
 PyTree = Any
@@ -108,7 +109,7 @@ def widen(params: PyTree, masks: PyTree, spec: specs.ModelSpec, key: Array, *,
                                     f'not layer {layer}. (A conv layer that feeds the flattened dense layer '
                                     'cannot be widened.)')
     producers, consumers = spec.unit_group(layer)
-    return expand.widen_units(params, masks, batch_stats, producers, consumers, key, amount, options,
+    return widening.widen_units(params, masks, batch_stats, producers, consumers, key, amount, options,
                               spec=spec.widened(layer, amount))
 
 

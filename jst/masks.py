@@ -1,13 +1,11 @@
 """Pruning masks as a pytree beside the parameters: pure, exact, ``jit``-able.
 
-A *mask tree* has the structure of a Flax parameter tree; prunable leaves hold
-a boolean array of the leaf's shape (True = kept) and every other leaf
-(biases, BatchNorm scales, excluded layers) holds ``None``, as in jaxpruner.
-Nothing here is specific to jst's models: any Flax ``params`` tree works.
-
-Layers are addressed by their "/"-joined path, e.g. ``'hidden_0/kernel'`` or
-``'block_3/conv1/kernel'``; selections are regular expressions over that path
-(``re.search``).
+A *mask tree* has the structure of a parameter tree (a Flax linen ``params``
+dict or an NNX ``State``): prunable leaves hold a boolean array of the leaf's
+shape (True = kept; uint8 nonzero also works), every other leaf (biases,
+norms, excluded layers) ``None``, as in jaxpruner. Layers are addressed by
+their "/"-joined path (``'Dense_0/kernel'``, ``'l1/kernel/value'``) and
+selected by regular expressions over it (``re.search``).
 
 Exactness: pruning a fraction ``p`` of a scope's remaining weights removes
 exactly ``round(p * remaining)`` (round half to even) of them, the lowest
@@ -32,7 +30,12 @@ from jst.pytrees import leaf_paths, path_str  # re-exported: part of this module
 Array = jax.Array
 PyTree = Any
 Scope = Literal['layerwise', 'global']
-DEFAULT_PRUNABLE = r'(^|/)kernel$'
+# Kernels of linen params trees ('Dense_0/kernel') and of Flax NNX states ('l1/kernel/value').
+DEFAULT_PRUNABLE = r'(^|/)kernel(/value)?$'
+__all__ = ['DEFAULT_PRUNABLE', 'Scope', 'path_str', 'leaf_paths', 'map_masked', 'create_masks', 'is_prunable',
+           'apply_masks', 'check_masks', 'magnitude_scores', 'random_scores', 'ranks', 'prune_layerwise',
+           'prune_global', 'prune_to_sparsity', 'layer_rates', 'magnitude_prune', 'random_masks_like',
+           'sparsity_stats', 'count_nonprunable', 'keep_pruned_at_zero']
 _is_none = pytrees.is_none
 
 
@@ -59,6 +62,8 @@ def create_masks(params: PyTree,
     if not allow_empty and not any(m is not None for m in jax.tree.leaves(masks, is_leaf=_is_none)):
         raise ValueError(f'No prunable leaf matches include={include!r} exclude={exclude!r}; '
                          f'paths are: {leaf_paths(params)}')
+    if exclude and not any(re.search(exclude, p) for p in leaf_paths(params)):
+        raise ValueError(f'exclude={exclude!r} matches no parameter path (a typo?); paths are: {leaf_paths(params)}')
     return masks
 
 
@@ -69,8 +74,31 @@ def is_prunable(path: str, ndim: int, include: str = DEFAULT_PRUNABLE, exclude: 
             and not (exclude and re.search(exclude, path)))
 
 
+def check_masks(masks: PyTree, params: PyTree) -> None:
+    """Raises ``ValueError`` naming the path unless every mask leaf is ``None`` or a boolean (or uint8,
+    nonzero = kept) array of its parameter's shape, in a tree of the same structure."""
+    flat_m, flat_p = pytrees.flatten(masks), pytrees.flatten(params)
+    if list(flat_m) != list(flat_p):
+        extra, missing = sorted(set(flat_m) - set(flat_p)), sorted(set(flat_p) - set(flat_m))
+        raise ValueError(f'The masks do not have the structure of the params (masks only: {extra[:5]}; params '
+                         f'only: {missing[:5]}). After a structural change use the masks the expansion returns.')
+    for path, m in flat_m.items():
+        if m is None:
+            continue
+        if isinstance(m, (bool, int, float)):
+            raise ValueError(f'Mask leaf {path!r} is the Python value {m!r} (optax.masked style); jst masks hold a '
+                             'boolean array per prunable leaf and None for "not prunable".')
+        if jnp.dtype(m.dtype) not in (jnp.dtype(jnp.bool_), jnp.dtype(jnp.uint8)):
+            raise ValueError(f'Mask leaf {path!r} has dtype {m.dtype}; use bool (or uint8, nonzero = kept).')
+        if tuple(m.shape) != tuple(jnp.shape(flat_p[path])):
+            raise ValueError(f'Mask {path!r} has shape {tuple(m.shape)} but its parameter has shape '
+                             f'{tuple(jnp.shape(flat_p[path]))}: a stale mask (e.g. from before widening)? Use '
+                             'the masks the expansion returns.')
+
+
 def apply_masks(params: PyTree, masks: PyTree) -> PyTree:
-    """Zeroes pruned weights; leaves without a mask pass through."""
+    """Zeroes pruned weights; leaves without a mask pass through. Masks are checked (``check_masks``)."""
+    check_masks(masks, params)
     return jax.tree.map(lambda m, p: p if m is None else jnp.where(m, p, jnp.zeros_like(p)),
                         masks, params, is_leaf=_is_none)
 
@@ -112,6 +140,15 @@ def _is_scalar(x: Any) -> bool:
     return isinstance(x, (float, int)) or (hasattr(x, 'ndim') and x.ndim == 0)
 
 
+def _check_fraction(name: str, value: Any) -> None:
+    """A concrete fraction outside [0, 1] is an error (traced values are the caller's responsibility)."""
+    for v in (jax.tree.leaves(value) if not _is_scalar(value) else [value]):
+        if isinstance(v, jax.core.Tracer):
+            continue
+        if not 0.0 <= float(v) <= 1.0:
+            raise ValueError(f'{name}={float(v)} must be in [0, 1].')
+
+
 def _round_count(x: Array) -> Array:
     return jnp.round(x).astype(jnp.int32)
 
@@ -121,6 +158,7 @@ def prune_layerwise(scores: PyTree, masks: PyTree, fractions: Union[float, PyTre
 
     ``fractions`` is one float or a tree of per-leaf floats (see ``layer_rates``).
     """
+    _check_fraction('fraction', fractions)
     if _is_scalar(fractions):
         frac_tree = map_masked(lambda m: jnp.asarray(fractions, jnp.float32), masks)
     else:
@@ -136,6 +174,7 @@ def prune_layerwise(scores: PyTree, masks: PyTree, fractions: Union[float, PyTre
 
 def prune_global(scores: PyTree, masks: PyTree, fraction: float) -> PyTree:
     """Removes ``round(fraction * remaining)`` lowest-score survivors across all layers."""
+    _check_fraction('fraction', fraction)
     flat_m, treedef = jax.tree.flatten(masks, is_leaf=_is_none)
     flat_s = jax.tree.flatten(scores, is_leaf=_is_none)[0]
     idx = [i for i, m in enumerate(flat_m) if m is not None]
@@ -153,6 +192,7 @@ def prune_global(scores: PyTree, masks: PyTree, fraction: float) -> PyTree:
 
 def prune_to_sparsity(scores: PyTree, masks: PyTree, sparsity: Union[float, PyTree]) -> PyTree:
     """"Level" pruning: each layer keeps ``round((1 - s) * size)`` top-score weights."""
+    _check_fraction('sparsity', sparsity)
     if _is_scalar(sparsity):
         value = sparsity
         sparsity = map_masked(lambda m: jnp.asarray(value, jnp.float32), masks)
@@ -171,6 +211,12 @@ def layer_rates(masks: PyTree, default: float, overrides: Optional[Mapping[str, 
     Example: ``layer_rates(masks, 0.2, {'^output/': 0.1})`` (Frankle & Carbin).
     """
     compiled = [(re.compile(k), float(v)) for k, v in (overrides or {}).items()]
+    prunable = [p for p, m in pytrees.flatten(masks).items() if m is not None]
+    for pattern, value in compiled:
+        _check_fraction(f'rate of {pattern.pattern!r}', value)
+        if not any(pattern.search(p) for p in prunable):
+            raise ValueError(f'Rate override {pattern.pattern!r} matches no prunable layer; prunable paths are '
+                             f'{prunable}.')
 
     def rate(path, m):
         if m is None:
@@ -229,17 +275,6 @@ def count_nonprunable(params: PyTree, masks: PyTree) -> int:
     """Number of parameters without a mask (biases, norms, excluded layers)."""
     sizes = jax.tree.map(lambda m, p: int(np.size(p)) if m is None else 0, masks, params, is_leaf=_is_none)
     return int(sum(jax.tree.leaves(sizes)))
-
-
-def geometric_level_sparsity(target: float, round_index: int, num_rounds: int) -> float:
-    """Sparsity after pruning round ``round_index`` (1-based) of ``num_rounds`` reaching ``target``.
-
-    Each round removes the same fraction of the remaining weights:
-    s_r = 1 - (1 - target) ** (r / num_rounds) (NNI's lottery-ticket schedule).
-    """
-    if num_rounds <= 0:
-        return float(target)
-    return float(1.0 - (1.0 - target) ** (min(round_index, num_rounds) / num_rounds))
 
 
 # --------------------------------------------------------------------------

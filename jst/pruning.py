@@ -55,6 +55,17 @@ def initial_masks(plan: PruningPlan, params: PyTree, allow_empty: bool = False) 
     return masks_lib.create_masks(params, plan.include, plan.exclude, allow_empty=allow_empty)
 
 
+def geometric_level_sparsity(target: float, round_index: int, num_rounds: int) -> float:
+    """Sparsity after pruning round ``round_index`` (1-based) of ``num_rounds`` reaching ``target``.
+
+    Each round removes the same fraction of the remaining weights:
+    s_r = 1 - (1 - target) ** (r / num_rounds) (NNI's lottery-ticket schedule).
+    """
+    if num_rounds <= 0:
+        return float(target)
+    return float(1.0 - (1.0 - target) ** (min(round_index, num_rounds) / num_rounds))
+
+
 def prune(plan: PruningPlan, params: PyTree, masks: PyTree, round_index: int) -> PyTree:
     """Masks after the pruning that ends round ``round_index - 1`` (``round_index`` >= 1)."""
     if plan.pruning == 'imp':
@@ -63,7 +74,7 @@ def prune(plan: PruningPlan, params: PyTree, masks: PyTree, round_index: int) ->
         return _jit_layerwise(params, masks, masks_lib.layer_rates(masks, plan.prune_fraction,
                                                                   dict(plan.prune_rates)))
     if plan.level_schedule == 'geometric':
-        sparsity = masks_lib.geometric_level_sparsity(plan.target_sparsity, round_index, plan.num_rounds)
+        sparsity = geometric_level_sparsity(plan.target_sparsity, round_index, plan.num_rounds)
     else:
         sparsity = plan.target_sparsity
     return _jit_level(params, masks, sparsity)

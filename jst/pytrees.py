@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import flax
 import jax
 import jax.numpy as jnp
+from flax import nnx
 from flax import traverse_util
 
 PyTree = Any
@@ -28,14 +29,23 @@ def path_str(path: Sequence[Any]) -> str:
     return '/'.join(str(getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k)))) for k in path)
 
 
+def as_pure_dict(tree: PyTree) -> PyTree:
+    """A Flax NNX ``State`` as the nested dict of its values (``nnx.to_pure_dict``); anything else as is.
+    Back: ``nnx.replace_by_pure_dict(state, pure)`` (same shapes) or a new module's state."""
+    if isinstance(tree, nnx.State):
+        return nnx.to_pure_dict(tree)
+    return tree
+
+
 def flatten(tree: PyTree) -> dict[str, Any]:
-    """``{path: leaf}`` in tree order; ``None`` leaves are kept."""
-    flat, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_none)
+    """``{path: leaf}`` in tree order; ``None`` leaves are kept; an NNX State by its values' paths."""
+    flat, _ = jax.tree_util.tree_flatten_with_path(as_pure_dict(tree), is_leaf=is_none)
     return {path_str(p): v for p, v in flat}
 
 
 def flatten_dict(tree: PyTree) -> dict[str, Any]:
-    """``{path: leaf}`` of a nested (frozen) dict, including ``None`` leaves; {} for an empty tree."""
+    """``{path: leaf}`` of a nested (frozen) dict or NNX State, ``None`` leaves included; {} when empty."""
+    tree = as_pure_dict(tree)
     if not tree:
         return {}
     return traverse_util.flatten_dict(flax.core.unfreeze(tree), sep='/')

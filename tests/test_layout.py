@@ -15,7 +15,7 @@ MODULES = {os.path.splitext(os.path.basename(p))[0]: p for p in glob.glob(os.pat
 MAX_LINES = 310
 MAX_SIBLING_IMPORTS = 5
 # Ops modules other JAX projects use: they may import only each other.
-OPS = {'masks': {'pytrees'}, 'expand': {'masks', 'pytrees'}, 'pytrees': set()}
+OPS = {'masks': {'pytrees'}, 'expand': {'masks', 'pytrees'}, 'widening': {'expand', 'masks', 'pytrees'}, 'pytrees': set()}
 SPEC_CLASSES = ('MLPSpec', 'ResNetSpec', 'ConvSpec')
 
 

@@ -10,6 +10,7 @@ import optax
 import pytest
 
 from jst import expand as E
+from jst import widening as W
 from jst import masks as M
 from tests.helpers import REPO
 
@@ -65,7 +66,7 @@ def test_widen_layer_with_batchnorm_on_a_user_module():
     masks = M.magnitude_prune(variables['params'], M.create_masks(variables['params']), 0.5)
     params = M.apply_masks(variables['params'], masks)
     for method in ('zero_fanout', 'net2net'):
-        grown = E.widen_layer(params, masks, jax.random.key(2), producer='Conv_0', consumer='Conv_1',
+        grown = W.widen_layer(params, masks, jax.random.key(2), producer='Conv_0', consumer='Conv_1',
                               norm='BatchNorm_0', amount=4, batch_stats=variables['batch_stats'],
                               options=E.GrowthOptions(widen_method=method))
         before = UserConvNet(6).apply({'params': params, 'batch_stats': variables['batch_stats']}, x)
@@ -78,12 +79,12 @@ def test_widen_layer_errors_name_the_path():
     params = UserConvNet().init(jax.random.key(1), x)['params']
     masks = M.create_masks(params)
     with pytest.raises(E.ExpansionError, match=r'Dense_0/kernel reads 180 inputs but Conv_1/kernel has 5'):
-        E.widen_layer(params, masks, jax.random.key(0), producer='Conv_1', consumer='Dense_0', amount=2)
+        W.widen_layer(params, masks, jax.random.key(0), producer='Conv_1', consumer='Dense_0', amount=2)
     with pytest.raises(E.ExpansionError, match=r'Conv_9/kernel not found; parameter paths are'):
-        E.widen_layer(params, masks, jax.random.key(0), producer='Conv_9', consumer='Conv_1', amount=2)
+        W.widen_layer(params, masks, jax.random.key(0), producer='Conv_9', consumer='Conv_1', amount=2)
     embed = {'Embed_0': {'embedding': jnp.ones((5, 4))}, 'Dense_0': {'kernel': jnp.ones((4, 2))}}
     with pytest.raises(E.ExpansionError, match=r'Embed_0/kernel not found'):
-        E.widen_layer(embed, M.create_masks(embed), jax.random.key(0), producer='Embed_0',
+        W.widen_layer(embed, M.create_masks(embed), jax.random.key(0), producer='Embed_0',
                       consumer='Dense_0', amount=1)
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from jst import masks as M
+from jst import pruning
 
 
 def _params(seed=0):
@@ -126,8 +127,8 @@ def test_apply_masks_zeroes_and_passes_unmasked():
 
 
 def test_geometric_schedule():
-    assert M.geometric_level_sparsity(0.95, 5, 5) == pytest.approx(0.95)
-    s1 = M.geometric_level_sparsity(0.95, 1, 5)
+    assert pruning.geometric_level_sparsity(0.95, 5, 5) == pytest.approx(0.95)
+    s1 = pruning.geometric_level_sparsity(0.95, 1, 5)
     assert 1 - s1 == pytest.approx(0.05 ** 0.2)
 
 
