@@ -5,6 +5,7 @@
 Edit the cells here, not the .ipynb files, so that notebooks stay reviewable.
 """
 
+import configparser
 import os
 
 import nbformat
@@ -12,16 +13,37 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
+
+def project_url() -> str:
+    """The one place that says where jst is installed from: ``url`` in setup.cfg ('' until it has a home)."""
+    cfg = configparser.ConfigParser()
+    cfg.read(os.path.join(HERE, '..', 'setup.cfg'))
+    return cfg.get('metadata', 'url', fallback='').strip()
+
+
+URL = project_url()
+INSTALL = (f"""    subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', 'git+{URL}'], check=True)""" if URL else
+           """    raise ImportError('jst is not installed here. It has no public home yet: from a checkout, build a wheel '
+                      '(python -m pip wheel --no-deps -w dist .), upload it to this runtime (or to Drive) and run '
+                      '!pip install jst-*.whl; or mount Drive and !pip install -e /content/drive/MyDrive/jst.')""")
 SETUP = '''# One knob: 'cpu' (a few minutes on a CPU runtime), 'gpu' (GPU/TPU runtimes), 'ci' (seconds, for tests).
 import os
 SCALE = os.environ.get('JST_NOTEBOOK_SCALE', 'cpu')
-JST_REPO = 'https://github.com/jst-research/jst'  # where to pip-install jst from on Colab
 
 import importlib.util, subprocess, sys
-if importlib.util.find_spec('jst') is None:  # Colab: install jst (and its dependencies) from the repo
-    subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', f'git+{JST_REPO}'], check=True)
+if importlib.util.find_spec('jst') is None:  # e.g. a fresh Colab runtime
+''' + INSTALL + '''
 MANUAL_DIR = os.environ.get('JST_MANUAL_DIR', '')  # offline: folder with the MNIST files; '' = TFDS downloads
 '''
+
+
+def badge(name: str) -> list:
+    """An Open-in-Colab badge cell, only when the project has a public GitHub home."""
+    if not URL.startswith('https://github.com/'):
+        return []
+    path = URL.removeprefix('https://github.com/').removesuffix('.git')
+    return [new_markdown_cell(f'[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]'
+                              f'(https://colab.research.google.com/github/{path}/blob/main/colabs/{name})')]
 
 QUICKSTART = [
     new_markdown_cell('''# jst quickstart: lottery tickets that keep growing
@@ -102,15 +124,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jst import data, expand, masks, widening
+from jst import data, expand, masks, readers, widening
 
 STEPS = {'ci': 30, 'cpu': 600, 'gpu': 2000}[SCALE]
-ds = data.load_dataset('mnist', MANUAL_DIR or None, validation_size=5000,
-                       train_limit=3000 if SCALE == 'ci' else None)
-train_x = jnp.asarray(data.preprocess(ds.train.images, 'mnist').reshape(len(ds.train), -1))
-train_y = jnp.asarray(ds.train.labels)
-test_x = jnp.asarray(data.preprocess(ds.test.images, 'mnist').reshape(len(ds.test), -1))
-test_y = jnp.asarray(ds.test.labels)
+# MNIST with numpy alone (no TensorFlow): the four original files in MANUAL_DIR (downloaded once if unset).
+if not MANUAL_DIR:
+    import urllib.request
+    MANUAL_DIR = os.path.abspath('mnist')
+    os.makedirs(MANUAL_DIR, exist_ok=True)
+    for fname in readers.MNIST_FILES.values():
+        if not os.path.exists(os.path.join(MANUAL_DIR, fname)):
+            urllib.request.urlretrieve(f'https://storage.googleapis.com/cvdf-datasets/mnist/{fname}',
+                                       os.path.join(MANUAL_DIR, fname))
+train, test = readers.read_mnist_numpy(MANUAL_DIR)
+n = 3000 if SCALE == 'ci' else len(train)
+train_x = jnp.asarray(data.preprocess(train.images[:n], 'mnist').reshape(n, -1))
+train_y = jnp.asarray(train.labels[:n])
+test_x = jnp.asarray(data.preprocess(test.images, 'mnist').reshape(len(test), -1))
+test_y = jnp.asarray(test.labels)
 
 
 class MLP(nn.Module):
@@ -185,7 +216,7 @@ print(float(jnp.max(jnp.abs(MLP((320,)).apply({'params': wide.params}, test_x[:2
 
 
 def write(name, cells):
-    nb = new_notebook(cells=cells, metadata={
+    nb = new_notebook(cells=badge(name) + cells, metadata={
         'kernelspec': {'display_name': 'Python 3', 'language': 'python', 'name': 'python3'},
         'language_info': {'name': 'python'}, 'colab': {'provenance': []}, 'accelerator': 'GPU'})
     nbformat.write(nb, os.path.join(HERE, name))

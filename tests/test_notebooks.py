@@ -29,3 +29,18 @@ def test_notebook_outputs_are_stripped(name):
     for cell in nb.cells:
         if cell.cell_type == 'code':
             assert not cell.outputs and cell.execution_count is None
+
+
+def test_install_source_is_setup_cfg_url():
+    """One place says where jst installs from; no badge or address until setup.cfg has one."""
+    import configparser  # pylint: disable=g-import-not-at-top
+    cfg = configparser.ConfigParser()
+    cfg.read(os.path.join(REPO, 'setup.cfg'))
+    url = cfg.get('metadata', 'url').strip()
+    for name in NOTEBOOKS:
+        text = open(os.path.join(REPO, 'colabs', name)).read()
+        assert 'github.com/jst-research' not in text
+        if url:
+            assert f'git+{url}' in text and 'colab-badge' in text
+        else:
+            assert 'colab-badge' not in text and 'pip wheel --no-deps' in text
