@@ -14,7 +14,7 @@ Imports only ``jst.expand``, ``jst.masks`` and ``jst.pytrees``: usable in any JA
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -30,14 +30,18 @@ __all__ = ['widen_layer', 'widen_units']
 
 def widen_layer(params: PyTree, masks: PyTree, key: Array, *, producer: str, consumer: str,
                 amount: int, norm: Optional[str] = None, batch_stats: Optional[PyTree] = None,
-                options: expand.GrowthOptions = expand.GrowthOptions()) -> expand.Expansion:
+                options: expand.GrowthOptions = expand.GrowthOptions(),
+                verify: Optional[tuple[Callable[[PyTree], Array], Callable[[PyTree], Array]]] = None
+                ) -> expand.Expansion:
     """Widens any Flax ``nn.Dense``/``nn.Conv`` layer that feeds another, by parameter path.
 
     ``producer`` (e.g. ``'Dense_0'``) gains ``amount`` output units;
     ``consumer`` (e.g. ``'Dense_1'``), which reads the producer's output
     (possibly through an elementwise activation and a BatchNorm named by
     ``norm``), gains the matching input rows. Rebuild the module with the new
-    width (``Expansion.spec`` is None here).
+    width (``Expansion.spec`` is None here). ``verify=(apply_before, apply_after)``, the
+    module's outputs before and after as functions of the params, checks that the function
+    is preserved (``expand.assert_preserved``).
     """
     flat = pytrees.flatten_dict(params)
     kernel, consumer_kernel = f'{producer}/kernel', f'{consumer}/kernel'
@@ -66,7 +70,10 @@ def widen_layer(params: PyTree, masks: PyTree, key: Array, *, producer: str, con
     if norm is not None:
         producers += [(f'{norm}/scale', -1, 'bn_scale'), (f'{norm}/bias', -1, 'bn_bias'),
                       (f'{norm}/mean', -1, 'mean'), (f'{norm}/var', -1, 'var')]
-    return widen_units(params, masks, batch_stats, producers, [(consumer_kernel, -2)], key, amount, options)
+    grown = widen_units(params, masks, batch_stats, producers, [(consumer_kernel, -2)], key, amount, options)
+    if verify is not None:
+        expand.assert_preserved(verify[0], verify[1], params, grown.params)
+    return grown
 
 
 def _fresh_units(kind: str, old: Array, amount: int, key: Array) -> Array:

@@ -110,6 +110,32 @@ def test_insert_layer_into_a_user_module(extra_before):
     np.testing.assert_array_equal(new_state[0].nu['Dense_1']['kernel'], 0)
 
 
+class ConvStack(nn.Module):
+    extra: int = 0
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(nn.Conv(6, (3, 3))(x))      # Conv_0
+        for _ in range(self.extra):
+            x = nn.relu(nn.Conv(6, (3, 3))(x))  # inserted Dirac convs
+        x = nn.relu(nn.Conv(4, (3, 3))(x))
+        return nn.Dense(2)(x.reshape((x.shape[0], -1)))
+
+
+def test_insert_dirac_conv_and_verified_widening():
+    x = jax.random.normal(jax.random.key(0), (2, 6, 6, 3))
+    params = ConvStack().init(jax.random.key(1), x)['params']
+    m = M.create_masks(params)
+    grown = E.insert_layer(params, m, 'Conv_0', kind='conv')
+    assert sorted(grown.params) == ['Conv_0', 'Conv_1', 'Conv_2', 'Dense_0']
+    E.assert_preserved(lambda p: ConvStack().apply({'params': p}, x), lambda p: ConvStack(1).apply({'params': p}, x),
+                       params, grown.params)
+    with pytest.raises(E.ExpansionError, match='changed the outputs'):  # verify= catches a wrong rebuild
+        W.widen_layer(params, m, jax.random.key(2), producer='Conv_0', consumer='Conv_1', amount=2,
+                      verify=(lambda p: ConvStack().apply({'params': p}, x),
+                              lambda p: ConvStack().apply({'params': jax.tree.map(lambda a: a * 2, params)}, x)))
+
+
 def test_insert_layer_needs_a_name_for_custom_names_and_finds_nested_layers():
     params = {'enc': {'kernel': jnp.ones((3, 4)), 'bias': jnp.zeros(4)}, 'head': {'kernel': jnp.ones((4, 2))}}
     with pytest.raises(E.ExpansionError, match='pass name='):
