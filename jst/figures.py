@@ -43,7 +43,7 @@ def _save(fig: Any, path: str, dpi: int) -> str:
 def plot_accuracy_vs_sparsity(aggregated: Sequence[Record], path: str, title: str = '',
                               x_key: str = 'fraction_remaining') -> str:
     """Test accuracy against % prunable weights remaining (or ``x_key='params_remaining'``), from the rows
-    of ``report.aggregate`` (mean and std band over seeds)."""
+    of ``report.aggregate`` (mean and 95% confidence band over seeds)."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     by_label = collections.defaultdict(list)
     for a in aggregated:
@@ -53,7 +53,7 @@ def plot_accuracy_vs_sparsity(aggregated: Sequence[Record], path: str, title: st
         rows.sort(key=lambda a: a['round'])  # the trajectory, round by round
         x = np.array([scale * a[x_key] for a in rows])
         y = np.array([100 * a['test'] for a in rows])
-        sd = np.array([100 * a['test_sd'] for a in rows])
+        sd = np.nan_to_num(np.array([100 * a['test_ci'] for a in rows]))  # 95% CI half-width (0 for one seed)
         ax.plot(x, y, marker='o', label=f'{name} (n={rows[0]["seeds"]})')
         ax.fill_between(x, y - sd, y + sd, alpha=0.2)
     ax.set_xscale('log')

@@ -94,6 +94,28 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
 
 
+# Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom.
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+         2.045, 2.042)
+
+
+def t_quantile_975(df: int) -> float:
+    """The 97.5% quantile of Student's t with ``df`` degrees of freedom (table to 30, Cornish-Fisher above)."""
+    if df <= len(_T975):
+        return _T975[df - 1]
+    z = 1.959964
+    return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
+
+
+def ci95(values: Sequence[float]) -> float:
+    """Half-width of the t-based 95% confidence interval of the mean (NaN for fewer than two values)."""
+    a = np.asarray(values, float)
+    if a.size < 2:
+        return float('nan')
+    return t_quantile_975(a.size - 1) * float(a.std(ddof=1)) / float(np.sqrt(a.size))
+
+
 def summary_table(records_: Sequence[Record]) -> str:
     """Markdown table of one run: round, control, architecture, % remaining, val/test accuracy, steps."""
     lines = ['| round | method | control | architecture | % weights remaining | val acc (%) | '
@@ -116,25 +138,32 @@ def aggregate(summary: Sequence[Record]) -> list[dict[str, Any]]:
         archs = sorted({r['architecture'] for r in rs})
         val, val_sd = _mean_std([r['val_accuracy'] for r in rs])
         test, test_sd = _mean_std([r['test_accuracy'] for r in rs])
+        val_ci, test_ci = ci95([r['val_accuracy'] for r in rs]), ci95([r['test_accuracy'] for r in rs])
         frac, _ = _mean_std([r['fraction_remaining'] for r in rs])
         steps, _ = _mean_std([r['cumulative_steps'] for r in rs])
         best, _ = _mean_std([r['best_step'] for r in rs])
         rows.append({'variant': variant, 'method': method, 'control': control, 'round': rnd, 'architecture': ' / '.join(archs),
                      'fraction_remaining': frac, 'val': val, 'val_sd': val_sd, 'test': test,
-                     'test_sd': test_sd, 'cumulative_steps': steps, 'best_step': best, 'seeds': len(rs),
+                     'test_sd': test_sd, 'val_ci': val_ci, 'test_ci': test_ci, 'cumulative_steps': steps, 'best_step': best, 'seeds': len(rs),
                      'params_remaining': float(np.mean([r['params_remaining'] for r in rs]))})
     return rows
 
 
+def _mean_ci(mean: float, sd: float, ci: float) -> str:
+    """'91.23 ± 0.45 (sd 0.20)' in %: mean ± 95% CI half-width; the mean alone for one seed."""
+    return f'{100 * mean:.2f}' if np.isnan(ci) else f'{100 * mean:.2f} ± {100 * ci:.2f} (sd {100 * sd:.2f})'
+
+
 def aggregate_table(summary: Sequence[Record]) -> str:
+    """Per (variant, control, round): accuracies as mean ± 95% CI half-width (t, over seeds) and std."""
     lines = ['| variant | control | round | architecture | % weights remaining | params remaining | '
-             'val acc (%) | test acc (%) | early-stop step | cumulative steps | seeds |',
-             '|---|---|---|---|---|---|---|---|---|---|---|']
+             'val acc (%): mean ± 95% CI | test acc (%): mean ± 95% CI | early-stop step | cumulative steps | '
+             'seeds |', '|---|---|---|---|---|---|---|---|---|---|---|']
     for a in aggregate(summary):
         lines.append(
             f"| {a['variant']} | {a['control']} | {a['round']} | {a['architecture']} | "
             f"{100 * a['fraction_remaining']:.2f} | {a['params_remaining']:.0f} | "
-            f"{100 * a['val']:.2f} ± {100 * a['val_sd']:.2f} | {100 * a['test']:.2f} ± {100 * a['test_sd']:.2f} | "
+            f"{_mean_ci(a['val'], a['val_sd'], a['val_ci'])} | {_mean_ci(a['test'], a['test_sd'], a['test_ci'])} | "
             f"{a['best_step']:.0f} | {a['cumulative_steps']:.0f} | {a['seeds']} |")
     return '\n'.join(lines)
 

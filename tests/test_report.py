@@ -58,3 +58,16 @@ def test_corrupt_records_name_the_file(tmp_path):
         report.load_runs([a])
     with pytest.raises(report.ReportError, match=r'missing/summary.json does not exist'):
         report.load_runs([str(tmp_path / 'missing')])
+
+
+def test_confidence_interval_by_hand(tmp_path):
+    """Three seeds at 90, 92, 94%: mean 92, sd 2, t(2) = 4.303: 95% CI half-width 4.303 * 2 / sqrt(3) = 4.97."""
+    runs = [_fake_run(tmp_path / f's{i}', seed=i) for i in range(3)]
+    for i, w in enumerate(runs):
+        summary = json.load(open(os.path.join(w, 'summary.json')))
+        summary[0]['test_accuracy'] = 0.90 + 0.02 * i
+        json.dump(summary, open(os.path.join(w, 'summary.json'), 'w'))
+    row = report.aggregate(report.load_runs(runs)[0])[0]
+    assert row['test'] == pytest.approx(0.92) and row['test_ci'] == pytest.approx(4.303 * 0.02 / 3 ** 0.5)
+    assert '92.00 ± 4.97 (sd 2.00)' in report.aggregate_table(report.load_runs(runs)[0])
+    assert report.t_quantile_975(40) == pytest.approx(2.021, abs=2e-3)  # beyond the table
