@@ -223,10 +223,11 @@ def insert_layer(params: PyTree, masks: PyTree, after: str, *, kind: Literal['de
             raise ExpansionError(f'{after!r} is not an automatically named {layer_type}_i: pass name= for the new '
                                  'layer.')
         name = f'{layer_type}_{auto[1] + 1}'
-        siblings = {p.split('/')[len(parent.split('/')) if parent else 0] for p in flat if p.startswith(parent)}
-        for sib in siblings:
-            if auto_name_index(sib) and auto_name_index(sib)[0] == layer_type and auto_name_index(sib)[1] > auto[1]:
-                rename[f'{parent}/{sib}' if parent else sib] = f'{parent}/{layer_type}_{auto_name_index(sib)[1] + 1}'.lstrip('/')
+        prefix = f'{parent}/' if parent else ''
+        for sibling in {p[len(prefix):].split('/')[0] for p in flat if p.startswith(prefix)}:
+            index = auto_name_index(sibling)
+            if index and index[0] == layer_type and index[1] > auto[1]:
+                rename[prefix + sibling] = f'{prefix}{layer_type}_{index[1] + 1}'
     new_path = f'{parent}/{name}' if parent else name
     width = kernel.shape[-1]
     layer = identity_dense(width) if kind == 'dense' else dirac_conv(width, kernel_size)

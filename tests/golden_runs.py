@@ -17,7 +17,7 @@ import sys
 import tempfile
 from typing import Any
 
-from tests.helpers import REPO, load_config
+from tests.helpers import REPO, load_config, set_fields
 
 GOLDEN_DIR = os.path.join(REPO, 'tests', 'golden')
 VOLATILE = ('seconds', 'wait_seconds', 'juvenility_seconds', 'juvenility_wait_seconds')
@@ -47,13 +47,7 @@ def make_config(name: str, datasets_dir: str):
     config.manual_dir = os.path.join(datasets_dir, dataset_dir)
     config.data_backend = 'numpy'
     config.write_report = False
-    for key, value in overrides.items():
-        node = config
-        *parents, leaf = key.split('.')
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return config
+    return set_fields(config, overrides)
 
 
 def strip_volatile(value: Any) -> Any:

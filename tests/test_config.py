@@ -8,7 +8,7 @@ import pytest
 from jst import configuration as C
 from jst import driver
 from jst import workdir
-from tests.helpers import load_config
+from tests.helpers import load_config, set_fields
 
 
 def test_invalid_diagnostics_settings_are_named():
@@ -45,12 +45,7 @@ def test_invalid_diagnostics_settings_are_named():
     ('num_devices', 5, r'config.num_devices=5, but 1 device\(s\) are visible'),
 ])
 def test_invalid_values_are_named(field, value, message):
-    config = load_config('tiny')
-    node = config
-    *parents, leaf = field.split('.')
-    for p in parents:
-        node = node[p]
-    node[leaf] = value
+    config = set_fields(load_config('tiny'), {field: value})
     with pytest.raises(C.ConfigError, match=message):
         C.validate_config(config)
 

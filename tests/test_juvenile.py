@@ -17,7 +17,7 @@ from jst import rounds
 from jst import search as S
 from jst import specs
 from jst import train as T
-from tests.helpers import load_config
+from tests.helpers import load_config, set_fields
 
 
 def _tiny_juvenile(mnist_dir, **overrides):
@@ -29,13 +29,7 @@ def _tiny_juvenile(mnist_dir, **overrides):
     config.target_sparsity = 0.8
     config.num_rounds = 2
     config.steps_per_round = 100
-    for k, v in overrides.items():
-        node = config
-        *parents, leaf = k.split('.')
-        for p in parents:
-            node = node[p]
-        node[leaf] = v
-    return config
+    return set_fields(config, overrides)
 
 
 def test_surviving_weights_carry_over_between_rounds(mnist_dir, tmp_path, monkeypatch):
