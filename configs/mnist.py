@@ -13,7 +13,7 @@ sparsity at the last of 5 rounds.
   layers from the start, survivors reset to theta_0 each round.
 
 Choices the paper does not state (same for both policies): batch size 128 and
-3 epochs (1,078 steps on the 55,000 training examples) per round, a common
+3 epochs (1,287 steps on the 55,000 training examples) per round, a common
 short MNIST budget at which the dense net is already near its best validation
 loss with Adam 1e-3; the level schedule is geometric (each round removes the
 same fraction of the remaining weights, 95% at the last round), as NNI's

@@ -35,7 +35,7 @@ from jst import specs
 from jst import train as train_lib
 
 PyTree = Any
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: one entry per lane (seed) in arrays and progress
 CheckpointError = checkpoint_io.CheckpointError
 RunCheckpointer = checkpoint_io.RunCheckpointer
 
@@ -48,19 +48,33 @@ class ArrayKey:
     NEXT_MASKS = 'next_masks'    # weight reset: masks after this round's pruning
     REWIND = 'rewind'            # weight reset: variables at rewind_step of round 0
     ROUND_STATE = 'round_state'  # growth: TrainState at the start of the current round
-    TRAIN_STATE = 'train_state'  # TrainState inside a training (with ``TrainingProgress``)
+    TRAIN_STATE = 'train_state'  # TrainState of the lanes inside a training, stacked (``TrainingProgress``)
     FINAL = 'final'              # the final ticket: params, batch_stats, masks
+
+    # Every key but TRAIN_STATE holds one entry per lane (seed): {lane_name(i): tree}.
+
+
+def lane_name(lane: int) -> str:
+    """The key of lane ``lane``'s entry in a per-lane array item."""
+    return f'lane{lane:04d}'
+
+
+def per_lane(trees: dict[int, Any]) -> dict[str, Any]:
+    """{lane: tree} -> a per-lane array item."""
+    return {lane_name(lane): tree for lane, tree in trees.items()}
 
 
 @dataclasses.dataclass
 class TrainingProgress:
-    """Where a training stopped: ``tag`` names it, ``step`` is the next global step."""
+    """Where a training of ``lanes`` stopped: ``tag`` names it, ``step`` is the next global step; the
+    other fields hold one entry per lane."""
 
     tag: str
     step: int
-    window: dict[str, list]
-    start_eval: Optional[dict[str, Any]]
-    records: list[dict[str, Any]]
+    lanes: list[int]
+    windows: list[dict[str, list]]
+    start_evals: list[Optional[dict[str, Any]]]
+    records: list[list[dict[str, Any]]]
 
 
 @dataclasses.dataclass
@@ -84,14 +98,31 @@ class LotteryProgress(_Progress):
 
 
 @dataclasses.dataclass
-class RecursiveProgress(_Progress):
-    """Growth: ``phase`` 'train' per round, then 'done'; the search's stopping state."""
+class LaneProgress:
+    """Growth, one lane (seed): its round and spec (lanes of the structure search may differ) and its
+    search's stopping state."""
 
+    round: int = 0
+    spec: dict[str, Any] = dataclasses.field(default_factory=dict)
+    done: bool = False
     best_val: Optional[float] = None
     rounds_without_gain: int = 0
     grown_by: Optional[str] = None
     candidates: Optional[list[dict[str, Any]]] = None
     cumulative: int = 0
+
+    def model_spec(self) -> specs.ModelSpec:
+        return specs.spec_from_config(self.spec)
+
+
+@dataclasses.dataclass
+class RecursiveProgress(_Progress):
+    """Growth: ``phase`` 'train' until every lane is done; each lane's progress."""
+
+    lanes: list[LaneProgress] = dataclasses.field(default_factory=list)
+
+    def __post_init__(self):
+        self.lanes = [lane if isinstance(lane, LaneProgress) else LaneProgress(**lane) for lane in self.lanes]
 
 
 # --------------------------------------------------------------------------
@@ -172,7 +203,7 @@ class Journal:
         self.workdir, self.progress, self._overwrite = workdir, progress, overwrite
         self.arrays: dict[str, Any] = {}
         self.training: Optional[TrainingProgress] = None
-        self.final_spec: Optional[dict[str, Any]] = None
+        self.final_specs: dict[str, dict[str, Any]] = {}  # lane name -> spec of its final ticket
         self.history = records_lib.History()
         self.checkpointer = RunCheckpointer(workdir, config)
         self.writer = records_lib.make_metric_writer(workdir)
@@ -192,7 +223,7 @@ class Journal:
         meta = {'schema_version': SCHEMA_VERSION, 'search': type(self.progress).__name__,
                 'progress': dataclasses.asdict(self.progress),
                 'training': dataclasses.asdict(self.training) if self.training else None,
-                'final_spec': self.final_spec, 'history': dataclasses.asdict(self.history)}
+                'final_specs': self.final_specs, 'history': dataclasses.asdict(self.history)}
         self.checkpointer.save(json.loads(json.dumps(meta)), self.arrays)
 
     def restore(self) -> bool:
@@ -211,7 +242,7 @@ class Journal:
             return self._refuse_stale(meta)
         self.progress = type(self.progress)(**meta['progress'])
         self.training = TrainingProgress(**meta['training']) if meta.get('training') else None
-        self.final_spec, self.arrays = meta.get('final_spec'), arrays
+        self.final_specs, self.arrays = meta.get('final_specs') or {}, arrays
         self.history = records_lib.History(**meta['history'])
         self.history.write(self.workdir)
         logging.info('Resuming from checkpoint: round %s, phase %s, step %s.', self.progress.round,

@@ -72,6 +72,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.lth_model = ml_collections.ConfigDict()
     # Method.
     c.seed = 0
+    c.num_seeds = 1            # seeds seed .. seed + num_seeds - 1, trained together in one compiled program
     c.method = 'lth'
     c.num_rounds = 5           # pruning rounds/levels; round 0 trains the dense (or start) network
     c.steps_per_round = 0      # >0: steps; 0: use epochs_per_round
@@ -168,6 +169,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             re.compile(c[field])
         except re.error as e:
             raise ConfigError(f'config.{field}={c[field]!r} is not a valid regex: {e}') from e
+    _check(c.num_seeds >= 1, f'config.num_seeds={c.num_seeds} must be >= 1 (seeds seed .. seed + num_seeds - 1).')
     _check(c.num_rounds >= 0, f'config.num_rounds={c.num_rounds} must be >= 0.')
     _check(c.batch_size > 0, f'config.batch_size={c.batch_size} must be positive.')
     _check(c.learning_rate > 0, f'config.learning_rate={c.learning_rate} must be positive.')

@@ -1,7 +1,9 @@
 """The run context: what every search reads and nothing it writes.
 
 ``RunContext`` holds the config, the dataset (host and device copies), the
-PRNG keys, the data-parallel mesh, the compiled functions of each
+seeds of the run (``config.seed .. config.seed + num_seeds - 1``, one *lane*
+each) and their PRNG keys (lane i's keys are exactly those of a one-seed run
+of seed ``config.seed + i``), the data-parallel mesh, the compiled functions of each
 architecture (built once, reused across rounds) and one background thread
 for work that overlaps training. Checkpointed progress lives in
 ``checkpointing.Journal``, not here. Use it as a context manager (the thread
@@ -12,9 +14,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 
 from jst import configuration
@@ -36,7 +39,7 @@ class RunContext:
     steps_per_round: int
     steps_per_epoch: int
     eval_every: int
-    keys: dict[str, jax.Array]
+    lane_keys: list[dict[str, jax.Array]]  # per lane (seed): {name: key} for KEY_NAMES
     mesh: Optional[Any] = None  # data-parallel mesh (None: one device)
     _compiled: dict[Any, Any] = dataclasses.field(default_factory=dict)
     _executor: Optional[concurrent.futures.ThreadPoolExecutor] = None
@@ -62,6 +65,23 @@ class RunContext:
     def config_dict(self) -> dict[str, Any]:
         """The config as plain JSON-able dicts."""
         return configuration.config_to_dict(self.config)
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        """The seed of each lane."""
+        return tuple(int(self.config.seed) + i for i in range(len(self.lane_keys)))
+
+    @property
+    def lanes(self) -> tuple[int, ...]:
+        return tuple(range(len(self.lane_keys)))
+
+    def key(self, name: str, lane: int) -> jax.Array:
+        """Lane ``lane``'s PRNG key ``name`` (one of ``KEY_NAMES``)."""
+        return self.lane_keys[lane][name]
+
+    def keys_of(self, name: str, lanes: Sequence[int]) -> jax.Array:
+        """[len(lanes)] stacked keys ``name`` of ``lanes``."""
+        return jnp.stack([self.key(name, lane) for lane in lanes])
 
     @property
     def num_train(self) -> int:
@@ -90,19 +110,26 @@ class RunContext:
         """Jitted (state, x, y) -> (state, metrics): one training step of this architecture."""
         return self.compiled('step', spec, lambda: jax.jit(self.trainer(spec).train_step))
 
-    def segment_fn(self, spec: Any) -> Callable[..., Any]:
-        """``train_loop.make_segment_fn`` of this architecture."""
-        return self.compiled('segment', spec, lambda: train_loop.make_segment_fn(
-            self.trainer(spec), self.num_train, self.mesh, test_at_best=self.config.eval_test == 'at_best',
-            step_loop='python' if self.unroll(spec) else 'scan'))
+    def segment_fn(self, spec: Any, num_lanes: int) -> Callable[..., Any]:
+        """The training segment of this architecture over ``num_lanes`` lanes (seeds) with a leading lane
+        axis: ``train_loop.make_replicated_segment_fn`` (one compiled program for all lanes), or for one
+        lane ``make_segment_fn`` without the axis (``train_loop.as_single_lane``: a one-seed run computes
+        exactly what it did before seeds were lanes)."""
+        kwargs = dict(mesh=self.mesh, test_at_best=self.config.eval_test == 'at_best',
+                      step_loop='python' if self.unroll(spec) else 'scan')
+        if num_lanes == 1:
+            return self.compiled('segment', spec, lambda: train_loop.as_single_lane(
+                train_loop.make_segment_fn(self.trainer(spec), self.num_train, **kwargs)))
+        return self.compiled('lanes_segment', spec, lambda: train_loop.make_replicated_segment_fn(
+            self.trainer(spec), self.num_train, **kwargs))
 
     def replicate(self, tree: Any) -> Any:
         """``tree`` on every device of the run's mesh (unchanged on one device)."""
         return parallel.replicate(tree, self.mesh)
 
-    def init_variables(self, spec: Any, key: Optional[jax.Array] = None) -> dict[str, Any]:
-        """Initial variables of ``spec`` (with the run's init key unless ``key`` is given)."""
-        return self.trainer(spec).init_variables(self.keys['init'] if key is None else key, self.input_shape)
+    def init_variables(self, spec: Any, key: jax.Array) -> dict[str, Any]:
+        """Initial variables of ``spec`` from ``key`` (a lane's init key: ``key('init', lane)``)."""
+        return self.trainer(spec).init_variables(key, self.input_shape)
 
     def new_state(self, spec: Any, variables: dict[str, Any], masks: Any) -> train_lib.TrainState:
         """A fresh TrainState of ``spec``: masked params, new optimizer state, step 0."""
@@ -130,8 +157,9 @@ def make_context(config: ml_collections.ConfigDict, workdir: str,
     num_train = len(dataset.train)
     configuration.validate_against_data(config, num_train, mesh.size if mesh is not None else 1)
     spe = train_lib.steps_per_epoch(num_train, config.batch_size)
-    keys = dict(zip(KEY_NAMES, jax.random.split(jax.random.key(config.seed), len(KEY_NAMES))))
+    lane_keys = [dict(zip(KEY_NAMES, jax.random.split(jax.random.key(config.seed + i), len(KEY_NAMES))))
+                 for i in range(config.num_seeds)]
     data = train_lib.device_data(dataset, parallel.replicated(mesh) if mesh is not None else None)
     return RunContext(config, workdir, dataset, data, tuple(dataset.train.images.shape[1:]),
                       configuration.resolve_steps(config, num_train), spe,
-                      config.eval_every if config.eval_every > 0 else spe, keys, mesh=mesh)
+                      config.eval_every if config.eval_every > 0 else spe, lane_keys, mesh=mesh)

@@ -47,10 +47,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
                          ctx.num_train, len(ctx.dataset.validation), len(ctx.dataset.test),
                          ctx.steps_per_round, ctx.steps_per_epoch)
             records = searches.run(ctx)
-        table = report.summary_table(records)
+        table = report.summary_table(records) if config.num_seeds == 1 else report.aggregate_table(records)
         print(table, flush=True)
         workdir_lib.atomic_write_text(os.path.join(workdir, workdir_lib.SUMMARY_TABLE_FILE), table + '\n')
-        if config.write_report:
+        if config.write_report and workdir_lib.is_primary_process():
             path = report.write_report([workdir], os.path.join(workdir, workdir_lib.REPORT_DIR),
                                        f'{config.method} on {config.dataset}')
             logging.info('Report: %s', path)

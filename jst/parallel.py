@@ -8,14 +8,19 @@ same results up to float summation order.
 
 Multi-host (TPU pods, GPU clusters): start every host with
 ``JST_DISTRIBUTED=1`` so that ``launch/main.py`` calls
-``jax.distributed.initialize()`` (which reads the coordinator address and
-process ids from the environment of Cloud TPU, SLURM or Open MPI), and set
-``--config.num_devices=-1`` to use every device of every host. We rely on
-JAX's own cluster detection rather than a scheduler of our own.
+``initialize_distributed`` -> ``jax.distributed.initialize()`` (which reads
+the coordinator address and process ids from the environment of Cloud TPU,
+SLURM or Open MPI; elsewhere set ``JST_COORDINATOR=host:port``,
+``JST_NUM_PROCESSES`` and ``JST_PROCESS_ID``), and set
+``--config.num_devices=-1`` to use every device of every host. Every process
+runs the same search on the same data; process 0 writes the records, orbax
+writes each checkpoint once. Tested: two processes on one CPU machine
+(``tests/test_distributed.py``).
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any, Optional
 
 import jax
@@ -24,6 +29,18 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 DATA_AXIS = 'data'
+
+
+def initialize_distributed(environ: Optional[dict[str, str]] = None) -> None:
+    """``jax.distributed.initialize`` from the cluster's environment, or from ``JST_COORDINATOR``,
+    ``JST_NUM_PROCESSES`` and ``JST_PROCESS_ID`` where set (CPU processes talk through gloo)."""
+    env = os.environ if environ is None else environ
+    kwargs = {}
+    if env.get('JST_COORDINATOR'):
+        kwargs = {'coordinator_address': env['JST_COORDINATOR'],
+                  'num_processes': int(env['JST_NUM_PROCESSES']), 'process_id': int(env['JST_PROCESS_ID'])}
+    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+    jax.distributed.initialize(**kwargs)
 
 
 def make_mesh(num_devices: int) -> Optional[Mesh]:

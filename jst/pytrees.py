@@ -66,6 +66,11 @@ def stack(trees: Sequence[PyTree]) -> PyTree:
     return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
 
+def unstack(tree: PyTree, n: int) -> list[PyTree]:
+    """Inverse of ``stack``: the ``n`` trees along the leading axis."""
+    return [jax.tree.map(lambda x, i=i: x[i], tree) for i in range(n)]
+
+
 def count(tree: PyTree) -> int:
     """Number of scalars in the leaves of ``tree``."""
     return int(sum(x.size for x in jax.tree.leaves(tree)))

@@ -111,7 +111,9 @@ def read_metrics(workdir: str) -> list[Record]:
 
 def make_metric_writer(workdir: str) -> Any:
     """A clu TensorBoard ``SummaryWriter`` in ``WORKDIR/tensorboard`` (None without clu/tensorboard/TF:
-    the JSON files are always written)."""
+    the JSON files are always written; None on the other processes of a multi-process run)."""
+    if not workdir_lib.is_primary_process():
+        return None
     try:
         from clu import metric_writers  # pylint: disable=g-import-not-at-top
         return metric_writers.SummaryWriter(os.path.join(workdir, workdir_lib.TENSORBOARD_DIR))

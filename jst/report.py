@@ -41,30 +41,30 @@ def _run_identity(workdir: str, summary: Sequence[Record]) -> tuple[str, dict[st
     path = os.path.join(workdir, workdir_lib.CONFIG_FILE)
     config = _read_json(path) if os.path.exists(path) else {'dataset': summary[0]['dataset']}
     variant = config.get('name') or config.get('method') or figures.variant(summary[0])
-    fields = {k: v for k, v in workdir_lib.run_fields(config).items() if k not in ('seed', 'name')}
+    fields = {k: v for k, v in workdir_lib.run_fields(config).items() if k not in ('seed', 'num_seeds', 'name')}
     return variant, fields
 
 
 def check_comparable(runs: dict[str, list[Record]]) -> None:
     """Refuses to aggregate runs of one variant that differ in anything but the seed, or repeat a seed."""
-    by_variant: dict[str, list[tuple[str, dict[str, Any], int]]] = collections.defaultdict(list)
+    by_variant: dict[str, list[tuple[str, dict[str, Any], set[int]]]] = collections.defaultdict(list)
     for w, summary in runs.items():
         variant, fields = _run_identity(w, summary)
-        seeds = {r['seed'] for r in summary}
-        by_variant[variant].append((w, fields, seeds.pop() if len(seeds) == 1 else -1))
+        by_variant[variant].append((w, fields, {r['seed'] for r in summary}))
     for variant, members in by_variant.items():
         first_dir, first_fields, _ = members[0]
         seen: dict[int, str] = {}
-        for w, fields, seed in members:
+        for w, fields, seeds in members:
             diffs = workdir_lib.config_differences(first_fields, fields)
             if diffs:
                 raise ReportError(f'Variant {variant!r}: {w} and {first_dir} are runs of different configs '
                                   f'({"; ".join(d.replace(" in the workdir", f" in {first_dir}") for d in diffs)}). '
                                   'Give them different --config.name values, or report them separately.')
-            if seed in seen:
-                raise ReportError(f'Variant {variant!r}: seed {seed} appears twice ({seen[seed]} and {w}); each '
-                                  'seed may be counted once.')
-            seen[seed] = w
+            for seed in sorted(seeds):
+                if seed in seen:
+                    raise ReportError(f'Variant {variant!r}: seed {seed} appears twice ({seen[seed]} and {w}); '
+                                      'each seed may be counted once.')
+                seen[seed] = w
 
 
 def load_runs(workdirs: Iterable[str]) -> tuple[list[Record], list[Record]]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from jst import checkpointing
 from jst import context as context_lib
@@ -70,62 +70,85 @@ def _checkpoint_due(ctx: context_lib.RunContext, step: int, stop: int, last_save
 
 
 def train_round(ctx: context_lib.RunContext, journal: Optional[checkpointing.Journal], spec: Any,
-                state: TrainState, *, start: int = 0, stop: Optional[int] = None, label: str = '',
-                tag: Optional[str] = None, snapshot_at: int = 0,
-                on_snapshot: Optional[Callable[[TrainState], None]] = None) -> RoundResult:
-    """Trains ``state`` (of architecture ``spec``) over global steps [start, stop) of a round.
+                states: Sequence[TrainState], lanes: Sequence[int], *, start: int = 0,
+                stop: Optional[int] = None, label: str = '', tag: Optional[str] = None, snapshot_at: int = 0,
+                on_snapshot: Optional[Callable[[list[TrainState]], None]] = None) -> list[RoundResult]:
+    """Trains ``states`` (one per lane in ``lanes``, all of architecture ``spec``) together over global
+    steps [start, stop) of a round, in one compiled program; one result per lane.
 
-    ``on_snapshot(state)`` is called once at step ``snapshot_at`` (the rewind point); what it
+    ``on_snapshot(states)`` is called once at step ``snapshot_at`` (the rewind point); what it
     stores in the journal is saved with the progress.
     """
     stop = ctx.steps_per_round if stop is None else stop
-    records: list[train_loop.EvalRecord] = []
-    window, t = train_loop.EvalWindow(), start
+    lanes = list(lanes)
+    n = len(lanes)
+    records: list[list[train_loop.EvalRecord]] = [[] for _ in lanes]
+    windows, t = [train_loop.EvalWindow() for _ in lanes], start
     progress = journal.training if journal is not None else None
-    if tag is not None and progress is not None and progress.tag == tag:
-        state = checkpointing.state_from_storable(journal.arrays[checkpointing.ArrayKey.TRAIN_STATE],
-                                                  ctx.trainer(spec).tx)
-        t, window = int(progress.step), train_loop.EvalWindow(**progress.window)
-        records = [train_loop.EvalRecord(**r) for r in progress.records]
-    latest = {'window': window, 'saved_at': time.time()}
-    start_eval = progress.start_eval if t != start else evaluate_start(ctx, spec, state)
-    pending = None
-    if t == start and ctx.config.juvenility and start_eval is not None:
-        pending = _StartDiagnostics(ctx, spec, state, start_eval)
+    stacked = None
+    if tag is not None and progress is not None and progress.tag == tag and progress.lanes == lanes:
+        stacked = checkpointing.state_from_storable(journal.arrays[checkpointing.ArrayKey.TRAIN_STATE],
+                                                    ctx.trainer(spec).tx)
+        t, windows = int(progress.step), [train_loop.EvalWindow(**w) for w in progress.windows]
+        records = [[train_loop.EvalRecord(**r) for r in lane] for lane in progress.records]
+    start_evals = (progress.start_evals if t != start else
+                   [evaluate_start(ctx, spec, st) for st in states])
+    pending = []
+    if t == start and ctx.config.juvenility:
+        pending = [_StartDiagnostics(ctx, spec, st, ev) for st, ev in zip(states, start_evals) if ev is not None]
+    latest = {'windows': windows, 'saved_at': time.time()}
 
-    def on_segment(st, new_records, step, win):
-        latest['window'] = win
+    def on_segment(st, new_records, step, wins):
+        latest['windows'] = wins
         if journal is None or tag is None or not _checkpoint_due(ctx, step, stop, latest['saved_at']):
             return
         latest['saved_at'] = time.time()
-        if pending is not None:
-            pending.join()
+        for p in pending:
+            p.join()
         journal.training = checkpointing.TrainingProgress(
-            tag=tag, step=step, window=dataclasses.asdict(win), start_eval=start_eval,
-            records=[dataclasses.asdict(r) for r in records + new_records])
-        journal.arrays[checkpointing.ArrayKey.TRAIN_STATE] = checkpointing.state_to_storable(st)
+            tag=tag, step=step, lanes=lanes, windows=[dataclasses.asdict(w) for w in wins],
+            start_evals=start_evals, records=[[dataclasses.asdict(r) for r in old + new]
+                                              for old, new in zip(records, new_records)])
+        journal.arrays[checkpointing.ArrayKey.TRAIN_STATE] = checkpointing.state_to_storable(
+            st if n > 1 else train_loop.stack_lanes([st]))
         journal.save()
 
+    if stacked is None:  # one lane trains without the lane axis (``RunContext.segment_fn``)
+        state = train_loop.stack_lanes(states) if n > 1 else states[0]
+    else:
+        state = stacked if n > 1 else train_loop.unstack_lanes(stacked, 1)[0]
     state = ctx.replicate(state)
+    keys, seeds = ctx.keys_of('data', lanes), [ctx.seeds[lane] for lane in lanes]
     t0 = time.time()
     segments = [(t, snapshot_at), (snapshot_at, stop)] if snapshot_at and t < snapshot_at < stop else [(t, stop)]
     for a, b in segments:
-        state, new = train_loop.train_steps(
-            ctx.segment_fn(spec), state, ctx.data, ctx.keys['data'], a, b, spe=ctx.steps_per_epoch,
-            eval_every=ctx.eval_every, total=ctx.steps_per_round, window=latest['window'], label=label,
-            best_val=min([r.val_loss for r in records], default=float('inf')), on_segment=on_segment)
-        records.extend(new)
+        state, new = train_loop.train_lanes(
+            ctx.segment_fn(spec, n), state, ctx.data, keys, a, b, spe=ctx.steps_per_epoch,
+            eval_every=ctx.eval_every, total=ctx.steps_per_round, windows=latest['windows'], label=label,
+            best_vals=[min([r.val_loss for r in lane], default=float('inf')) for lane in records],
+            on_segment=on_segment, seeds=seeds)
+        for lane_records, lane_new in zip(records, new):
+            lane_records.extend(lane_new)
         if b == snapshot_at and on_snapshot is not None:
-            on_snapshot(state)
+            on_snapshot(_lane_states(state, n))
     if journal is not None:
         journal.training = None
         journal.arrays.pop(checkpointing.ArrayKey.TRAIN_STATE, None)
-    if pending is not None:
-        pending.join()
-    if ctx.config.juvenility and start_eval is not None:
-        _end_diagnostics(ctx, spec, state, start_eval)
-    return RoundResult(state, records, train_loop.early_stopping(records) if records else None,
-                       stop - start, time.time() - t0, start_eval)
+    for p in pending:
+        p.join()
+    final_states = _lane_states(state, n)
+    seconds = time.time() - t0
+    if ctx.config.juvenility:
+        for st, ev in zip(final_states, start_evals):
+            if ev is not None:
+                _end_diagnostics(ctx, spec, st, ev)
+    return [RoundResult(st, recs, train_loop.early_stopping(recs) if recs else None, stop - start, seconds, ev)
+            for st, recs, ev in zip(final_states, records, start_evals)]
+
+
+def _lane_states(state: TrainState, n: int) -> list[TrainState]:
+    """Each lane's state of a training state (with a lane axis unless ``n`` is 1)."""
+    return [state] if n == 1 else train_loop.unstack_lanes(state, n)
 
 
 def _end_diagnostics(ctx: context_lib.RunContext, spec: Any, state: TrainState, start_eval: dict[str, Any]) -> None:
@@ -137,14 +160,14 @@ def _end_diagnostics(ctx: context_lib.RunContext, spec: Any, state: TrainState, 
 
 
 def record_round(ctx: context_lib.RunContext, journal: checkpointing.Journal, result: RoundResult, *,
-                 round_index: int, method: str, control: str, spec: Any, cumulative_steps: int,
+                 lane: int, round_index: int, method: str, control: str, spec: Any, cumulative_steps: int,
                  **extra: Any) -> dict[str, Any]:
     """Builds the round's record, adds it to the journal's history, rewrites the record files and
     TensorBoard, prints its line; returns it."""
     c, state = ctx.config, result.state
     record = records_lib.make_record(
         round_index=round_index, method=method, control=control, variant=c.name or method,
-        dataset=ctx.dataset.name, seed=c.seed, data_backend=ctx.dataset.backend, spec=spec,
+        dataset=ctx.dataset.name, seed=ctx.seeds[lane], data_backend=ctx.dataset.backend, spec=spec,
         params=state.params, masks=state.masks, best=result.best, final=result.records[-1],
         steps=result.steps, seconds=result.seconds, start=result.start, cumulative_steps=cumulative_steps,
         **extra)

@@ -116,13 +116,14 @@ def evaluate_candidates(ctx: context_lib.RunContext, state: train_lib.TrainState
 
 
 def next_ticket(ctx: context_lib.RunContext, state: train_lib.TrainState, spec: Any,
-                round_index: int) -> NextTicket:
-    """Prunes the trained network into this round's ticket and extends it (paper rule or search)."""
+                round_index: int, lane: int = 0) -> NextTicket:
+    """Prunes lane ``lane``'s trained network into this round's ticket and extends it (paper rule or
+    search) with the lane's growth key."""
     config = ctx.config
     params, masks = pruning.prune_params(pruning.PruningPlan.from_config(config), state.params, state.masks,
                                          round_index + 1)
     state = state.replace(masks=masks, params=params)
-    key = jax.random.fold_in(ctx.keys['growth'], round_index)
+    key = jax.random.fold_in(ctx.key('growth', lane), round_index)
     options = growth.options_from_config(config)
     tx = ctx.trainer(spec).tx
     if config.growth == 'paper':

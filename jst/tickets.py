@@ -8,7 +8,7 @@ structure with this run's seed).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
@@ -24,39 +24,52 @@ PyTree = Any
 ArrayKey = checkpointing.ArrayKey
 
 
-def start_network(ctx: context_lib.RunContext, method: configuration.Method,
+def start_network(ctx: context_lib.RunContext, method: configuration.Method, lane: int,
                   allow_empty_masks: bool = False) -> tuple[specs.ModelSpec, dict[str, Any], PyTree]:
-    """(spec, variables, masks) a search starts from: ``config.init_from``'s ticket when set, else
-    ``method``'s start architecture freshly initialised with all-True masks."""
+    """(spec, variables, masks) lane ``lane`` starts from: ``config.init_from``'s ticket when set, else
+    ``method``'s start architecture freshly initialised (the lane's init key) with all-True masks."""
+    init = lambda spec: ctx.init_variables(spec, ctx.key('init', lane))
     if ctx.config.init_from:
-        return load_ticket(ctx.config.init_from, ctx.config.init_from_weights, ctx.init_variables)
+        return load_ticket(ctx.config.init_from, ctx.config.init_from_weights, init, lane)
     spec = configuration.start_spec(ctx.config, method)
-    variables = ctx.init_variables(spec)
+    variables = init(spec)
     masks = pruning.initial_masks(pruning.PruningPlan.from_config(ctx.config), variables['params'],
                                   allow_empty=allow_empty_masks)
     return spec, variables, masks
 
 
-def store_final(journal: checkpointing.Journal, spec: specs.ModelSpec, state: Any) -> None:
-    """Keeps the final trained ticket in the journal (for ``init_from``)."""
-    journal.arrays[ArrayKey.FINAL] = {'params': checkpointing.to_storable(state.params),
-                                      'batch_stats': checkpointing.to_storable(state.batch_stats),
-                                      'masks': checkpointing.to_storable(state.masks)}
-    journal.final_spec = specs.spec_to_dict(spec)
+def store_final(journal: checkpointing.Journal, finals: Sequence[tuple[int, specs.ModelSpec, Any]]) -> None:
+    """Keeps each lane's final trained ticket, (lane, spec, state), in the journal (for ``init_from``)."""
+    items = dict(journal.arrays.get(ArrayKey.FINAL) or {})
+    specs_ = dict(journal.final_specs or {})
+    for lane, spec, state in finals:
+        name = checkpointing.lane_name(lane)
+        items[name] = {'params': checkpointing.to_storable(state.params),
+                       'batch_stats': checkpointing.to_storable(state.batch_stats),
+                       'masks': checkpointing.to_storable(state.masks)}
+        specs_[name] = specs.spec_to_dict(spec)
+    journal.arrays[ArrayKey.FINAL], journal.final_specs = items, specs_
 
 
-def load_ticket(source: str, weights: str, init_variables: Callable[[specs.ModelSpec], dict[str, Any]]
-                ) -> tuple[specs.ModelSpec, dict[str, Any], PyTree]:
+def load_ticket(source: str, weights: str, init_variables: Callable[[specs.ModelSpec], dict[str, Any]],
+                lane: int = 0) -> tuple[specs.ModelSpec, dict[str, Any], PyTree]:
     """(spec, variables, masks) of the final ticket of the finished run in ``source``; ``weights`` as
-    ``config.init_from_weights``. The ticket must fit ``init_variables``' input shape."""
+    ``config.init_from_weights``. Lane ``lane`` takes the source's lane ``lane`` (a one-seed source
+    serves every lane). The ticket must fit ``init_variables``' input shape."""
     meta, arrays = checkpointing.read_checkpoint(source) or ({}, {})
     if (meta.get('progress') or {}).get('phase') != 'done' or ArrayKey.FINAL not in arrays:
         raise configuration.ConfigError(
             f'config.init_from={source!r} holds no finished run (no final ticket in its checkpoints); '
             'let that run finish first.')
-    spec = specs.spec_from_config(meta['final_spec'])
-    trained = checkpointing.variables_from_storable(arrays[ArrayKey.FINAL])
-    masks = checkpointing.masks_from_storable(arrays[ArrayKey.FINAL].get('masks'), trained['params'])
+    finals = arrays[ArrayKey.FINAL]
+    name = checkpointing.lane_name(lane if len(finals) > 1 else 0)
+    if name not in finals:
+        raise configuration.ConfigError(
+            f'config.init_from={source!r} holds {len(finals)} seeds\' tickets, not one for seed index {lane}: '
+            'use a source with one seed or with at least config.num_seeds seeds.')
+    spec = specs.spec_from_config(meta['final_specs'][name])
+    trained = checkpointing.variables_from_storable(finals[name])
+    masks = checkpointing.masks_from_storable(finals[name].get('masks'), trained['params'])
     if weights == 'trained':
         variables = trained
     elif weights == 'initial':
@@ -64,10 +77,10 @@ def load_ticket(source: str, weights: str, init_variables: Callable[[specs.Model
             raise configuration.ConfigError(
                 f'config.init_from_weights=initial needs a weight-reset (lth) run; {source!r} has no theta_0 '
                 '(grown networks have none).')
-        variables = checkpointing.variables_from_storable(arrays[ArrayKey.THETA0])
+        variables = checkpointing.variables_from_storable(arrays[ArrayKey.THETA0][name])
     else:
         variables = init_variables(spec)
-    expected = jax.eval_shape(lambda: init_variables(spec, jax.random.key(0)))['params']
+    expected = jax.eval_shape(lambda: init_variables(spec))['params']
     if jax.tree.map(np.shape, expected) != jax.tree.map(np.shape, variables['params']):
         raise configuration.ConfigError(f"The ticket in {source!r} does not fit this dataset's inputs.")
     logging.info('Starting from the %s weights of the ticket in %s (%s).', weights, source, spec.describe())

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +25,7 @@ import numpy as np
 from absl import logging
 
 from jst import parallel
+from jst import pytrees
 from jst.train import DeviceData, TrainState, Trainer  # re-exported: the types these loops take
 
 Array = jax.Array
@@ -39,7 +40,7 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def make_segment_fn(trainer: Trainer, num_train: int, mesh: Optional[Any] = None,
-                    test_at_best: bool = True, step_loop: str = 'scan') -> Callable[..., Any]:
+                    test_at_best: bool = True, step_loop: str = 'scan', lanes: bool = False) -> Callable[..., Any]:
     """Jitted (state, data, key, epoch, pos, t0, total, eval_every, best_val, length) -> (state, metrics).
 
     Runs ``length`` steps (static) of epoch ``epoch`` from batch position
@@ -52,7 +53,8 @@ def make_segment_fn(trainer: Trainer, num_train: int, mesh: Optional[Any] = None
     report, at a third of the evaluation cost. With a ``mesh``, each batch is
     split across its devices (data parallelism). ``step_loop='python'`` runs
     the same jitted step from a Python loop (dispatch is asynchronous: still no
-    host sync per step), for convolutions on CPU.
+    host sync per step), for convolutions on CPU. ``lanes=True``: see
+    ``make_replicated_segment_fn``.
     """
     train_step, bsz = trainer.train_step, trainer.batch_size
     evaluate = trainer.evaluate(mesh, unroll=step_loop == 'python')
@@ -79,8 +81,8 @@ def make_segment_fn(trainer: Trainer, num_train: int, mesh: Optional[Any] = None
         return jax.random.permutation(jax.random.fold_in(key, epoch), num_train)
 
     def as_metrics(loss, acc, ev, best_val):
-        return {'loss': loss, 'accuracy': acc, 'val_loss': ev[:, 0], 'val_acc': ev[:, 1],
-                'test_loss': ev[:, 2], 'test_acc': ev[:, 3], 'best_val': best_val}
+        return {'loss': loss, 'accuracy': acc, 'val_loss': ev[..., 0], 'val_acc': ev[..., 1],
+                'test_loss': ev[..., 2], 'test_acc': ev[..., 3], 'best_val': best_val}
 
     def segment(state, data, key, epoch, pos, t0, total, eval_every, best_val, length):
         perm = epoch_permutation(key, epoch)
@@ -95,13 +97,19 @@ def make_segment_fn(trainer: Trainer, num_train: int, mesh: Optional[Any] = None
                                                           (idx, ts))
         return state, as_metrics(loss, acc, ev, best_val)
 
+    if lanes:  # a leading seed axis on state, key and best_val; data and counters shared
+        vmapped = jax.vmap(segment, in_axes=(0, None, 0, None, None, None, None, None, 0, None))
+        segment = lambda state, data, key, epoch, pos, t0, total, eval_every, best_val, length: vmapped(
+            state, data, key, epoch, pos, t0, total, eval_every, best_val, length)
     if step_loop == 'scan':
         return jax.jit(segment, static_argnames=('length',))
 
-    permutation = jax.jit(epoch_permutation)
-    one_step = jax.jit(lambda st, best, data, perm, i, t, total, eval_every: step_with_eval(
-        st, best, data, jax.lax.dynamic_slice(perm, (i * bsz,), (bsz,)), t, total, eval_every))
-    stack = jax.jit(lambda outs: tuple(jnp.stack(x) for x in zip(*outs)))
+    lane_axes = (lambda *axes: jax.vmap(*axes)) if lanes else (lambda f, _: f)
+    permutation = jax.jit(lane_axes(epoch_permutation, (0, None)))
+    one_step = jax.jit(lane_axes(lambda st, best, data, perm, i, t, total, eval_every: step_with_eval(
+        st, best, data, jax.lax.dynamic_slice(perm, (i * bsz,), (bsz,)), t, total, eval_every),
+        (0, 0, None, 0, None, None, None, None)))
+    stack = jax.jit(lambda outs: tuple(jnp.stack(x, axis=1 if lanes else 0) for x in zip(*outs)))
 
     def python_segment(state, data, key, epoch, pos, t0, total, eval_every, best_val, length):
         perm = permutation(key, epoch)
@@ -116,18 +124,35 @@ def make_segment_fn(trainer: Trainer, num_train: int, mesh: Optional[Any] = None
     return python_segment
 
 
-def make_replicated_segment_fn(trainer: Trainer, num_train: int) -> Callable[..., Any]:
-    """``make_segment_fn`` over N independent replicates in one compiled program (``jax.vmap``).
+def make_replicated_segment_fn(trainer: Trainer, num_train: int, mesh: Optional[Any] = None,
+                               test_at_best: bool = True, step_loop: str = 'scan') -> Callable[..., Any]:
+    """``make_segment_fn`` over N independent replicates (seeds) in one compiled program (``jax.vmap``).
 
-    ``state`` and ``key`` carry a leading replicate axis [N, ...] (different
-    inits, masks and batch orders); data and step counters are shared. Metrics
-    come back as [N, length].
+    ``state``, ``key`` and ``best_val`` carry a leading replicate axis [N, ...]
+    (different inits, masks and batch orders); data and step counters are
+    shared. Metrics come back as [N, length] (``best_val`` [N]).
     """
-    segment = make_segment_fn(trainer, num_train).__wrapped__
-    vmapped = jax.vmap(segment, in_axes=(0, None, 0, None, None, None, None, None, 0, None))
-    return jax.jit(lambda state, data, key, epoch, pos, t0, total, eval_every, best_val, length:
-                   vmapped(state, data, key, epoch, pos, t0, total, eval_every, best_val, length),
-                   static_argnames=('length',))
+    return make_segment_fn(trainer, num_train, mesh, test_at_best, step_loop, lanes=True)
+
+
+def as_single_lane(segment_fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A ``make_segment_fn`` function (one network) with the signature of a replicated one over a
+    single lane: ``state`` unbatched, ``key`` [1], ``best_val`` [1]; metrics come back as [1, length]."""
+    def one_lane(state, data, keys, epoch, pos, t0, total, eval_every, best_val, length):
+        state, m = segment_fn(state, data, keys[0], epoch, pos, t0, total, eval_every, best_val[0], length=length)
+        return state, jax.tree.map(lambda x: jnp.asarray(x)[None], m)
+
+    return one_lane
+
+
+def stack_lanes(states: Sequence[TrainState]) -> TrainState:
+    """One state per lane -> one state with a leading lane axis [N] (what the replicated segment trains)."""
+    return pytrees.stack(list(states))
+
+
+def unstack_lanes(state: TrainState, n: int) -> list[TrainState]:
+    """Inverse of ``stack_lanes``."""
+    return pytrees.unstack(state, n)
 
 
 def plan_segments(start: int, stop: int, spe: int, breaks: tuple[int, ...] = ()) -> list[tuple[int, int, int]]:
@@ -187,48 +212,88 @@ def train_steps(segment_fn: Callable[..., Any], state: TrainState, data: DeviceD
                 window: Optional[EvalWindow] = None, best_val: float = float('inf'),
                 on_segment: Optional[Callable[[TrainState, list[EvalRecord], int, EvalWindow], None]] = None,
                 label: str = '') -> tuple[TrainState, list[EvalRecord]]:
-    """Trains global steps [start, stop) and returns the new state and its eval records.
+    """Trains global steps [start, stop) of one network (a ``make_segment_fn`` function) and returns the
+    new state and its eval records; ``train_lanes`` with a single lane (same arguments)."""
+    lane_callback = None if on_segment is None else (
+        lambda st, recs, t, wins: on_segment(st, recs[0], t, wins[0]))
+    state, records = train_lanes(as_single_lane(segment_fn), state, data, key[None], start, stop, spe=spe, eval_every=eval_every,
+                                 total=total, windows=[window or EvalWindow()], best_vals=[best_val],
+                                 on_segment=lane_callback, label=label)
+    return state, records[0]
 
+
+def train_lanes(segment_fn: Callable[..., Any], state: TrainState, data: DeviceData, keys: Array,
+                start: int, stop: int, *, spe: int, eval_every: int, total: Optional[int] = None,
+                windows: Optional[list[EvalWindow]] = None, best_vals: Optional[list[float]] = None,
+                on_segment: Optional[Callable[[TrainState, list[list[EvalRecord]], int, list[EvalWindow]],
+                                              None]] = None,
+                label: str = '', seeds: Optional[Sequence[int]] = None) -> tuple[TrainState, list[list[EvalRecord]]]:
+    """Trains global steps [start, stop) of N lanes (seeds) at once and returns the new state and each
+    lane's eval records.
+
+    ``state`` and ``keys`` carry a leading lane axis [N] (a ``make_replicated_segment_fn`` function).
     ``total`` is the length of the whole round (its last step is always
-    evaluated). ``window`` carries the train metrics since the last
+    evaluated). ``windows`` carry each lane's train metrics since its last
     evaluation when resuming. ``on_segment(state, records_so_far, step,
-    window)`` is called after each segment (host side, e.g. for checkpoints);
-    it is the only host sync.
+    windows)`` is called after each segment (host side, e.g. for
+    checkpoints); it is the only host sync. ``seeds`` name the lanes in errors.
     """
     total = stop if total is None else total
-    first_loss, diverging = None, False
-    records: list[EvalRecord] = []
-    window = window or EvalWindow()
+    num_lanes = int(keys.shape[0])
+    seeds = list(seeds) if seeds is not None else list(range(num_lanes))
+    first_loss, diverging = None, [False] * num_lanes
+    records: list[list[EvalRecord]] = [[] for _ in range(num_lanes)]
+    windows = list(windows) if windows is not None else [EvalWindow() for _ in range(num_lanes)]
+    best = np.asarray(best_vals if best_vals is not None else [float('inf')] * num_lanes, np.float32)
     t = start
     t_begin = time.time()
     for epoch, pos, length in plan_segments(start, stop, spe):
-        state, metrics = segment_fn(state, data, key, epoch, pos, t, total, eval_every, best_val, length=length)
+        state, metrics = segment_fn(state, data, keys, epoch, pos, t, total, eval_every, best, length=length)
         metrics = jax.device_get(metrics)
-        best_val = float(metrics['best_val'])
-        if not np.all(np.isfinite(metrics['loss'])):
-            bad = t + int(np.argmax(~np.isfinite(metrics['loss'])))
-            raise NonFiniteLossError(f'{label}: non-finite training loss at step {bad} (epoch {epoch}). Lower '
-                                     'config.learning_rate or check the data; a new learning rate is a new run: '
-                                     'use another --workdir or pass --config.overwrite=True.')
-        first_loss = float(metrics['loss'][0]) if first_loss is None else first_loss
-        recent = float(np.mean(metrics['loss'][-10:]))
-        if not diverging and recent > DIVERGENCE_FACTOR * max(first_loss, 1e-3):
-            diverging = True
-            logging.warning('%s: the training loss grew from %.3g to %.3g by step %d: training is diverging; '
-                            'consider a lower config.learning_rate.', label, first_loss, recent, t + length)
-        new, window = _records_from_metrics(metrics, t, window)
-        records.extend(new)
+        best = np.asarray(metrics['best_val'], np.float32)
+        loss = np.asarray(metrics['loss'])
+        _check_finite(loss, t, epoch, label, seeds)
+        first_loss = loss[:, 0].astype(float) if first_loss is None else first_loss
+        recent = loss[:, -10:].mean(axis=1)
+        for lane in np.nonzero((recent > DIVERGENCE_FACTOR * np.maximum(first_loss, 1e-3)) &
+                               ~np.asarray(diverging))[0]:
+            diverging[lane] = True
+            logging.warning('%s (seed %d): the training loss grew from %.3g to %.3g by step %d: training is '
+                            'diverging; consider a lower config.learning_rate.', label, seeds[lane],
+                            first_loss[lane], recent[lane], t + length)
+        new_any = False
+        for lane in range(num_lanes):
+            new, windows[lane] = _records_from_metrics({k: np.asarray(v)[lane] for k, v in metrics.items()},
+                                                       t, windows[lane])
+            records[lane].extend(new)
+            new_any = new_any or bool(new)
         t += length
         if on_segment is not None:
-            on_segment(state, records, t, window)
-        if new:
-            done = (t - start) / max(stop - start, 1)
-            elapsed = time.time() - t_begin
-            eta = elapsed / done - elapsed if done > 0 else math.nan
-            r = new[-1]
-            logging.info('%s step %d/%d  train_loss %.4f  val_acc %.4f  test_acc %.4f  (%.1fs, ETA %.0fs)',
-                         label, t, total, r.train_loss, r.val_accuracy, r.test_accuracy, elapsed, eta)
+            on_segment(state, records, t, windows)
+        if new_any:
+            _log_progress(label, t, start, stop, total, t_begin, [r[-1] for r in records if r])
     return state, records
+
+
+def _check_finite(loss: np.ndarray, t: int, epoch: int, label: str, seeds: Sequence[int]) -> None:
+    """Raises ``NonFiniteLossError`` naming the first lane (seed) and step whose loss [N, L] is not finite."""
+    bad = ~np.isfinite(loss)
+    if bad.any():
+        lane, i = (int(a[0]) for a in np.nonzero(bad))
+        raise NonFiniteLossError(f'{label}: non-finite training loss at step {t + i} (epoch {epoch}, seed '
+                                 f'{seeds[lane]}). Lower config.learning_rate or check the data; a new learning '
+                                 'rate is a new run: use another --workdir or pass --config.overwrite=True.')
+
+
+def _log_progress(label: str, t: int, start: int, stop: int, total: int, t_begin: float,
+                  latest: list[EvalRecord]) -> None:
+    done = (t - start) / max(stop - start, 1)
+    elapsed = time.time() - t_begin
+    eta = elapsed / done - elapsed if done > 0 else math.nan
+    mean = lambda name: float(np.mean([getattr(r, name) for r in latest]))
+    logging.info('%s step %d/%d  train_loss %.4f  val_acc %.4f  test_acc %.4f  (%s%.1fs, ETA %.0fs)',
+                 label, t, total, mean('train_loss'), mean('val_accuracy'), mean('test_accuracy'),
+                 f'mean of {len(latest)} seeds, ' if len(latest) > 1 else '', elapsed, eta)
 
 
 def early_stopping(records: list[EvalRecord]) -> EvalRecord:

@@ -2,7 +2,9 @@
 
 Every file name of a workdir is defined here (records, checkpoints, report,
 TensorBoard); ``WorkdirLock`` lets one process at a time write a workdir (an
-exclusive ``flock``, released on any exit, also when the process dies);
+exclusive ``flock``, released on any exit, also when the process dies); in a
+multi-process (multi-host) run only process 0 writes files and takes the lock
+(``is_primary_process``; orbax coordinates the checkpoints of all processes);
 ``claim`` refuses a workdir that holds a run of another config (unless
 ``overwrite``) and records ours in ``config.json``. Imports no other jst module.
 """
@@ -40,8 +42,18 @@ class WorkdirError(RuntimeError):
     """The workdir cannot be used: not writable, or it holds a run of another config."""
 
 
+def is_primary_process() -> bool:
+    """Whether this process writes the workdir's files: always in a one-process run, process 0 of a
+    multi-process run (every process computes the same records)."""
+    import jax  # pylint: disable=g-import-not-at-top
+    return jax.process_index() == 0
+
+
 def atomic_write_text(path: str, text: str) -> None:
-    """Writes ``text`` to ``path`` via a temporary file and rename: never a half-written file."""
+    """Writes ``text`` to ``path`` via a temporary file and rename: never a half-written file (process 0
+    only, see ``is_primary_process``)."""
+    if not is_primary_process():
+        return
     tmp = f'{path}.tmp.{os.getpid()}'
     with open(tmp, 'w') as f:
         f.write(text)
@@ -59,6 +71,8 @@ class WorkdirLock:
         self._fd: Optional[int] = None
 
     def __enter__(self) -> WorkdirLock:
+        if not is_primary_process():  # the other processes of a multi-process run write nothing
+            return self
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -113,7 +127,9 @@ def run_fields(config_dict: dict[str, Any]) -> dict[str, Any]:
 
 
 def discard_run(workdir: str) -> None:
-    """Removes the checkpoints and records of the run in ``workdir``."""
+    """Removes the checkpoints and records of the run in ``workdir`` (process 0 only)."""
+    if not is_primary_process():
+        return
     shutil.rmtree(os.path.join(workdir, CHECKPOINT_DIR), ignore_errors=True)
     for name in RECORD_FILES:
         if os.path.exists(os.path.join(workdir, name)):

@@ -13,6 +13,7 @@ from jst import checkpointing
 from jst import configuration
 from jst import data
 from jst import driver
+from jst import parallel
 from jst import train_loop
 from jst import workdir as workdir_lib
 # pylint: enable=g-import-not-at-top,wrong-import-position
@@ -29,9 +30,8 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Where results and checkpoints g
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-    if os.environ.get('JST_DISTRIBUTED'):  # multi-host: coordinator and ids come from the cluster env
-        import jax  # pylint: disable=g-import-not-at-top
-        jax.distributed.initialize()
+    if os.environ.get('JST_DISTRIBUTED'):  # multi-host: coordinator and ids from the cluster env (parallel.py)
+        parallel.initialize_distributed()
     config_path = flags.FLAGS['config'].config_filename
     workdir = _WORKDIR.value or os.path.join(
         'runs', os.path.splitext(os.path.basename(config_path.split(':')[0]))[0])

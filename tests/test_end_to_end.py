@@ -48,21 +48,30 @@ def test_command_line(mnist_dir, tmp_path):
 
 
 def test_sweep_script(mnist_dir, tmp_path):
-    """launch/sweep.sh: creates OUT_DIR, a variant's overrides win over $JST_FLAGS, one report, shared XLA cache."""
+    """launch/sweep.sh: one process per variant training its seeds together, a variant's overrides win over
+    $JST_FLAGS, one report, shared XLA cache."""
     out = tmp_path / 'sweep'
     env = {k: v for k, v in os.environ.items() if k != 'JAX_COMPILATION_CACHE_DIR'}
     env['JST_FLAGS'] = f'--config.manual_dir={mnist_dir} --config.num_rounds=1 --config.steps_per_round=40'
-    proc = subprocess.run(['bash', os.path.join(REPO, 'launch', 'sweep.sh'), str(out), 'configs/tiny.py', '1',
+    proc = subprocess.run(['bash', os.path.join(REPO, 'launch', 'sweep.sh'), str(out), 'configs/tiny.py', '1 2',
                            'one:--config.method=lth', 'zero:--config.method=lth --config.num_rounds=0'],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rounds = {}
     for name in ('one', 'zero'):
-        with open(out / f'{name}_s1' / 'summary.json') as f:
-            rounds[name] = [(r['variant'], r['round']) for r in json.load(f) if r['control'] == 'none']
-    assert rounds == {'one': [('one', 0), ('one', 1)], 'zero': [('zero', 0)]}
+        with open(out / name / 'summary.json') as f:
+            rounds[name] = sorted((r['variant'], r['seed'], r['round']) for r in json.load(f) if r['control'] == 'none')
+    assert rounds == {'one': [('one', 1, 0), ('one', 1, 1), ('one', 2, 0), ('one', 2, 1)],
+                      'zero': [('zero', 1, 0), ('zero', 2, 0)]}
     assert os.path.exists(out / 'report' / 'report.md')
     assert os.path.isdir(out / 'xla_cache')
+
+
+def test_sweep_script_refuses_seeds_that_are_not_consecutive(tmp_path):
+    proc = subprocess.run(['bash', os.path.join(REPO, 'launch', 'sweep.sh'), str(tmp_path), 'configs/tiny.py',
+                           '1 3', 'a:'], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert proc.returncode == 2
+    assert 'SEEDS must be consecutive' in proc.stderr
 
 
 def test_sweep_script_without_arguments_prints_usage():

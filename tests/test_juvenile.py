@@ -36,11 +36,11 @@ def test_surviving_weights_carry_over_between_rounds(mnist_dir, tmp_path, monkey
     seen = []
     real = rounds.train_round
 
-    def spy(ctx, journal, spec, state, **kw):
-        result = real(ctx, journal, spec, state, **kw)
-        seen.append((spec, jax.tree.map(np.asarray, state.params), jax.tree.map(np.asarray, result.state.params),
-                     result.state.masks))
-        return result
+    def spy(ctx, journal, spec, states, lanes, **kw):
+        (result,) = real(ctx, journal, spec, states, lanes, **kw)
+        seen.append((spec, jax.tree.map(np.asarray, states[0].params),
+                     jax.tree.map(np.asarray, result.state.params), result.state.masks))
+        return [result]
 
     monkeypatch.setattr(rounds, 'train_round', spy)
     records = driver.train_and_evaluate(_tiny_juvenile(mnist_dir), str(tmp_path))

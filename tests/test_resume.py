@@ -66,8 +66,10 @@ def _final(workdir):
     meta, arrays = ckpt.restore_latest()
     ckpt.close()
     assert meta['progress']['phase'] == 'done'
-    key = 'masks' if 'masks' in arrays else 'round_state'
-    masks = arrays[key] if key == 'masks' else arrays[key]['masks']
+    if 'masks' in arrays:  # weight reset: per lane (seed)
+        masks = arrays['masks']
+    else:  # growth: each lane's round state
+        masks = {lane: state['masks'] for lane, state in arrays['round_state'].items()}
     return summary, metrics, masks
 
 
@@ -115,14 +117,21 @@ def test_sigkill_and_resume_gives_identical_result(moment, mnist_dir, tmp_path, 
     _assert_same(_final(workdir), lth_baseline)
 
 
-def test_juvenile_killed_and_resumed(mnist_dir, tmp_path):
+@pytest.mark.parametrize('method,num_seeds,moment', [('juvenile', 1, 'save:5'), ('juvenile', 3, 'save:4'),
+                                                     ('lth', 2, 'after_save:6')])
+def test_killed_and_resumed(method, num_seeds, moment, mnist_dir, tmp_path):
+    """Growth (one and three seeds) and weight reset (two seeds, controls, rewinding) resume exactly."""
+    args = lambda w: _args(mnist_dir, w, method) + [f'--config.num_seeds={num_seeds}']
     base, run = str(tmp_path / 'base'), str(tmp_path / 'run')
-    assert _run(_args(mnist_dir, base, 'juvenile'))[0] == 0
-    code, _, _ = _run(_args(mnist_dir, run, 'juvenile'), env_extra={'JST_CRASH_AT': 'save:5'})
+    assert _run(args(base))[0] == 0
+    code, _, _ = _run(args(run), env_extra={'JST_CRASH_AT': moment})
     assert code == -signal.SIGKILL
-    code, _, err = _run(_args(mnist_dir, run, 'juvenile'))
+    code, _, err = _run(args(run))
     assert code == 0, err[-3000:]
-    _assert_same(_final(run), _final(base))
+    assert 'Resuming from checkpoint' in err
+    final = _final(run)
+    assert sorted({r['seed'] for r in final[0]}) == list(range(num_seeds))
+    _assert_same(final, _final(base))
 
 
 def test_other_config_in_workdir_is_refused(mnist_dir, tmp_path, lth_baseline):
@@ -184,17 +193,17 @@ def test_nan_stops_with_round_and_keeps_last_good_checkpoint(mnist_dir, tmp_path
     config = load_config('tiny')
     config.manual_dir = mnist_dir
     config.write_report = False
-    real = train_lib.train_steps
+    real = train_lib.train_lanes
 
     def failing(*args, label='', **kw):
         if label == 'lth round 1':
-            raise train_lib.NonFiniteLossError('lth round 1: non-finite training loss at step 3 (epoch 0).')
+            raise train_lib.NonFiniteLossError('lth round 1: non-finite training loss at step 3 (epoch 0, seed 0).')
         return real(*args, label=label, **kw)
 
-    monkeypatch.setattr(train_lib, 'train_steps', failing)
-    with pytest.raises(train_lib.NonFiniteLossError, match=r'lth round 1: non-finite training loss at step \d+ \(epoch 0\)'):
+    monkeypatch.setattr(train_lib, 'train_lanes', failing)
+    with pytest.raises(train_lib.NonFiniteLossError, match=r'lth round 1: non-finite training loss at step \d+ \(epoch 0'):
         driver.train_and_evaluate(config, str(tmp_path))
-    monkeypatch.setattr(train_lib, 'train_steps', real)
+    monkeypatch.setattr(train_lib, 'train_lanes', real)
     records = driver.train_and_evaluate(config, str(tmp_path))  # resumes at round 1
     assert [r['round'] for r in records] == [0, 1, 2]
 
@@ -204,7 +213,7 @@ def test_real_nan_message(mnist_dir, tmp_path):
     config = load_config('tiny')
     config.manual_dir = mnist_dir
     config.optimizer, config.learning_rate = 'sgd', 1e12
-    with pytest.raises(train_lib.NonFiniteLossError, match=r'lth round 0: non-finite training loss at step \d+ \(epoch \d+\)'):
+    with pytest.raises(train_lib.NonFiniteLossError, match=r'lth round 0: non-finite training loss at step \d+ \(epoch \d+, seed 0\)'):
         driver.train_and_evaluate(config, str(tmp_path))
 
 

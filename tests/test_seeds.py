@@ -1,0 +1,101 @@
+"""Seeds as a batch axis: an N-seed run in one program gives each seed the records of its own
+one-seed run; the structure search groups lanes by architecture; bad ``num_seeds`` is refused."""
+
+import json
+import os
+
+import pytest
+
+from jst import checkpointing
+from jst import configuration
+from jst import driver
+from jst import recursive
+from jst import report
+from tests.helpers import load_config, set_fields
+
+VOLATILE = ('seconds',)
+
+
+def _config(mnist_dir, **overrides):
+    config = load_config('tiny')
+    config.manual_dir = mnist_dir
+    config.write_report = False
+    return set_fields(config, {'train_limit': 1200, 'validation_size': 1000, 'steps_per_round': 40,
+                               'eval_every': 20, 'num_rounds': 2, **overrides})
+
+
+POLICIES = {
+    'lth': {'control': 'random_reinit,random_prune', 'rewind_step': 10},
+    'juvenile_paper': {'method': 'juvenile', 'model.widths': (32,), 'pruning': 'level',
+                       'target_sparsity': 0.8},
+    'juvenile_search': {'method': 'juvenile', 'growth': 'search', 'model.widths': (16,), 'pruning': 'level',
+                        'target_sparsity': 0.5, 'search.probe_steps': 10, 'search.widen_by': (8,),
+                        'search.patience': 5},
+}
+
+
+def _comparable(record):
+    r = {k: v for k, v in record.items() if k not in VOLATILE}
+    return json.loads(json.dumps(r))
+
+
+def _assert_close(a, b, where):
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            _assert_close(a[k], b[k], f'{where}.{k}')
+    elif isinstance(a, list):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_close(x, y, f'{where}[{i}]')
+    elif isinstance(a, float) and isinstance(b, float):
+        assert a == pytest.approx(b, rel=1e-5, abs=1e-6), where
+    else:
+        assert a == b, where
+
+
+@pytest.mark.parametrize('policy', sorted(POLICIES))
+def test_each_seed_equals_its_own_run(policy, mnist_dir, tmp_path):
+    """Seeds 3 and 4 trained as lanes of one program == two separate one-seed runs (to float tolerance)."""
+    together = driver.train_and_evaluate(_config(mnist_dir, seed=3, num_seeds=2, **POLICIES[policy]),
+                                         str(tmp_path / 'together'))
+    alone = [r for seed in (3, 4)
+             for r in driver.train_and_evaluate(_config(mnist_dir, seed=seed, **POLICIES[policy]),
+                                                str(tmp_path / f'seed{seed}'))]
+    key = lambda r: (r['seed'], r['round'], r['control'])
+    assert sorted(map(key, together)) == sorted(map(key, alone))
+    assert {r['seed'] for r in together} == {3, 4}
+    by_key = {key(r): r for r in alone}
+    for r in together:
+        _assert_close(_comparable(r), _comparable(by_key[key(r)]), str(key(r)))
+    # One workdir, both seeds: the report aggregates them with a CI.
+    rows = report.aggregate(report.load_runs([str(tmp_path / 'together')])[0])
+    assert all(row['seeds'] == 2 for row in rows)
+    # ... and the one-seed runs of the same seeds cannot be added to it (each seed counted once).
+    with pytest.raises(report.ReportError, match='seed 3 appears twice'):
+        report.load_runs([str(tmp_path / 'together'), str(tmp_path / 'seed3')])
+
+
+def _lanes(*specs_):
+    return checkpointing.RecursiveProgress(lanes=[checkpointing.LaneProgress(round=r, spec={'widths': list(w)},
+                                                                             done=d) for r, w, d in specs_])
+
+
+def test_search_lanes_train_in_groups_of_one_architecture():
+    progress = _lanes((1, (16, 16), False), (1, (24,), False), (1, (16, 16), False), (0, (16,), True))
+    assert recursive.next_group(progress) == [0, 2]
+    progress.lanes[0].round = progress.lanes[2].round = 2
+    assert recursive.next_group(progress) == [1]  # the lowest round first
+    progress = _lanes((3, (8,), True), (2, (8, 8), False))
+    assert recursive.next_group(progress) == [1]  # finished lanes never train
+
+
+def test_bad_num_seeds_is_refused(mnist_dir):
+    with pytest.raises(configuration.ConfigError, match='num_seeds=0 must be >= 1'):
+        configuration.validate_config(_config(mnist_dir, num_seeds=0))
+
+
+def test_multi_seed_summary_table(mnist_dir, tmp_path):
+    driver.train_and_evaluate(_config(mnist_dir, num_seeds=3, num_rounds=1), str(tmp_path))
+    table = open(os.path.join(tmp_path, 'summary.md')).read()
+    assert 'mean ± 95% CI' in table and '| 3 |' in table
