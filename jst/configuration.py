@@ -27,7 +27,7 @@ from jst import specs
 from jst import train as train_lib
 
 Method = Literal['lth', 'juvenile']
-Growth = Literal['paper', 'search']
+Growth = Literal['paper', 'search', 'none']
 # Allowed values of every string knob (dotted for nested fields).
 CHOICES: dict[str, tuple[str, ...]] = {
     'dataset': readers.SUPPORTED_DATASETS,

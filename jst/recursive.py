@@ -97,7 +97,7 @@ def _end_lane_round(ctx: context_lib.RunContext, journal: checkpointing.Journal,
     else:
         lane.rounds_without_gain += 1
     stop_reason = _stop_reason(ctx, lane)
-    grown_by, candidates = lane.grown_by, lane.candidates
+    grown_by, candidates, probe_steps = lane.grown_by, lane.candidates, 0
     if stop_reason is None:
         nxt = search.next_ticket(ctx, result.state, spec, r, i)
         if nxt.state is None:
@@ -107,8 +107,10 @@ def _end_lane_round(ctx: context_lib.RunContext, journal: checkpointing.Journal,
                 nxt.state)
             lane.spec = nxt.spec.to_dict()
             lane.grown_by, lane.candidates, lane.round = nxt.grown_by, nxt.candidates, r + 1
+            probe_steps = nxt.probe_steps
     rounds.record_round(ctx, journal, result, lane=i, round_index=r, method='juvenile', control='none', spec=spec,
                         cumulative_steps=lane.cumulative, growth=ctx.config.growth, grown_by=grown_by,
                         candidates=candidates, stop_reason=stop_reason)
+    lane.cumulative += probe_steps  # the search's probe training counts toward the next round's budget
     lane.done = stop_reason is not None
     return lane.done

@@ -18,6 +18,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from jst import figures
+from jst import statistics
 from jst import workdir as workdir_lib
 
 Record = dict[str, Any]
@@ -94,26 +95,7 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0
 
 
-# Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom.
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
-         2.045, 2.042)
-
-
-def t_quantile_975(df: int) -> float:
-    """The 97.5% quantile of Student's t with ``df`` degrees of freedom (table to 30, Cornish-Fisher above)."""
-    if df <= len(_T975):
-        return _T975[df - 1]
-    z = 1.959964
-    return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
-
-
-def ci95(values: Sequence[float]) -> float:
-    """Half-width of the t-based 95% confidence interval of the mean (NaN for fewer than two values)."""
-    a = np.asarray(values, float)
-    if a.size < 2:
-        return float('nan')
-    return t_quantile_975(a.size - 1) * float(a.std(ddof=1)) / float(np.sqrt(a.size))
+ci95 = statistics.ci95  # t-based 95% CI half-width over seeds
 
 
 def summary_table(records_: Sequence[Record]) -> str:

@@ -5,6 +5,9 @@ round's ticket and extends it function-preservingly:
 
 * ``growth='paper'``: insert one identity layer/block at ``grow_position``
   (default: end of the hidden stack), as arXiv 2109.03862 does.
+* ``growth='none'``: no extension: *prune and continue* on the same
+  architecture with the trained weights (the control that separates growing
+  from keeping the trained weights).
 * ``growth='search'``: build candidate extensions (deepen at each of the
   family's growth positions, widen each widenable layer by each of
   ``search.widen_by``), train each for ``search.probe_steps`` from the same
@@ -48,6 +51,7 @@ class NextTicket:
     spec: Any
     grown_by: str  # the extension's name, or the reason there is none
     candidates: Optional[list[dict[str, Any]]] = None
+    probe_steps: int = 0  # training steps spent probing candidates (counted in the budget)
 
 
 def candidate_list(spec: Any, search: Any) -> list[Candidate]:
@@ -126,6 +130,8 @@ def next_ticket(ctx: context_lib.RunContext, state: train_lib.TrainState, spec: 
     key = jax.random.fold_in(ctx.key('growth', lane), round_index)
     options = growth.options_from_config(config)
     tx = ctx.trainer(spec).tx
+    if config.growth == 'none':
+        return NextTicket(state, spec, 'none')
     if config.growth == 'paper':
         grown = growth.deepen(state.params, state.masks, spec, key, position=config.grow_position,
                               batch_stats=state.batch_stats or None, options=options)
@@ -140,4 +146,5 @@ def next_ticket(ctx: context_lib.RunContext, state: train_lib.TrainState, spec: 
                   for c in scored]
     logging.info('round %d candidates: %s -> %s', round_index,
                  ', '.join(f"{c['name']}={c['val_accuracy']:.4f}" for c in candidates), best['name'])
-    return NextTicket(best['state'], best['spec'], best['name'], candidates)
+    return NextTicket(best['state'], best['spec'], best['name'], candidates,
+                      probe_steps=len(scored) * int(config.search.probe_steps))

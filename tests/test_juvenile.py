@@ -126,3 +126,28 @@ def test_search_respects_depth_budget(mnist_dir, tmp_path):
     config.search.probe_steps = 5
     records = driver.train_and_evaluate(config, str(tmp_path))
     assert len(records) == 1 and records[0]['stop_reason'].startswith('budget')
+
+
+def test_prune_and_continue_keeps_structure_and_weights(mnist_dir, tmp_path, monkeypatch):
+    """growth='none' (the control for growth): same architecture every round, surviving weights carried over
+    exactly, pruned ones zero, and the level schedule's sparsity reached."""
+    seen = []
+    real = rounds.train_round
+
+    def spy(ctx, journal, spec, states, lanes, **kw):
+        results = real(ctx, journal, spec, states, lanes, **kw)
+        seen.append((jax.tree.map(np.asarray, states[0].params), jax.tree.map(np.asarray, results[0].state.params)))
+        return results
+
+    monkeypatch.setattr(rounds, 'train_round', spy)
+    records = driver.train_and_evaluate(_tiny_juvenile(mnist_dir, growth='none', **{'model.widths': (64, 64)}),
+                                        str(tmp_path))
+    assert [r['architecture'] for r in records] == ['MLP[64-64-10]'] * 3
+    assert [r['grown_by'] for r in records] == [None, 'none', 'none']
+    assert abs(records[-1]['fraction_remaining'] - 0.2) < 1e-3
+    for (_, end0), (start1, _) in zip(seen, seen[1:]):
+        for name in ('hidden_0', 'hidden_1', 'output'):
+            kept = start1[name]['kernel'] != 0
+            assert 0 < kept.mean() < 1
+            np.testing.assert_array_equal(start1[name]['kernel'][kept], end0[name]['kernel'][kept])
+            np.testing.assert_array_equal(start1[name]['bias'], end0[name]['bias'])

@@ -3,6 +3,7 @@
 import json
 import os
 
+import numpy as np
 import pytest
 
 from jst import configuration
@@ -68,6 +69,23 @@ def test_confidence_interval_by_hand(tmp_path):
         summary[0]['test_accuracy'] = 0.90 + 0.02 * i
         json.dump(summary, open(os.path.join(w, 'summary.json'), 'w'))
     row = report.aggregate(report.load_runs(runs)[0])[0]
-    assert row['test'] == pytest.approx(0.92) and row['test_ci'] == pytest.approx(4.303 * 0.02 / 3 ** 0.5)
+    assert row['test'] == pytest.approx(0.92) and row['test_ci'] == pytest.approx(4.303 * 0.02 / 3 ** 0.5, rel=1e-3)
     assert '92.00 ± 4.97 (sd 2.00)' in report.aggregate_table(report.load_runs(runs)[0])
-    assert report.t_quantile_975(40) == pytest.approx(2.021, abs=2e-3)  # beyond the table
+
+
+def test_paired_comparison_and_holm_by_hand():
+    from jst import statistics as S
+    a, b = [0.95, 0.96, 0.97, 0.955], [0.94, 0.95, 0.955, 0.95]
+    c = S.paired_comparison(a, b)
+    d = [0.01, 0.01, 0.015, 0.005]
+    sd = float(np.std(d, ddof=1))
+    assert c.n == 4 and c.mean_difference == pytest.approx(0.01)
+    assert c.effect_size == pytest.approx(0.01 / sd)
+    t = 0.01 / (sd / 2)  # t statistic with 3 degrees of freedom
+    assert c.p_value == pytest.approx(0.0163, abs=2e-4) and t == pytest.approx(4.899, abs=1e-3)
+    assert c.ci95 == pytest.approx(3.182 * sd / 2, rel=1e-3)
+    assert S.ci95([0.9, 0.92, 0.94]) == pytest.approx(4.303 * 0.02 / 3 ** 0.5, rel=1e-3)
+    # Holm: sorted p * (m, m-1, ...), made monotone, capped at 1, in the given order.
+    assert S.holm([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])
+    with pytest.raises(ValueError, match='two equally long'):
+        S.paired_comparison([1.0], [1.0])

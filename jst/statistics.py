@@ -1,0 +1,66 @@
+"""Statistics over seeds for results pages: confidence intervals, paired comparisons, Holm correction.
+
+* ``ci95``: half-width of the t-based 95% confidence interval of a mean.
+* ``paired_comparison``: two policies on the same seeds: mean difference,
+  its 95% CI, the paired t-test's two-sided p-value and the effect size
+  (Cohen's d_z = mean difference / sd of the differences).
+* ``holm``: Holm-Bonferroni adjusted p-values for the comparisons of one table.
+
+Pure functions of plain sequences; imports no other jst module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Sequence
+
+import numpy as np
+from scipy import stats as scipy_stats
+
+
+def ci95(values: Sequence[float]) -> float:
+    """Half-width of the t-based 95% confidence interval of the mean (NaN for fewer than two values)."""
+    a = np.asarray(values, float)
+    if a.size < 2:
+        return float('nan')
+    return float(scipy_stats.t.ppf(0.975, a.size - 1) * a.std(ddof=1) / math.sqrt(a.size))
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """``a - b`` over paired seeds."""
+
+    n: int
+    mean_difference: float
+    ci95: float           # half-width of the 95% CI of the mean difference
+    p_value: float        # paired t-test, two-sided
+    effect_size: float    # Cohen's d_z: mean difference / sd of the differences
+
+
+def paired_comparison(a: Sequence[float], b: Sequence[float]) -> Comparison:
+    """Compares ``a[i]`` with ``b[i]`` (the same seed i); needs at least two pairs."""
+    x, y = np.asarray(a, float), np.asarray(b, float)
+    if x.shape != y.shape or x.size < 2:
+        raise ValueError(f'paired_comparison needs two equally long sequences of >= 2 values; got {x.size} and '
+                         f'{y.size}.')
+    d = x - y
+    sd = float(d.std(ddof=1))
+    if sd == 0.0:
+        p = 1.0 if d.mean() == 0 else 0.0
+    else:
+        p = float(scipy_stats.ttest_rel(x, y).pvalue)
+    return Comparison(n=int(d.size), mean_difference=float(d.mean()), ci95=ci95(d), p_value=p,
+                      effect_size=float(d.mean() / sd) if sd > 0 else float('inf') * np.sign(d.mean()))
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (same order as given; monotone, capped at 1)."""
+    p = np.asarray(p_values, float)
+    order = np.argsort(p, kind='stable')
+    adjusted = np.empty_like(p)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (p.size - rank) * p[i]))
+        adjusted[i] = running
+    return [float(v) for v in adjusted]

@@ -1,0 +1,190 @@
+"""Results pages from committed records: a study is policies x per-round budgets x seeds.
+
+A ``Study`` names its base config, seeds, budgets (steps per round) and
+policies (config overrides). Its records live in
+``docs/results/<name>/records/<budget>/<policy>/summary.json`` (one
+``num_seeds`` run each, as written by ``launch/main.py``); ``render_page``
+turns them into the study's Markdown page, deterministically, so a test can
+regenerate the page and fail when a published number differs.
+
+Every table is full (every policy, every round); nothing is chosen on the
+test split: comparisons are pre-registered (``Study.comparisons``) at the
+final round and use paired t-tests over seeds with Holm's correction across
+the comparisons of one budget.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import os
+from typing import Any, Sequence
+
+import numpy as np
+
+from jst import report
+from jst import statistics
+
+Record = dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Study:
+    name: str
+    title: str
+    config: str                        # config file, relative to the repository
+    first_seed: int
+    num_seeds: int
+    budgets: tuple[int, ...]           # steps per round
+    policies: tuple[tuple[str, str, str], ...]  # (name, flags, one-line description)
+    comparisons: tuple[tuple[str, str], ...]    # (a, b): a - b at the final round, paired over seeds
+    trainings: int = 6                 # trainings per run (num_rounds + 1): ``{total}`` = trainings x budget
+    notes: str = ''
+
+    def flags(self, policy: str, budget: int) -> str:
+        """The policy's flags at ``budget`` (``--config.steps_per_round`` unless the policy sets it)."""
+        flags = dict((p, f) for p, f, _ in self.policies)[policy].format(budget=budget,
+                                                                          total=self.trainings * budget)
+        return flags if 'steps_per_round' in flags else f'--config.steps_per_round={budget} {flags}'
+
+    def command(self, policy: str, budget: int, workdir: str = 'WORKDIR') -> str:
+        return (f'python launch/main.py --config={self.config} --config.seed={self.first_seed} '
+                f'--config.num_seeds={self.num_seeds} {self.flags(policy, budget)} --workdir={workdir}')
+
+
+def records_dir(results_dir: str, study: Study, budget: int, policy: str) -> str:
+    return os.path.join(results_dir, study.name, 'records', str(budget), policy)
+
+
+def load_records(results_dir: str, study: Study) -> dict[tuple[int, str], list[Record]]:
+    """{(budget, policy): summary records (control 'none')} of every committed run of ``study``."""
+    out = {}
+    for budget in study.budgets:
+        for policy, _, _ in study.policies:
+            path = os.path.join(records_dir(results_dir, study, budget, policy), 'summary.json')
+            if os.path.exists(path):
+                with open(path) as f:
+                    out[(budget, policy)] = [r for r in json.load(f) if r['control'] == 'none']
+    return out
+
+
+def _final(records: Sequence[Record]) -> dict[int, Record]:
+    """{seed: the record of its last round}."""
+    last: dict[int, Record] = {}
+    for r in records:
+        if r['seed'] not in last or r['round'] > last[r['seed']]['round']:
+            last[r['seed']] = r
+    return last
+
+
+def _pct(mean: float, ci: float) -> str:
+    return f'{100 * mean:.2f} ± {100 * ci:.2f}'
+
+
+def final_table(study: Study, runs: dict[tuple[int, str], list[Record]], budget: int) -> list[str]:
+    """Markdown rows: each policy's last round at ``budget`` (mean ± 95% CI over seeds)."""
+    lines = ['| policy | seeds | architecture | % weights | params | cumulative steps | val acc (%) | '
+             'test acc (%) |', '|---|---|---|---|---|---|---|---|']
+    for policy, _, _ in study.policies:
+        if (budget, policy) not in runs:
+            lines.append(f'| {policy} | not run | | | | | | |')
+            continue
+        fin = list(_final(runs[(budget, policy)]).values())
+        val, test = [r['val_accuracy'] for r in fin], [r['test_accuracy'] for r in fin]
+        archs = ' / '.join(sorted({r['architecture'] for r in fin}))
+        lines.append(f"| {policy} | {len(fin)} | {archs} | {100 * np.mean([r['fraction_remaining'] for r in fin]):.2f} | "
+                     f"{np.mean([r['params_remaining'] for r in fin]):,.0f} | "
+                     f"{np.mean([r['cumulative_steps'] for r in fin]):,.0f} | "
+                     f"{_pct(np.mean(val), statistics.ci95(val))} | {_pct(np.mean(test), statistics.ci95(test))} |")
+    return lines
+
+
+def comparison_rows(study: Study, runs: dict[tuple[int, str], list[Record]],
+                    budget: int) -> list[dict[str, Any]]:
+    """The study's comparisons at ``budget``'s final round: test accuracy a - b over shared seeds, Holm-adjusted."""
+    rows = []
+    for a, b in study.comparisons:
+        if (budget, a) not in runs or (budget, b) not in runs:
+            continue
+        fa, fb = _final(runs[(budget, a)]), _final(runs[(budget, b)])
+        seeds = sorted(set(fa) & set(fb))
+        c = statistics.paired_comparison([fa[s]['test_accuracy'] for s in seeds],
+                                         [fb[s]['test_accuracy'] for s in seeds])
+        rows.append({'a': a, 'b': b, 'comparison': c,
+                     'params': (np.mean([fa[s]['params_remaining'] for s in seeds]),
+                                np.mean([fb[s]['params_remaining'] for s in seeds])),
+                     'steps': (np.mean([fa[s]['cumulative_steps'] for s in seeds]),
+                               np.mean([fb[s]['cumulative_steps'] for s in seeds]))})
+    for row, p in zip(rows, statistics.holm([r['comparison'].p_value for r in rows])):
+        row['p_holm'] = p
+    return rows
+
+
+def verdict(row: dict[str, Any]) -> str:
+    """'beats' / 'loses to' / 'does not differ significantly from' (Holm-adjusted p < 0.05)."""
+    c = row['comparison']
+    if row['p_holm'] < 0.05:
+        return 'beats' if c.mean_difference > 0 else 'loses to'
+    return 'does not differ significantly from'
+
+
+def comparison_table(rows: Sequence[dict[str, Any]]) -> list[str]:
+    lines = ['| a | b | params a / b | steps a / b | test acc a - b (points) | 95% CI | p (paired t) | '
+             'p (Holm) | effect size d_z | verdict |', '|---|---|---|---|---|---|---|---|---|---|']
+    for r in rows:
+        c = r['comparison']
+        lines.append(f"| {r['a']} | {r['b']} | {r['params'][0]:,.0f} / {r['params'][1]:,.0f} | "
+                     f"{r['steps'][0]:,.0f} / {r['steps'][1]:,.0f} | {100 * c.mean_difference:+.2f} | "
+                     f"± {100 * c.ci95:.2f} | {c.p_value:.3g} | {r['p_holm']:.3g} | {c.effect_size:+.2f} | "
+                     f"a {verdict(r)} b |")
+    return lines
+
+
+def full_table(runs: dict[tuple[int, str], list[Record]], budget: int, policies: Sequence[str]) -> list[str]:
+    """Every round of every policy at ``budget`` (``report.aggregate_table``)."""
+    records = [{**r, 'name': p, 'variant': p} for p in policies for r in runs.get((budget, p), [])]
+    return report.aggregate_table(records).splitlines() if records else []
+
+
+def render_page(study: Study, runs: dict[tuple[int, str], list[Record]], headline: str = '') -> str:
+    """The study's Markdown page (deterministic in the records)."""
+    seeds = f'{study.first_seed}-{study.first_seed + study.num_seeds - 1}'
+    lines = [f'# {study.title}', '', study.notes.strip(), '',
+             f'Seeds {seeds} (`num_seeds={study.num_seeds}`, one process per policy and budget), per-round budgets '
+             f'{", ".join(f"{b:,}" for b in study.budgets)} steps. Accuracies: mean ± t-based 95% CI over seeds, '
+             'at each round\'s early-stopping point (minimum validation loss). Regenerate this page from the '
+             f'committed records: `python launch/study.py page {study.name}`; rerun a cell: '
+             f'`python launch/study.py run {study.name} --policy=NAME --budget=STEPS`.', '']
+    if headline:
+        lines += [headline, '']
+    lines += ['## Policies', '', '| policy | what it does | flags (besides the budget) |', '|---|---|---|']
+    lines += [f'| {p} | {d} | `{f}` |' for p, f, d in study.policies]
+    lines += ['', f'![accuracy vs cumulative steps]({study.name}/accuracy_vs_steps.png)']
+    for budget in study.budgets:
+        lines += ['', f'## {budget:,} steps per round', '', '### Final round', '']
+        lines += final_table(study, runs, budget)
+        rows = comparison_rows(study, runs, budget)
+        if rows:
+            lines += ['', '### Comparisons at the final round (test accuracy, paired over seeds, Holm across '
+                      'this table)', '']
+            lines += comparison_table(rows)
+        lines += ['', '### Every round', '']
+        lines += full_table(runs, budget, [p for p, _, _ in study.policies])
+    lines += ['', '## Commands', '']
+    lines += [f'- `{study.command(p, b, f"runs/{study.name}/{b}/{p}")}`'
+              for b in study.budgets for p, _, _ in study.policies]
+    return '\n'.join(lines).replace('\n\n\n', '\n\n') + '\n'
+
+
+def steps_curve(runs: dict[tuple[int, str], list[Record]], policy: str, budget: int) -> dict[str, list[float]]:
+    """Mean cumulative steps, test accuracy and its CI per round of one policy (for the figure)."""
+    by_round = collections.defaultdict(list)
+    for r in runs.get((budget, policy), []):
+        by_round[r['round']].append(r)
+    out = {'steps': [], 'test': [], 'ci': []}
+    for _, rs in sorted(by_round.items()):
+        out['steps'].append(float(np.mean([r['cumulative_steps'] for r in rs])))
+        out['test'].append(float(np.mean([r['test_accuracy'] for r in rs])))
+        out['ci'].append(float(np.nan_to_num(statistics.ci95([r['test_accuracy'] for r in rs]))))
+    return out
