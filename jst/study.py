@@ -39,6 +39,8 @@ class Study:
     budgets: tuple[int, ...]           # steps per round
     policies: tuple[tuple[str, str, str], ...]  # (name, flags, one-line description)
     comparisons: tuple[tuple[str, str], ...]    # (a, b): a - b at the final round, paired over seeds
+    headline: tuple[str, str] = ('', '')        # the comparison the page's first sentence answers
+    headline_question: str = ''
     trainings: int = 6                 # trainings per run (num_rounds + 1): ``{total}`` = trainings x budget
     notes: str = ''
 
@@ -129,6 +131,21 @@ def verdict(row: dict[str, Any]) -> str:
     return 'does not differ significantly from'
 
 
+def headline_sentence(study: Study, runs: dict[tuple[int, str], list[Record]]) -> str:
+    """'**Question** At B steps per round, a beats / loses to / does not differ significantly from b (...); ...'"""
+    parts = []
+    for budget in study.budgets:
+        row = next((r for r in comparison_rows(study, runs, budget) if (r['a'], r['b']) == study.headline), None)
+        if row is not None:
+            c = row['comparison']
+            parts.append(f"at {budget:,} steps per round, {row['a']} {verdict(row)} {row['b']} "
+                         f"({100 * c.mean_difference:+.2f} ± {100 * c.ci95:.2f} points of test accuracy, Holm "
+                         f"p = {row['p_holm']:.2g}, {row['params'][0]:,.0f} vs {row['params'][1]:,.0f} params, "
+                         f"{row['steps'][0]:,.0f} vs {row['steps'][1]:,.0f} steps)")
+    text = '; '.join(parts) or 'not run yet'
+    return f'**{study.headline_question}** {text[0].upper()}{text[1:]}.'
+
+
 def comparison_table(rows: Sequence[dict[str, Any]]) -> list[str]:
     lines = ['| a | b | params a / b | steps a / b | test acc a - b (points) | 95% CI | p (paired t) | '
              'p (Holm) | effect size d_z | verdict |', '|---|---|---|---|---|---|---|---|---|---|']
@@ -156,8 +173,8 @@ def render_page(study: Study, runs: dict[tuple[int, str], list[Record]], headlin
              'at each round\'s early-stopping point (minimum validation loss). Regenerate this page from the '
              f'committed records: `python launch/study.py page {study.name}`; rerun a cell: '
              f'`python launch/study.py run {study.name} --policy=NAME --budget=STEPS`.', '']
-    if headline:
-        lines += [headline, '']
+    if headline or study.headline[0]:
+        lines += [headline or headline_sentence(study, runs), '']
     lines += ['## Policies', '', '| policy | what it does | flags (besides the budget) |', '|---|---|---|']
     lines += [f'| {p} | {d} | `{f}` |' for p, f, d in study.policies]
     lines += ['', f'![accuracy vs cumulative steps]({study.name}/accuracy_vs_steps.png)']

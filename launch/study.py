@@ -55,11 +55,15 @@ STUDIES = {
                      ('grow_dense_new', 'weight_reset'), ('prune_continue', 'weight_reset'),
                      ('weight_rewind', 'weight_reset'), ('grow_dense_new', 'grow_no_prune'),
                      ('grow_dense_new', 'dense_same_steps')),
+        headline=('grow_sparse_new', 'prune_continue'),
+        headline_question='Does growth beat prune-and-continue at matched weights and steps?',
         notes='''
 `configs/mnist.py` (arXiv 2109.03862's setting): MLP with 128-unit hidden layers, PyTorch default init, Adam 1e-3,
 batch 128, level pruning of every Dense kernel to 95% sparsity at the last of 5 pruning rounds (6 trainings),
 5,000 training images held out for validation, juvenility diagnostics off. The question a skeptic asks first:
 does growth beat *keeping the trained weights* (prune and continue on the final architecture), at matched steps?
+`grow_sparse_new` and `prune_continue` end with the same architecture, the same number of weights and the same
+cumulative steps. In the flags, `{total}` stands for 6 x the per-round budget.
 ''',
     ),
 }

@@ -2,7 +2,9 @@
 
 ``tests/golden/NAME.json`` holds each run's ``summary.json`` as the code
 before the re-layout wrote it (wall-clock fields dropped); ``test_golden.py``
-reruns them and requires the same records. Regenerate only when a change of
+reruns them and requires the same records. One intended change since, applied
+to the file by hand: ``mnist_search`` counts the probe steps of every
+candidate in ``cumulative_steps`` (issue 13: the search's budget). Regenerate only when a change of
 results is intended::
 
     python -m tests.golden_runs --write   # from the repository root
