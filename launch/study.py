@@ -32,7 +32,7 @@ STUDIES = {
     'paper_mnist': study_lib.Study(
         name='paper_mnist',
         title="The seed paper's MNIST experiment: growth against its controls",
-        config='configs/mnist.py', first_seed=42, num_seeds=5, budgets=(429, 1287),
+        config='configs/mnist.py', first_seed=42, num_seeds=5, budgets=(429, 1287, 3861),
         policies=(
             ('weight_reset', '--config.method=lth', 'classic lottery ticket: 5 hidden layers from the start, '
              'level pruning each round, survivors reset to theta_0'),
