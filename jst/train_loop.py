@@ -290,7 +290,9 @@ def _log_progress(label: str, t: int, start: int, stop: int, total: int, t_begin
     done = (t - start) / max(stop - start, 1)
     elapsed = time.time() - t_begin
     eta = elapsed / done - elapsed if done > 0 else math.nan
-    mean = lambda name: float(np.mean([getattr(r, name) for r in latest]))
+    def mean(name: str) -> float:  # over the lanes that have the value (test: only at new validation minima)
+        values = [v for v in (getattr(r, name) for r in latest) if np.isfinite(v)]
+        return float(np.mean(values)) if values else math.nan
     logging.info('%s step %d/%d  train_loss %.4f  val_acc %.4f  test_acc %.4f  (%s%.1fs, ETA %.0fs)',
                  label, t, total, mean('train_loss'), mean('val_accuracy'), mean('test_accuracy'),
                  f'mean of {len(latest)} seeds, ' if len(latest) > 1 else '', elapsed, eta)
