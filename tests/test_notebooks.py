@@ -44,3 +44,17 @@ def test_install_source_is_setup_cfg_url():
             assert f'git+{url}' in text and 'colab-badge' in text
         else:
             assert 'colab-badge' not in text and 'pip wheel --no-deps' in text
+
+
+@pytest.mark.parametrize('name', NOTEBOOKS)
+def test_notebook_is_what_make_notebooks_writes(name):
+    """The committed notebooks are regenerated from colabs/make_notebooks.py (cell ids aside)."""
+    import importlib.util  # pylint: disable=g-import-not-at-top
+    spec = importlib.util.spec_from_file_location('make_notebooks', os.path.join(REPO, 'colabs', 'make_notebooks.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    cells = module.badge(name) + {'quickstart.ipynb': module.QUICKSTART,
+                                  'use_masks_in_your_model.ipynb': module.MASKS}[name]
+    stored = nbformat.read(os.path.join(REPO, 'colabs', name), as_version=4)
+    assert [(c.cell_type, c.source) for c in stored.cells] == [(c.cell_type, c.source) for c in cells], (
+        f'colabs/{name} is stale: run python colabs/make_notebooks.py')
