@@ -79,22 +79,22 @@ class TrainingProgress:
 
 @dataclasses.dataclass
 class _Progress:
-    """What both searches' progress has: the phase, the round and the spec being trained."""
+    """What both searches' progress has: the phase and the (lowest) round being trained."""
 
     phase: str = 'train'
     round: int = 0
-    spec: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-    def model_spec(self) -> specs.ModelSpec:
-        return specs.spec_from_config(self.spec)
 
 
 @dataclasses.dataclass
 class LotteryProgress(_Progress):
-    """Weight reset: ``phase`` 'train' -> 'controls' per round, then 'done'."""
+    """Weight reset: ``phase`` 'train' -> 'controls' per round, then 'done'; every lane trains ``spec``."""
 
+    spec: dict[str, Any] = dataclasses.field(default_factory=dict)
     control_index: int = 0
     cumulative: dict[str, int] = dataclasses.field(default_factory=dict)  # steps per control
+
+    def model_spec(self) -> specs.ModelSpec:
+        return specs.spec_from_config(self.spec)
 
 
 @dataclasses.dataclass
@@ -117,7 +117,7 @@ class LaneProgress:
 
 @dataclasses.dataclass
 class RecursiveProgress(_Progress):
-    """Growth: ``phase`` 'train' until every lane is done; each lane's progress."""
+    """Growth: ``phase`` 'train' until every lane is done; each lane's progress (its spec among it)."""
 
     lanes: list[LaneProgress] = dataclasses.field(default_factory=list)
 

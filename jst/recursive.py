@@ -42,7 +42,7 @@ def run(ctx: context_lib.RunContext) -> list[dict[str, Any]]:
                 states[lane] = checkpointing.state_to_storable(ctx.new_state(spec, variables, masks))
                 lanes.append(checkpointing.LaneProgress(spec=spec.to_dict()))
             journal.arrays = {ArrayKey.ROUND_STATE: checkpointing.per_lane(states)}
-            journal.progress = checkpointing.RecursiveProgress(spec=lanes[0].spec, lanes=lanes)
+            journal.progress = checkpointing.RecursiveProgress(lanes=lanes)
         while journal.progress.phase != 'done':
             _run_group(ctx, journal, next_group(journal.progress))
         return journal.history.summary
