@@ -158,18 +158,18 @@ def juvenility_rows(summary: Sequence[Record]) -> list[dict[str, Any]]:
     """One row per (run, round >= 1): diagnostics at the round's start, the round's validation gain
     over the previous round, and the run's final test accuracy."""
     runs = collections.defaultdict(list)
-    for r in summary:
+    for r in summary:  # a run is a (workdir, seed): a workdir of ``num_seeds`` lanes holds several
         if r['control'] == 'none' and r.get('juvenility'):
-            runs[r['workdir']].append(r)
+            runs[(r.get('workdir', figures.variant(r)), r.get('seed'))].append(r)
     rows = []
-    for rs in runs.values():
+    for key, rs in runs.items():
         rs.sort(key=lambda r: r['round'])
         final = rs[-1]['test_accuracy']
         for prev, cur in zip(rs, rs[1:]):
             j = cur['juvenility']
             factors = {k: j['start'][k] for k in JUVENILITY_FACTORS if k in (j['start'] or {})}
             factors['learning_potential'] = j.get('learning_potential')
-            rows.append({'variant': figures.variant(cur), 'round': cur['round'], 'workdir': cur['workdir'], **factors,
+            rows.append({'variant': figures.variant(cur), 'round': cur['round'], 'run': key, **factors,
                          'gain': cur['val_accuracy'] - prev['val_accuracy'], 'final_test': final})
     return rows
 
@@ -215,7 +215,7 @@ def juvenility_table(summary: Sequence[Record]) -> str:
         groups[v] = [r for r in rows if r['variant'] == v]
     header = '| factor (at round start) | ' + ' | '.join(
         f'{g}: r(gain) / r(gain, within round) / r(final test), n={len(rs)} pairs of '
-        f"{len({r['workdir'] for r in rs})} runs" for g, rs in groups.items()) + ' |'
+        f"{len({r['run'] for r in rs})} runs" for g, rs in groups.items()) + ' |'
     lines = [header, '|---' * (1 + len(groups)) + '|']
     for f in JUVENILITY_FACTORS:
         cells = [' / '.join(f'{r:+.2f}' for r in juvenility_correlations(rs, f)) for rs in groups.values()]

@@ -51,7 +51,12 @@ def paired_comparison(a: Sequence[float], b: Sequence[float]) -> Comparison:
     else:
         p = float(scipy_stats.ttest_rel(x, y).pvalue)
     return Comparison(n=int(d.size), mean_difference=float(d.mean()), ci95=ci95(d), p_value=p,
-                      effect_size=float(d.mean() / sd) if sd > 0 else float('inf') * np.sign(d.mean()))
+                      effect_size=float(d.mean() / sd) if sd > 0 else _signed_inf(float(d.mean())))
+
+
+def _signed_inf(mean: float) -> float:
+    """The effect size of differences that are all equal: 0 when they are 0, else +-inf."""
+    return 0.0 if mean == 0 else float(np.copysign(np.inf, mean))
 
 
 def holm(p_values: Sequence[float]) -> list[float]:

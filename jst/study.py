@@ -43,6 +43,12 @@ class Study:
     headline_question: str = ''
     trainings: int = 6                 # trainings per run (num_rounds + 1): ``{total}`` = trainings x budget
     notes: str = ''
+    policy_seeds: tuple[tuple[str, int], ...] = ()  # (policy, num_seeds) where a policy runs more seeds
+    page: str = 'policies'             # 'policies' (policies x budgets) | 'levels' (jst.level_study)
+
+    def seeds_of(self, policy: str) -> int:
+        """How many seeds (from ``first_seed``) ``policy`` runs."""
+        return dict(self.policy_seeds).get(policy, self.num_seeds)
 
     def flags(self, policy: str, budget: int) -> str:
         """The policy's flags at ``budget`` (``--config.steps_per_round`` unless the policy sets it)."""
@@ -52,22 +58,22 @@ class Study:
 
     def command(self, policy: str, budget: int, workdir: str = 'WORKDIR') -> str:
         return (f'python launch/main.py --config={self.config} --config.seed={self.first_seed} '
-                f'--config.num_seeds={self.num_seeds} {self.flags(policy, budget)} --workdir={workdir}')
+                f'--config.num_seeds={self.seeds_of(policy)} {self.flags(policy, budget)} --workdir={workdir}')
 
 
 def records_dir(results_dir: str, study: Study, budget: int, policy: str) -> str:
     return os.path.join(results_dir, study.name, 'records', str(budget), policy)
 
 
-def load_records(results_dir: str, study: Study) -> dict[tuple[int, str], list[Record]]:
-    """{(budget, policy): summary records (control 'none')} of every committed run of ``study``."""
+def load_records(results_dir: str, study: Study, controls: bool = False) -> dict[tuple[int, str], list[Record]]:
+    """{(budget, policy): summary records (control 'none' unless ``controls``)} of every committed run."""
     out = {}
     for budget in study.budgets:
         for policy, _, _ in study.policies:
             path = os.path.join(records_dir(results_dir, study, budget, policy), 'summary.json')
             if os.path.exists(path):
                 with open(path) as f:
-                    out[(budget, policy)] = [r for r in json.load(f) if r['control'] == 'none']
+                    out[(budget, policy)] = [r for r in json.load(f) if controls or r['control'] == 'none']
     return out
 
 
@@ -146,6 +152,22 @@ def headline_sentence(study: Study, runs: dict[tuple[int, str], list[Record]]) -
     return f'**{study.headline_question}** {text[0].upper()}{text[1:]}.'
 
 
+def headline_table(study: Study, runs: dict[tuple[int, str], list[Record]]) -> list[str]:
+    """Markdown rows: each policy's final-round test accuracy at every budget (mean ± 95% CI) and params."""
+    lines = ['| policy | params at the end | ' + ' | '.join(f'{b:,} steps/round' for b in study.budgets) + ' |',
+             '|---|---|' + '---|' * len(study.budgets)]
+    for policy, _, _ in study.policies:
+        cells, params = [], []
+        for budget in study.budgets:
+            fin = list(_final(runs.get((budget, policy), [])).values())
+            test = [r['test_accuracy'] for r in fin]
+            cells.append(f'{_pct(np.mean(test), statistics.ci95(test))} (n={len(fin)})' if fin else 'not run')
+            params.append(f"{np.mean([r['params_remaining'] for r in fin]):,.0f}" if fin else '-')
+        shown = params[0] if len(set(params)) == 1 else ' / '.join(params)
+        lines.append(f'| {policy} | {shown} | ' + ' | '.join(cells) + ' |')
+    return lines
+
+
 def comparison_table(rows: Sequence[dict[str, Any]]) -> list[str]:
     lines = ['| a | b | params a / b | steps a / b | test acc a - b (points) | 95% CI | p (paired t) | '
              'p (Holm) | effect size d_z | verdict |', '|---|---|---|---|---|---|---|---|---|---|']
@@ -164,11 +186,13 @@ def full_table(runs: dict[tuple[int, str], list[Record]], budget: int, policies:
     return report.aggregate_table(records).splitlines() if records else []
 
 
-def render_page(study: Study, runs: dict[tuple[int, str], list[Record]], headline: str = '') -> str:
-    """The study's Markdown page (deterministic in the records)."""
+def render_page(study: Study, runs: dict[tuple[int, str], list[Record]], headline: str = '',
+                extra: Sequence[str] = ()) -> str:
+    """The study's Markdown page (deterministic in the records); ``extra`` lines go before the commands."""
     seeds = f'{study.first_seed}-{study.first_seed + study.num_seeds - 1}'
+    more = ''.join(f' ({p}: {study.first_seed}-{study.first_seed + n - 1})' for p, n in study.policy_seeds)
     lines = [f'# {study.title}', '', study.notes.strip(), '',
-             f'Seeds {seeds} (`num_seeds={study.num_seeds}`, one process per policy and budget), per-round budgets '
+             f'Seeds {seeds}{more} (seeds as lanes of one process per policy and budget), per-round budgets '
              f'{", ".join(f"{b:,}" for b in study.budgets)} steps. Accuracies: mean ± t-based 95% CI over seeds, '
              'at each round\'s early-stopping point (minimum validation loss). Regenerate this page from the '
              f'committed records: `python launch/study.py page {study.name}`; rerun a cell: '
@@ -188,7 +212,7 @@ def render_page(study: Study, runs: dict[tuple[int, str], list[Record]], headlin
             lines += comparison_table(rows)
         lines += ['', '### Every round', '']
         lines += full_table(runs, budget, [p for p, _, _ in study.policies])
-    lines += ['', '## Commands', '']
+    lines += ['', *extra, '', '## Commands', '']
     lines += [f'- `{study.command(p, b, f"runs/{study.name}/{b}/{p}")}`'
               for b in study.budgets for p, _, _ in study.policies]
     return '\n'.join(lines).replace('\n\n\n', '\n\n') + '\n'

@@ -15,58 +15,36 @@ import os
 import shutil
 import subprocess
 import sys
+from typing import Any
 
 from absl import app
 from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # pylint: disable=g-import-not-at-top,wrong-import-position
+from jst import level_study
+from jst import report
 from jst import study as study_lib
+from studies import STUDIES, TRANSFER_SOURCE  # launch/studies.py: the studies as code
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, 'docs', 'results')
-FINAL_ARCH = '--config.model.widths=(128,128,128,128,128,128)'
+README = os.path.join(REPO, 'README.md')
+README_HEADLINE = 'paper_mnist'  # the study whose headline table the README shows
 
-STUDIES = {
-    'paper_mnist': study_lib.Study(
-        name='paper_mnist',
-        title="The seed paper's MNIST experiment: growth against its controls",
-        config='configs/mnist.py', first_seed=42, num_seeds=5, budgets=(429, 1287, 3861),
-        policies=(
-            ('weight_reset', '--config.method=lth', 'classic lottery ticket: 5 hidden layers from the start, '
-             'level pruning each round, survivors reset to theta_0'),
-            ('weight_rewind', '--config.method=lth --config.rewind_step=100',
-             'as weight_reset, survivors rewound to step 100 of round 0 (late rewinding)'),
-            ('prune_continue', f'--config.method=juvenile --config.growth=none {FINAL_ARCH}',
-             'the final architecture from the start, pruned each round, trained weights kept (no reset, '
-             'no growth): the control for growth'),
-            ('grow_no_prune', '--config.method=juvenile --config.target_sparsity=0.0',
-             'paper growth (one identity layer per round) without pruning'),
-            ('grow_dense_new', '--config.method=juvenile',
-             'the paper: prune, then insert a dense identity layer, weights kept'),
-            ('grow_sparse_new', '--config.method=juvenile --config.new_layer_mask=sparse',
-             'as the paper, the new layer starts at the network\'s current density'),
-            ('dense_same_steps', '--config.method=lth --config.num_rounds=0 '
-             '--config.steps_per_round={total}', 'the dense final architecture trained once for the '
-             'cumulative steps of the 6 rounds'),
-        ),
-        comparisons=(('grow_dense_new', 'prune_continue'), ('grow_sparse_new', 'prune_continue'),
-                     ('grow_dense_new', 'weight_reset'), ('prune_continue', 'weight_reset'),
-                     ('weight_rewind', 'weight_reset'), ('grow_dense_new', 'grow_no_prune'),
-                     ('grow_dense_new', 'dense_same_steps')),
-        headline=('grow_sparse_new', 'prune_continue'),
-        headline_question='Does growth beat prune-and-continue at matched weights and steps?',
-        notes='''
-`configs/mnist.py` (arXiv 2109.03862's setting): MLP with 128-unit hidden layers, PyTorch default init, Adam 1e-3,
-batch 128, level pruning of every Dense kernel to 95% sparsity at the last of 5 pruning rounds (6 trainings),
-5,000 training images held out for validation, juvenility diagnostics off. The question a skeptic asks first:
-does growth beat *keeping the trained weights* (prune and continue on the final architecture), at matched steps?
-`grow_sparse_new` and `prune_continue` end with the same architecture, the same number of weights and the same
-cumulative steps. In the flags, `{total}` stands for 6 x the per-round budget.
-''',
-    ),
-}
+
+JUVENILITY_READING = '''
+Every round records, at its start, on a fixed probe batch of 512 training examples: gradient norm and gradient SNR
+across 8 mini-batches, dead-ReLU fraction and effective rank per layer, surviving-weight magnitudes, a Hutchinson
+Hessian trace (8 probes), sharpness (rho = 0.05) and the learning potential (validation-accuracy gain after 50 fixed
+steps from the round's start). Each cell: Pearson r of the diagnostic at a round's start with that round's
+validation gain / the same within rounds (each round's mean removed from both, so the trend over rounds, common to
+every diagnostic, drops out) / r with the run's final test accuracy, over (seed, round >= 1) pairs. With n pairs,
+|r| above about 2/sqrt(n) is significant at 5% (uncorrected for the many correlations of the table); final test
+accuracy has one value per run, so its sample is the runs.
+'''
 
 
 def _study(name: str) -> study_lib.Study:
@@ -84,7 +62,7 @@ def run_cell(study: study_lib.Study, policy: str, budget: int) -> None:
     workdir = os.path.join(REPO, 'runs', study.name, str(budget), policy)
     flags_ = study.flags(policy, budget)
     args = [sys.executable, os.path.join(REPO, 'launch', 'main.py'), f'--config={study.config}',
-            f'--config.seed={study.first_seed}', f'--config.num_seeds={study.num_seeds}',
+            f'--config.seed={study.first_seed}', f'--config.num_seeds={study.seeds_of(policy)}',
             '--config.juvenility=False', '--config.write_report=False', *flags_.split(), f'--workdir={workdir}']
     print(' '.join(args[1:]), flush=True)
     subprocess.run(args, check=True, cwd=REPO)
@@ -114,31 +92,123 @@ def write_figure(study: study_lib.Study, runs, path: str) -> None:
     plt.close(fig)
 
 
+def write_levels_figure(records, path: str) -> None:
+    import matplotlib  # pylint: disable=g-import-not-at-top
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+    fig, (acc, steps) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for control in level_study.CONTROLS:
+        c = level_study.level_curves(records, control)
+        label = level_study.NAMES[control]
+        acc.errorbar(c['percent'], c['test'], yerr=c['test_ci'], marker='o', capsize=3, label=label)
+        steps.errorbar(c['percent'], c['steps'], yerr=c['steps_ci'], marker='o', capsize=3, label=label)
+    for ax, ylabel in ((acc, 'test accuracy (%)'), (steps, 'early-stop iteration')):
+        ax.set(xscale='log', xlabel='% of weights remaining', ylabel=f'{ylabel}, mean ± 95% CI')
+        ax.invert_xaxis()
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def render(study: study_lib.Study) -> tuple[str, Any]:
+    """The study's page and a function writing its figure (into a path), from the committed records."""
+    if study.page == 'levels':
+        records = [r for rs in study_lib.load_records(RESULTS, study, controls=True).values() for r in rs]
+        if not records:
+            raise app.UsageError(f'no committed records for {study.name}: `python launch/study.py run {study.name}`')
+        return (level_study.render_levels_page(study, records),
+                lambda: write_levels_figure(records, os.path.join(RESULTS, study.name, 'levels.png')))
+    runs = study_lib.load_records(RESULTS, study)
+    extra = []
+    if study.page == 'juvenility':
+        records = [{**r, 'variant': policy, 'workdir': f'{budget}/{policy}'} for (budget, policy), rs in runs.items()
+                   for r in rs]
+        extra = ['## Juvenility diagnostics against the next round\'s gain', '', JUVENILITY_READING.strip(), '',
+                 report.juvenility_table(records)]
+    return (study_lib.render_page(study, runs, extra=extra),
+            lambda: write_figure(study, runs, os.path.join(RESULTS, study.name, 'accuracy_vs_steps.png')))
+
+
+def readme_with_headline(readme: str, study: study_lib.Study) -> str:
+    """``readme`` with the block between the study's headline markers regenerated from its records."""
+    begin = f'<!-- {study.name} headline: generated by `python launch/study.py page {study.name}` -->'
+    end = f'<!-- end of {study.name} headline -->'
+    if begin not in readme or end not in readme:
+        raise app.UsageError(f'README.md lacks the markers {begin!r} ... {end!r} around the headline table')
+    runs = study_lib.load_records(RESULTS, study)
+    block = '\n'.join(study_lib.headline_table(study, runs) + ['', study_lib.headline_sentence(study, runs)])
+    head, rest = readme.split(begin, 1)
+    return f'{head}{begin}\n{block}\n{end}{rest.split(end, 1)[1]}'
+
+
+SPEED_SECTIONS = (
+    ('Training loop: jst vs a minimal JAX loop vs PyTorch (LeNet-300-100, one epoch)',
+     'pip install torch==2.13.0 && python benchmarks/bench_lenet.py --manual_dir=../shared/datasets/mnist --full',
+     'lenet_cpu.md'),
+    ('Seeds as lanes of one program vs one process per seed (the paper\'s MNIST)',
+     'python benchmarks/bench_seeds.py --manual_dir=../shared/datasets/mnist --seeds=1,5,16', 'seeds_cpu.md'),
+    ('Cost of the juvenility diagnostics (the paper\'s MNIST)',
+     'python benchmarks/bench_juvenility.py --manual_dir=../shared/datasets/mnist', 'juvenility_cpu.md'),
+)
+
+
+def speed_page() -> str:
+    """docs/results/speed.md: the committed benchmark tables (``benchmarks/results/*.md``, written by each
+    benchmark from the same measurement as its ``.json``), each with its command."""
+    lines = ['# Speed', '', 'Measured by the benchmarks in `benchmarks/` on this project\'s 2-core CPU (no GPU '
+             'was lent), every variant side by side in one run, reported as ratios. Regenerate this page: '
+             '`python launch/study.py page speed`; the raw measurements are `benchmarks/results/*.json`.']
+    for title, command, name in SPEED_SECTIONS:
+        with open(os.path.join(REPO, 'benchmarks', 'results', name)) as f:
+            table = f.read().strip().replace('\n# ', '\n### ')
+        lines += ['', f'## {title}', '', f'`{command}` ([{name}](../../benchmarks/results/{name}))', '',
+                  table.lstrip('# ') if table.startswith('# ') else table]
+    return '\n'.join(lines) + '\n'
+
+
 def main(argv):
     if len(argv) != 3 or argv[1] not in ('run', 'page'):
         raise app.UsageError('usage: python launch/study.py run|page STUDY [--policy=..] [--budget=..] [--check]')
+    if argv[1:] == ['page', 'speed']:
+        return write_or_check({os.path.join(RESULTS, 'speed.md'): speed_page()}, 'the benchmarks')
     study = _study(argv[2])
+    if argv[1] == 'run' and study.name == 'transfer_mnist' and not os.path.exists(
+            os.path.join(REPO, TRANSFER_SOURCE, 'summary.json')):
+        run_cell(STUDIES['paper_mnist'], 'grow_dense_new', 1287)
     if argv[1] == 'run':
         for budget in study.budgets:
             for policy, _, _ in study.policies:
                 if (_POLICY.value or policy) == policy and (_BUDGET.value or budget) == budget:
                     run_cell(study, policy, budget)
         return
-    runs = study_lib.load_records(RESULTS, study)
-    page = study_lib.render_page(study, runs)
-    path = os.path.join(RESULTS, f'{study.name}.md')
-    if _CHECK.value:
-        with open(path) as f:
-            if f.read() != page:
-                print(f'{path} differs from the page regenerated from its records: rerun '
-                      f'`python launch/study.py page {study.name}` and commit it.', file=sys.stderr)
-                sys.exit(1)
-        print(f'{path}: every number matches its records.')
-        return
-    with open(path, 'w') as f:
-        f.write(page)
-    write_figure(study, runs, os.path.join(RESULTS, study.name, 'accuracy_vs_steps.png'))
-    print(f'wrote {path}')
+    page, write_figure_ = render(study)
+    outputs = {os.path.join(RESULTS, f'{study.name}.md'): page}
+    if study.name == README_HEADLINE:
+        with open(README) as f:
+            outputs[README] = readme_with_headline(f.read(), study)
+    write_or_check(outputs, study.name)
+    if not _CHECK.value:
+        write_figure_()
+
+
+def write_or_check(outputs: dict[str, str], source: str) -> None:
+    """Writes each {path: text}; with ``--check``, exits 1 naming the first file that differs."""
+    for path, text in outputs.items():
+        if _CHECK.value:
+            with open(path) as f:
+                if f.read() != text:
+                    name = os.path.splitext(os.path.basename(path))[0]
+                    print(f'{path} differs from what the records of {source} give: rerun '
+                          f'`python launch/study.py page {name if source != "the benchmarks" else "speed"}` and '
+                          'commit it.', file=sys.stderr)
+                    sys.exit(1)
+            print(f'{path}: every number of {source} matches its records.')
+        else:
+            with open(path, 'w') as f:
+                f.write(text)
+            print(f'wrote {path}')
 
 
 if __name__ == '__main__':

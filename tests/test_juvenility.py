@@ -181,3 +181,20 @@ def test_correlation_table_by_hand():
     table = report.juvenility_table(summary)
     assert 'all: r(gain) / r(gain, within round) / r(final test), n=4 pairs of 2 runs' in table
     assert 'x: r(gain) / r(gain, within round) / r(final test), n=2 pairs of 1 runs' in table
+
+
+def test_correlations_keep_the_seeds_of_one_workdir_apart():
+    """A ``num_seeds`` workdir holds several runs: its seeds are paired round by round, never across seeds."""
+    from jst import report
+
+    def run(workdir, seed, vals, factor):
+        return [{'workdir': workdir, 'seed': seed, 'control': 'none', 'variant': 'x', 'method': 'x', 'round': rnd,
+                 'val_accuracy': v, 'test_accuracy': vals[-1], 'juvenility': {'start': {'grad_norm': f},
+                                                                              'learning_potential': f}}
+                for rnd, (v, f) in enumerate(zip(vals, factor))]
+
+    apart = run('a', 0, [0.5, 0.7, 0.8], [0, 2, 1]) + run('b', 0, [0.3, 0.7, 0.8], [0, 3, 2])
+    lanes = run('w', 0, [0.5, 0.7, 0.8], [0, 2, 1]) + run('w', 1, [0.3, 0.7, 0.8], [0, 3, 2])
+    strip = lambda rows: sorted((r['round'], round(r['gain'], 6), r['learning_potential']) for r in rows)
+    assert strip(report.juvenility_rows(lanes)) == strip(report.juvenility_rows(apart))
+    assert 'n=4 pairs of 2 runs' in report.juvenility_table(lanes)

@@ -1,0 +1,123 @@
+"""The studies behind docs/results/, as code: each is a base config, seeds, budgets and policies.
+
+``python launch/study.py run NAME`` trains a study's cells; ``python launch/study.py page NAME`` writes its page
+from the committed records. A policy is a set of config overrides; ``{budget}`` and ``{total}`` in them stand for
+the per-round budget and trainings x budget.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from jst import study as study_lib
+# pylint: enable=g-import-not-at-top,wrong-import-position
+
+TRANSFER_SOURCE = 'runs/paper_mnist/1287/grow_dense_new'
+FINAL_ARCH = '--config.model.widths=(128,128,128,128,128,128)'
+
+STUDIES = {
+    'paper_mnist': study_lib.Study(
+        name='paper_mnist',
+        title="The seed paper's MNIST experiment: growth against its controls",
+        config='configs/mnist.py', first_seed=42, num_seeds=5, budgets=(429, 1287, 3861),
+        policies=(
+            ('weight_reset', '--config.method=lth', 'classic lottery ticket: 5 hidden layers from the start, '
+             'level pruning each round, survivors reset to theta_0'),
+            ('weight_rewind', '--config.method=lth --config.rewind_step=100',
+             'as weight_reset, survivors rewound to step 100 of round 0 (late rewinding)'),
+            ('prune_continue', f'--config.method=juvenile --config.growth=none {FINAL_ARCH}',
+             'the final architecture from the start, pruned each round, trained weights kept (no reset, '
+             'no growth): the control for growth'),
+            ('grow_no_prune', '--config.method=juvenile --config.target_sparsity=0.0',
+             'paper growth (one identity layer per round) without pruning'),
+            ('grow_dense_new', '--config.method=juvenile',
+             'the paper: prune, then insert a dense identity layer, weights kept'),
+            ('grow_sparse_new', '--config.method=juvenile --config.new_layer_mask=sparse',
+             'as the paper, the new layer starts at the network\'s current density'),
+            ('grow_search', '--config.method=juvenile --config.growth=search',
+             'structure search: each round, deepen anywhere or widen any hidden layer by 32 units, candidates '
+             'probe-trained 200 steps and ranked on validation (probe steps counted in cumulative steps)'),
+            ('dense_same_steps', '--config.method=lth --config.num_rounds=0 '
+             '--config.steps_per_round={total}', 'the dense final architecture trained once for the '
+             'cumulative steps of the 6 rounds'),
+        ),
+        comparisons=(('grow_dense_new', 'prune_continue'), ('grow_sparse_new', 'prune_continue'),
+                     ('grow_dense_new', 'weight_reset'), ('prune_continue', 'weight_reset'),
+                     ('weight_rewind', 'weight_reset'), ('grow_dense_new', 'grow_no_prune'),
+                     ('grow_dense_new', 'dense_same_steps'), ('grow_search', 'prune_continue')),
+        policy_seeds=(('prune_continue', 10), ('grow_sparse_new', 10)),
+        headline=('grow_sparse_new', 'prune_continue'),
+        headline_question='Does growth beat prune-and-continue at matched weights and steps?',
+        notes='''
+`configs/mnist.py` (arXiv 2109.03862's setting): MLP with 128-unit hidden layers, PyTorch default init, Adam 1e-3,
+batch 128, level pruning of every Dense kernel to 95% sparsity at the last of 5 pruning rounds (6 trainings),
+5,000 training images held out for validation, juvenility diagnostics off. The question a skeptic asks first:
+does growth beat *keeping the trained weights* (prune and continue on the final architecture), at matched steps?
+`grow_sparse_new` and `prune_continue` end with the same architecture, the same number of weights and the same
+cumulative steps. In the flags, `{total}` stands for 6 x the per-round budget.
+''',
+    ),
+    'lenet300': study_lib.Study(
+        name='lenet300',
+        title='The lottery-ticket pattern: LeNet-300-100 on MNIST (Frankle & Carbin), down to 3.6% of weights',
+        config='configs/mnist_lenet300.py', first_seed=0, num_seeds=5, budgets=(8000,),
+        policies=(
+            ('imp', '--config.num_rounds=15 --config.control=random_reinit,random_prune',
+             'iterative magnitude pruning with reset to theta_0; controls: the same masks with a fresh random '
+             'init (random_reinit), random masks with the same per-layer counts (random_prune)'),
+        ),
+        comparisons=(),
+        trainings=16, page='levels',
+        notes='''
+`configs/mnist_lenet300.py` (Frankle & Carbin 2019, Figure 3): LeNet-300-100, Glorot init, Adam 1.2e-3, batch 60,
+20% of the hidden layers' and 10% of the output layer's remaining weights pruned per level (layerwise magnitude),
+survivors reset to theta_0. Reduced schedule: 8,000 iterations per level (F&C: 50,000) so that 5 seeds x 16 levels
+x 3 networks fit a 2-core CPU; 15 levels reach 3.6% of weights, F&C's sparsest LeNet point.
+''',
+    ),
+    'juvenility_mnist': study_lib.Study(
+        name='juvenility_mnist',
+        title='Juvenility: what keeps a network able to learn (the paper\'s MNIST, diagnostics every round)',
+        config='configs/mnist.py', first_seed=42, num_seeds=5, budgets=(1287,),
+        policies=(
+            ('grow_dense_new', '--config.method=juvenile --config.juvenility=True', 'the paper\'s growth'),
+            ('weight_reset', '--config.method=lth --config.juvenility=True', 'classic lottery ticket'),
+            ('grow_search', '--config.method=juvenile --config.growth=search --config.juvenility=True',
+             'structure search (deepen or widen by 32, probes counted)'),
+        ),
+        comparisons=(('grow_dense_new', 'weight_reset'), ('grow_search', 'grow_dense_new')),
+        page='juvenility',
+        notes='''
+The seed paper closes with the hypothesis that a network stays "juvenile" (able to learn) when it keeps its trained
+weights and grows. We record juvenility diagnostics at the start of every round of three policies of the paper's
+MNIST setting (`configs/mnist.py`, 3 epochs = 1,287 steps per round) and ask which of them predict how much the
+round then gains on validation. The diagnostics do not change the training: these runs' accuracies are those of
+the same policies in `paper_mnist.md` up to float summation order.
+''',
+    ),
+    'transfer_mnist': study_lib.Study(
+        name='transfer_mnist',
+        title='Ticket transfer: the MNIST ticket as the start of permuted-pixel MNIST',
+        config='configs/mnist.py', first_seed=42, num_seeds=5, budgets=(1287,), trainings=3,
+        policies=(
+            ('from_ticket', f'--config.method=juvenile --config.permute_pixels=True --config.num_rounds=2 '
+             f'--config.init_from={TRANSFER_SOURCE}', 'the final MNIST ticket of the paper\'s growth (5 hidden '
+             'layers, 13.5% of weights), its trained weights, growing on'),
+            ('from_ticket_random', f'--config.method=juvenile --config.permute_pixels=True --config.num_rounds=2 '
+             f'--config.init_from={TRANSFER_SOURCE} --config.init_from_weights=random',
+             'the same ticket\'s structure and masks with random weights'),
+            ('from_scratch', '--config.method=juvenile --config.permute_pixels=True --config.num_rounds=2',
+             'the paper\'s growth from 784-128-10 on permuted pixels'),
+        ),
+        comparisons=(('from_ticket', 'from_ticket_random'), ('from_ticket', 'from_scratch')),
+        headline=('from_ticket', 'from_scratch'),
+        headline_question='Does the MNIST ticket transfer to permuted-pixel MNIST better than growing from scratch?',
+        notes=f'''
+The juvenility hypothesis's fourth factor: does a ticket carry what it learned to a shifted task? Permuted-pixel
+MNIST (one fixed permutation from `split_seed`) starts from the final ticket of `paper_mnist`'s `grow_dense_new` at
+1,287 steps per round (seed i from that run's seed i; `python launch/study.py run transfer_mnist` trains
+`{TRANSFER_SOURCE}` first when it is missing), 3 rounds of growth and pruning.
+''',
+    ),
+}
