@@ -110,7 +110,18 @@ def summary_sentence(levels: dict[tuple[int, str], dict[int, Record]], rows: Seq
             f"and the dense network at levels {_levels(beats('dense'))} (test accuracy, paired over seeds, Holm "
             f"p < 0.05). Chosen on validation accuracy, the best ticket is level {best} "
             f"({100 * r0['fraction_remaining']:.2f}% of weights): test {_cell(levels[(best, 'none')], 'test_accuracy')}% "
-            f"against the dense network's {_cell(levels[(0, 'none')], 'test_accuracy')}%.")
+            f"against the dense network's {_cell(levels[(0, 'none')], 'test_accuracy')}%. {truncation_sentence(levels)}")
+
+
+def truncation_sentence(levels: dict[tuple[int, str], dict[int, Record]]) -> str:
+    """How many trainings of each network had their minimum validation loss at their last step."""
+    parts = []
+    for control in CONTROLS:
+        cells = [r for (_, c), cell in levels.items() if c == control for r in cell.values()]
+        at_end = sum(r['best_step'] >= r['steps'] for r in cells)
+        parts.append(f'{NAMES[control]} {at_end} of {len(cells)}')
+    return ('Trainings still improving at their last step (minimum validation loss at the end of the budget, so '
+            'their accuracy and early-stop iteration are bounds): ' + ', '.join(parts) + '.')
 
 
 def _levels(levels: Sequence[int]) -> str:

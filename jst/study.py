@@ -44,6 +44,7 @@ class Study:
     trainings: int = 6                 # trainings per run (num_rounds + 1): ``{total}`` = trainings x budget
     notes: str = ''
     policy_seeds: tuple[tuple[str, int], ...] = ()  # (policy, num_seeds) where a policy runs more seeds
+    dense_policy: str = ''             # a policy whose round 0 is the dense network: where it converges
     page: str = 'policies'             # 'policies' (policies x budgets) | 'levels' (jst.level_study)
 
     def seeds_of(self, policy: str) -> int:
@@ -168,6 +169,17 @@ def headline_table(study: Study, runs: dict[tuple[int, str], list[Record]]) -> l
     return lines
 
 
+def convergence_sentence(study: Study, runs: dict[tuple[int, str], list[Record]]) -> str:
+    """Where the dense network (``dense_policy``'s round 0) reaches its minimum validation loss, per budget."""
+    parts = []
+    for budget in study.budgets:
+        dense = [r['best_step'] for r in runs.get((budget, study.dense_policy), []) if r['round'] == 0]
+        if dense:
+            parts.append(f'step {np.mean(dense):,.0f} ± {np.nan_to_num(statistics.ci95(dense)):,.0f} of {budget:,}')
+    return (f'Where the dense network ({study.dense_policy}, round 0) reaches its minimum validation loss: '
+            + '; '.join(parts) + '. A budget whose minimum lies well before its end has converged.') if parts else ''
+
+
 def comparison_table(rows: Sequence[dict[str, Any]]) -> list[str]:
     lines = ['| a | b | params a / b | steps a / b | test acc a - b (points) | 95% CI | p (paired t) | '
              'p (Holm) | effect size d_z | verdict |', '|---|---|---|---|---|---|---|---|---|---|']
@@ -199,6 +211,8 @@ def render_page(study: Study, runs: dict[tuple[int, str], list[Record]], headlin
              f'`python launch/study.py run {study.name} --policy=NAME --budget=STEPS`.', '']
     if headline or study.headline[0]:
         lines += [headline or headline_sentence(study, runs), '']
+    if study.dense_policy:
+        lines += [convergence_sentence(study, runs), '']
     lines += ['## Policies', '', '| policy | what it does | flags (besides the budget) |', '|---|---|---|']
     lines += [f'| {p} | {d} | `{f}` |' for p, f, d in study.policies]
     lines += ['', f'![accuracy vs cumulative steps]({study.name}/accuracy_vs_steps.png)']
