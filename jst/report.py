@@ -124,9 +124,11 @@ def aggregate(summary: Sequence[Record]) -> list[dict[str, Any]]:
         frac, _ = _mean_std([r['fraction_remaining'] for r in rs])
         steps, _ = _mean_std([r['cumulative_steps'] for r in rs])
         best, _ = _mean_std([r['best_step'] for r in rs])
+        starts = [r['start_val_accuracy'] for r in rs if r.get('start_val_accuracy') is not None]
         rows.append({'variant': variant, 'method': method, 'control': control, 'round': rnd, 'architecture': ' / '.join(archs),
                      'fraction_remaining': frac, 'val': val, 'val_sd': val_sd, 'test': test,
                      'test_sd': test_sd, 'val_ci': val_ci, 'test_ci': test_ci, 'cumulative_steps': steps, 'best_step': best, 'seeds': len(rs),
+                     'start_val': float(np.mean(starts)) if starts else float('nan'),
                      'params_remaining': float(np.mean([r['params_remaining'] for r in rs]))})
     return rows
 
@@ -139,14 +141,14 @@ def _mean_ci(mean: float, sd: float, ci: float) -> str:
 def aggregate_table(summary: Sequence[Record]) -> str:
     """Per (variant, control, round): accuracies as mean ± 95% CI half-width (t, over seeds) and std."""
     lines = ['| variant | control | round | architecture | % weights remaining | params remaining | '
-             'val acc (%): mean ± 95% CI | test acc (%): mean ± 95% CI | early-stop step | cumulative steps | '
-             'seeds |', '|---|---|---|---|---|---|---|---|---|---|---|']
+             'val acc (%): mean ± 95% CI | test acc (%): mean ± 95% CI | val acc at round start (%) | early-stop step | '
+             'cumulative steps | seeds |', '|---|---|---|---|---|---|---|---|---|---|---|---|']
     for a in aggregate(summary):
         lines.append(
             f"| {a['variant']} | {a['control']} | {a['round']} | {a['architecture']} | "
             f"{100 * a['fraction_remaining']:.2f} | {a['params_remaining']:.0f} | "
             f"{_mean_ci(a['val'], a['val_sd'], a['val_ci'])} | {_mean_ci(a['test'], a['test_sd'], a['test_ci'])} | "
-            f"{a['best_step']:.0f} | {a['cumulative_steps']:.0f} | {a['seeds']} |")
+            f"{100 * a['start_val']:.1f} | {a['best_step']:.0f} | {a['cumulative_steps']:.0f} | {a['seeds']} |")
     return '\n'.join(lines)
 
 

@@ -57,6 +57,11 @@ class Study:
                                                                           total=self.trainings * budget)
         return flags if 'steps_per_round' in flags else f'--config.steps_per_round={budget} {flags}'
 
+    def workdir(self, policy: str, budget: int) -> str:
+        """``runs/<study>/<budget>/<policy>`` (``-<n>seeds`` when the policy runs more seeds than the study)."""
+        n = self.seeds_of(policy)
+        return f'runs/{self.name}/{budget}/{policy}' + ('' if n == self.num_seeds else f'-{n}seeds')
+
     def command(self, policy: str, budget: int, workdir: str = 'WORKDIR') -> str:
         return (f'python launch/main.py --config={self.config} --config.seed={self.first_seed} '
                 f'--config.num_seeds={self.seeds_of(policy)} {self.flags(policy, budget)} --workdir={workdir}')
@@ -202,7 +207,7 @@ def render_page(study: Study, runs: dict[tuple[int, str], list[Record]], headlin
                 extra: Sequence[str] = ()) -> str:
     """The study's Markdown page (deterministic in the records); ``extra`` lines go before the commands."""
     seeds = f'{study.first_seed}-{study.first_seed + study.num_seeds - 1}'
-    more = ''.join(f' ({p}: {study.first_seed}-{study.first_seed + n - 1})' for p, n in study.policy_seeds)
+    more = ''.join(f'; {p}: {study.first_seed}-{study.first_seed + n - 1}' for p, n in study.policy_seeds)
     lines = [f'# {study.title}', '', study.notes.strip(), '',
              f'Seeds {seeds}{more} (seeds as lanes of one process per policy and budget), per-round budgets '
              f'{", ".join(f"{b:,}" for b in study.budgets)} steps. Accuracies: mean ± t-based 95% CI over seeds, '
@@ -227,7 +232,7 @@ def render_page(study: Study, runs: dict[tuple[int, str], list[Record]], headlin
         lines += ['', '### Every round', '']
         lines += full_table(runs, budget, [p for p, _, _ in study.policies])
     lines += ['', *extra, '', '## Commands', '']
-    lines += [f'- `{study.command(p, b, f"runs/{study.name}/{b}/{p}")}`'
+    lines += [f'- `{study.command(p, b, study.workdir(p, b))}`'
               for b in study.budgets for p, _, _ in study.policies]
     return '\n'.join(lines).replace('\n\n\n', '\n\n') + '\n'
 

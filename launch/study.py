@@ -32,7 +32,7 @@ from studies import STUDIES, TRANSFER_SOURCE  # launch/studies.py: the studies a
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, 'docs', 'results')
 README = os.path.join(REPO, 'README.md')
-README_HEADLINE = 'paper_mnist'  # the study whose headline table the README shows
+README_HEADLINES = ('paper_mnist', 'lenet300')  # the studies whose headline the README shows
 
 
 JUVENILITY_READING = '''
@@ -59,7 +59,7 @@ _CHECK = flags.DEFINE_bool('check', False, 'page: exit 1 when the committed page
 
 
 def run_cell(study: study_lib.Study, policy: str, budget: int) -> None:
-    workdir = os.path.join(REPO, 'runs', study.name, str(budget), policy)
+    workdir = os.path.join(REPO, study.workdir(policy, budget))
     flags_ = study.flags(policy, budget)
     args = [sys.executable, os.path.join(REPO, 'launch', 'main.py'), f'--config={study.config}',
             f'--config.seed={study.first_seed}', f'--config.num_seeds={study.seeds_of(policy)}',
@@ -137,8 +137,13 @@ def readme_with_headline(readme: str, study: study_lib.Study) -> str:
     end = f'<!-- end of {study.name} headline -->'
     if begin not in readme or end not in readme:
         raise app.UsageError(f'README.md lacks the markers {begin!r} ... {end!r} around the headline table')
-    runs = study_lib.load_records(RESULTS, study)
-    block = '\n'.join(study_lib.headline_table(study, runs) + ['', study_lib.headline_sentence(study, runs)])
+    if study.page == 'levels':
+        levels = level_study.by_level([r for rs in study_lib.load_records(RESULTS, study, controls=True).values()
+                                       for r in rs])
+        block = level_study.summary_sentence(levels, level_study.level_comparisons(levels))
+    else:
+        runs = study_lib.load_records(RESULTS, study)
+        block = '\n'.join(study_lib.headline_table(study, runs) + ['', study_lib.headline_sentence(study, runs)])
     head, rest = readme.split(begin, 1)
     return f'{head}{begin}\n{block}\n{end}{rest.split(end, 1)[1]}'
 
@@ -185,7 +190,7 @@ def main(argv):
         return
     page, write_figure_ = render(study)
     outputs = {os.path.join(RESULTS, f'{study.name}.md'): page}
-    if study.name == README_HEADLINE:
+    if study.name in README_HEADLINES:
         with open(README) as f:
             outputs[README] = readme_with_headline(f.read(), study)
     write_or_check(outputs, study.name)
