@@ -46,7 +46,9 @@ STUDIES = {
                      ('grow_dense_new', 'weight_reset'), ('prune_continue', 'weight_reset'),
                      ('weight_rewind', 'weight_reset'), ('grow_dense_new', 'grow_no_prune'),
                      ('grow_dense_new', 'dense_same_steps'), ('grow_search', 'prune_continue')),
-        policy_seeds=(('prune_continue', 10), ('grow_sparse_new', 10)), dense_policy='weight_reset',
+        # 10 seeds for the policies of the comparisons whose differences are under a point
+        policy_seeds=(('prune_continue', 10), ('grow_sparse_new', 10), ('grow_dense_new', 10), ('weight_reset', 10)),
+        dense_policy='weight_reset',
         headline=('grow_sparse_new', 'prune_continue'),
         headline_question='Does growth beat prune-and-continue at matched weights and steps?',
         notes='''

@@ -58,14 +58,19 @@ _BUDGET = flags.DEFINE_integer('budget', None, 'run: only this budget (steps per
 _CHECK = flags.DEFINE_bool('check', False, 'page: exit 1 when the committed page differs.')
 
 
-def run_cell(study: study_lib.Study, policy: str, budget: int) -> None:
-    workdir = os.path.join(REPO, study.workdir(policy, budget))
-    flags_ = study.flags(policy, budget)
+def train(study: study_lib.Study, policy: str, budget: int, workdir: str, num_seeds: int) -> None:
+    """One ``launch/main.py`` process: ``policy`` at ``budget`` with ``num_seeds`` lanes in ``workdir``."""
     args = [sys.executable, os.path.join(REPO, 'launch', 'main.py'), f'--config={study.config}',
-            f'--config.seed={study.first_seed}', f'--config.num_seeds={study.seeds_of(policy)}',
-            '--config.juvenility=False', '--config.write_report=False', *flags_.split(), f'--workdir={workdir}']
+            f'--config.seed={study.first_seed}', f'--config.num_seeds={num_seeds}', '--config.juvenility=False',
+            '--config.write_report=False', *study.flags(policy, budget).split(), f'--workdir={workdir}']
     print(' '.join(args[1:]), flush=True)
     subprocess.run(args, check=True, cwd=REPO)
+
+
+def run_cell(study: study_lib.Study, policy: str, budget: int) -> None:
+    """Trains (or resumes) one cell and copies its records under ``docs/results/<study>/records/``."""
+    workdir = os.path.join(REPO, study.workdir(policy, budget))
+    train(study, policy, budget, workdir, study.seeds_of(policy))
     out = study_lib.records_dir(RESULTS, study, budget, policy)
     os.makedirs(out, exist_ok=True)
     for name in ('summary.json', 'config.json'):
@@ -181,7 +186,8 @@ def main(argv):
     study = _study(argv[2])
     if argv[1] == 'run' and study.name == 'transfer_mnist' and not os.path.exists(
             os.path.join(REPO, TRANSFER_SOURCE, 'summary.json')):
-        run_cell(STUDIES['paper_mnist'], 'grow_dense_new', 1287)
+        # the paper's growth at 1,287 steps per round, seeds 42-46 (a source only: no records are copied)
+        train(STUDIES['paper_mnist'], 'grow_dense_new', 1287, os.path.join(REPO, TRANSFER_SOURCE), 5)
     if argv[1] == 'run':
         for budget in study.budgets:
             for policy, _, _ in study.policies:
