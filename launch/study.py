@@ -117,10 +117,15 @@ def write_levels_figure(records, path: str) -> None:
     plt.close(fig)
 
 
+def all_records(study: study_lib.Study) -> list[dict[str, Any]]:
+    """Every committed record of ``study``, controls included, in one list (a levels study has one cell)."""
+    return [r for rs in study_lib.load_records(RESULTS, study, controls=True).values() for r in rs]
+
+
 def render(study: study_lib.Study) -> tuple[str, Any]:
     """The study's page and a function writing its figure (into a path), from the committed records."""
     if study.page == 'levels':
-        records = [r for rs in study_lib.load_records(RESULTS, study, controls=True).values() for r in rs]
+        records = all_records(study)
         if not records:
             raise app.UsageError(f'no committed records for {study.name}: `python launch/study.py run {study.name}`')
         return (level_study.render_levels_page(study, records),
@@ -143,8 +148,7 @@ def readme_with_headline(readme: str, study: study_lib.Study) -> str:
     if begin not in readme or end not in readme:
         raise app.UsageError(f'README.md lacks the markers {begin!r} ... {end!r} around the headline table')
     if study.page == 'levels':
-        levels = level_study.by_level([r for rs in study_lib.load_records(RESULTS, study, controls=True).values()
-                                       for r in rs])
+        levels = level_study.by_level(all_records(study))
         block = level_study.summary_sentence(levels, level_study.level_comparisons(levels))
     else:
         runs = study_lib.load_records(RESULTS, study)
@@ -182,7 +186,7 @@ def main(argv):
     if len(argv) != 3 or argv[1] not in ('run', 'page'):
         raise app.UsageError('usage: python launch/study.py run|page STUDY [--policy=..] [--budget=..] [--check]')
     if argv[1:] == ['page', 'speed']:
-        return write_or_check({os.path.join(RESULTS, 'speed.md'): speed_page()}, 'the benchmarks')
+        return write_or_check({os.path.join(RESULTS, 'speed.md'): speed_page()}, 'speed')
     study = _study(argv[2])
     if argv[1] == 'run' and study.name == 'transfer_mnist' and not os.path.exists(
             os.path.join(REPO, TRANSFER_SOURCE, 'summary.json')):
@@ -204,23 +208,21 @@ def main(argv):
         write_figure_()
 
 
-def write_or_check(outputs: dict[str, str], source: str) -> None:
-    """Writes each {path: text}; with ``--check``, exits 1 naming the first file that differs."""
+def write_or_check(outputs: dict[str, str], page: str) -> None:
+    """Writes each {path: text} of ``python launch/study.py page PAGE``; with ``--check``, exits 1 naming the first
+    file that differs."""
     for path, text in outputs.items():
         if _CHECK.value:
             with open(path) as f:
                 if f.read() != text:
-                    name = os.path.splitext(os.path.basename(path))[0]
-                    print(f'{path} differs from what the records of {source} give: rerun '
-                          f'`python launch/study.py page {name if source != "the benchmarks" else "speed"}` and '
-                          'commit it.', file=sys.stderr)
+                    print(f'{path} differs from what the records of {page} give: rerun '
+                          f'`python launch/study.py page {page}` and commit it.', file=sys.stderr)
                     sys.exit(1)
-            print(f'{path}: every number of {source} matches its records.')
+            print(f'{path}: every number of {page} matches its records.')
         else:
             with open(path, 'w') as f:
                 f.write(text)
             print(f'wrote {path}')
-
 
 if __name__ == '__main__':
     app.run(main)
