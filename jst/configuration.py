@@ -45,6 +45,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     'block_init': typing.get_args(expand.BlockInit),
     'widen_method': typing.get_args(expand.WidenMethod),
     'optimizer_state_on_growth': ('carry', 'reset'),
+    'data_order': ('per_round', 'replay'),
     'init_from_weights': ('trained', 'initial', 'random'),
 }
 
@@ -78,6 +79,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.steps_per_round = 0      # >0: steps; 0: use epochs_per_round
     c.epochs_per_round = 1.0
     c.batch_size = 60
+    c.data_order = 'per_round'  # 'per_round': a fresh batch order every round (round r's data key folded with r;
+                                # round 0 as before); 'replay': every round replays round 0's order (jst <= 0.1)
     c.optimizer = 'adam'
     c.learning_rate = 1.2e-3
     c.momentum = 0.0

@@ -85,7 +85,8 @@ def _train_ticket(ctx: context_lib.RunContext, journal: checkpointing.Journal) -
     states = [ctx.new_state(spec, _rewind_point(journal, i) if r > 0 else _theta0(journal, i), _masks(journal, i))
               for i in lanes]
     results = rounds.train_round(
-        ctx, journal, spec, states, lanes, start=config.rewind_step if r > 0 else 0, label=f'lth round {r}',
+        ctx, journal, spec, states, lanes, round_index=r, start=config.rewind_step if r > 0 else 0,
+        label=f'lth round {r}',
         tag=f'round{r}/none', snapshot_at=config.rewind_step if r == 0 else 0, on_snapshot=store_rewind)
     progress.cumulative['none'] += results[0].steps
     plan, next_masks = pruning.PruningPlan.from_config(config), {}
@@ -121,8 +122,9 @@ def _run_controls(ctx: context_lib.RunContext, journal: checkpointing.Journal, c
     while r > 0 and progress.control_index < len(controls):
         control = controls[progress.control_index]
         states = [_control_start(ctx, journal, control, spec, lane, r) for lane in lanes]
-        results = rounds.train_round(ctx, journal, spec, states, lanes, start=ctx.config.rewind_step,
-                                     label=f'lth round {r} ({control})', tag=f'round{r}/{control}')
+        results = rounds.train_round(ctx, journal, spec, states, lanes, round_index=r,
+                                     start=ctx.config.rewind_step, label=f'lth round {r} ({control})',
+                                     tag=f'round{r}/{control}')
         progress.cumulative[control] += results[0].steps
         for lane, result in zip(lanes, results):
             rounds.record_round(ctx, journal, result, lane=lane, round_index=r, method='lth', control=control,

@@ -73,7 +73,7 @@ def _run_group(ctx: context_lib.RunContext, journal: checkpointing.Journal, grou
     states = [checkpointing.state_from_storable(
         journal.arrays[ArrayKey.ROUND_STATE][checkpointing.lane_name(i)], tx) for i in group]
     label = f'juvenile round {r}' + (f' (seeds {[ctx.seeds[i] for i in group]})' if len(group) < len(ctx.lanes) else '')
-    results = rounds.train_round(ctx, journal, spec, states, group, label=label,
+    results = rounds.train_round(ctx, journal, spec, states, group, round_index=r, label=label,
                                  tag=f'round{r}/lanes{"-".join(map(str, group))}')
     finals = []
     for i, result in zip(group, results):

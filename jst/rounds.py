@@ -14,6 +14,8 @@ import dataclasses
 import time
 from typing import Any, Callable, Optional, Sequence
 
+import jax
+
 from jst import checkpointing
 from jst import context as context_lib
 from jst import diagnostics
@@ -70,14 +72,15 @@ def _checkpoint_due(ctx: context_lib.RunContext, step: int, stop: int, last_save
 
 
 def train_round(ctx: context_lib.RunContext, journal: Optional[checkpointing.Journal], spec: Any,
-                states: Sequence[TrainState], lanes: Sequence[int], *, start: int = 0,
+                states: Sequence[TrainState], lanes: Sequence[int], *, round_index: int, start: int = 0,
                 stop: Optional[int] = None, label: str = '', tag: Optional[str] = None, snapshot_at: int = 0,
                 on_snapshot: Optional[Callable[[list[TrainState]], None]] = None) -> list[RoundResult]:
     """Trains ``states`` (one per lane in ``lanes``, all of architecture ``spec``) together over global
     steps [start, stop) of a round, in one compiled program; one result per lane.
 
     ``on_snapshot(states)`` is called once at step ``snapshot_at`` (the rewind point); what it
-    stores in the journal is saved with the progress.
+    stores in the journal is saved with the progress. The batch order is ``data_keys(ctx, lanes,
+    round_index)``'s: every training of one round (a ticket and its controls) sees the same order.
     """
     stop = ctx.steps_per_round if stop is None else stop
     lanes = list(lanes)
@@ -118,7 +121,7 @@ def train_round(ctx: context_lib.RunContext, journal: Optional[checkpointing.Jou
     else:
         state = stacked if n > 1 else train_loop.unstack_lanes(stacked, 1)[0]
     state = ctx.replicate(state)
-    keys, seeds = ctx.keys_of('data', lanes), [ctx.seeds[lane] for lane in lanes]
+    keys, seeds = data_keys(ctx, lanes, round_index), [ctx.seeds[lane] for lane in lanes]
     t0 = time.time()
     segments = [(t, snapshot_at), (snapshot_at, stop)] if snapshot_at and t < snapshot_at < stop else [(t, stop)]
     for a, b in segments:
@@ -144,6 +147,16 @@ def train_round(ctx: context_lib.RunContext, journal: Optional[checkpointing.Jou
                 _end_diagnostics(ctx, spec, st, ev)
     return [RoundResult(st, recs, train_loop.early_stopping(recs) if recs else None, stop - start, seconds, ev)
             for st, recs, ev in zip(final_states, records, start_evals)]
+
+
+def data_keys(ctx: context_lib.RunContext, lanes: Sequence[int], round_index: int) -> jax.Array:
+    """[len(lanes)] data keys of round ``round_index``: with ``config.data_order='per_round'`` the lane's data
+    key folded with the round (round 0 keeps the plain key, so a one-round run is unchanged), with ``'replay'``
+    the plain key in every round (each round replays round 0's batch order)."""
+    keys = ctx.keys_of('data', lanes)
+    if ctx.config.data_order == 'replay' or round_index == 0:
+        return keys
+    return jax.vmap(lambda k: jax.random.fold_in(k, round_index))(keys)
 
 
 def _lane_states(state: TrainState, n: int) -> list[TrainState]:

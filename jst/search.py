@@ -130,7 +130,9 @@ def next_ticket(ctx: context_lib.RunContext, state: train_lib.TrainState, spec: 
     key = jax.random.fold_in(ctx.key('growth', lane), round_index)
     options = growth.options_from_config(config)
     tx = ctx.trainer(spec).tx
-    if config.growth == 'none':
+    if config.growth == 'none':  # prune and continue: the optimizer treatment applies as for growth
+        if config.optimizer_state_on_growth == 'reset':
+            state = state.replace(opt_state=tx.init(state.params))
         return NextTicket(state, spec, 'none')
     if config.growth == 'paper':
         grown = growth.deepen(state.params, state.masks, spec, key, position=config.grow_position,

@@ -46,6 +46,12 @@ class Study:
     policy_seeds: tuple[tuple[str, int], ...] = ()  # (policy, num_seeds) where a policy runs more seeds
     dense_policy: str = ''             # a policy whose round 0 is the dense network: where it converges
     page: str = 'policies'             # 'policies' (policies x budgets) | 'levels' (jst.level_study)
+    # Seeds per ``launch/main.py`` process: 0 = all of a policy's seeds as lanes of one process (one part per
+    # cell); k = parts of k seeds run one after another, each with its own records (``seed_S`` / ``seeds_S-T``),
+    # so a long campaign commits every finished part. Lane i of a run computes exactly what a one-seed run of
+    # seed + i does, so this is a speed and granularity choice only.
+    lanes_per_run: int = 0
+    base_flags: str = ''               # flags every policy gets (before its own)
 
     def seeds_of(self, policy: str) -> int:
         """How many seeds (from ``first_seed``) ``policy`` runs."""
@@ -55,31 +61,60 @@ class Study:
         """The policy's flags at ``budget`` (``--config.steps_per_round`` unless the policy sets it)."""
         flags = dict((p, f) for p, f, _ in self.policies)[policy].format(budget=budget,
                                                                           total=self.trainings * budget)
+        flags = f'{self.base_flags} {flags}'.strip()
         return flags if 'steps_per_round' in flags else f'--config.steps_per_round={budget} {flags}'
 
-    def workdir(self, policy: str, budget: int) -> str:
-        """``runs/<study>/<budget>/<policy>`` (``-<n>seeds`` when the policy runs more seeds than the study)."""
+    def parts(self, policy: str) -> list[tuple[int, int]]:
+        """[(first seed, number of seeds)] of the ``launch/main.py`` processes that run ``policy``'s seeds."""
+        n, k = self.seeds_of(policy), self.lanes_per_run
+        if k <= 0:
+            return [(self.first_seed, n)]
+        return [(self.first_seed + i, min(k, n - i)) for i in range(0, n, k)]
+
+    def part_name(self, part: tuple[int, int]) -> str:
+        """'' for a whole-cell part (``lanes_per_run=0``), else ``seed_S`` / ``seeds_S-T``."""
+        first, n = part
+        if self.lanes_per_run <= 0:
+            return ''
+        return f'seed_{first}' if n == 1 else f'seeds_{first}-{first + n - 1}'
+
+    def workdir(self, policy: str, budget: int, part: tuple[int, int] | None = None) -> str:
+        """``<study>/<budget>/<policy>`` (``-<n>seeds`` when the policy runs more seeds than the study; a part's
+        own folder below it), relative to the studies' workdir root (``launch/study.py --workdir_root``)."""
         n = self.seeds_of(policy)
-        return f'runs/{self.name}/{budget}/{policy}' + ('' if n == self.num_seeds else f'-{n}seeds')
+        cell = f'{self.name}/{budget}/{policy}' + ('' if n == self.num_seeds else f'-{n}seeds')
+        name = self.part_name(part) if part else ''
+        return f'{cell}/{name}' if name else cell
 
-    def command(self, policy: str, budget: int, workdir: str = 'WORKDIR') -> str:
-        return (f'python launch/main.py --config={self.config} --config.seed={self.first_seed} '
-                f'--config.num_seeds={self.seeds_of(policy)} {self.flags(policy, budget)} --workdir={workdir}')
+    def command(self, policy: str, budget: int, workdir: str = 'WORKDIR', part: tuple[int, int] | None = None) -> str:
+        first, n = part or (self.first_seed, self.seeds_of(policy))
+        return (f'python launch/main.py --config={self.config} --config.seed={first} '
+                f'--config.num_seeds={n} {self.flags(policy, budget)} --workdir={workdir}')
 
 
-def records_dir(results_dir: str, study: Study, budget: int, policy: str) -> str:
-    return os.path.join(results_dir, study.name, 'records', str(budget), policy)
+def records_dir(results_dir: str, study: Study, budget: int, policy: str,
+                part: tuple[int, int] | None = None) -> str:
+    """``<results>/<study>/records/<budget>/<policy>`` (and the part's folder when seeds run in parts)."""
+    cell = os.path.join(results_dir, study.name, 'records', str(budget), policy)
+    name = study.part_name(part) if part else ''
+    return os.path.join(cell, name) if name else cell
 
 
 def load_records(results_dir: str, study: Study, controls: bool = False) -> dict[tuple[int, str], list[Record]]:
-    """{(budget, policy): summary records (control 'none' unless ``controls``)} of every committed run."""
+    """{(budget, policy): summary records (control 'none' unless ``controls``)} of every committed run; a cell
+    run in parts joins the records of its committed parts (in seed order)."""
     out = {}
     for budget in study.budgets:
         for policy, _, _ in study.policies:
-            path = os.path.join(records_dir(results_dir, study, budget, policy), 'summary.json')
-            if os.path.exists(path):
-                with open(path) as f:
-                    out[(budget, policy)] = [r for r in json.load(f) if controls or r['control'] == 'none']
+            paths = [os.path.join(records_dir(results_dir, study, budget, policy, part), 'summary.json')
+                     for part in study.parts(policy)]
+            records = []
+            for path in paths:
+                if os.path.exists(path):
+                    with open(path) as f:
+                        records += [r for r in json.load(f) if controls or r['control'] == 'none']
+            if records:
+                out[(budget, policy)] = records
     return out
 
 
@@ -203,13 +238,21 @@ def full_table(runs: dict[tuple[int, str], list[Record]], budget: int, policies:
     return report.aggregate_table(records).splitlines() if records else []
 
 
+def _lanes_phrase(study: Study) -> str:
+    if study.lanes_per_run <= 0:
+        return 'seeds as lanes of one process per policy and budget'
+    if study.lanes_per_run == 1:
+        return 'one process per seed, one after another'
+    return f'{study.lanes_per_run} seeds as lanes per process, processes one after another'
+
+
 def render_page(study: Study, runs: dict[tuple[int, str], list[Record]], headline: str = '',
                 extra: Sequence[str] = ()) -> str:
     """The study's Markdown page (deterministic in the records); ``extra`` lines go before the commands."""
     seeds = f'{study.first_seed}-{study.first_seed + study.num_seeds - 1}'
     more = ''.join(f'; {p}: {study.first_seed}-{study.first_seed + n - 1}' for p, n in study.policy_seeds)
     lines = [f'# {study.title}', '', study.notes.strip(), '',
-             f'Seeds {seeds}{more} (seeds as lanes of one process per policy and budget), per-round budgets '
+             f'Seeds {seeds}{more} ({_lanes_phrase(study)}), per-round budgets '
              f'{", ".join(f"{b:,}" for b in study.budgets)} steps. Accuracies: mean ± t-based 95% CI over seeds, '
              'at each round\'s early-stopping point (minimum validation loss). Regenerate this page from the '
              f'committed records: `python launch/study.py page {study.name}`; rerun a cell: '
@@ -220,6 +263,8 @@ def render_page(study: Study, runs: dict[tuple[int, str], list[Record]], headlin
         lines += [convergence_sentence(study, runs), '']
     lines += ['## Policies', '', '| policy | what it does | flags (besides the budget) |', '|---|---|---|']
     lines += [f'| {p} | {d} | `{f}` |' for p, f, d in study.policies]
+    if study.base_flags:
+        lines += ['', f'Every policy also runs with `{study.base_flags}`.']
     lines += ['', f'![accuracy vs cumulative steps]({study.name}/accuracy_vs_steps.png)']
     for budget in study.budgets:
         lines += ['', f'## {budget:,} steps per round', '', '### Final round', '']
@@ -232,8 +277,10 @@ def render_page(study: Study, runs: dict[tuple[int, str], list[Record]], headlin
         lines += ['', '### Every round', '']
         lines += full_table(runs, budget, [p for p, _, _ in study.policies])
     lines += ['', *extra, '', '## Commands', '']
-    lines += [f'- `{study.command(p, b, study.workdir(p, b))}`'
-              for b in study.budgets for p, _, _ in study.policies]
+    lines += [f'- `{study.command(p, b, "STUDY_DIR/" + study.workdir(p, b, part), part)}`'
+              for b in study.budgets for p, _, _ in study.policies for part in study.parts(p)]
+    lines += ['', '`STUDY_DIR`: `launch/study.py --workdir_root` (default `$JST_STUDY_DIR`, else '
+              '`~/.cache/jst/studies`), outside the repository.']
     return '\n'.join(lines).replace('\n\n\n', '\n\n') + '\n'
 
 

@@ -15,10 +15,18 @@ from jst import study as study_lib
 
 TRANSFER_SOURCE = 'runs/paper_mnist/1287/grow_dense_new'
 FINAL_ARCH = '--config.model.widths=(128,128,128,128,128,128)'
+CIFAR_FINAL_ARCH = '--config.model.block_widths=(8,8,8,8,8,8,8)'
+# The MNIST studies' records were made before config.data_order existed: every round replayed round 0's batch
+# order. Their flags say so, so that `study.py run` reproduces them; new studies use a fresh order per round.
+REPLAY = '--config.data_order=replay'
+CIFAR_BUDGET = 702  # steps per round: 2 epochs of 351 (see cifar10_budget)
+CIFAR_EVAL_EVERY = 234  # validation every 2/3 epoch (each costs 5,000 forward passes; test only at new minima)
+CIFAR_PILOT_EVAL_EVERY = 117  # three validations per epoch for the budget's curve
+CIFAR_PILOT_STEPS = 2808  # 8 epochs of 351 steps: the dense network's validation curve (cifar10_budget)
 
 STUDIES = {
     'paper_mnist': study_lib.Study(
-        name='paper_mnist',
+        name='paper_mnist', base_flags=REPLAY,
         title="The seed paper's MNIST experiment: growth against its controls",
         config='configs/mnist.py', first_seed=42, num_seeds=5, budgets=(429, 1287, 3861),
         policies=(
@@ -61,7 +69,7 @@ cumulative steps. In the flags, `{total}` stands for 6 x the per-round budget.
 ''',
     ),
     'lenet300': study_lib.Study(
-        name='lenet300',
+        name='lenet300', base_flags=REPLAY,
         title='The lottery-ticket pattern: LeNet-300-100 on MNIST (Frankle & Carbin), down to 3.6% of weights',
         config='configs/mnist_lenet300.py', first_seed=0, num_seeds=5, budgets=(8000,),
         policies=(
@@ -79,7 +87,7 @@ x 3 networks fit a 2-core CPU; 15 levels reach 3.6% of weights, F&C's sparsest L
 ''',
     ),
     'juvenility_mnist': study_lib.Study(
-        name='juvenility_mnist',
+        name='juvenility_mnist', base_flags=REPLAY,
         title='Juvenility: what keeps a network able to learn (the paper\'s MNIST, diagnostics every round)',
         config='configs/mnist.py', first_seed=42, num_seeds=5, budgets=(1287,),
         policies=(
@@ -99,7 +107,7 @@ the same policies in `paper_mnist.md` up to float summation order.
 ''',
     ),
     'transfer_mnist': study_lib.Study(
-        name='transfer_mnist',
+        name='transfer_mnist', base_flags=REPLAY,
         title='Ticket transfer: the MNIST ticket as the start of permuted-pixel MNIST',
         config='configs/mnist.py', first_seed=42, num_seeds=5, budgets=(1287,), trainings=3,
         policies=(
@@ -122,4 +130,73 @@ MNIST (one fixed permutation from `split_seed`) starts from the final ticket of 
 `{TRANSFER_SOURCE}` first when it is missing), 3 rounds of growth and pruning.
 ''',
     ),
+    'cifar10_budget': study_lib.Study(
+        name='cifar10_budget',
+        title="Choosing the CIFAR-10 budget: where the paper's dense residual net stops improving on validation "
+              '(CIFAR-10, JPEG q75 copy)',
+        config='configs/cifar10.py', first_seed=42, num_seeds=3, budgets=(CIFAR_PILOT_STEPS,), trainings=1,
+        lanes_per_run=1,
+        policies=(('dense', f'--config.method=lth --config.num_rounds=0 --config.eval_every={CIFAR_PILOT_EVAL_EVERY}',
+                   'the dense 7-block network (the weight-reset policy\'s round 0), trained once for 8 epochs'),),
+        comparisons=(), dense_policy='dense',
+        notes=f'''
+The seed paper gives no training length per round for CIFAR-10. As for MNIST, we take the budget per round from the
+dense network's validation curve: `configs/cifar10.py`'s 7-block residual net (Adam 1e-3, batch 128, 45,000
+training images, 351 steps per epoch) trained for 8 epochs with validation every {CIFAR_PILOT_EVAL_EVERY} steps; where
+its validation loss is lowest sets `cifar10_paper`'s steps per round. Seeds run one process each, one after
+another; the page lists the seeds measured so far.
+''',
+    ),
+    'cifar10_paper': study_lib.Study(
+        name='cifar10_paper',
+        title="The seed paper's CIFAR-10 experiment: growing a residual net against its controls "
+              '(CIFAR-10, JPEG q75 copy)',
+        config='configs/cifar10.py', first_seed=42, num_seeds=3, budgets=(CIFAR_BUDGET,), trainings=8,
+        lanes_per_run=1, base_flags=f'--config.eval_every={CIFAR_EVAL_EVERY}',
+        policies=(
+            ('weight_reset', '--config.method=lth', 'classic lottery ticket: 7 residual blocks from the start, '
+             'level pruning of the blocks each round to 80% at round 7, survivors reset to theta_0'),
+            ('prune_continue', f'--config.method=juvenile --config.growth=none {CIFAR_FINAL_ARCH}',
+             'the final architecture (7 blocks) from the start, pruned each round, trained weights kept (no reset, '
+             'no growth): the control for growth'),
+            ('grow_dense_new', '--config.method=juvenile',
+             'the paper: from the stem alone, prune, then insert one identity-initialised (Dirac) block per round, '
+             'weights kept'),
+            ('grow_sparse_new', '--config.method=juvenile --config.new_layer_mask=sparse',
+             'as the paper, the new block starts at the blocks\' current density'),
+            ('dense_same_steps', '--config.method=lth --config.num_rounds=0 --config.steps_per_round={total}',
+             'the dense 7-block network trained once for the cumulative steps of the 8 trainings'),
+        ),
+        comparisons=(('grow_dense_new', 'weight_reset'), ('grow_sparse_new', 'prune_continue'),
+                     ('grow_dense_new', 'prune_continue'), ('prune_continue', 'weight_reset'),
+                     ('grow_dense_new', 'dense_same_steps')),
+        dense_policy='weight_reset',
+        headline=('grow_dense_new', 'weight_reset'),
+        headline_question="Does the paper's growth beat the weight-reset lottery ticket on CIFAR-10?",
+        notes=f'''
+`configs/cifar10.py` (arXiv 2109.03862's CIFAR-10 setting): 7x7 stem conv 3->8 + BatchNorm, BasicBlocks of 8
+channels, global average pooling, Dense 8->10; He init, Adam 1e-3, batch 128; the blocks' kernels level-pruned to
+80% sparsity at round 7 (stem and output unpruned); 5,000 training images held out for validation; a fresh batch
+order every round. Budget: {CIFAR_BUDGET:,} steps per round ({CIFAR_BUDGET / 351:.0f} epochs of 351 steps), chosen
+before these runs from the dense 7-block network's validation curve (`cifar10_budget`: its minimum validation loss
+falls at the step its page states). CIFAR-10 here is the JPEG q75 copy (`../shared/datasets/cifar10-jpeg75`):
+accuracies sit below published CIFAR-10 figures; compare policies with each other. Validation every
+{CIFAR_EVAL_EVERY} steps. In the flags, `{{total}}` stands for 8 x the per-round budget.
+''',
+    ),
+}
+
+
+# Studies the tests run (not published): a toy campaign on configs/tiny.py, two seeds per policy run one after
+# another, to check that ``launch/study.py run`` resumes a half-finished study to the same records.
+TEST_STUDIES = {
+    'toy': study_lib.Study(
+        name='toy', title='Toy campaign (tests only)', config='configs/tiny.py', first_seed=0, num_seeds=2,
+        budgets=(40,), trainings=2, lanes_per_run=1,
+        policies=(('lth', '--config.num_rounds=1 --config.eval_every=20 --config.train_limit=1200 '
+                   '--config.validation_size=500 --config.checkpoint_min_interval_s=0', 'weight reset'),
+                  ('prune_continue', '--config.method=juvenile --config.growth=none --config.num_rounds=1 '
+                   '--config.eval_every=20 --config.train_limit=1200 --config.validation_size=500 '
+                   '--config.checkpoint_min_interval_s=0', 'prune and continue')),
+        comparisons=()),
 }

@@ -1,21 +1,31 @@
 """Runs a study's cells and writes its results page from the committed records.
 
-    python launch/study.py run paper_mnist [--policy=NAME] [--budget=STEPS]   # runs missing cells
-    python launch/study.py page paper_mnist [--check]                         # docs/results/paper_mnist.md
+    python launch/study.py run paper_mnist [--policy=NAME] [--budget=STEPS] [--commit]  # runs missing cells
+    python launch/study.py page paper_mnist [--check]                                   # docs/results/paper_mnist.md
 
-``run`` trains each (budget, policy) cell as one ``launch/main.py`` process
-with ``num_seeds`` (in ``runs/<study>/<budget>/<policy>``, resumable) and
-copies its ``summary.json`` and ``config.json`` under
-``docs/results/<study>/records/``. ``page`` renders the page and the figure
-from those records only; ``--check`` exits 1 when the committed page differs
-(what ``tests/test_results.py`` runs). Offline: set ``JST_MANUAL_DIR``.
+``run`` advances a study part by part: each (budget, policy) cell is one
+``launch/main.py`` process with all its seeds as lanes, or, for a study with
+``lanes_per_run=k``, processes of k seeds one after another. A part whose
+records are already under ``docs/results/<study>/records/`` is skipped; an
+unfinished part resumes from the checkpoints in its workdir
+(``--workdir_root/<study>/<budget>/<policy>[/seed_S]``, outside the
+repository). A finished part's ``summary.json`` and ``config.json`` are copied
+under ``records/``, with ``run.json`` (its workdir, command, seconds and the
+jst commit); ``--commit`` commits them at once. SIGTERM (or Ctrl-C) pauses:
+the training stops, keeps its last checkpoint, and the same command continues.
+``page`` renders the page and the figure from the records only; ``--check``
+exits 1 when the committed page differs (what ``tests/test_results.py`` runs).
+Offline: set ``JST_MANUAL_DIR``.
 """
 
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
-from typing import Any
+import time
+from typing import Any, Optional
 
 from absl import app
 from absl import flags
@@ -26,7 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from jst import level_study
 from jst import report
 from jst import study as study_lib
-from studies import STUDIES, TRANSFER_SOURCE  # launch/studies.py: the studies as code
+from studies import STUDIES, TEST_STUDIES, TRANSFER_SOURCE  # launch/studies.py: the studies as code
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,33 +58,115 @@ accuracy has one value per run, so its sample is the runs.
 
 
 def _study(name: str) -> study_lib.Study:
-    if name not in STUDIES:
+    known = {**STUDIES, **TEST_STUDIES}
+    if name not in known:
         raise app.UsageError(f'unknown study {name!r}; choose one of {sorted(STUDIES)}')
-    return STUDIES[name]
+    return known[name]
 
 
 _POLICY = flags.DEFINE_string('policy', None, 'run: only this policy.')
 _BUDGET = flags.DEFINE_integer('budget', None, 'run: only this budget (steps per round).')
 _CHECK = flags.DEFINE_bool('check', False, 'page: exit 1 when the committed page differs.')
+_COMMIT = flags.DEFINE_bool('commit', False, 'run: git-commit each finished part\'s records at once.')
+_MAX_PARTS = flags.DEFINE_integer('max_parts', 0, 'run: stop after training this many parts (0: all).')
+_WORKDIR_ROOT = flags.DEFINE_string(
+    'workdir_root', os.environ.get('JST_STUDY_DIR') or os.path.join(os.path.expanduser('~'), '.cache', 'jst', 'studies'),
+    'run: where the cells\' workdirs (checkpoints) live; outside the repository so a fresh checkout keeps them.')
+_RESULTS_DIR = flags.DEFINE_string('results_dir', None, 'Where records and pages live (default: docs/results).')
+
+
+class Paused(Exception):
+    """SIGTERM or Ctrl-C reached the runner: the training was stopped and keeps its checkpoints."""
+
+
+def _main_args(study: study_lib.Study, policy: str, budget: int, workdir: str, part: tuple[int, int]) -> list[str]:
+    first, n = part
+    return [sys.executable, os.path.join(REPO, 'launch', 'main.py'), f'--config={study.config}',
+            f'--config.seed={first}', f'--config.num_seeds={n}', '--config.juvenility=False',
+            '--config.write_report=False', *study.flags(policy, budget).split(), f'--workdir={workdir}']
+
+
+def _run_child(args: list[str]) -> None:
+    """Runs ``args`` from the repository; SIGTERM/SIGINT to this process stop the child and raise ``Paused``."""
+    print(' '.join(args[1:]), flush=True)
+    child = subprocess.Popen(args, cwd=REPO)
+    stop = {'signal': None}
+
+    def forward(signum, _frame):
+        stop['signal'] = signum
+        child.send_signal(signal.SIGTERM)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        code = child.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if stop['signal'] is not None:
+        raise Paused()
+    if code != 0:
+        raise subprocess.CalledProcessError(code, args)
 
 
 def train(study: study_lib.Study, policy: str, budget: int, workdir: str, num_seeds: int) -> None:
     """One ``launch/main.py`` process: ``policy`` at ``budget`` with ``num_seeds`` lanes in ``workdir``."""
-    args = [sys.executable, os.path.join(REPO, 'launch', 'main.py'), f'--config={study.config}',
-            f'--config.seed={study.first_seed}', f'--config.num_seeds={num_seeds}', '--config.juvenility=False',
-            '--config.write_report=False', *study.flags(policy, budget).split(), f'--workdir={workdir}']
-    print(' '.join(args[1:]), flush=True)
-    subprocess.run(args, check=True, cwd=REPO)
+    _run_child(_main_args(study, policy, budget, workdir, (study.first_seed, num_seeds)))
 
 
-def run_cell(study: study_lib.Study, policy: str, budget: int) -> None:
-    """Trains (or resumes) one cell and copies its records under ``docs/results/<study>/records/``."""
-    workdir = os.path.join(REPO, study.workdir(policy, budget))
-    train(study, policy, budget, workdir, study.seeds_of(policy))
-    out = study_lib.records_dir(RESULTS, study, budget, policy)
+def _git(*args: str) -> None:
+    subprocess.run(['git', *args], cwd=REPO, check=True)
+
+
+def run_part(study: study_lib.Study, policy: str, budget: int, part: tuple[int, int], results_dir: str,
+             workdir_root: str, commit: bool = False) -> bool:
+    """Trains (or resumes) one part of a cell and copies its records under ``records/``; False when its
+    records were already there (nothing trained)."""
+    out = study_lib.records_dir(results_dir, study, budget, policy, part)
+    if os.path.exists(os.path.join(out, 'summary.json')):
+        return False
+    workdir = os.path.join(workdir_root, study.workdir(policy, budget, part))
+    args = _main_args(study, policy, budget, workdir, part)
+    t0 = time.time()
+    _run_child(args)
     os.makedirs(out, exist_ok=True)
-    for name in ('summary.json', 'config.json'):
-        shutil.copy(os.path.join(workdir, name), os.path.join(out, name))
+    for name in ('config.json', 'summary.json'):  # summary.json last: its presence marks a finished part
+        shutil.copy(os.path.join(workdir, name), os.path.join(out, f'.{name}.tmp'))
+    with open(os.path.join(out, '.run.json.tmp'), 'w') as f:
+        json.dump({'workdir': workdir, 'command': ' '.join(args[1:]), 'seconds_this_process': round(time.time() - t0, 1),
+                   'finished': time.strftime('%Y-%m-%d %H:%M:%S %Z'), 'jst_commit': _head_commit()}, f, indent=1)
+    for name in ('config.json', 'run.json', 'summary.json'):
+        os.replace(os.path.join(out, f'.{name}.tmp'), os.path.join(out, name))
+    if commit:
+        _git('add', out)
+        first, n = part
+        _git('commit', '-q', '-m', f'{study.name}: records of {policy} at {budget} steps/round, seeds '
+             f'{first}-{first + n - 1}', '--', out)
+    return True
+
+
+def _head_commit() -> str:
+    proc = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=REPO, capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 else ''
+
+
+def run_study(study: study_lib.Study, results_dir: str, workdir_root: str, policy: Optional[str] = None,
+              budget: Optional[int] = None, commit: bool = False, max_parts: int = 0) -> int:
+    """Advances ``study`` part by part (budgets, then policies, then seed parts); returns the parts trained."""
+    policies = [p for p, _, _ in study.policies]
+    if policy is not None and policy not in policies:
+        raise app.UsageError(f'--policy={policy!r} is not a policy of {study.name}; choose one of {policies}')
+    if budget is not None and budget not in study.budgets:
+        raise app.UsageError(f'--budget={budget} is not a budget of {study.name}; choose one of {list(study.budgets)}')
+    trained = 0
+    for b in study.budgets:
+        for p in policies:
+            if (policy or p) != p or (budget or b) != b:
+                continue
+            for part in study.parts(p):
+                if max_parts and trained >= max_parts:
+                    return trained
+                trained += run_part(study, p, b, part, results_dir, workdir_root, commit)
+    return trained
 
 
 def write_figure(study: study_lib.Study, runs, path: str) -> None:
@@ -93,6 +185,7 @@ def write_figure(study: study_lib.Study, runs, path: str) -> None:
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -193,10 +286,17 @@ def main(argv):
         # the paper's growth at 1,287 steps per round, seeds 42-46 (a source only: no records are copied)
         train(STUDIES['paper_mnist'], 'grow_dense_new', 1287, os.path.join(REPO, TRANSFER_SOURCE), 5)
     if argv[1] == 'run':
-        for budget in study.budgets:
-            for policy, _, _ in study.policies:
-                if (_POLICY.value or policy) == policy and (_BUDGET.value or budget) == budget:
-                    run_cell(study, policy, budget)
+        try:
+            n = run_study(study, _RESULTS_DIR.value or RESULTS, _WORKDIR_ROOT.value, _POLICY.value, _BUDGET.value,
+                          _COMMIT.value, _MAX_PARTS.value)
+        except Paused:
+            print(f'study.py: paused; the same command continues {study.name} from its checkpoints.', file=sys.stderr)
+            sys.exit(143)
+        except subprocess.CalledProcessError as e:
+            print(f'study.py: a training failed (exit {e.returncode}); its message is above. Rerunning the same '
+                  'command resumes it.', file=sys.stderr)
+            sys.exit(1)
+        print(f'{study.name}: {n} part(s) trained; every selected part has records.', flush=True)
         return
     page, write_figure_ = render(study)
     outputs = {os.path.join(RESULTS, f'{study.name}.md'): page}

@@ -1,11 +1,12 @@
-"""Small runs whose summaries were recorded before the module re-layout (issue 11).
+"""Small runs whose summaries are recorded (``tests/golden/NAME.json``): a change of results is deliberate.
 
-``tests/golden/NAME.json`` holds each run's ``summary.json`` as the code
-before the re-layout wrote it (wall-clock fields dropped); ``test_golden.py``
-reruns them and requires the same records. One intended change since, applied
-to the file by hand: ``mnist_search`` counts the probe steps of every
-candidate in ``cumulative_steps`` (issue 13: the search's budget). Regenerate only when a change of
-results is intended::
+``tests/golden/NAME.json`` holds each run's ``summary.json`` (wall-clock fields dropped); ``test_golden.py``
+reruns them and requires the same records, discrete fields exactly and floats within ``TOLERANCES`` (which
+hold on any CPU and BLAS build: see there). History of deliberate changes: recorded before the module
+re-layout (issue 11); ``mnist_search`` counts the probe steps of every candidate in ``cumulative_steps``
+(issue 13); re-recorded for ``config.data_order='per_round'`` (issue 21: a fresh batch order in every round
+after the first, so rounds >= 1 changed and rounds 0 did not). Regenerate only when a change of results is
+intended::
 
     python -m tests.golden_runs --write   # from the repository root
 """
@@ -15,9 +16,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sys
 import tempfile
-from typing import Any
+from typing import Any, Optional
 
 from tests.helpers import REPO, load_config, set_fields
 
@@ -30,6 +32,8 @@ _SHORT_MNIST = {'train_limit': 4000, 'validation_size': 1000, 'steps_per_round':
 # name -> (config file, dataset folder, overrides)
 RUNS: dict[str, tuple[str, str, dict[str, Any]]] = {
     'tiny': ('tiny', 'mnist', {}),
+    # every round replays round 0's batch order (the behaviour before data_order): the records made then
+    'tiny_replay': ('tiny', 'mnist', {'data_order': 'replay'}),
     'tiny_controls_rewind_global': ('tiny', 'mnist', {
         'control': 'random_reinit,random_prune', 'rewind_step': 30, 'prune_scope': 'global'}),
     'mnist_juvenile': ('mnist', 'mnist', dict(_SHORT_MNIST)),
@@ -61,8 +65,33 @@ def strip_volatile(value: Any) -> Any:
     return value
 
 
-def differences(expected: Any, actual: Any, path: str = '', rel: float = 1e-5, abs_: float = 1e-6) -> list[str]:
-    """Where two JSON values differ (floats to a tolerance, everything else exactly)."""
+# How close two runs of the same code must be, by field (first matching pattern wins; other floats, e.g.
+# fraction_remaining, and everything discrete -- architectures, counts, steps, seeds -- compare exactly).
+# Measured (issue 20) by rerunning these goldens under OPENBLAS_CORETYPE=Haswell/SkylakeX/Sandybridge/unset on a
+# Zen 5 CPU against records made on another CPU: training losses moved by at most 3.5e-6 relative (XLA's CPU
+# code differs by instruction set), accuracies not at all, the juvenility diagnostics by up to 1.7e-3 relative
+# (effective rank: eigenvalues of a float32 Gram matrix from the BLAS/LAPACK build, with a cut-off that a
+# last-bit change moves). The tolerances keep a margin of >= 10x; a code change that alters training moves
+# losses by far more than 1e-4. The diagnostics' formulas have their own exact tests (test_juvenility.py).
+TOLERANCES: tuple[tuple[str, float, float], ...] = (  # (path regex, rel, abs)
+    (r'/juvenility', 2e-2, 1e-4),
+    (r'loss$', 1e-4, 1e-6),
+    (r'accuracy$', 0.0, 2e-3),  # <= 2 of 1,000 validation/test examples flipped by last-bit logit changes
+)
+
+
+def tolerance(path: str) -> tuple[float, float]:
+    """(rel, abs) for the float at ``path`` (``/round/val_loss``-style); (0, 0) when it must be exact."""
+    for pattern, rel, abs_ in TOLERANCES:
+        if re.search(pattern, path):
+            return rel, abs_
+    return 0.0, 0.0
+
+
+def differences(expected: Any, actual: Any, path: str = '', rel: Optional[float] = None,
+                abs_: Optional[float] = None) -> list[str]:
+    """Where two JSON values differ: floats within ``rel``/``abs_`` (default: ``tolerance(path)``), everything
+    else exactly."""
     if isinstance(expected, dict) and isinstance(actual, dict):
         out = [f'{path}/{k}: missing' for k in expected if k not in actual]
         out += [f'{path}/{k}: unexpected' for k in actual if k not in expected]
@@ -73,11 +102,16 @@ def differences(expected: Any, actual: Any, path: str = '', rel: float = 1e-5, a
     if isinstance(expected, list) and isinstance(actual, list):
         if len(expected) != len(actual):
             return [f'{path}: length {len(expected)} != {len(actual)}']
-        return [d for i, (a, b) in enumerate(zip(expected, actual)) for d in differences(a, b, f'{path}[{i}]', rel, abs_)]
+        return [d for i, (a, b) in enumerate(zip(expected, actual))
+                for d in differences(a, b, f'{path}[{i}]', rel, abs_)]
     if isinstance(expected, float) and isinstance(actual, (int, float)) and not isinstance(actual, bool):
         if math.isnan(expected) and math.isnan(actual):
             return []
-        return [] if math.isclose(expected, actual, rel_tol=rel, abs_tol=abs_) else [f'{path}: {expected} != {actual}']
+        default_rel, default_abs = tolerance(re.sub(r'\[\d+\]', '', path))
+        r = default_rel if rel is None else rel
+        a = default_abs if abs_ is None else abs_
+        return [] if math.isclose(expected, actual, rel_tol=r, abs_tol=a) else [
+            f'{path}: {expected} != {actual} (tolerance rel {r:g}, abs {a:g})']
     return [] if expected == actual else [f'{path}: {expected!r} != {actual!r}']
 
 

@@ -151,3 +151,41 @@ def test_prune_and_continue_keeps_structure_and_weights(mnist_dir, tmp_path, mon
             assert 0 < kept.mean() < 1
             np.testing.assert_array_equal(start1[name]['kernel'][kept], end0[name]['kernel'][kept])
             np.testing.assert_array_equal(start1[name]['bias'], end0[name]['bias'])
+
+
+def test_prune_and_continue_optimizer_treatment(mnist_dir, tmp_path):
+    """optimizer_state_on_growth applies to growth='none' too: 'reset' starts each round's Adam afresh (count 0,
+    moments 0), 'carry' keeps the moments of the surviving weights (and zeroes those of pruned ones' updates)."""
+    for treatment in ('carry', 'reset'):
+        config = _tiny_juvenile(mnist_dir, growth='none', optimizer_state_on_growth=treatment)
+        exp = context.make_context(config, str(tmp_path / treatment))
+        spec = specs.paper_mlp(1, width=32)
+        variables = models.init_variables(spec, jax.random.key(0), exp.input_shape)
+        trainer = exp.trainer(spec)
+        state = T.create_train_state(variables, M.create_masks(variables['params']), trainer.tx)
+        state = trainer.train_step(state, exp.data.train_x[:60], exp.data.train_y[:60])[0]
+        nxt = S.next_ticket(exp, state, spec, 0)
+        adam = nxt.state.opt_state[0]
+        moments = [float(jnp.abs(x).sum()) for x in jax.tree.leaves(adam.mu)]
+        if treatment == 'reset':
+            assert int(adam.count) == 0 and not any(moments)
+        else:
+            assert int(adam.count) == 1 and all(m > 0 for m in moments)
+
+
+def test_data_order_per_round_and_replay(mnist_dir, tmp_path):
+    """'per_round': round 0 keeps the lane's data key (one-round runs unchanged), every later round its own key,
+    the same for every training of that round; 'replay': round 0's key in every round."""
+    keys = {}
+    for order in ('per_round', 'replay'):
+        exp = context.make_context(_tiny_juvenile(mnist_dir, data_order=order, num_seeds=2), str(tmp_path / order))
+        keys[order] = [np.asarray(jax.random.key_data(rounds.data_keys(exp, [0, 1], r))) for r in range(3)]
+        plain = np.asarray(jax.random.key_data(exp.keys_of('data', [0, 1])))
+        np.testing.assert_array_equal(keys[order][0], plain)
+        one_lane = np.asarray(jax.random.key_data(rounds.data_keys(exp, [1], 2)))[0]
+        np.testing.assert_array_equal(one_lane, keys[order][2][1])  # a lane's key does not depend on its group
+    assert all((keys['replay'][r] == keys['replay'][0]).all() for r in (1, 2))
+    per_round = keys['per_round']
+    assert not (per_round[1] == per_round[0]).all(axis=-1).any()
+    assert not (per_round[2] == per_round[1]).all(axis=-1).any()
+    assert not (per_round[1][0] == per_round[1][1]).all()  # lanes keep distinct orders

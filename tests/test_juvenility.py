@@ -145,14 +145,14 @@ def test_background_start_diagnostics_are_those_of_the_start_state(mnist_dir, tm
     spec = specs.paper_mlp(1, width=32)
     variables = models.init_variables(spec, jax.random.key(0), exp.input_shape)
     state = T.create_train_state(variables, M.create_masks(variables['params']), exp.trainer(spec).tx)
-    (result,) = rounds.train_round(exp, None, spec, [state], [0], label='t')
+    (result,) = rounds.train_round(exp, None, spec, [state], [0], round_index=0, label='t')
     start = rounds.evaluate_start(exp, spec, state)
     alone = J.start_of_round(exp, spec, state, start['val_accuracy'])
     assert result.start['juvenility'] == alone['juvenility']
     assert result.start['learning_potential'] == alone['learning_potential']
     assert result.start['juvenility_end']['loss'] < alone['juvenility']['loss']
     config.juvenility_background = False  # all on the main thread: same values, all of the time waited
-    (fg,) = rounds.train_round(exp, None, spec, [state], [0], label='t')
+    (fg,) = rounds.train_round(exp, None, spec, [state], [0], round_index=0, label='t')
     assert fg.start['juvenility'] == alone['juvenility']
     assert fg.start['juvenility_wait_seconds'] >= fg.start['juvenility_seconds'] > 0
 

@@ -1,0 +1,93 @@
+"""``launch/study.py run`` advances a campaign part by part and resumes a half-finished one to the same records.
+
+The toy study (``launch/studies.py: TEST_STUDIES['toy']``): 2 policies x 2 seeds, one process per seed.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from tests import golden_runs
+from tests.helpers import REPO
+
+STUDY_PY = os.path.join(REPO, 'launch', 'study.py')
+PARTS = [('lth', 0), ('lth', 1), ('prune_continue', 0), ('prune_continue', 1)]
+
+
+def _cmd(results, root, *extra):
+    return [sys.executable, STUDY_PY, 'run', 'toy', f'--results_dir={results}', f'--workdir_root={root}', *extra]
+
+
+def _env(mnist_dir, **extra):
+    env = {k: v for k, v in os.environ.items() if k != 'JST_CRASH_AT'}
+    return {**env, 'JST_MANUAL_DIR': mnist_dir, **extra}
+
+
+def _run(results, root, mnist_dir, *extra, **env):
+    return subprocess.run(_cmd(results, root, *extra), env=_env(mnist_dir, **env), cwd=REPO, capture_output=True,
+                          text=True, timeout=900)
+
+
+def _part_records(results, policy, seed):
+    path = os.path.join(results, 'toy', 'records', '40', policy, f'seed_{seed}', 'summary.json')
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return golden_runs.strip_volatile(json.load(f))
+
+
+def _finished(results):
+    return [p for p in PARTS if _part_records(results, *p) is not None]
+
+
+def test_interrupted_campaign_resumes_to_the_same_records(mnist_dir, tmp_path):
+    ref, ref_root = str(tmp_path / 'ref'), str(tmp_path / 'ref_work')
+    proc = _run(ref, ref_root, mnist_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _finished(ref) == PARTS
+
+    out, root = str(tmp_path / 'out'), str(tmp_path / 'work')
+    # Between parts: a bounded stretch stops after one part.
+    proc = _run(out, root, mnist_dir, '--max_parts=1')
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _finished(out) == PARTS[:1]
+    # Inside a part: the training is killed right after its 2nd checkpoint; no records for it, its checkpoints kept.
+    proc = _run(out, root, mnist_dir, JST_CRASH_AT='after_save:2')
+    assert proc.returncode == 1 and 'Rerunning the same command resumes it' in proc.stderr, proc.stderr[-3000:]
+    assert _finished(out) == PARTS[:1]
+    assert os.listdir(os.path.join(root, 'toy', '40', 'lth', 'seed_1', 'checkpoints'))
+    # SIGTERM while a part trains: paused (exit 143), nothing half-written under records/.
+    runner = subprocess.Popen(_cmd(out, root, mnist_dir), env=_env(mnist_dir), cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    ckpts = os.path.join(root, 'toy', '40', 'prune_continue', 'seed_0', 'checkpoints')
+    deadline = time.time() + 600
+    while time.time() < deadline and not (os.path.isdir(ckpts) and os.listdir(ckpts)) and runner.poll() is None:
+        time.sleep(0.2)
+    runner.send_signal(signal.SIGTERM)
+    _, err = runner.communicate(timeout=300)
+    assert runner.returncode == 143 and 'paused' in err, err[-3000:]
+    assert _finished(out) == PARTS[:2]
+    assert not [n for _, _, files in os.walk(os.path.join(out, 'toy')) for n in files if n.endswith('.tmp')]
+    # The same command finishes the study.
+    proc = _run(out, root, mnist_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _finished(out) == PARTS
+    for policy, seed in PARTS:
+        diffs = golden_runs.differences(_part_records(ref, policy, seed), _part_records(out, policy, seed),
+                                        rel=0.0, abs_=0.0)
+        assert not diffs, (policy, seed, diffs[:10])
+    run_json = json.load(open(os.path.join(out, 'toy', 'records', '40', 'lth', 'seed_1', 'run.json')))
+    assert run_json['workdir'] == os.path.join(root, 'toy', '40', 'lth', 'seed_1')
+    # Nothing left to do: a rerun trains nothing.
+    proc = _run(out, root, mnist_dir)
+    assert proc.returncode == 0 and '0 part(s) trained' in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_unknown_policy_or_budget_is_refused(mnist_dir, tmp_path):
+    for flag, name in (('--policy=nosuch', 'nosuch'), ('--budget=123', '123')):
+        proc = _run(str(tmp_path / 'r'), str(tmp_path / 'w'), mnist_dir, flag)
+        assert proc.returncode != 0 and name in proc.stderr and 'choose one of' in proc.stderr, proc.stderr[-2000:]
+        assert not os.path.exists(tmp_path / 'r')
