@@ -3,8 +3,9 @@
 ``RunCheckpointer`` writes (meta, arrays) checkpoints to ``WORKDIR/checkpoints``
 (synchronously; orbax renames a complete checkpoint into place, so a run
 killed during a write keeps the previous one), keeps the last two, and writes
-with each one the config fields that define the run and a SHA-256 of every
-array. On restore it verifies both: a checkpoint whose data fail their
+with each one the config fields that define the run, a SHA-256 of every
+array and one of the meta item itself (progress, records: what a resume and a
+records rebuild read). On restore it verifies all of them: a checkpoint whose data fail their
 checksum is skipped and moved to ``checkpoints_unreadable/`` (kept on disk,
 out of rotation, so it never displaces a good one); a checkpoint of another
 config is refused naming the differences. Imports ``pytrees`` and ``workdir``.
@@ -13,6 +14,7 @@ config is refused naming the differences. Imports ``pytrees`` and ``workdir``.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import time
@@ -50,6 +52,7 @@ class RunCheckpointer:
         index = self._next
         _maybe_crash_for_test('save', index)
         meta = {**meta, 'config': self.run_config, 'checksums': array_checksums(arrays)}
+        meta['meta_checksum'] = meta_checksum(meta)
         try:
             self._manager.save(index, args=ocp.args.Composite(
                 arrays=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta)))
@@ -76,6 +79,8 @@ class RunCheckpointer:
                 meta, arrays = restored['meta'], restored['arrays']
                 if not isinstance(meta, dict) or 'schema_version' not in meta and 'phase' not in meta:
                     raise CheckpointError('meta is incomplete')
+                if 'meta_checksum' in meta and meta['meta_checksum'] != meta_checksum(meta):
+                    raise CheckpointError('meta (progress, records) differ from the checksum written with them')
                 if 'checksums' in meta and meta['checksums'] != array_checksums(arrays):
                     raise CheckpointError('array data differ from the checksums written with them')
             except Exception as e:  # pylint: disable=broad-except
@@ -118,6 +123,13 @@ class RunCheckpointer:
 
     def close(self) -> None:
         self._manager.close()
+
+
+def meta_checksum(meta: dict[str, Any]) -> str:
+    """SHA-256 of ``meta`` (progress, records, config, array checksums) as canonical JSON, without its own
+    ``meta_checksum``: a resume or a records rebuild reads nothing unverified."""
+    body = {k: v for k, v in meta.items() if k != 'meta_checksum'}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(',', ':')).encode()).hexdigest()
 
 
 def array_checksums(arrays: dict[str, Any]) -> dict[str, str]:

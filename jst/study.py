@@ -220,6 +220,20 @@ def convergence_sentence(study: Study, runs: dict[tuple[int, str], list[Record]]
             + '; '.join(parts) + '. A budget whose minimum lies well before its end has converged.') if parts else ''
 
 
+def truncation_sentence(study: Study, runs: dict[tuple[int, str], list[Record]], budget: int) -> str:
+    """How many trainings of each policy at ``budget`` had their minimum validation loss at their last step (still
+    improving when the budget ended: their accuracy and early-stop step are bounds). A round ends at ``budget``
+    (rewound rounds start later but end there); a one-round policy's training ends at its own ``steps``."""
+    parts = []
+    for policy, _, _ in study.policies:
+        cell = runs.get((budget, policy), [])
+        if cell:
+            at_end = sum(r['best_step'] >= max(r['steps'], budget) for r in cell)
+            parts.append(f'{policy} {at_end} of {len(cell)}')
+    return ('Trainings still improving at their last step (minimum validation loss at the end of the round, so '
+            'their accuracy is a bound): ' + ', '.join(parts) + '.') if parts else ''
+
+
 def comparison_table(rows: Sequence[dict[str, Any]]) -> list[str]:
     lines = ['| a | b | params a / b | steps a / b | test acc a - b (points) | 95% CI | p (paired t) | '
              'p (Holm) | effect size d_z | verdict |', '|---|---|---|---|---|---|---|---|---|---|']
@@ -269,6 +283,8 @@ def render_page(study: Study, runs: dict[tuple[int, str], list[Record]], headlin
     for budget in study.budgets:
         lines += ['', f'## {budget:,} steps per round', '', '### Final round', '']
         lines += final_table(study, runs, budget)
+        truncated = truncation_sentence(study, runs, budget)
+        lines += ['', truncated] if truncated else []
         rows = comparison_rows(study, runs, budget)
         if rows:
             lines += ['', '### Comparisons at the final round (test accuracy, paired over seeds, Holm across '

@@ -19,7 +19,7 @@ CIFAR_FINAL_ARCH = '--config.model.block_widths=(8,8,8,8,8,8,8)'
 # The MNIST studies' records were made before config.data_order existed: every round replayed round 0's batch
 # order. Their flags say so, so that `study.py run` reproduces them; new studies use a fresh order per round.
 REPLAY = '--config.data_order=replay'
-CIFAR_BUDGET = 702  # steps per round: 2 epochs of 351 (see cifar10_budget)
+CIFAR_BUDGET = 702  # steps per round: 2 epochs of 351, a CPU-reduced budget (see cifar10_budget)
 CIFAR_EVAL_EVERY = 234  # validation every 2/3 epoch (each costs 5,000 forward passes; test only at new minima)
 CIFAR_PILOT_EVAL_EVERY = 117  # three validations per epoch for the budget's curve
 CIFAR_PILOT_STEPS = 2808  # 8 epochs of 351 steps: the dense network's validation curve (cifar10_budget)
@@ -177,11 +177,15 @@ another; the page lists the seeds measured so far.
 `configs/cifar10.py` (arXiv 2109.03862's CIFAR-10 setting): 7x7 stem conv 3->8 + BatchNorm, BasicBlocks of 8
 channels, global average pooling, Dense 8->10; He init, Adam 1e-3, batch 128; the blocks' kernels level-pruned to
 80% sparsity at round 7 (stem and output unpruned); 5,000 training images held out for validation; a fresh batch
-order every round. Budget: {CIFAR_BUDGET:,} steps per round ({CIFAR_BUDGET / 351:.0f} epochs of 351 steps), chosen
-before these runs from the dense 7-block network's validation curve (`cifar10_budget`: its minimum validation loss
-falls at the step its page states). CIFAR-10 here is the JPEG q75 copy (`../shared/datasets/cifar10-jpeg75`):
-accuracies sit below published CIFAR-10 figures; compare policies with each other. Validation every
-{CIFAR_EVAL_EVERY} steps. In the flags, `{{total}}` stands for 8 x the per-round budget.
+order every round; the end-of-round weights are pruned (as the paper and Frankle & Carbin do). Budget: a reduced
+one for a 2-core CPU, {CIFAR_BUDGET:,} steps per round ({CIFAR_BUDGET // 351} epochs of 351 steps; the config's
+default). The dense 7-block network is still improving on validation well past it (`cifar10_budget.md`), so
+rounds are truncated (counted below) and the continuing policies gain from their cumulative steps, which
+`prune_continue` and `dense_same_steps` control for; a converged budget needs a GPU. CIFAR-10 here is the JPEG q75
+copy (`../shared/datasets/cifar10-jpeg75`): accuracies sit below published CIFAR-10 figures; compare policies with
+each other. Seeds run one process each, seed by seed across policies (lanes of vmapped convolutions cost 4.7x
+per lane on this CPU: `benchmarks/results/conv_lanes_cpu.md`); the page shows the seeds committed so far.
+Validation every {CIFAR_EVAL_EVERY} steps. In the flags, `{{total}}` stands for 8 x the per-round budget.
 ''',
     ),
 }

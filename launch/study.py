@@ -137,10 +137,13 @@ def run_part(study: study_lib.Study, policy: str, budget: int, part: tuple[int, 
     for name in ('config.json', 'run.json', 'summary.json'):
         os.replace(os.path.join(out, f'.{name}.tmp'), os.path.join(out, name))
     if commit:
-        _git('add', out)
         first, n = part
-        _git('commit', '-q', '-m', f'{study.name}: records of {policy} at {budget} steps/round, seeds '
-             f'{first}-{first + n - 1}', '--', out)
+        message = f'{study.name}: records of {policy} at {budget} steps/round, seeds {first}-{first + n - 1}'
+        try:
+            _git('add', out)
+            _git('commit', '-q', '-m', message, '--', out)
+        except subprocess.CalledProcessError:  # e.g. another git command held the index: the records stay
+            print(f'study.py: could not commit {out}; commit it by hand ({message!r}).', file=sys.stderr)
     return True
 
 
@@ -158,15 +161,21 @@ def run_study(study: study_lib.Study, results_dir: str, workdir_root: str, polic
     if budget is not None and budget not in study.budgets:
         raise app.UsageError(f'--budget={budget} is not a budget of {study.name}; choose one of {list(study.budgets)}')
     trained = 0
-    for b in study.budgets:
-        for p in policies:
-            if (policy or p) != p or (budget or b) != b:
-                continue
-            for part in study.parts(p):
-                if max_parts and trained >= max_parts:
-                    return trained
-                trained += run_part(study, p, b, part, results_dir, workdir_root, commit)
+    for b, p, part in _part_order(study):
+        if (policy or p) != p or (budget or b) != b:
+            continue
+        if max_parts and trained >= max_parts:
+            return trained
+        trained += run_part(study, p, b, part, results_dir, workdir_root, commit)
     return trained
+
+
+def _part_order(study: study_lib.Study) -> list[tuple[int, str, tuple[int, int]]]:
+    """(budget, policy, part) in the order ``run`` trains them: seed parts outermost, so that a campaign cut short
+    holds every policy for its first seeds (paired comparisons need both sides)."""
+    cells = [(b, p, study.parts(p)) for b in study.budgets for p, _, _ in study.policies]
+    depth = max(len(parts) for _, _, parts in cells)
+    return [(b, p, parts[i]) for i in range(depth) for b, p, parts in cells if i < len(parts)]
 
 
 def write_figure(study: study_lib.Study, runs, path: str) -> None:
@@ -183,7 +192,8 @@ def write_figure(study: study_lib.Study, runs, path: str) -> None:
         ax.set(xlabel='cumulative training steps', ylabel='test accuracy (%), mean ± 95% CI',
                title=f'{budget:,} steps per round')
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
+    if axes[0][0].get_legend_handles_labels()[0]:
+        axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fig.savefig(path, dpi=110)

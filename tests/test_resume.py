@@ -4,6 +4,7 @@ same result; other configs are refused; corrupt checkpoints fall back; NaN keeps
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -340,3 +341,26 @@ def test_nothing_readable_then_overwrite_really_starts_over(mnist_dir, tmp_path)
     config.overwrite = True
     again = driver.train_and_evaluate(config, str(tmp_path))
     assert [r['val_loss'] for r in again] == [r['val_loss'] for r in first]
+
+
+def test_tampered_meta_is_detected_and_the_good_checkpoint_survives(mnist_dir, tmp_path):
+    """Issue 20 (a): the meta item (progress, records) is checksummed too. A changed round number or a changed
+    stored accuracy in the newest checkpoint's meta is caught: that checkpoint is set aside and the run resumes
+    from the older one to the same records, instead of rebuilding summary.json from the tampered values."""
+    reference = _reference(mnist_dir, tmp_path)
+    for tamper in (lambda text: text.replace('"round": 1', '"round": 0', 1).replace('"round":1', '"round":0', 1),
+                   lambda text: re.sub(r'("test_accuracy": ?0\.)(\d)', lambda m: m.group(1) + str(
+                       (int(m.group(2)) + 1) % 10), text, count=1)):
+        workdir = str(tmp_path / f'run{random.random()}')
+        code, _, _ = _run(_args(mnist_dir, workdir), env_extra={'JST_CRASH_AT': 'after_save:6'})
+        assert code == -signal.SIGKILL
+        meta = os.path.join(workdir, 'checkpoints', '6', 'meta', 'metadata')
+        text = open(meta).read()
+        changed = tamper(text)
+        assert changed != text
+        open(meta, 'w').write(changed)
+        code, _, err = _run(_args(mnist_dir, workdir))
+        assert code == 0, err[-3000:]
+        assert 'meta (progress, records) differ from the checksum' in err
+        _assert_same(_final(workdir), reference)
+        assert os.listdir(os.path.join(workdir, 'checkpoints_unreadable'))

@@ -14,7 +14,7 @@ from tests import golden_runs
 from tests.helpers import REPO
 
 STUDY_PY = os.path.join(REPO, 'launch', 'study.py')
-PARTS = [('lth', 0), ('lth', 1), ('prune_continue', 0), ('prune_continue', 1)]
+PARTS = [('lth', 0), ('prune_continue', 0), ('lth', 1), ('prune_continue', 1)]  # seed parts outermost
 
 
 def _cmd(results, root, *extra):
@@ -58,11 +58,11 @@ def test_interrupted_campaign_resumes_to_the_same_records(mnist_dir, tmp_path):
     proc = _run(out, root, mnist_dir, JST_CRASH_AT='after_save:2')
     assert proc.returncode == 1 and 'Rerunning the same command resumes it' in proc.stderr, proc.stderr[-3000:]
     assert _finished(out) == PARTS[:1]
-    assert os.listdir(os.path.join(root, 'toy', '40', 'lth', 'seed_1', 'checkpoints'))
+    assert os.listdir(os.path.join(root, 'toy', '40', 'prune_continue', 'seed_0', 'checkpoints'))
     # SIGTERM while a part trains: paused (exit 143), nothing half-written under records/.
-    runner = subprocess.Popen(_cmd(out, root, mnist_dir), env=_env(mnist_dir), cwd=REPO, stdout=subprocess.PIPE,
+    runner = subprocess.Popen(_cmd(out, root), env=_env(mnist_dir), cwd=REPO, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
-    ckpts = os.path.join(root, 'toy', '40', 'prune_continue', 'seed_0', 'checkpoints')
+    ckpts = os.path.join(root, 'toy', '40', 'lth', 'seed_1', 'checkpoints')
     deadline = time.time() + 600
     while time.time() < deadline and not (os.path.isdir(ckpts) and os.listdir(ckpts)) and runner.poll() is None:
         time.sleep(0.2)
