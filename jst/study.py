@@ -67,16 +67,12 @@ class Study:
     def parts(self, policy: str) -> list[tuple[int, int]]:
         """[(first seed, number of seeds)] of the ``launch/main.py`` processes that run ``policy``'s seeds."""
         n, k = self.seeds_of(policy), self.lanes_per_run
-        if k <= 0:
-            return [(self.first_seed, n)]
-        return [(self.first_seed + i, min(k, n - i)) for i in range(0, n, k)]
+        return [(self.first_seed + i, min(k or n, n - i)) for i in range(0, n, k or n)]
 
     def part_name(self, part: tuple[int, int]) -> str:
         """'' for a whole-cell part (``lanes_per_run=0``), else ``seed_S`` / ``seeds_S-T``."""
         first, n = part
-        if self.lanes_per_run <= 0:
-            return ''
-        return f'seed_{first}' if n == 1 else f'seeds_{first}-{first + n - 1}'
+        return '' if self.lanes_per_run <= 0 else f'seed_{first}' if n == 1 else f'seeds_{first}-{first + n - 1}'
 
     def workdir(self, policy: str, budget: int, part: tuple[int, int] | None = None) -> str:
         """``<study>/<budget>/<policy>`` (``-<n>seeds`` when the policy runs more seeds than the study; a part's
@@ -106,10 +102,9 @@ def load_records(results_dir: str, study: Study, controls: bool = False) -> dict
     out = {}
     for budget in study.budgets:
         for policy, _, _ in study.policies:
-            paths = [os.path.join(records_dir(results_dir, study, budget, policy, part), 'summary.json')
-                     for part in study.parts(policy)]
             records = []
-            for path in paths:
+            for part in study.parts(policy):
+                path = os.path.join(records_dir(results_dir, study, budget, policy, part), 'summary.json')
                 if os.path.exists(path):
                     with open(path) as f:
                         records += [r for r in json.load(f) if controls or r['control'] == 'none']
@@ -214,8 +209,10 @@ def convergence_sentence(study: Study, runs: dict[tuple[int, str], list[Record]]
     parts = []
     for budget in study.budgets:
         dense = [r['best_step'] for r in runs.get((budget, study.dense_policy), []) if r['round'] == 0]
-        if dense:
-            parts.append(f'step {np.mean(dense):,.0f} ± {np.nan_to_num(statistics.ci95(dense)):,.0f} of {budget:,}')
+        if len(dense) > 1:
+            parts.append(f'step {np.mean(dense):,.0f} ± {statistics.ci95(dense):,.0f} of {budget:,}')
+        elif dense:
+            parts.append(f'step {dense[0]:,} of {budget:,} (one seed so far)')
     return (f'Where the dense network ({study.dense_policy}, round 0) reaches its minimum validation loss: '
             + '; '.join(parts) + '. A budget whose minimum lies well before its end has converged.') if parts else ''
 

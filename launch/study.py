@@ -9,8 +9,8 @@
 records are already under ``docs/results/<study>/records/`` is skipped; an
 unfinished part resumes from the checkpoints in its workdir
 (``--workdir_root/<study>/<budget>/<policy>[/seed_S]``, outside the
-repository). A finished part's ``summary.json`` and ``config.json`` are copied
-under ``records/``, with ``run.json`` (its workdir, command, seconds and the
+repository). A finished part's ``summary.json``, ``config.json`` and
+``metrics.jsonl`` (every evaluation) are copied under ``records/``, with ``run.json`` (its workdir, command, seconds and the
 jst commit); ``--commit`` commits them at once. SIGTERM (or Ctrl-C) pauses:
 the training stops, keeps its last checkpoint, and the same command continues.
 ``page`` renders the page and the figure from the records only; ``--check``
@@ -129,12 +129,12 @@ def run_part(study: study_lib.Study, policy: str, budget: int, part: tuple[int, 
     t0 = time.time()
     _run_child(args)
     os.makedirs(out, exist_ok=True)
-    for name in ('config.json', 'summary.json'):  # summary.json last: its presence marks a finished part
+    for name in ('config.json', 'metrics.jsonl', 'summary.json'):  # every evaluation: the curves, for a part
         shutil.copy(os.path.join(workdir, name), os.path.join(out, f'.{name}.tmp'))
     with open(os.path.join(out, '.run.json.tmp'), 'w') as f:
         json.dump({'workdir': workdir, 'command': ' '.join(args[1:]), 'seconds_this_process': round(time.time() - t0, 1),
                    'finished': time.strftime('%Y-%m-%d %H:%M:%S %Z'), 'jst_commit': _head_commit()}, f, indent=1)
-    for name in ('config.json', 'run.json', 'summary.json'):
+    for name in ('config.json', 'metrics.jsonl', 'run.json', 'summary.json'):  # summary.json last: marks it finished
         os.replace(os.path.join(out, f'.{name}.tmp'), os.path.join(out, name))
     if commit:
         first, n = part
@@ -240,8 +240,33 @@ def render(study: study_lib.Study) -> tuple[str, Any]:
                    for r in rs]
         extra = ['## Juvenility diagnostics against the next round\'s gain', '', JUVENILITY_READING.strip(), '',
                  report.juvenility_table(records)]
+    if study.dense_policy and study.lanes_per_run:
+        extra += dense_curve(study)
     return (study_lib.render_page(study, runs, extra=extra),
             lambda: write_figure(study, runs, os.path.join(RESULTS, study.name, 'accuracy_vs_steps.png')))
+
+
+def dense_curve(study: study_lib.Study) -> list[str]:
+    """The dense network's (``dense_policy``'s round 0) validation loss and accuracy at every evaluation, mean over
+    the seeds whose ``metrics.jsonl`` is committed: the curve a budget is chosen from."""
+    by_step: dict[int, list[tuple[float, float]]] = {}
+    for budget in study.budgets:
+        for part in study.parts(study.dense_policy):
+            path = os.path.join(study_lib.records_dir(RESULTS, study, budget, study.dense_policy, part), 'metrics.jsonl')
+            if not os.path.exists(path):
+                continue
+            with open(path) as f:
+                for row in map(json.loads, f):
+                    if row['round'] == 0 and row['control'] == 'none' and row['step'] > 0:
+                        by_step.setdefault(row['step'], []).append((row['val_loss'], row['val_accuracy']))
+    if not by_step:
+        return []
+    lines = ['## The dense network\'s validation curve', '', '| step | epochs | val loss | val acc (%) | seeds |',
+             '|---|---|---|---|---|']
+    for step, values in sorted(by_step.items()):
+        loss, acc = (sum(v[i] for v in values) / len(values) for i in (0, 1))
+        lines.append(f'| {step:,} | {step / 351:.2f} | {loss:.4f} | {100 * acc:.2f} | {len(values)} |')
+    return lines
 
 
 def readme_with_headline(readme: str, study: study_lib.Study) -> str:
@@ -266,6 +291,9 @@ SPEED_SECTIONS = (
      'lenet_cpu.md'),
     ('Seeds as lanes of one program vs one process per seed (the paper\'s MNIST)',
      'python benchmarks/bench_seeds.py --manual_dir=../shared/datasets/mnist --seeds=1,5,16', 'seeds_cpu.md'),
+    ('Seeds as lanes vs one after another for conv nets (the paper\'s CIFAR-10 ResNet)',
+     'python benchmarks/bench_conv_lanes.py --manual_dir=../shared/datasets/cifar10-jpeg75 --lanes=3',
+     'conv_lanes_cpu.md'),
     ('Cost of the juvenility diagnostics (the paper\'s MNIST)',
      'python benchmarks/bench_juvenility.py --manual_dir=../shared/datasets/mnist', 'juvenility_cpu.md'),
 )
