@@ -100,7 +100,15 @@ class RunCheckpointer:
     def _check_config(self, meta: dict[str, Any]) -> None:
         if self.run_config is None or meta.get('config') is None:
             return
-        diffs = workdir_lib.config_differences(meta['config'], self.run_config)
+        saved, current = dict(meta['config']), dict(self.run_config)
+        saved_data, current_data = saved.pop('data', None), current.pop('data', None)
+        if saved_data is not None and current_data is not None and saved_data != current_data:
+            diffs = workdir_lib.config_differences(saved_data, current_data, 'data.')
+            raise CheckpointError(
+                f'The checkpoints in {self.directory} were trained on other data (' + '; '.join(diffs) + '). Point '
+                '--config.manual_dir (or JST_MANUAL_DIR) at the files that run used, with its dataset, '
+                'validation_size, split_seed and train_limit, and rerun to resume it; or use another --workdir.')
+        diffs = workdir_lib.config_differences(saved, current)
         if diffs:
             raise CheckpointError(f'The checkpoints in {self.directory} belong to a run of another config ('
                                   + '; '.join(diffs) + '). Pass --config.overwrite=True to discard them, or use '

@@ -41,6 +41,7 @@ class RunContext:
     eval_every: int
     lane_keys: list[dict[str, jax.Array]]  # per lane (seed): {name: key} for KEY_NAMES
     mesh: Optional[Any] = None  # data-parallel mesh (None: one device)
+    data_identity: dict[str, Any] = dataclasses.field(default_factory=dict)  # data.fingerprint of ``dataset``
     _compiled: dict[Any, Any] = dataclasses.field(default_factory=dict)
     _executor: Optional[concurrent.futures.ThreadPoolExecutor] = None
 
@@ -63,8 +64,9 @@ class RunContext:
         return self._executor
 
     def config_dict(self) -> dict[str, Any]:
-        """The config as plain JSON-able dicts."""
-        return configuration.config_to_dict(self.config)
+        """The config as plain JSON-able dicts, with the data's identity (``data``: what checkpoints record, so
+        that a resume or ``init_from`` on other data is refused)."""
+        return {**configuration.config_to_dict(self.config), 'data': self.data_identity}
 
     @property
     def seeds(self) -> tuple[int, ...]:
@@ -162,4 +164,5 @@ def make_context(config: ml_collections.ConfigDict, workdir: str,
     data = train_lib.device_data(dataset, parallel.replicated(mesh) if mesh is not None else None)
     return RunContext(config, workdir, dataset, data, tuple(dataset.train.images.shape[1:]),
                       configuration.resolve_steps(config, num_train), spe,
-                      config.eval_every if config.eval_every > 0 else spe, lane_keys, mesh=mesh)
+                      config.eval_every if config.eval_every > 0 else spe, lane_keys, mesh=mesh,
+                      data_identity=data_lib.fingerprint(dataset))

@@ -89,6 +89,7 @@ def load_dataset(name: str,
     if manual_dir and not os.access(manual_dir, os.R_OK | os.X_OK):
         raise DataError(f'manual_dir={manual_dir!r} cannot be read: permission denied. Make the folder readable '
                         '(chmod a+rx) or copy it somewhere readable.')
+    readers.check_dataset_files(name, manual_dir)
     chosen, reason = readers.choose_backend(name, backend, manual_dir)
     logging.info('Dataset %s: %s reader (%s).', name, chosen, reason)
     if chosen == 'tfds':
@@ -100,6 +101,24 @@ def load_dataset(name: str,
     if train_limit:
         train = Split(train.images[:train_limit], train.labels[:train_limit])
     return Dataset(name, train, validation, test, num_classes=10, backend=chosen)
+
+
+def _digest(*arrays: np.ndarray) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16]
+
+
+def fingerprint(ds: Dataset) -> dict[str, Any]:
+    """The data's identity: a digest of each split's images and labels, their sizes, and ``split`` (a digest of
+    the validation labels in canonical order, which a pixel permutation and ``train_limit`` keep: which examples
+    validate)."""
+    return {'dataset': ds.name, 'sizes': [len(ds.train), len(ds.validation), len(ds.test)],
+            'train': _digest(ds.train.images, ds.train.labels),
+            'validation': _digest(ds.validation.images, ds.validation.labels),
+            'test': _digest(ds.test.images, ds.test.labels),
+            'split': _digest(ds.validation.labels)}
 
 
 def preprocess(images: Any, dataset: str) -> Any:

@@ -176,6 +176,35 @@ def read_cifar10_numpy(manual_dir: str) -> tuple[Split, Split]:
     return train, parse_cifar10_records(members[CIFAR10_TEST_FILE])
 
 
+# SHA-256 of the official MNIST files (TFDS's registered checksums; ../shared/datasets/mnist matches them).
+MNIST_SHA256 = {
+    'train-images-idx3-ubyte.gz': '440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609',
+    'train-labels-idx1-ubyte.gz': '3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c',
+    't10k-images-idx3-ubyte.gz': '8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6',
+    't10k-labels-idx1-ubyte.gz': 'f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6',
+}
+
+
+def check_dataset_files(name: str, manual_dir: Optional[str]) -> None:
+    """Refuses IDX files that are another dataset's (MNIST and Fashion-MNIST share file names): the official MNIST
+    files asked for as ``fashion_mnist``, or (with TFDS installed, whose checksums say so) Fashion-MNIST's files
+    asked for as ``mnist``."""
+    if name not in ('mnist', 'fashion_mnist') or not manual_dir:
+        return
+    paths = {f: os.path.join(manual_dir, f) for f in MNIST_SHA256}
+    is_mnist = all(os.path.exists(p) and sha256_of(p) == MNIST_SHA256[f] for f, p in paths.items())
+    is_fashion = False
+    if name == 'mnist' and not is_mnist and tensorflow_available():
+        try:
+            is_fashion = not tfds_checksum_mismatches('fashion_mnist', manual_dir)
+        except Exception:  # pylint: disable=broad-except
+            is_fashion = False
+    if (name == 'fashion_mnist' and is_mnist) or is_fashion:
+        other = 'mnist' if is_mnist else 'fashion_mnist'
+        raise DataError(f'The files in {manual_dir} are {other!r}\'s (byte-identical to its official files), not '
+                        f'{name!r}\'s: pass --config.dataset={other}, or point --config.manual_dir at {name}\'s files.')
+
+
 def read_numpy(name: str, manual_dir: Optional[str]) -> tuple[Split, Split]:
     """(train, test) in file order, read with numpy alone."""
     if not manual_dir:

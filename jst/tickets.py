@@ -30,7 +30,8 @@ def start_network(ctx: context_lib.RunContext, method: configuration.Method, lan
     ``method``'s start architecture freshly initialised (the lane's init key) with all-True masks."""
     init = lambda spec: ctx.init_variables(spec, ctx.key('init', lane))
     if ctx.config.init_from:
-        return load_ticket(ctx.config.init_from, ctx.config.init_from_weights, init, lane)
+        return load_ticket(ctx.config.init_from, ctx.config.init_from_weights, init, lane,
+                           split=ctx.data_identity.get('split'))
     spec = configuration.start_spec(ctx.config, method)
     variables = init(spec)
     masks = pruning.initial_masks(pruning.PruningPlan.from_config(ctx.config), variables['params'],
@@ -52,15 +53,23 @@ def store_final(journal: checkpointing.Journal, finals: Sequence[tuple[int, spec
 
 
 def load_ticket(source: str, weights: str, init_variables: Callable[[specs.ModelSpec], dict[str, Any]],
-                lane: int = 0) -> tuple[specs.ModelSpec, dict[str, Any], PyTree]:
+                lane: int = 0, split: str | None = None) -> tuple[specs.ModelSpec, dict[str, Any], PyTree]:
     """(spec, variables, masks) of the final ticket of the finished run in ``source``; ``weights`` as
     ``config.init_from_weights``. Lane ``lane`` takes the source's lane ``lane`` (a one-seed source
-    serves every lane). The ticket must fit ``init_variables``' input shape."""
+    serves every lane). The ticket must fit ``init_variables``' input shape and, given this run's ``split``
+    (``data.fingerprint``), come from the same train/validation split (else the source trained on examples
+    this run validates on)."""
     meta, arrays = checkpointing.read_checkpoint(source) or ({}, {})
     if (meta.get('progress') or {}).get('phase') != 'done' or ArrayKey.FINAL not in arrays:
         raise configuration.ConfigError(
             f'config.init_from={source!r} holds no finished run (no final ticket in its checkpoints); '
             'let that run finish first.')
+    source_split = ((meta.get('config') or {}).get('data') or {}).get('split')
+    if split is not None and source_split is not None and source_split != split:
+        raise configuration.ConfigError(
+            f'config.init_from={source!r} was trained on another train/validation split (split digest '
+            f'{source_split} there, {split} here): its training examples may be this run\'s validation examples. '
+            'Use the same dataset files, validation_size and split_seed as that run.')
     finals = arrays[ArrayKey.FINAL]
     name = checkpointing.lane_name(lane if len(finals) > 1 else 0)
     if name not in finals:

@@ -166,3 +166,11 @@ def test_unreadable_file_says_permission(mnist_dir, tmp_path):
     os.chmod(locked / 'train-images-idx3-ubyte.gz', 0)
     with pytest.raises(D.DataError, match='permission denied'):
         D.load_dataset('mnist', str(locked), backend='numpy')
+
+
+def test_dataset_name_and_files_must_agree(mnist_dir):
+    """Issue 20 (c): MNIST's official files asked for as fashion_mnist are refused naming both (they share file
+    names, so the reader alone would label MNIST results "fashion_mnist"); as mnist they load."""
+    with pytest.raises(D.DataError, match="are 'mnist'.s .*--config.dataset=mnist"):
+        D.load_dataset('fashion_mnist', manual_dir=mnist_dir, backend='numpy', validation_size=100)
+    assert D.load_dataset('mnist', manual_dir=mnist_dir, backend='numpy', validation_size=100).name == 'mnist'

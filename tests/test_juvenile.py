@@ -189,3 +189,18 @@ def test_data_order_per_round_and_replay(mnist_dir, tmp_path):
     assert not (per_round[1] == per_round[0]).all(axis=-1).any()
     assert not (per_round[2] == per_round[1]).all(axis=-1).any()
     assert not (per_round[1][0] == per_round[1][1]).all()  # lanes keep distinct orders
+
+
+def test_init_from_another_split_is_refused(mnist_dir, tmp_path):
+    """Issue 20 (e): a ticket trained on another train/validation split (its training examples may be this run's
+    validation examples) is refused naming the split; the same split with a pixel permutation is accepted."""
+    import pytest  # pylint: disable=g-import-not-at-top
+    source = str(tmp_path / 'source')
+    driver.train_and_evaluate(_tiny_juvenile(mnist_dir, num_rounds=0, steps_per_round=20), source)
+    with pytest.raises(Exception, match='another train/validation split'):
+        driver.train_and_evaluate(_tiny_juvenile(mnist_dir, num_rounds=0, steps_per_round=20, init_from=source,
+                                                 split_seed=1), str(tmp_path / 'other_split'))
+    records = driver.train_and_evaluate(_tiny_juvenile(mnist_dir, num_rounds=0, steps_per_round=20,
+                                                       init_from=source, permute_pixels=True),
+                                        str(tmp_path / 'permuted'))
+    assert records[0]['dataset'] == 'mnist_permuted'

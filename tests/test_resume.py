@@ -364,3 +364,40 @@ def test_tampered_meta_is_detected_and_the_good_checkpoint_survives(mnist_dir, t
         assert 'meta (progress, records) differ from the checksum' in err
         _assert_same(_final(workdir), reference)
         assert os.listdir(os.path.join(workdir, 'checkpoints_unreadable'))
+
+
+def _mnist_with_shuffled_train_labels(mnist_dir, folder):
+    """A copy of the MNIST files whose training labels are permuted (same file names and sizes)."""
+    import gzip  # pylint: disable=g-import-not-at-top
+    os.makedirs(folder)
+    for name in os.listdir(mnist_dir):
+        if name.endswith('.gz'):
+            shutil.copy(os.path.join(mnist_dir, name), os.path.join(folder, name))
+    path = os.path.join(folder, 'train-labels-idx1-ubyte.gz')
+    raw = gzip.open(path).read()
+    labels = np.frombuffer(raw[8:], np.uint8).copy()
+    np.random.default_rng(0).shuffle(labels)
+    with gzip.open(path, 'wb') as f:
+        f.write(raw[:8] + labels.tobytes())
+    return folder
+
+
+def test_resume_on_other_data_is_refused_naming_it(mnist_dir, tmp_path):
+    """Issue 20 (b): the checkpoint records the data's identity; resuming with --config.manual_dir pointing at
+    other files (training labels shuffled) is refused in one line naming the data, and the original data resume
+    the run to the uninterrupted result."""
+    other = _mnist_with_shuffled_train_labels(mnist_dir, str(tmp_path / 'other_mnist'))
+    code, _, err = _run(_args(mnist_dir, str(tmp_path / 'reference')) + ['--config.data_backend=numpy'])
+    assert code == 0, err[-2000:]
+    reference = _final(str(tmp_path / 'reference'))
+    workdir = str(tmp_path / 'run')
+    args = _args(mnist_dir, workdir) + ['--config.data_backend=numpy']
+    code, _, _ = _run(args, env_extra={'JST_CRASH_AT': 'after_save:3'})
+    assert code == -signal.SIGKILL
+    code, _, err = _run([a.replace(mnist_dir, other) for a in args])
+    assert code == 2, err[-2000:]
+    assert 'were trained on other data (' in err and 'data.train: ' in err and 'Traceback' not in err
+    assert '--config.manual_dir' in err
+    code, _, err = _run(args)
+    assert code == 0, err[-2000:]
+    _assert_same(_final(workdir), reference)
