@@ -12,6 +12,7 @@ values of a knob are defined once: here for run-level choices, and as
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import typing
@@ -46,6 +47,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     'widen_method': typing.get_args(expand.WidenMethod),
     'optimizer_state_on_growth': ('carry', 'reset'),
     'data_order': ('per_round', 'replay'),
+    'log_level': ('debug', 'info', 'warning', 'error'),
     'init_from_weights': ('trained', 'initial', 'random'),
 }
 
@@ -202,6 +204,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _check(not c.init_from or os.path.isdir(c.init_from),
            f'config.init_from={c.init_from!r} is not a folder: give the workdir of a finished run.')
     _check(c.noise_scale >= 0, f'config.noise_scale={c.noise_scale} must be >= 0.')
+    _check_numbers(c)
     if c.juvenility:
         _check(c.juvenility_minibatches >= 2, f'config.juvenility_minibatches={c.juvenility_minibatches} '
                'must be >= 2 (the gradient SNR needs a spread across mini-batches).')
@@ -210,6 +213,35 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                f'config.juvenility_minibatches={c.juvenility_minibatches}.')
         _check(c.juvenility_hutchinson_samples >= 1,
                f'config.juvenility_hutchinson_samples={c.juvenility_hutchinson_samples} must be >= 1.')
+
+
+def _check_numbers(c: ml_collections.ConfigDict) -> None:
+    """Finite values, ranges and positions that would otherwise fail (or mislead) after training has started."""
+    for field in ('learning_rate', 'epochs_per_round', 'momentum', 'noise_scale', 'checkpoint_min_interval_s',
+                  'juvenility_rho'):
+        _check(math.isfinite(float(c[field])), f'config.{field}={c[field]} must be a finite number.')
+    _check(0.0 <= c.momentum < 1.0, f'config.momentum={c.momentum} must be in [0, 1).')
+    _check(c.checkpoint_every_epochs >= 0, f'config.checkpoint_every_epochs={c.checkpoint_every_epochs} must be '
+           '>= 0 (0: only at the end of every round/phase).')
+    _check(c.checkpoint_min_interval_s >= 0,
+           f'config.checkpoint_min_interval_s={c.checkpoint_min_interval_s} must be >= 0.')
+    _check(c.split_seed >= 0, f'config.split_seed={c.split_seed} must be >= 0.')
+    _check(0 <= c.seed and c.seed + c.num_seeds <= 2**31,
+           f'config.seed={c.seed} must be in [0, 2**31 - num_seeds] (seeds seed .. seed + num_seeds - 1).')
+    if c.juvenility:
+        _check(c.juvenility_rho > 0, f'config.juvenility_rho={c.juvenility_rho} must be > 0 (the sharpness radius).')
+        _check(c.learning_potential_steps >= 1,
+               f'config.learning_potential_steps={c.learning_potential_steps} must be >= 1.')
+    if c.method == 'juvenile' and c.growth == 'search':
+        for field in ('probe_steps', 'patience', 'max_depth', 'max_params'):
+            _check(c.search[field] >= 1, f'config.search.{field}={c.search[field]} must be >= 1.')
+        _check(all(int(w) > 0 for w in c.search.widen_by),
+               f'config.search.widen_by={tuple(c.search.widen_by)} must hold positive unit counts (or be empty).')
+    if c.method == 'juvenile' and c.growth == 'paper':
+        positions = start_spec(c, 'juvenile').deepen_positions
+        _check(c.grow_position == -1 or c.grow_position in positions,
+               f'config.grow_position={c.grow_position} is not a place to insert a layer in '
+               f'{start_spec(c, "juvenile").describe()}: use -1 (the end) or one of {list(positions)}.')
 
 
 def validate_against_data(config: ml_collections.ConfigDict, num_train: int, num_devices: int) -> None:

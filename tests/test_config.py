@@ -43,11 +43,37 @@ def test_invalid_diagnostics_settings_are_named():
     ('growth', 'search', r"config.growth='search' applies to method='juvenile' only"),
     ('model.widths', (0, 100), r'config.model.widths=\(0, 100\) must hold positive sizes'),
     ('num_devices', 5, r'config.num_devices=5, but 1 device\(s\) are visible'),
+    ('data_order', 'random', r"config.data_order='random' is unknown"),
+    ('log_level', 'bogus', r"config.log_level='bogus' is unknown"),
+    ('momentum', float('nan'), r'config.momentum=nan must be a finite number'),
+    ('momentum', -5.0, r'config.momentum=-5.0 must be in \[0, 1\)'),
+    ('noise_scale', float('inf'), r'config.noise_scale=inf must be a finite number'),
+    ('learning_rate', float('inf'), r'config.learning_rate=inf must be a finite number'),
+    ('epochs_per_round', float('inf'), r'config.epochs_per_round=inf must be a finite number'),
+    ('split_seed', -1, r'config.split_seed=-1 must be >= 0'),
+    ('seed', 2**40, r'config.seed=1099511627776 must be in \[0, 2\*\*31 - num_seeds\]'),
+    ('checkpoint_every_epochs', -1, r'config.checkpoint_every_epochs=-1 must be >= 0'),
+    ('checkpoint_min_interval_s', float('nan'), r'config.checkpoint_min_interval_s=nan must be a finite number'),
 ])
 def test_invalid_values_are_named(field, value, message):
     config = set_fields(load_config('tiny'), {field: value})
     with pytest.raises(C.ConfigError, match=message):
         C.validate_config(config)
+
+
+@pytest.mark.parametrize('overrides,message', [
+    ({'method': 'juvenile', 'growth': 'search', 'search.probe_steps': -10}, r'config.search.probe_steps=-10 must be'),
+    ({'method': 'juvenile', 'growth': 'search', 'search.widen_by': (-32,)}, r'config.search.widen_by=\(-32,\) must'),
+    ({'method': 'juvenile', 'grow_position': 99}, r'config.grow_position=99 is not a place to insert a layer in '
+     r'MLP\[300-100-10\]: use -1 \(the end\) or one of \[1, 2\]'),
+    ({'method': 'juvenile', 'grow_position': -3}, r'config.grow_position=-3 is not a place'),
+    ({'juvenility': True, 'juvenility_rho': float('nan')}, r'config.juvenility_rho=nan must be a finite number'),
+    ({'juvenility': True, 'learning_potential_steps': -5}, r'config.learning_potential_steps=-5 must be >= 1'),
+])
+def test_late_failures_are_caught_before_training(overrides, message):
+    """Issue 20: values that used to fail after round 0 had trained (or record NaN diagnostics silently)."""
+    with pytest.raises(C.ConfigError, match=message):
+        C.validate_config(set_fields(load_config('tiny'), overrides))
 
 
 def test_all_shipped_configs_validate():
