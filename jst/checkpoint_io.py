@@ -41,6 +41,7 @@ class RunCheckpointer:
         read another run's checkpoints without checking."""
         self.workdir = workdir
         self.run_config = workdir_lib.run_fields(config) if config is not None else None
+        self._config = config
         self.directory = os.path.abspath(os.path.join(workdir, workdir_lib.CHECKPOINT_DIR))
         self._keep = keep
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False)
@@ -111,8 +112,13 @@ class RunCheckpointer:
         diffs = workdir_lib.config_differences(saved, current)
         if diffs:
             raise CheckpointError(f'The checkpoints in {self.directory} belong to a run of another config ('
-                                  + '; '.join(diffs) + '). Pass --config.overwrite=True to discard them, or use '
-                                  'another --workdir.')
+                                  + '; '.join(diffs) + '). ' + workdir_lib.resume_advice(saved, current))
+
+    def write_config_if_missing(self) -> None:
+        """``config.json`` (without the data's identity) when it is missing or unreadable, once the checkpoints'
+        config has been checked (``workdir.claim`` leaves it to them)."""
+        if self._config is not None:
+            workdir_lib.write_config_if_missing(self.workdir, {k: v for k, v in self._config.items() if k != 'data'})
 
     def discard(self) -> None:
         """Removes every checkpoint and record file of the workdir's run; saving starts again at 1."""

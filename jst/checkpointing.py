@@ -228,7 +228,12 @@ class Journal:
 
     def restore(self) -> bool:
         """Loads the newest readable checkpoint of this run (False: none, start fresh), and rewrites the
-        record files from its history (they may be missing or stale)."""
+        record files from its history (they may be missing or stale) and ``config.json`` when it is missing."""
+        resumed = self._restore()
+        self.checkpointer.write_config_if_missing()
+        return resumed
+
+    def _restore(self) -> bool:
         try:
             restored = self.checkpointer.restore_latest()
         except CheckpointError as e:

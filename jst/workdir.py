@@ -136,22 +136,73 @@ def discard_run(workdir: str) -> None:
             os.remove(os.path.join(workdir, name))
 
 
+def _flag_value(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return '(' + ','.join(map(_flag_value, value)) + (',)' if len(value) == 1 else ')')
+    return str(value)
+
+
+def _changed_flags(saved: dict[str, Any], current: dict[str, Any], prefix: str = '') -> list[str]:
+    """``--config.KEY=VALUE`` flags that restore ``saved``'s values of the fields where ``current`` differs."""
+    out = []
+    for key in sorted(set(saved) | set(current)):
+        if not prefix and key in RESUMABLE_FIELDS + ('data',):
+            continue
+        a, b = saved.get(key), current.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _changed_flags(a, b, f'{prefix}{key}.')
+        elif key in saved and json.dumps(a, sort_keys=True) != json.dumps(b, sort_keys=True):
+            out.append(f'--config.{prefix}{key}={_flag_value(a)}')
+    return out
+
+
+def resume_advice(saved: dict[str, Any], current: dict[str, Any]) -> str:
+    """What to do about a workdir holding a run of another config: first, how to resume that run."""
+    flags = _changed_flags(saved, current)
+    resume = f'Rerun with {" ".join(flags)} to resume that run, u' if flags else 'U'
+    return f'{resume}se another --workdir, or pass --config.overwrite=True to discard that run.'
+
+
+def _read_config_file(path: str) -> Optional[dict[str, Any]]:
+    """The saved config, or None when the file is missing or unreadable (truncated, not JSON)."""
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return None
+    return saved if isinstance(saved, dict) else None
+
+
+def has_checkpoints(workdir: str) -> bool:
+    folder = os.path.join(workdir, CHECKPOINT_DIR)
+    return os.path.isdir(folder) and any(name.isdigit() for name in os.listdir(folder))
+
+
 def claim(workdir: str, config_dict: dict[str, Any], overwrite: bool) -> None:
     """Refuses a workdir that holds a run of another config (unless ``overwrite``: then that run is
-    discarded), then writes ``config.json``. Call it holding the ``WorkdirLock``."""
+    discarded), then writes ``config.json``. When ``config.json`` is missing or unreadable but checkpoints
+    exist, their own config decides on restore (``write_config_if_missing`` then writes the file): a refused
+    run writes nothing. Call it holding the ``WorkdirLock``."""
     path = os.path.join(workdir, CONFIG_FILE)
-    if os.path.exists(path):
-        with open(path) as f:
-            try:
-                saved = json.load(f)
-            except json.JSONDecodeError:
-                saved = None
-        diffs = config_differences(saved, config_dict) if saved is not None else ['config.json unreadable']
-        if diffs and not overwrite:
-            raise WorkdirError(
-                f'Workdir {workdir!r} holds a run of a different config: ' + '; '.join(diffs) +
-                '. Use another --workdir, or pass --config.overwrite=True to discard that run.')
-        if diffs:
-            logging.warning('Overwriting the run in %s (%s).', workdir, '; '.join(diffs))
-            discard_run(workdir)
+    saved = _read_config_file(path)
+    if saved is None and os.path.exists(path) and not has_checkpoints(workdir) and not overwrite:
+        raise WorkdirError(f'Workdir {workdir!r} has an unreadable {CONFIG_FILE} and no checkpoints: use another '
+                           '--workdir, or pass --config.overwrite=True to replace it.')
+    if saved is None and has_checkpoints(workdir) and not overwrite:
+        logging.warning('%s is missing or unreadable; the checkpoints\' own config decides.', path)
+        return
+    diffs = config_differences(saved, config_dict) if saved is not None else []
+    if diffs and not overwrite:
+        raise WorkdirError(f'Workdir {workdir!r} holds a run of a different config: ' + '; '.join(diffs) + '. '
+                           + resume_advice(saved, config_dict))
+    if diffs:
+        logging.warning('Overwriting the run in %s (%s).', workdir, '; '.join(diffs))
+        discard_run(workdir)
     atomic_write_text(path, json.dumps(config_dict, indent=1))
+
+
+def write_config_if_missing(workdir: str, config_dict: dict[str, Any]) -> None:
+    """Writes ``config.json`` when it is missing or unreadable (after the checkpoints' config agreed)."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    if _read_config_file(path) is None:
+        atomic_write_text(path, json.dumps(config_dict, indent=1))

@@ -141,7 +141,7 @@ def test_other_config_in_workdir_is_refused(mnist_dir, tmp_path, lth_baseline):
     code, _, err = _run(_args(mnist_dir, workdir) + ['--config.learning_rate=0.001'])
     assert code != 0
     assert 'holds a run of a different config: learning_rate: 0.0012 in the workdir, 0.001 now' in err
-    assert '--config.overwrite=True' in err
+    assert 'Rerun with --config.learning_rate=0.0012 to resume that run' in err and '--config.overwrite=True' in err
     # The old run is untouched...
     _assert_same(_final(workdir), lth_baseline)
     # ...unless overwrite is asked for.
@@ -278,6 +278,13 @@ def test_checkpoint_knows_its_config_whatever_config_json_says(mnist_dir, tmp_pa
     assert code == 2, err[-2000:]
     assert 'belong to a run of another config (seed: 0 in the workdir, 5 now)' in err
     assert '--config.overwrite=True' in err and 'Traceback' not in err
+    # Issue 20: the refused run wrote nothing (no config.json of seed 5), and the advice first names how to resume.
+    assert not os.path.exists(os.path.join(workdir, 'config.json'))
+    assert 'Rerun with --config.seed=0 to resume that run' in err
+    open(os.path.join(workdir, 'config.json'), 'w').write('{"seed": 0, "learn')  # truncated: the checkpoint decides
+    code, _, err = _run(_args(mnist_dir, workdir) + ['--config.seed=0'])
+    assert code == 0, err[-2000:]
+    assert json.load(open(os.path.join(workdir, 'config.json')))['seed'] == 0
     code, _, err = _run(_args(mnist_dir, workdir) + ['--config.seed=5', '--config.overwrite=True'])
     assert code == 0, err[-2000:]
     assert {r['seed'] for r in json.load(open(os.path.join(workdir, 'summary.json')))} == {5}
