@@ -16,6 +16,7 @@ import os
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+from absl import logging
 
 from jst import figures
 from jst import statistics
@@ -40,7 +41,10 @@ def _read_json(path: str, lines: bool = False) -> Any:
 def _run_identity(workdir: str, summary: Sequence[Record]) -> tuple[str, dict[str, Any]]:
     """(variant, the config fields that define the run apart from seed and name) of one workdir."""
     path = os.path.join(workdir, workdir_lib.CONFIG_FILE)
-    config = _read_json(path) if os.path.exists(path) else {'dataset': summary[0]['dataset']}
+    if not os.path.exists(path):
+        raise ReportError(f'{path} is missing, so {workdir} cannot be checked against the other runs (they could '
+                          'differ in any knob): rerun that workdir\'s command, which rewrites it from the checkpoint.')
+    config = _read_json(path)
     variant = config.get('name') or config.get('method') or figures.variant(summary[0])
     fields = {k: v for k, v in workdir_lib.run_fields(config).items() if k not in ('seed', 'num_seeds', 'name')}
     return variant, fields
@@ -80,6 +84,9 @@ def load_runs(workdirs: Iterable[str]) -> tuple[list[Record], list[Record]]:
         if w in runs:
             raise ReportError(f'{w} is given twice.')
         runs[w] = [{**r, 'workdir': w} for r in _read_json(path)]
+        holder = workdir_lib.running_holder(w)
+        if holder:
+            logging.warning('%s is still running (%s): the report shows its finished rounds only.', w, holder)
         mpath = os.path.join(w, workdir_lib.METRICS_FILE)
         if os.path.exists(mpath):
             metrics += [{**m, 'workdir': w} for m in _read_json(mpath, lines=True)]

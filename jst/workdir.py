@@ -96,6 +96,21 @@ class WorkdirLock:
             self._fd = None
 
 
+def running_holder(workdir: str) -> Optional[str]:
+    """Who holds ``workdir``'s lock (a run in progress: 'pid .. on host ..'), or None."""
+    path = os.path.join(workdir, LOCK_FILE)
+    if not os.path.exists(path):
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return os.pread(fd, 4096, 0).decode(errors='replace').strip() or 'another process'
+    finally:
+        os.close(fd)
+    return None
+
+
 def check_writable(workdir: str) -> None:
     """Creates ``workdir`` if needed and checks that a file can be written there."""
     try:

@@ -89,3 +89,16 @@ def test_paired_comparison_and_holm_by_hand():
     assert S.holm([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])
     with pytest.raises(ValueError, match='two equally long'):
         S.paired_comparison([1.0], [1.0])
+
+
+def test_run_without_config_is_refused_and_a_running_one_is_named(tmp_path, caplog):
+    """Issue 20 (d): two learning rates whose config.json is gone were reported as "2 seeds"; now a workdir
+    without config.json is refused naming the fix. A workdir whose lock is held is reported with a warning."""
+    from jst import workdir  # pylint: disable=g-import-not-at-top
+    a, b = _fake_run(tmp_path / 'a'), _fake_run(tmp_path / 'b', seed=1, learning_rate=0.1)
+    os.remove(os.path.join(b, 'config.json'))
+    with pytest.raises(report.ReportError, match=r'b/config.json is missing.*rerun that workdir'):
+        report.load_runs([a, b])
+    with workdir.WorkdirLock(a):
+        report.load_runs([a])
+    assert any('is still running (pid' in r.getMessage() for r in caplog.records)
