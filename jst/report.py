@@ -227,9 +227,14 @@ def juvenility_table(summary: Sequence[Record]) -> str:
         f"{len({r['run'] for r in rs})} runs" for g, rs in groups.items()) + ' |'
     lines = [header, '|---' * (1 + len(groups)) + '|']
     for f in JUVENILITY_FACTORS:
-        cells = [' / '.join(f'{r:+.2f}' for r in juvenility_correlations(rs, f)) for rs in groups.values()]
+        cells = [' / '.join(f'{r:+.2f}' if np.isfinite(r) else 'n/a' for r in juvenility_correlations(rs, f))
+                 for rs in groups.values()]
         lines.append(f'| {f} | ' + ' | '.join(cells) + ' |')
-    return '\n'.join(lines)
+    text = '\n'.join(lines)
+    if 'n/a' in text:
+        text += ('\n\nn/a: a correlation needs >= 3 values with a spread (>= 3 runs for r with the final test '
+                 'accuracy, which each run has once; >= 3 (run, round) pairs otherwise).')
+    return text
 
 
 def write_report(workdirs: Sequence[str], out_dir: str, title: str = 'jst report') -> str:

@@ -102,3 +102,16 @@ def test_run_without_config_is_refused_and_a_running_one_is_named(tmp_path, capl
     with workdir.WorkdirLock(a):
         report.load_runs([a])
     assert any('is still running (pid' in r.getMessage() for r in caplog.records)
+
+
+def test_one_run_juvenility_table_says_what_it_needs():
+    """Issue 20/21: a one-seed report printed '+nan' correlations; now 'n/a' with what a correlation needs."""
+    start = lambda x: {'start': {'grad_norm': x, 'grad_snr': 1.0}, 'learning_potential': 0.1 * x}
+    records = [{'round': r, 'control': 'none', 'method': 'juvenile', 'variant': 'juvenile', 'seed': 0,
+                'workdir': 'w', 'val_accuracy': 0.8 + 0.01 * r * r, 'test_accuracy': 0.9,
+                'juvenility': start(float(r + 1))} for r in range(5)]
+    table = report.juvenility_table(records)
+    row = next(line for line in table.splitlines() if line.startswith('| grad_norm |'))
+    # 4 (run, round) pairs: r with the gain is defined; within one run per round and with the final test it is not
+    assert row == '| grad_norm | +1.00 / n/a / n/a | +1.00 / n/a / n/a |'
+    assert 'nan' not in table and 'needs >= 3 values with a spread' in table
