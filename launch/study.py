@@ -73,6 +73,8 @@ _WORKDIR_ROOT = flags.DEFINE_string(
     'workdir_root', os.environ.get('JST_STUDY_DIR') or os.path.join(os.path.expanduser('~'), '.cache', 'jst', 'studies'),
     'run: where the cells\' workdirs (checkpoints) live; outside the repository so a fresh checkout keeps them.')
 _RESULTS_DIR = flags.DEFINE_string('results_dir', None, 'Where records and pages live (default: docs/results).')
+_SHARD = flags.DEFINE_string('shard', '0/1', 'run: I/N trains only every N-th part from the I-th (N runners side by '
+                             'side, e.g. one per core: they never share a part).')
 
 
 class Paused(Exception):
@@ -152,16 +154,29 @@ def _head_commit() -> str:
     return proc.stdout.strip() if proc.returncode == 0 else ''
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """'I/N' -> (I, N) with 0 <= I < N."""
+    try:
+        index, count = (int(x) for x in text.split('/'))
+    except ValueError:
+        index, count = -1, 0
+    if not 0 <= index < count:
+        raise app.UsageError(f'--shard={text!r} must be I/N with 0 <= I < N (e.g. 0/2 and 1/2 for two runners).')
+    return index, count
+
+
 def run_study(study: study_lib.Study, results_dir: str, workdir_root: str, policy: Optional[str] = None,
-              budget: Optional[int] = None, commit: bool = False, max_parts: int = 0) -> int:
-    """Advances ``study`` part by part (budgets, then policies, then seed parts); returns the parts trained."""
+              budget: Optional[int] = None, commit: bool = False, max_parts: int = 0,
+              shard: tuple[int, int] = (0, 1)) -> int:
+    """Advances ``study`` part by part (seed parts outermost, then budgets and policies); returns the parts
+    trained. ``shard=(i, n)``: only parts i, i + n, i + 2n, ... of that order."""
     policies = [p for p, _, _ in study.policies]
     if policy is not None and policy not in policies:
         raise app.UsageError(f'--policy={policy!r} is not a policy of {study.name}; choose one of {policies}')
     if budget is not None and budget not in study.budgets:
         raise app.UsageError(f'--budget={budget} is not a budget of {study.name}; choose one of {list(study.budgets)}')
     trained = 0
-    for b, p, part in _part_order(study):
+    for b, p, part in _part_order(study)[shard[0]::shard[1]]:
         if (policy or p) != p or (budget or b) != b:
             continue
         if max_parts and trained >= max_parts:
@@ -326,7 +341,7 @@ def main(argv):
     if argv[1] == 'run':
         try:
             n = run_study(study, _RESULTS_DIR.value or RESULTS, _WORKDIR_ROOT.value, _POLICY.value, _BUDGET.value,
-                          _COMMIT.value, _MAX_PARTS.value)
+                          _COMMIT.value, _MAX_PARTS.value, parse_shard(_SHARD.value))
         except Paused:
             print(f'study.py: paused; the same command continues {study.name} from its checkpoints.', file=sys.stderr)
             sys.exit(143)

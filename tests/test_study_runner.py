@@ -91,3 +91,22 @@ def test_unknown_policy_or_budget_is_refused(mnist_dir, tmp_path):
         proc = _run(str(tmp_path / 'r'), str(tmp_path / 'w'), mnist_dir, flag)
         assert proc.returncode != 0 and name in proc.stderr and 'choose one of' in proc.stderr, proc.stderr[-2000:]
         assert not os.path.exists(tmp_path / 'r')
+
+
+def test_shards_split_the_parts_without_overlap():
+    """--shard=I/N: N runners side by side train disjoint parts that together cover the study."""
+    sys.path.insert(0, os.path.join(REPO, 'launch'))
+    import study as study_cli  # pylint: disable=g-import-not-at-top
+    study = study_cli.STUDIES['cifar10_paper']
+    order = study_cli._part_order(study)  # pylint: disable=protected-access
+    assert [p for _, p, _ in order[:5]] == [p for p, _, _ in study.policies]  # seed 42 of every policy first
+    halves = [order[i::2] for i in range(2)]
+    assert sorted(halves[0] + halves[1]) == sorted(order) and not set(halves[0]) & set(halves[1])
+    assert study_cli.parse_shard('1/2') == (1, 2)
+    for bad in ('2/2', 'x', '1'):
+        try:
+            study_cli.parse_shard(bad)
+        except Exception as e:  # pylint: disable=broad-except
+            assert 'must be I/N' in str(e)
+        else:
+            raise AssertionError(bad)
