@@ -10,9 +10,11 @@ records are already under ``docs/results/<study>/records/`` is skipped; an
 unfinished part resumes from the checkpoints in its workdir
 (``--workdir_root/<study>/<budget>/<policy>[/seed_S]``, outside the
 repository). A finished part's ``summary.json``, ``config.json`` and
-``metrics.jsonl`` (every evaluation) are copied under ``records/``, with ``run.json`` (its workdir, command, seconds and the
-jst commit); ``--commit`` commits them at once. SIGTERM (or Ctrl-C) pauses:
-the training stops, keeps its last checkpoint, and the same command continues.
+``metrics.jsonl`` (every evaluation) are copied under ``records/`` with
+``run.json`` (its workdir, command, seconds and the jst commit), and the
+study's page is regenerated; ``--commit`` commits them at once. SIGTERM (or
+Ctrl-C) pauses: the training stops, keeps its last checkpoint, and the same
+command continues. ``--shard=I/N`` lets N runners share a study.
 ``page`` renders the page and the figure from the records only; ``--check``
 exits 1 when the committed page differs (what ``tests/test_results.py`` runs).
 Offline: set ``JST_MANUAL_DIR``.
@@ -138,12 +140,16 @@ def run_part(study: study_lib.Study, policy: str, budget: int, part: tuple[int, 
                    'finished': time.strftime('%Y-%m-%d %H:%M:%S %Z'), 'jst_commit': _head_commit()}, f, indent=1)
     for name in ('config.json', 'metrics.jsonl', 'run.json', 'summary.json'):  # summary.json last: marks it finished
         os.replace(os.path.join(out, f'.{name}.tmp'), os.path.join(out, name))
+    paths = [out]
+    if os.path.abspath(results_dir) == RESULTS:  # a published study: its page follows its records
+        paths += write_pages(study)
     if commit:
         first, n = part
-        message = f'{study.name}: records of {policy} at {budget} steps/round, seeds {first}-{first + n - 1}'
+        message = (f'{study.name}: records of {policy} at {budget} steps/round, seeds {first}-{first + n - 1}; '
+                   'page regenerated')
         try:
-            _git('add', out)
-            _git('commit', '-q', '-m', message, '--', out)
+            _git('add', *paths)
+            _git('commit', '-q', '-m', message, '--', *paths)
         except subprocess.CalledProcessError:  # e.g. another git command held the index: the records stay
             print(f'study.py: could not commit {out}; commit it by hand ({message!r}).', file=sys.stderr)
     return True
@@ -332,7 +338,7 @@ def main(argv):
     if len(argv) != 3 or argv[1] not in ('run', 'page'):
         raise app.UsageError('usage: python launch/study.py run|page STUDY [--policy=..] [--budget=..] [--check]')
     if argv[1:] == ['page', 'speed']:
-        return write_or_check({os.path.join(RESULTS, 'speed.md'): speed_page()}, 'speed')
+        return write_or_check({os.path.join(RESULTS, 'speed.md'): speed_page()}, 'speed', _CHECK.value)
     study = _study(argv[2])
     if argv[1] == 'run' and study.name == 'transfer_mnist' and not os.path.exists(
             os.path.join(REPO, TRANSFER_SOURCE, 'summary.json')):
@@ -351,21 +357,28 @@ def main(argv):
             sys.exit(1)
         print(f'{study.name}: {n} part(s) trained; every selected part has records.', flush=True)
         return
+    write_pages(study, check=_CHECK.value)
+
+
+def write_pages(study: study_lib.Study, check: bool = False) -> list[str]:
+    """Writes (or, with ``check``, compares) the study's page, its figure and its README block; returns the paths."""
     page, write_figure_ = render(study)
     outputs = {os.path.join(RESULTS, f'{study.name}.md'): page}
     if study.name in README_HEADLINES:
         with open(README) as f:
             outputs[README] = readme_with_headline(f.read(), study)
-    write_or_check(outputs, study.name)
-    if not _CHECK.value:
-        write_figure_()
+    write_or_check(outputs, study.name, check)
+    if check:
+        return list(outputs)
+    write_figure_()
+    return list(outputs) + [os.path.join(RESULTS, study.name)]
 
 
-def write_or_check(outputs: dict[str, str], page: str) -> None:
-    """Writes each {path: text} of ``python launch/study.py page PAGE``; with ``--check``, exits 1 naming the first
+def write_or_check(outputs: dict[str, str], page: str, check: bool = False) -> None:
+    """Writes each {path: text} of ``python launch/study.py page PAGE``; with ``check``, exits 1 naming the first
     file that differs."""
     for path, text in outputs.items():
-        if _CHECK.value:
+        if check:
             with open(path) as f:
                 if f.read() != text:
                     print(f'{path} differs from what the records of {page} give: rerun '
