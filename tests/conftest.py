@@ -1,4 +1,9 @@
-"""Shared fixtures: the offline dataset folders beside the repository."""
+"""Shared fixtures (the offline dataset folders beside the repository) and the ``quick`` tier.
+
+``python -m pytest -q -m quick tests`` runs the inner-loop tier (ops, config checks, data readers, reports,
+layout, golden tolerances, the study runner's sharding: about two minutes on 2 cores, one process); the default
+command runs everything but ``slow``.
+"""
 
 import os
 
@@ -29,3 +34,17 @@ def cifar10_dir() -> str:
 @pytest.fixture(scope='session')
 def tfds_data_dir(tmp_path_factory) -> str:
     return str(tmp_path_factory.mktemp('tfds'))
+
+
+QUICK_MODULES = ('test_layout', 'test_masks', 'test_report', 'test_expand', 'test_library', 'test_config', 'test_data')
+QUICK_TESTS = ('test_golden.py::test_tolerances_are_tight_where_results_live',
+               'test_study_runner.py::test_shards_split_the_parts_without_overlap',
+               'test_results.py::test_truncation_counts_by_hand')
+
+
+def pytest_collection_modifyitems(items):
+    """Marks the ``quick`` tier: whole fast modules and a few fast tests of slow ones."""
+    for item in items:
+        module = item.module.__name__.rsplit('.', 1)[-1]
+        if module in QUICK_MODULES or any(item.nodeid.endswith(t) for t in QUICK_TESTS):
+            item.add_marker(pytest.mark.quick)
