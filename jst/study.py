@@ -153,6 +153,8 @@ def comparison_rows(study: Study, runs: dict[tuple[int, str], list[Record]],
             continue
         fa, fb = _final(runs[(budget, a)]), _final(runs[(budget, b)])
         seeds = sorted(set(fa) & set(fb))
+        if len(seeds) < 2:  # a paired test needs two seeds of both (a campaign in progress)
+            continue
         c = statistics.paired_comparison([fa[s]['test_accuracy'] for s in seeds],
                                          [fb[s]['test_accuracy'] for s in seeds])
         rows.append({'a': a, 'b': b, 'comparison': c,
@@ -184,7 +186,7 @@ def headline_sentence(study: Study, runs: dict[tuple[int, str], list[Record]]) -
                          f"({100 * c.mean_difference:+.2f} ± {100 * c.ci95:.2f} points of test accuracy, Holm "
                          f"p = {row['p_holm']:.2g}, {row['params'][0]:,.0f} vs {row['params'][1]:,.0f} params, "
                          f"{row['steps'][0]:,.0f} vs {row['steps'][1]:,.0f} steps)")
-    text = '; '.join(parts) or 'not run yet'
+    text = '; '.join(parts) or 'not run yet (a paired test needs >= 2 seeds of both)'
     return f'**{study.headline_question}** {text[0].upper()}{text[1:]}.'
 
 
@@ -250,11 +252,9 @@ def full_table(runs: dict[tuple[int, str], list[Record]], budget: int, policies:
 
 
 def _lanes_phrase(study: Study) -> str:
-    if study.lanes_per_run <= 0:
-        return 'seeds as lanes of one process per policy and budget'
-    if study.lanes_per_run == 1:
-        return 'one process per seed, one after another'
-    return f'{study.lanes_per_run} seeds as lanes per process, processes one after another'
+    k = study.lanes_per_run
+    return ('seeds as lanes of one process per policy and budget' if k <= 0 else 'one process per seed, one after '
+            'another' if k == 1 else f'{k} seeds as lanes per process, processes one after another')
 
 
 def render_page(study: Study, runs: dict[tuple[int, str], list[Record]], headline: str = '',

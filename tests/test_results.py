@@ -125,3 +125,17 @@ def test_truncation_counts_by_hand():
             (100, 'b'): [{'best_step': 100, 'steps': 80}, {'best_step': 80, 'steps': 80}],  # rewound to step 20
             (100, 'c'): [{'best_step': 600, 'steps': 600}, {'best_step': 300, 'steps': 600}]}
     assert study_lib.truncation_sentence(study, runs, 100).endswith(': a 1 of 2, b 1 of 2, c 1 of 2.')
+
+
+def test_a_campaign_with_one_seed_per_policy_renders_without_comparisons():
+    """A paired test needs >= 2 seeds of both policies: with one, the page shows the cells and no comparison
+    (the runner crashed here while regenerating cifar10_paper's page after its second part)."""
+    study = study_lib.Study(name='t', title='t', config='c', first_seed=0, num_seeds=3, budgets=(10,),
+                            policies=(('a', '', ''), ('b', '', '')), comparisons=(('a', 'b'),), headline=('a', 'b'),
+                            headline_question='Q?')
+    record = {'round': 0, 'seed': 0, 'control': 'none', 'architecture': 'X', 'fraction_remaining': 1.0,
+              'params_remaining': 5, 'cumulative_steps': 10, 'val_accuracy': 0.5, 'test_accuracy': 0.5,
+              'best_step': 10, 'steps': 10}
+    runs = {(10, 'a'): [record], (10, 'b'): [dict(record, test_accuracy=0.6)]}
+    assert study_lib.comparison_rows(study, runs, 10) == []
+    assert 'Not run yet (a paired test needs >= 2 seeds of both)' in study_lib.headline_sentence(study, runs)
