@@ -238,10 +238,10 @@ def _check_numbers(c: ml_collections.ConfigDict) -> None:
         _check(all(int(w) > 0 for w in c.search.widen_by),
                f'config.search.widen_by={tuple(c.search.widen_by)} must hold positive unit counts (or be empty).')
     if c.method == 'juvenile' and c.growth == 'paper':
-        positions = start_spec(c, 'juvenile').deepen_positions
-        _check(c.grow_position == -1 or c.grow_position in positions,
+        spec = start_spec(c, 'juvenile')
+        _check(c.grow_position == -1 or c.grow_position in spec.deepen_positions,
                f'config.grow_position={c.grow_position} is not a place to insert a layer in '
-               f'{start_spec(c, "juvenile").describe()}: use -1 (the end) or one of {list(positions)}.')
+               f'{spec.describe()}: use -1 (the end) or one of {list(spec.deepen_positions)}.')
 
 
 def validate_against_data(config: ml_collections.ConfigDict, num_train: int, num_devices: int) -> None:

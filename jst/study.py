@@ -48,8 +48,8 @@ class Study:
     page: str = 'policies'             # 'policies' (policies x budgets) | 'levels' (jst.level_study)
     # Seeds per ``launch/main.py`` process: 0 = all of a policy's seeds as lanes of one process (one part per
     # cell); k = parts of k seeds run one after another, each with its own records (``seed_S`` / ``seeds_S-T``),
-    # so a long campaign commits every finished part. Lane i of a run computes exactly what a one-seed run of
-    # seed + i does, so this is a speed and granularity choice only.
+    # so a long campaign commits every finished part. Lane i of a run has the keys of a one-seed run of seed + i
+    # (results equal up to float summation order), so this is a speed and granularity choice only.
     lanes_per_run: int = 0
     base_flags: str = ''               # flags every policy gets (before its own)
 

@@ -122,18 +122,27 @@ def check_writable(workdir: str) -> None:
                            'with a folder you can write to.') from e
 
 
-def config_differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = '') -> list[str]:
-    """Human-readable differences between two config dicts, ignoring ``RESUMABLE_FIELDS``."""
+_ABSENT = '<absent>'  # a field one of two config dicts lacks
+
+
+def _differing_fields(saved: dict[str, Any], current: dict[str, Any],
+                      prefix: str = '') -> list[tuple[str, Any, Any]]:
+    """(dotted field, saved value, current value) where two config dicts differ, ignoring ``RESUMABLE_FIELDS``."""
     out = []
     for key in sorted(set(saved) | set(current)):
         if not prefix and key in RESUMABLE_FIELDS:
             continue
-        a, b = saved.get(key, '<absent>'), current.get(key, '<absent>')
+        a, b = saved.get(key, _ABSENT), current.get(key, _ABSENT)
         if isinstance(a, dict) and isinstance(b, dict):
-            out += config_differences(a, b, f'{prefix}{key}.')
+            out += _differing_fields(a, b, f'{prefix}{key}.')
         elif json.dumps(a, sort_keys=True) != json.dumps(b, sort_keys=True):
-            out.append(f'{prefix}{key}: {a!r} in the workdir, {b!r} now')
+            out.append((f'{prefix}{key}', a, b))
     return out
+
+
+def config_differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = '') -> list[str]:
+    """Human-readable differences between two config dicts, ignoring ``RESUMABLE_FIELDS``."""
+    return [f'{key}: {a!r} in the workdir, {b!r} now' for key, a, b in _differing_fields(saved, current, prefix)]
 
 
 def run_fields(config_dict: dict[str, Any]) -> dict[str, Any]:
@@ -157,18 +166,10 @@ def _flag_value(value: Any) -> str:
     return str(value)
 
 
-def _changed_flags(saved: dict[str, Any], current: dict[str, Any], prefix: str = '') -> list[str]:
+def _changed_flags(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """``--config.KEY=VALUE`` flags that restore ``saved``'s values of the fields where ``current`` differs."""
-    out = []
-    for key in sorted(set(saved) | set(current)):
-        if not prefix and key in RESUMABLE_FIELDS + ('data',):
-            continue
-        a, b = saved.get(key), current.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _changed_flags(a, b, f'{prefix}{key}.')
-        elif key in saved and json.dumps(a, sort_keys=True) != json.dumps(b, sort_keys=True):
-            out.append(f'--config.{prefix}{key}={_flag_value(a)}')
-    return out
+    return [f'--config.{key}={_flag_value(a)}' for key, a, _ in _differing_fields(saved, current)
+            if a is not _ABSENT and key.split('.')[0] != 'data']
 
 
 def resume_advice(saved: dict[str, Any], current: dict[str, Any]) -> str:

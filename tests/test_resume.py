@@ -1,6 +1,7 @@
 """Interrupted runs (SIGKILL at several moments, incl. during a checkpoint write) resume to the
 same result; other configs are refused; corrupt checkpoints fall back; NaN keeps good state."""
 
+import gzip
 import json
 import os
 import random
@@ -256,14 +257,19 @@ def _flip_bytes(folder):
 def test_same_size_corruption_is_detected_and_the_good_checkpoint_survives(mnist_dir, tmp_path):
     """Finding 3: flipped bytes in the newest checkpoint load without error on the old code; the checksums
     catch them, the run resumes from the older one, which the next saves do not rotate away."""
-    reference = _reference(mnist_dir, tmp_path)
-    workdir = str(tmp_path / 'run')
+    _corrupt_newest_and_resume(mnist_dir, str(tmp_path / 'run'), _reference(mnist_dir, tmp_path), _flip_bytes,
+                               'unreadable')
+
+
+def _corrupt_newest_and_resume(mnist_dir, workdir, reference, corrupt, message):
+    """Kills a run right after its 6th checkpoint, ``corrupt``s that checkpoint's folder, reruns: the run must say
+    ``message``, set the checkpoint aside and resume from the older one to the ``reference`` records."""
     code, _, _ = _run(_args(mnist_dir, workdir), env_extra={'JST_CRASH_AT': 'after_save:6'})
     assert code == -signal.SIGKILL
-    _flip_bytes(os.path.join(workdir, 'checkpoints', '6'))
+    corrupt(os.path.join(workdir, 'checkpoints', '6'))
     code, _, err = _run(_args(mnist_dir, workdir))
     assert code == 0, err[-3000:]
-    assert 'unreadable' in err
+    assert message in err
     _assert_same(_final(workdir), reference)
     assert os.listdir(os.path.join(workdir, 'checkpoints_unreadable'))
 
@@ -355,27 +361,23 @@ def test_tampered_meta_is_detected_and_the_good_checkpoint_survives(mnist_dir, t
     stored accuracy in the newest checkpoint's meta is caught: that checkpoint is set aside and the run resumes
     from the older one to the same records, instead of rebuilding summary.json from the tampered values."""
     reference = _reference(mnist_dir, tmp_path)
-    for tamper in (lambda text: text.replace('"round": 1', '"round": 0', 1).replace('"round":1', '"round":0', 1),
-                   lambda text: re.sub(r'("test_accuracy": ?0\.)(\d)', lambda m: m.group(1) + str(
-                       (int(m.group(2)) + 1) % 10), text, count=1)):
-        workdir = str(tmp_path / f'run{random.random()}')
-        code, _, _ = _run(_args(mnist_dir, workdir), env_extra={'JST_CRASH_AT': 'after_save:6'})
-        assert code == -signal.SIGKILL
-        meta = os.path.join(workdir, 'checkpoints', '6', 'meta', 'metadata')
-        text = open(meta).read()
-        changed = tamper(text)
-        assert changed != text
-        open(meta, 'w').write(changed)
-        code, _, err = _run(_args(mnist_dir, workdir))
-        assert code == 0, err[-3000:]
-        assert 'meta (progress, records) differ from the checksum' in err
-        _assert_same(_final(workdir), reference)
-        assert os.listdir(os.path.join(workdir, 'checkpoints_unreadable'))
+    tampers = (lambda text: text.replace('"round": 1', '"round": 0', 1).replace('"round":1', '"round":0', 1),
+               lambda text: re.sub(r'("test_accuracy": ?0\.)(\d)', lambda m: m.group(1) + str(
+                   (int(m.group(2)) + 1) % 10), text, count=1))
+    for i, tamper in enumerate(tampers):
+        def corrupt(folder, tamper=tamper):
+            meta = os.path.join(folder, 'meta', 'metadata')
+            text = open(meta).read()
+            changed = tamper(text)
+            assert changed != text
+            open(meta, 'w').write(changed)
+
+        _corrupt_newest_and_resume(mnist_dir, str(tmp_path / f'run{i}'), reference, corrupt,
+                                   'meta (progress, records) differ from the checksum')
 
 
 def _mnist_with_shuffled_train_labels(mnist_dir, folder):
     """A copy of the MNIST files whose training labels are permuted (same file names and sizes)."""
-    import gzip  # pylint: disable=g-import-not-at-top
     os.makedirs(folder)
     for name in os.listdir(mnist_dir):
         if name.endswith('.gz'):
