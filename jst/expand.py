@@ -176,15 +176,19 @@ def insert_leaves(params: PyTree, masks: PyTree, batch_stats: Optional[PyTree], 
     """Adds the leaves ``new`` (and batch statistics ``new_stats``) after renaming existing top-level
     modules by ``rename``; new prunable kernels get masks by ``options.new_mask`` keeping ``keep``."""
     flat, mflat = pytrees.flatten_dict(params), pytrees.flatten(masks)
+    renamed = rename_heads(flat, rename)
+    clashes = sorted(set(new) & set(renamed)) if len(renamed) == len(flat) else sorted(rename.values())
+    if clashes:
+        raise ExpansionError(f'New leaves {clashes[:4]} would replace existing ones: pick a module name that is '
+                             f'not in use (insert_layer(..., name=...)); module paths are {sorted(flat)}.')
     kept = density(masks)
-    plan = [(new_path, path, full_slices(v.shape))
-            for path, new_path, v in zip(flat, rename_heads(flat, rename), flat.values())]
+    plan = [(new_path, path, full_slices(v.shape)) for path, new_path, v in zip(flat, renamed, flat.values())]
     plan += [(p, None, full_slices(v.shape)) for p, v in new.items()]
     new_masks = {p: new_mask(v.shape, kept, jax.random.fold_in(key, i), keep.get(p), options)
                  for i, (p, v) in enumerate(new.items())
                  if masks_lib.is_prunable(p, v.ndim, options.prune_include, options.prune_exclude)}
     stats = {**rename_heads(pytrees.flatten_dict(batch_stats), rename), **new_stats}
-    return assemble({**rename_heads(flat, rename), **new}, mflat, stats, spec, tuple(plan), new_masks, options)
+    return assemble({**renamed, **new}, mflat, stats, spec, tuple(plan), new_masks, options)
 
 
 def identity_plan(params: PyTree) -> Plan:
@@ -250,6 +254,22 @@ def assert_preserved(apply_before: Callable[[PyTree], Array], apply_after: Calla
     return diff
 
 
+def _check_plan_fits(new_params: PyTree, plan: Optional[Plan]) -> None:
+    """Refuses a missing plan, or params that are not the ones the plan was made with (e.g. the old ones)."""
+    if plan is None:
+        raise ExpansionError('extend_optimizer_state needs the plan of the expansion (Expansion.plan): which old '
+                             'leaf each new leaf extends. An unchanged tree has the plan of identity_plan(params).')
+    flat = pytrees.flatten_dict(new_params)
+    planned = {e[0]: e[2] for e in plan}
+    missing, unknown = sorted(set(flat) - set(planned)), sorted(set(planned) - set(flat))
+    misfit = sorted(p for p, sl in planned.items() if p in flat and (len(sl) != jnp.ndim(flat[p]) or any(
+        b > n for (_, b), n in zip(sl, jnp.shape(flat[p])))))
+    if missing or unknown or misfit:
+        raise ExpansionError(f'These params are not the ones the plan was made for (no plan entry: {missing[:6]}; '
+                             f'planned but absent: {unknown[:6]}; too small: {misfit[:6]}): moments would be '
+                             'guessed. Pass the params returned with the plan (Expansion.params), not the old ones.')
+
+
 def extend_optimizer_state(tx: optax.GradientTransformation, opt_state: PyTree, new_params: PyTree,
                            plan: Plan) -> PyTree:
     """Optimizer state for ``new_params``: moments of surviving weights carried over, new ones zero.
@@ -259,14 +279,9 @@ def extend_optimizer_state(tx: optax.GradientTransformation, opt_state: PyTree, 
     path its path ends with. Other leaves (e.g. Adam's step count) are copied
     from ``opt_state`` when their path and shape are unchanged.
     """
-    if plan is None:
-        raise ExpansionError('extend_optimizer_state needs the plan of the expansion (Expansion.plan): which old '
-                             'leaf each new leaf extends. An unchanged tree has the plan of identity_plan(params).')
-    missing = sorted(set(pytrees.flatten_dict(new_params)) - {e[0] for e in plan})
-    if missing:
-        raise ExpansionError(f'The plan has no entry for {missing[:8]}: moments would be guessed. Use the plan '
-                             'returned with these params (insert_layer, widen_layer, growth.*).')
+    _check_plan_fits(new_params, plan)
     old_by_path = pytrees.flatten(opt_state)
+    new_params = pytrees.as_pure_dict(new_params)
 
     def carried(path: Any, leaf: Array) -> Array:
         s = pytrees.path_str(path)
@@ -275,7 +290,18 @@ def extend_optimizer_state(tx: optax.GradientTransformation, opt_state: PyTree, 
             old = old_by_path.get(s)
             return old if old is not None and jnp.shape(old) == jnp.shape(leaf) else leaf
         new_path, old_path, slices = max(matches, key=lambda e: len(e[0]))
-        old = old_by_path.get(s[: len(s) - len(new_path)] + old_path) if old_path is not None else None
-        return leaf if old is None else jnp.zeros_like(leaf).at[tuple(slice(a, b) for a, b in slices)].set(old)
+        if old_path is None:
+            return leaf
+        old_key = s[: len(s) - len(new_path)] + old_path
+        if old_key not in old_by_path:
+            raise ExpansionError(f'opt_state has no leaf {old_key!r} for {s!r}: is it the state of this tx for the '
+                                 f'params before the expansion? Its paths are '
+                                 f'{sorted(old_by_path)[:6]}...')
+        old, expected = old_by_path[old_key], tuple(b - a for a, b in slices)
+        if tuple(jnp.shape(old)) != expected:
+            raise ExpansionError(f'opt_state leaf {old_key!r} has shape {tuple(jnp.shape(old))} but the plan puts '
+                                 f'a leaf of shape {expected} there: was this state already extended, or is the '
+                                 'plan from another expansion?')
+        return jnp.zeros_like(leaf).at[tuple(slice(a, b) for a, b in slices)].set(old)
 
     return jax.tree_util.tree_map_with_path(carried, tx.init(new_params))

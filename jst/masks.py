@@ -2,10 +2,14 @@
 
 A *mask tree* has the structure of a parameter tree (a Flax linen ``params``
 dict or an NNX ``State``): prunable leaves hold a boolean array of the leaf's
-shape (True = kept; uint8 nonzero also works), every other leaf (biases,
-norms, excluded layers) ``None``, as in jaxpruner. Layers are addressed by
-their "/"-joined path (``'Dense_0/kernel'``, ``'l1/kernel/value'``) and
-selected by regular expressions over it (``re.search``).
+shape (True = kept; uint8 nonzero also works; results are always bool),
+every other leaf (biases, norms, excluded layers) ``None``, as in jaxpruner.
+Layers are addressed by their "/"-joined path, the same on linen and NNX
+(``'Dense_0/kernel'``, NNX ``'l1/kernel'``), and selected by regular
+expressions over it (``re.search``). Masks may be a plain dict for an NNX
+``State`` (what an expansion returns) and are matched by path. Every function
+checks its inputs (``jst.mask_checks``); fractions traced under ``jit`` are
+checked when the compiled function runs.
 
 Exactness: pruning a fraction ``p`` of a scope's remaining weights removes
 exactly ``round(p * remaining)`` (round half to even) of them, the lowest
@@ -24,14 +28,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jst import mask_checks
 from jst import pytrees
+from jst.mask_checks import check_masks  # re-exported: part of this module's public API
 from jst.pytrees import leaf_paths, path_str  # re-exported: part of this module's public API
 
 Array = jax.Array
 PyTree = Any
 Scope = Literal['layerwise', 'global']
-# Kernels of linen params trees ('Dense_0/kernel') and of Flax NNX states ('l1/kernel/value').
-DEFAULT_PRUNABLE = r'(^|/)kernel(/value)?$'
+# Kernels of linen params trees ('Dense_0/kernel') and of Flax NNX states (also 'l1/kernel').
+DEFAULT_PRUNABLE = r'(^|/)kernel$'
 __all__ = ['DEFAULT_PRUNABLE', 'Scope', 'path_str', 'leaf_paths', 'map_masked', 'create_masks', 'is_prunable',
            'apply_masks', 'check_masks', 'magnitude_scores', 'random_scores', 'ranks', 'prune_layerwise',
            'prune_global', 'prune_to_sparsity', 'layer_rates', 'magnitude_prune', 'random_masks_like',
@@ -54,14 +60,17 @@ def create_masks(params: PyTree,
     Only leaves with ``ndim >= 2`` (kernels) are ever selected. No match is an
     error unless ``allow_empty`` (e.g. a network that will grow prunable layers).
     """
+    mask_checks.compile_pattern('include', include)
+    if exclude:
+        mask_checks.compile_pattern('exclude', exclude)
     def make(path, leaf):
         selected = is_prunable(path_str(path), jnp.ndim(leaf), include, exclude)
         return jnp.ones(jnp.shape(leaf), jnp.bool_) if selected else None
 
     masks = jax.tree_util.tree_map_with_path(make, params)
     if not allow_empty and not any(m is not None for m in jax.tree.leaves(masks, is_leaf=_is_none)):
-        raise ValueError(f'No prunable leaf matches include={include!r} exclude={exclude!r}; '
-                         f'paths are: {leaf_paths(params)}')
+        raise ValueError(f'No prunable leaf (ndim >= 2) matches include={include!r} exclude={exclude!r}; '
+                         f'paths are: {leaf_paths(params)} (NNX paths have no "/value").')
     if exclude and not any(re.search(exclude, p) for p in leaf_paths(params)):
         raise ValueError(f'exclude={exclude!r} matches no parameter path (a typo?); paths are: {leaf_paths(params)}')
     return masks
@@ -74,31 +83,11 @@ def is_prunable(path: str, ndim: int, include: str = DEFAULT_PRUNABLE, exclude: 
             and not (exclude and re.search(exclude, path)))
 
 
-def check_masks(masks: PyTree, params: PyTree) -> None:
-    """Raises ``ValueError`` naming the path unless every mask leaf is ``None`` or a boolean (or uint8,
-    nonzero = kept) array of its parameter's shape, in a tree of the same structure."""
-    flat_m, flat_p = pytrees.flatten(masks), pytrees.flatten(params)
-    if list(flat_m) != list(flat_p):
-        extra, missing = sorted(set(flat_m) - set(flat_p)), sorted(set(flat_p) - set(flat_m))
-        raise ValueError(f'The masks do not have the structure of the params (masks only: {extra[:5]}; params '
-                         f'only: {missing[:5]}). After a structural change use the masks the expansion returns.')
-    for path, m in flat_m.items():
-        if m is None:
-            continue
-        if isinstance(m, (bool, int, float)):
-            raise ValueError(f'Mask leaf {path!r} is the Python value {m!r} (optax.masked style); jst masks hold a '
-                             'boolean array per prunable leaf and None for "not prunable".')
-        if jnp.dtype(m.dtype) not in (jnp.dtype(jnp.bool_), jnp.dtype(jnp.uint8)):
-            raise ValueError(f'Mask leaf {path!r} has dtype {m.dtype}; use bool (or uint8, nonzero = kept).')
-        if tuple(m.shape) != tuple(jnp.shape(flat_p[path])):
-            raise ValueError(f'Mask {path!r} has shape {tuple(m.shape)} but its parameter has shape '
-                             f'{tuple(jnp.shape(flat_p[path]))}: a stale mask (e.g. from before widening)? Use '
-                             'the masks the expansion returns.')
-
-
 def apply_masks(params: PyTree, masks: PyTree) -> PyTree:
-    """Zeroes pruned weights; leaves without a mask pass through. Masks are checked (``check_masks``)."""
-    check_masks(masks, params)
+    """Zeroes pruned weights; leaves without a mask pass through. Masks are checked (``check_masks``) and
+    matched to ``params`` by path (a dict of masks applies to an NNX ``State``); the result has ``params``'
+    structure."""
+    masks = mask_checks.conform(masks, params)
     return jax.tree.map(lambda m, p: p if m is None else jnp.where(m, p, jnp.zeros_like(p)),
                         masks, params, is_leaf=_is_none)
 
@@ -140,15 +129,6 @@ def _is_scalar(x: Any) -> bool:
     return isinstance(x, (float, int)) or (hasattr(x, 'ndim') and x.ndim == 0)
 
 
-def _check_fraction(name: str, value: Any) -> None:
-    """A concrete fraction outside [0, 1] is an error (traced values are the caller's responsibility)."""
-    for v in (jax.tree.leaves(value) if not _is_scalar(value) else [value]):
-        if isinstance(v, jax.core.Tracer):
-            continue
-        if not 0.0 <= float(v) <= 1.0:
-            raise ValueError(f'{name}={float(v)} must be in [0, 1].')
-
-
 def _round_count(x: Array) -> Array:
     return jnp.round(x).astype(jnp.int32)
 
@@ -158,7 +138,8 @@ def prune_layerwise(scores: PyTree, masks: PyTree, fractions: Union[float, PyTre
 
     ``fractions`` is one float or a tree of per-leaf floats (see ``layer_rates``).
     """
-    _check_fraction('fraction', fractions)
+    mask_checks.check_fraction('fraction', fractions)
+    masks = mask_checks.conform(masks, scores)
     if _is_scalar(fractions):
         frac_tree = map_masked(lambda m: jnp.asarray(fractions, jnp.float32), masks)
     else:
@@ -174,7 +155,8 @@ def prune_layerwise(scores: PyTree, masks: PyTree, fractions: Union[float, PyTre
 
 def prune_global(scores: PyTree, masks: PyTree, fraction: float) -> PyTree:
     """Removes ``round(fraction * remaining)`` lowest-score survivors across all layers."""
-    _check_fraction('fraction', fraction)
+    mask_checks.check_fraction('fraction', fraction)
+    masks = mask_checks.conform(masks, scores)
     flat_m, treedef = jax.tree.flatten(masks, is_leaf=_is_none)
     flat_s = jax.tree.flatten(scores, is_leaf=_is_none)[0]
     idx = [i for i, m in enumerate(flat_m) if m is not None]
@@ -192,7 +174,8 @@ def prune_global(scores: PyTree, masks: PyTree, fraction: float) -> PyTree:
 
 def prune_to_sparsity(scores: PyTree, masks: PyTree, sparsity: Union[float, PyTree]) -> PyTree:
     """"Level" pruning: each layer keeps ``round((1 - s) * size)`` top-score weights."""
-    _check_fraction('sparsity', sparsity)
+    mask_checks.check_fraction('sparsity', sparsity)
+    masks = mask_checks.conform(masks, scores)
     if _is_scalar(sparsity):
         value = sparsity
         sparsity = map_masked(lambda m: jnp.asarray(value, jnp.float32), masks)
@@ -210,10 +193,11 @@ def layer_rates(masks: PyTree, default: float, overrides: Optional[Mapping[str, 
 
     Example: ``layer_rates(masks, 0.2, {'^output/': 0.1})`` (Frankle & Carbin).
     """
-    compiled = [(re.compile(k), float(v)) for k, v in (overrides or {}).items()]
+    mask_checks.check_mask_leaves(masks)
+    compiled = [(mask_checks.compile_pattern('rate override', k), float(v)) for k, v in (overrides or {}).items()]
     prunable = [p for p, m in pytrees.flatten(masks).items() if m is not None]
     for pattern, value in compiled:
-        _check_fraction(f'rate of {pattern.pattern!r}', value)
+        mask_checks.check_fraction(f'rate of {pattern.pattern!r}', value)
         if not any(pattern.search(p) for p in prunable):
             raise ValueError(f'Rate override {pattern.pattern!r} matches no prunable layer; prunable paths are '
                              f'{prunable}.')
@@ -233,6 +217,7 @@ def layer_rates(masks: PyTree, default: float, overrides: Optional[Mapping[str, 
 def magnitude_prune(params: PyTree, masks: PyTree, fraction: Union[float, PyTree],
                     scope: Scope = 'layerwise') -> PyTree:
     """Prunes ``fraction`` of the remaining weights by magnitude: ``'layerwise'`` or ``'global'``."""
+    masks = mask_checks.conform(masks, params)
     scores = magnitude_scores(params, masks)
     if scope == 'layerwise':
         return prune_layerwise(scores, masks, fraction)
@@ -245,6 +230,8 @@ def magnitude_prune(params: PyTree, masks: PyTree, fraction: Union[float, PyTree
 
 def random_masks_like(masks: PyTree, key: Array) -> PyTree:
     """Random masks with exactly the per-layer kept counts of ``masks`` (random-pruning control)."""
+    mask_checks.check_mask_leaves(masks)
+    masks = map_masked(lambda m: jnp.asarray(m).astype(jnp.bool_), masks)
     scores = random_scores(masks, key)
     full = map_masked(lambda m: jnp.ones_like(m), masks)
 
@@ -259,7 +246,9 @@ def random_masks_like(masks: PyTree, key: Array) -> PyTree:
 # Statistics (host side)
 # --------------------------------------------------------------------------
 def sparsity_stats(masks: PyTree) -> dict[str, Any]:
-    """Per-layer and total counts: {'layers': {path: (kept, total)}, 'kept', 'total', 'fraction_remaining'}."""
+    """Per-layer and total counts: {'layers': {path: (kept, total)}, 'kept', 'total', 'fraction_remaining'}.
+    Host side (Python ints): under ``jit``/``vmap`` use ``jst.expand.density(masks)`` instead."""
+    mask_checks.check_concrete(masks, 'sparsity_stats', 'jst.expand.density(masks)')
     layers = {}
     for path, m in pytrees.flatten(masks).items():
         if m is not None:

@@ -1,7 +1,9 @@
 """Small pytree helpers shared by every module: "/"-joined leaf paths, flat dicts, stacking.
 
 A leaf of a Flax variable tree is addressed by its path joined with "/"
-(``'hidden_0/kernel'``, ``'block_3/conv1/kernel'``). ``flatten`` and
+(``'hidden_0/kernel'``, ``'block_3/conv1/kernel'``); a Flax NNX ``State`` by
+the same path (``'l1/kernel'``: the ``.value`` of its ``Variable`` is not part
+of the path), so one regex means one layer on linen and NNX alike. ``flatten`` and
 ``unflatten`` convert between a nested tree and ``{path: leaf}``; ``None``
 leaves (unprunable positions of a mask tree) are kept. Imports no other jst
 module.
@@ -25,7 +27,11 @@ def is_none(x: Any) -> bool:
 
 
 def path_str(path: Sequence[Any]) -> str:
-    """Joins a jax key path (dict keys, attributes, indices) into ``'a/b/kernel'``."""
+    """Joins a jax key path (dict keys, attributes, indices) into ``'a/b/kernel'``; the ``.value`` attribute
+    that ends an NNX ``Variable``'s path is dropped (``'l1/kernel'``, as in ``nnx.to_pure_dict``)."""
+    path = tuple(path)
+    if path and isinstance(path[-1], jax.tree_util.GetAttrKey) and path[-1].name == 'value':
+        path = path[:-1]
     return '/'.join(str(getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k)))) for k in path)
 
 

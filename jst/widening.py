@@ -117,6 +117,11 @@ def widen_units(params: PyTree, masks: PyTree, batch_stats: Optional[PyTree], pr
             raise expand.ExpansionError(f'{path} not found in the {"batch_stats" if source is sflat else "params"} '
                                  f'tree; paths are {sorted(source)}.')
     kept, units = expand.density(masks), flat[producers[0][0]].shape[-1]
+    for path, _, kind in producers:
+        size = (sflat if kind in ('mean', 'var') else flat)[path].shape[-1]
+        if size != units:
+            raise expand.ExpansionError(f'{path} has {size} features but {producers[0][0]} has {units} units: '
+                                        'is the norm (norm=...) the one right after the producer?')
     k_sel, k_new, k_mask, k_noise = jax.random.split(key, 4)
     idx = jax.random.randint(k_sel, (amount,), 0, units)
     new_params, new_stats, new_masks = dict(flat), dict(sflat), {}

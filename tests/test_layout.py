@@ -15,7 +15,8 @@ MODULES = {os.path.splitext(os.path.basename(p))[0]: p for p in glob.glob(os.pat
 MAX_LINES = 310
 MAX_SIBLING_IMPORTS = 5
 # Ops modules other JAX projects use: they may import only each other.
-OPS = {'masks': {'pytrees'}, 'expand': {'masks', 'pytrees'}, 'widening': {'expand', 'masks', 'pytrees'}, 'pytrees': set()}
+OPS = {"masks": {"mask_checks", "pytrees"}, "mask_checks": {"pytrees"}, "expand": {"masks", "pytrees"},
+       "widening": {"expand", "masks", "pytrees"}, "nnx_growth": {"expand", "pytrees"}, "pytrees": set()}
 SPEC_CLASSES = ('MLPSpec', 'ResNetSpec', 'ConvSpec')
 
 
