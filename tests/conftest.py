@@ -37,7 +37,7 @@ def tfds_data_dir(tmp_path_factory) -> str:
 
 
 QUICK_MODULES = ('test_layout', 'test_masks', 'test_report', 'test_expand', 'test_library', 'test_config', 'test_data',
-                 'test_library_refusals')
+                 'test_library_refusals', 'test_sparsity')
 QUICK_TESTS = ('test_golden.py::test_tolerances_are_tight_where_results_live',
                'test_study_runner.py::test_shards_split_the_parts_without_overlap',
                'test_results.py::test_truncation_counts_by_hand')

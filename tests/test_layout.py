@@ -16,7 +16,8 @@ MAX_LINES = 310
 MAX_SIBLING_IMPORTS = 5
 # Ops modules other JAX projects use: they may import only each other.
 OPS = {"masks": {"mask_checks", "pytrees"}, "mask_checks": {"pytrees"}, "expand": {"masks", "pytrees"},
-       "widening": {"expand", "masks", "pytrees"}, "nnx_growth": {"expand", "pytrees"}, "pytrees": set()}
+       "widening": {"expand", "masks", "pytrees"}, "nnx_growth": {"expand", "pytrees"}, "pytrees": set(),
+       "sparsity": {"masks", "mask_checks", "pytrees"}, "sparse_training": {"masks", "mask_checks", "pytrees"}}
 SPEC_CLASSES = ('MLPSpec', 'ResNetSpec', 'ConvSpec')
 
 
