@@ -40,6 +40,8 @@ _MANUAL_DIR = flags.DEFINE_string('manual_dir', os.environ.get('JST_MANUAL_DIR',
 _SEEDS = flags.DEFINE_list('seeds', ['1', '5', '16'], 'Numbers of seeds N.')
 _POLICIES = flags.DEFINE_list('policies', ['juvenile', 'lth'], 'config.method values.')
 _STEPS = flags.DEFINE_integer('steps_per_round', 0, '>0: steps per round (0: the config\'s 1,287).')
+_LANES_ONLY = flags.DEFINE_bool('lanes_only', False, 'Only the one-program arm; ratios against its first N '
+                                '(the GPU pack: 64 seeds as lanes against 1).')
 _OUT = flags.DEFINE_string('out', os.path.join(REPO, 'benchmarks', 'results'), 'Output folder.')
 
 
@@ -84,6 +86,14 @@ def main(argv):
             for n in map(int, _SEEDS.value):
                 together_dir = os.path.join(tmp, f'{policy}_n{n}')
                 together = _run(together_dir, policy, [f'--config.num_seeds={n}'])
+                if _LANES_ONLY.value:
+                    first = next((r['one_program_s'] for r in rows if r['policy'] == policy), together)
+                    row = {'policy': policy, 'seeds': n, 'one_program_s': round(together, 1),
+                           'ratio_to_fewest_seeds': round(together / first, 3),
+                           'records': len(_records([together_dir]))}
+                    print(json.dumps(row), flush=True)
+                    rows.append(row)
+                    continue
                 alone_dirs = [os.path.join(tmp, f'{policy}_n{n}_s{42 + i}') for i in range(n)]
                 alone = sum(_run(d, policy, [f'--config.seed={42 + i}']) for i, d in enumerate(alone_dirs))
                 a, b = _records([together_dir]), _records(alone_dirs)
@@ -96,18 +106,24 @@ def main(argv):
     steps = _STEPS.value or 1287
     result = {'machine': _machine(), 'config': 'configs/mnist.py', 'steps_per_round': steps, 'rows': rows}
     os.makedirs(_OUT.value, exist_ok=True)
-    name = f"seeds_{result['machine']['platform']}"
+    name = f"seeds_{result['machine']['platform']}" + ('_lanes' if _LANES_ONLY.value else '')
     with open(os.path.join(_OUT.value, name + '.json'), 'w') as f:
         json.dump(result, f, indent=1)
     m = result['machine']
-    lines = [f"# Seeds in one program vs one process per seed ({m['platform']}, {m['device']}, "
+    title = 'Seeds as lanes of one program' if _LANES_ONLY.value else 'Seeds in one program vs one process per seed'
+    lines = [f"# {title} ({m['platform']}, {m['device']}, "
              f"{m['cpu_count']} CPUs, jax {m['jax']}, {m['date']})", '',
              f'`configs/mnist.py`, 6 rounds of {steps} steps, juvenility off; wall time of whole processes '
              '(start-up, data, compilation, training, checkpoints). Command: `python benchmarks/bench_seeds.py '
-             f'--seeds={",".join(_SEEDS.value)}' + (f' --steps_per_round={_STEPS.value}' if _STEPS.value else '')
+             f'--seeds={",".join(_SEEDS.value)}' + (' --lanes_only' if _LANES_ONLY.value else '') + (f' --steps_per_round={_STEPS.value}' if _STEPS.value else '')
              + '`.', '',
              '| policy | seeds N | one program (s) | N processes (s) | ratio | max test-acc difference |',
              '|---|---|---|---|---|---|']
+    if _LANES_ONLY.value:
+        lines[-2:] = ['| policy | seeds N | one program (s) | ratio to the fewest seeds |', '|---|---|---|---|']
+        lines += [f"| {r['policy']} | {r['seeds']} | {r['one_program_s']} | {r['ratio_to_fewest_seeds']:.2f}x |"
+                  for r in rows]
+        rows = []
     for r in rows:
         lines.append(f"| {r['policy']} | {r['seeds']} | {r['one_program_s']} | {r['separate_processes_s']} | "
                      f"{r['ratio']:.2f}x | {r['max_test_accuracy_difference']:.1e} |")

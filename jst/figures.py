@@ -15,12 +15,7 @@ from __future__ import annotations
 import collections
 from typing import Any, Sequence
 
-import matplotlib
-
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
-import matplotlib.ticker  # pylint: disable=g-import-not-at-top,wrong-import-position
-import numpy as np  # pylint: disable=wrong-import-position
+import numpy as np
 
 Record = dict[str, Any]
 
@@ -33,10 +28,20 @@ def label(r: Record) -> str:
     return variant(r) if r['control'] == 'none' else f"{variant(r)} ({r['control']})"
 
 
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend, imported on first use: training and records need no
+    matplotlib (GPU boxes without it run every command with ``write_report=False``)."""
+    import matplotlib  # pylint: disable=g-import-not-at-top
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+    import matplotlib.ticker  # pylint: disable=g-import-not-at-top,unused-import
+    return plt
+
+
 def _save(fig: Any, path: str, dpi: int) -> str:
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)
-    plt.close(fig)
+    _pyplot().close(fig)
     return path
 
 
@@ -44,7 +49,7 @@ def plot_accuracy_vs_sparsity(aggregated: Sequence[Record], path: str, title: st
                               x_key: str = 'fraction_remaining') -> str:
     """Test accuracy against % prunable weights remaining (or ``x_key='params_remaining'``), from the rows
     of ``report.aggregate`` (mean and 95% confidence band over seeds)."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = _pyplot().subplots(figsize=(7, 4.5))
     by_label = collections.defaultdict(list)
     for a in aggregated:
         by_label[label(a)].append(a)
@@ -61,8 +66,9 @@ def plot_accuracy_vs_sparsity(aggregated: Sequence[Record], path: str, title: st
                          (1e7, 3e6, 1e6, 3e5, 1e5, 5e4, 2e4, 1e4, 5e3, 2e3, 1e3))]
     lo, hi = ax.get_xlim()
     ax.set_xticks([t for t in ticks if min(lo, hi) <= t <= max(lo, hi)])
-    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f'{v:,.0f}' if v >= 1 else f'{v:g}'))
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ticker = _pyplot().matplotlib.ticker
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f'{v:,.0f}' if v >= 1 else f'{v:g}'))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
     ax.invert_xaxis()
     ax.set_xlabel('% of prunable weights remaining (log scale)' if x_key == 'fraction_remaining'
                   else 'parameters remaining (log scale)')
@@ -83,8 +89,8 @@ def plot_training_curves(metrics: Sequence[Record], path: str, title: str = '',
     if not methods:
         raise ValueError('No metric rows to plot.')
     rounds = sorted({m['round'] for m in metrics})
-    cmap = plt.get_cmap('viridis', max(len(rounds), 2))
-    fig, axes = plt.subplots(len(rows_spec), len(methods), figsize=(5.5 * len(methods), 11),
+    cmap = _pyplot().get_cmap('viridis', max(len(rounds), 2))
+    fig, axes = _pyplot().subplots(len(rows_spec), len(methods), figsize=(5.5 * len(methods), 11),
                              squeeze=False, sharex='col')
     for col, method in enumerate(methods):
         for row, (key, label) in enumerate(rows_spec):
@@ -117,7 +123,7 @@ def plot_training_curves(metrics: Sequence[Record], path: str, title: str = '',
 
 def plot_lineage(summary: Sequence[Record], path: str, title: str = '') -> str:
     """Depth, total hidden width and parameters remaining per round, per method."""
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    fig, axes = _pyplot().subplots(1, 3, figsize=(14, 4))
     by_label = collections.defaultdict(dict)
     for r in summary:
         if r['control'] != 'none':
@@ -142,7 +148,7 @@ def plot_lineage(summary: Sequence[Record], path: str, title: str = '') -> str:
 def plot_juvenility(rows: Sequence[Record], factors: Sequence[str], path: str, title: str = '') -> str:
     """Each diagnostic in ``factors`` at the start of every round, per variant (mean over seeds), from
     the rows of ``report.juvenility_rows``."""
-    fig, axes = plt.subplots(2, 4, figsize=(16, 7))
+    fig, axes = _pyplot().subplots(2, 4, figsize=(16, 7))
     for ax, f in zip(axes.ravel(), factors):
         for v in sorted({r['variant'] for r in rows}):
             pts = collections.defaultdict(list)

@@ -22,6 +22,7 @@ Offline: set ``JST_MANUAL_DIR``.
 
 import json
 import os
+import platform
 import shutil
 import signal
 import subprocess
@@ -137,7 +138,8 @@ def run_part(study: study_lib.Study, policy: str, budget: int, part: tuple[int, 
         shutil.copy(os.path.join(workdir, name), os.path.join(out, f'.{name}.tmp'))
     with open(os.path.join(out, '.run.json.tmp'), 'w') as f:
         json.dump({'workdir': workdir, 'command': ' '.join(args[1:]), 'seconds_this_process': round(time.time() - t0, 1),
-                   'finished': time.strftime('%Y-%m-%d %H:%M:%S %Z'), 'jst_commit': _head_commit()}, f, indent=1)
+                   'finished': time.strftime('%Y-%m-%d %H:%M:%S %Z'), 'jst_commit': _head_commit(),
+                   'machine': _machine_name()}, f, indent=1)
     for name in ('config.json', 'metrics.jsonl', 'run.json', 'summary.json'):  # summary.json last: marks it finished
         os.replace(os.path.join(out, f'.{name}.tmp'), os.path.join(out, name))
     paths = [out]
@@ -153,6 +155,16 @@ def run_part(study: study_lib.Study, policy: str, budget: int, part: tuple[int, 
         except subprocess.CalledProcessError:  # e.g. another git command held the index: the records stay
             print(f'study.py: could not commit {out}; commit it by hand ({message!r}).', file=sys.stderr)
     return True
+
+
+def _machine_name() -> str:
+    """The GPU's name (nvidia-smi) or the CPU's, and the core count: where a part's records were made."""
+    try:
+        gpu = subprocess.run(['nvidia-smi', '--query-gpu=name', '--format=csv,noheader'], capture_output=True,
+                             text=True, timeout=30).stdout.strip().splitlines()
+    except (OSError, subprocess.SubprocessError):
+        gpu = []
+    return gpu[0] if gpu else f'{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs'
 
 
 def _head_commit() -> str:

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The GPU pack: every device check jst needs, as one prepared command for a lent GPU machine (jax, flax, optax,
+# chex, orbax, absl installed; no internet, no TensorFlow, no ml_collections), under 9 minutes on one H200.
+#
+#   bash launch/gpu_data.sh pack ../shared/datasets          # here: data and wheels in parts of <= 60 MB
+#   (copy build/gpu_parts/p0, p1, ... to the machine, one call each, then there:)
+#   bash launch/gpu_data.sh assemble && bash launch/gpu_check.sh OUT [DATA=build/gpu_data]
+#
+# Steps, each under the time left (JST_GPU_CHECK_BUDGET_S, default 510 s), each logged under OUT/logs, one
+# line per step in OUT/steps.txt; a failing step does not stop the next:
+#   1. the machine (nvidia-smi, jax devices);
+#   2. the device-touching tests: training step and segments, masks, expansion, seeds as lanes, a tiny
+#      end-to-end search without TensorFlow;
+#   3. the seeds benchmark of the paper's MNIST: 1, 16, 64 seeds as lanes of one program (goal: 64 <= 2x one);
+#   4. as many convolutional cells as fit: cifar10_paper's missing parts (committed ones are skipped), records
+#      under OUT/results (then copy them into docs/results/ and regenerate the page);
+#   5. OUT/gpu_check.tar.gz: all of the above in one archive.
+# JST_GPU_CHECK_SCALE=toy runs the same steps at toy scale on any machine (tests/test_gpu_pack.py, on CPU).
+set -uo pipefail
+out_arg="${1:?usage: bash launch/gpu_check.sh OUT [DATA]}"
+data="$(cd "${2:-build/gpu_data}" && pwd)" || { echo "gpu_check.sh: no data folder ${2:-build/gpu_data}" >&2; exit 2; }
+scale="${JST_GPU_CHECK_SCALE:-full}"
+budget_s="${JST_GPU_CHECK_BUDGET_S:-510}"
+mkdir -p "$out_arg/logs"
+out="$(cd "$out_arg" && pwd)"
+cd "$(dirname "$0")/.."
+t0=$(date +%s)
+left() { echo $(( budget_s - ($(date +%s) - t0) )); }
+step() {  # step NAME COMMAND...: runs under the time left, logs, records rc and seconds
+  local name="$1" start rc
+  shift
+  start=$(date +%s)
+  if [ "$(left)" -le 5 ]; then echo "$name skipped (no time left)" | tee -a "$out/steps.txt"; return; fi
+  timeout --signal=TERM --kill-after=20 "$(left)" "$@" > "$out/logs/$name.txt" 2>&1
+  rc=$?
+  echo "$name rc=$rc $(( $(date +%s) - start ))s" | tee -a "$out/steps.txt"
+}
+: > "$out/steps.txt"
+export JST_SHARED_DATASETS="$data" JST_MANUAL_DIR="$data/mnist" XLA_PYTHON_CLIENT_PREALLOCATE=false
+
+# 0. What a bare box lacks, from the wheels carried with the data (pure Python, installed without internet).
+python3 -c "import ml_collections, pytest" 2> /dev/null \
+  || step install python3 -m pip install -q --no-index --find-links "$data/wheels" ml_collections pytest
+
+# 1. The machine.
+step machine bash -c 'nvidia-smi -L 2> /dev/null; python3 -c "import jax; print(jax.__version__, jax.devices())"'
+
+# 2. Device-touching tests.
+if [ "$scale" = toy ]; then
+  tests=(tests/test_train.py::test_pruned_weights_stay_exactly_zero tests/test_sparsity.py)
+  seeds=1,2 steps=20 study=toy cifar="$data/mnist" max_parts=1
+else
+  tests=(tests/test_train.py tests/test_masks.py tests/test_expand.py tests/test_library_refusals.py
+         tests/test_sparsity.py tests/test_seeds.py tests/test_no_tensorflow.py)
+  seeds=1,16,64 steps=0 study=cifar10_paper cifar="$data/cifar10-jpeg75" max_parts=0
+fi
+step tests python3 -m pytest -q -p no:cacheprovider "${tests[@]}"
+
+# 3. Seeds as lanes: the paper's MNIST growth, 1 vs 16 vs 64 seeds in one program.
+step seeds python3 benchmarks/bench_seeds.py --lanes_only --policies=juvenile --seeds="$seeds" \
+  --steps_per_round="$steps" --out="$out/bench"
+
+# 4. Convolutional cells: the study's committed records are copied first, so only missing parts train.
+mkdir -p "$out/results"
+[ -d "docs/results/$study" ] && cp -r "docs/results/$study" "$out/results/"
+JST_MANUAL_DIR="$cifar" step cells python3 launch/study.py run "$study" --results_dir="$out/results" \
+  --workdir_root="$out/studies" --max_parts="$max_parts"
+
+# 5. One archive of everything but checkpoints.
+tar -czf "$out/gpu_check.tar.gz" -C "$out" steps.txt logs bench results 2> /dev/null
+echo "gpu_check.sh: $(( $(date +%s) - t0 ))s; $out/gpu_check.tar.gz" | tee -a "$out/steps.txt"
