@@ -38,6 +38,8 @@ from absl import flags
 _MANUAL_DIR = flags.DEFINE_string('manual_dir', os.environ.get('JST_MANUAL_DIR', ''), 'MNIST files.')
 _OUT = flags.DEFINE_string('out', os.path.join(os.path.dirname(__file__), 'results'), 'Output folder.')
 _REPEATS = flags.DEFINE_integer('repeats', 2, 'Runs per (policy, variant); the median is reported.')
+_OVERRIDES = flags.DEFINE_list('overrides', [], 'Extra --config.* flags for every run (the toy-scale test: '
+                               '--overrides=--config.steps_per_round=20,--config.num_rounds=1).')
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 POLICIES = {'juvenile': ['--config.method=juvenile'], 'lth': ['--config.method=lth']}
@@ -53,9 +55,9 @@ def one_run(policy: str, variant: str, manual_dir: str, cache_dir: str) -> dict[
     if variant.endswith('_warm_cache'):
         env['JAX_COMPILATION_CACHE_DIR'] = os.path.join(cache_dir, policy, variant)
     with tempfile.TemporaryDirectory() as workdir:
-        args = [sys.executable, 'launch/main.py', '--config=configs/mnist.py', *POLICIES[policy],
+        args = [sys.executable, 'launch/main.py', '--config=configs/mnist.py', '--config.num_seeds=1', *POLICIES[policy],
                 *VARIANTS[variant], f'--config.manual_dir={manual_dir}', '--config.write_report=False',
-                f'--workdir={workdir}']
+                f'--workdir={workdir}', *_OVERRIDES.value]
         t = time.perf_counter()
         subprocess.run(args, check=True, cwd=REPO, capture_output=True, env=env)
         wall = time.perf_counter() - t

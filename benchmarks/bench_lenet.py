@@ -225,7 +225,7 @@ def bench_overheads(ds: data_lib.Dataset, epoch_s: float, batch: int = 60) -> di
     spe = train_lib.steps_per_epoch(len(ds.train), batch)
     seg.lower(state, data, jax.random.key(0), 0, 0, 0, 10, spe, float('inf'), length=spe).compile()
     compile_s = time.perf_counter() - t
-    ev = jax.jit(trainer.evaluate)
+    ev = jax.jit(trainer.evaluate())
     jax.block_until_ready(ev(state.params, state.batch_stats, data.val_x, data.val_y, data.val_w))
     jax.block_until_ready(ev(state.params, state.batch_stats, data.test_x, data.test_y, data.test_w))
     t = time.perf_counter()
@@ -290,8 +290,10 @@ def bench_peak_gflops() -> float:
 def _full_runs(manual_dir: str) -> dict[str, float]:
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     runs = {
-        'paper_mnist_juvenile (6 rounds x 3 epochs)': ['--config=configs/mnist.py', '--config.method=juvenile'],
-        'paper_mnist_lth (6 rounds x 3 epochs)': ['--config=configs/mnist.py', '--config.method=lth'],
+        'paper_mnist_juvenile (6 rounds x 3 epochs)': ['--config=configs/mnist.py', '--config.method=juvenile',
+                                                        '--config.num_seeds=1'],
+        'paper_mnist_lth (6 rounds x 3 epochs)': ['--config=configs/mnist.py', '--config.method=lth',
+                                                   '--config.num_seeds=1'],
         'lenet300_imp_3_levels_x_5000_steps': ['--config=configs/mnist_lenet300.py', '--config.num_rounds=2',
                                                '--config.steps_per_round=5000', '--config.control=none'],
     }

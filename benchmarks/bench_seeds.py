@@ -95,7 +95,8 @@ def main(argv):
                     rows.append(row)
                     continue
                 alone_dirs = [os.path.join(tmp, f'{policy}_n{n}_s{42 + i}') for i in range(n)]
-                alone = sum(_run(d, policy, [f'--config.seed={42 + i}']) for i, d in enumerate(alone_dirs))
+                alone = sum(_run(d, policy, [f'--config.seed={42 + i}', '--config.num_seeds=1'])
+                            for i, d in enumerate(alone_dirs))
                 a, b = _records([together_dir]), _records(alone_dirs)
                 max_diff = max(abs(a[k] - b[k]) for k in b)
                 row = {'policy': policy, 'seeds': n, 'one_program_s': round(together, 1),

@@ -129,14 +129,19 @@ from jst import data, expand, masks, readers, widening
 
 STEPS = {'ci': 30, 'cpu': 600, 'gpu': 2000}[SCALE]
 # MNIST with numpy alone (no TensorFlow): the four original files in MANUAL_DIR (downloaded once if unset).
+# Offline: set JST_MANUAL_DIR to a folder holding them (e.g. ../shared/datasets/mnist) before starting the kernel.
 if not MANUAL_DIR:
     import urllib.request
     MANUAL_DIR = os.path.abspath('mnist')
     os.makedirs(MANUAL_DIR, exist_ok=True)
     for fname in readers.MNIST_FILES.values():
         if not os.path.exists(os.path.join(MANUAL_DIR, fname)):
-            urllib.request.urlretrieve(f'https://storage.googleapis.com/cvdf-datasets/mnist/{fname}',
-                                       os.path.join(MANUAL_DIR, fname))
+            try:
+                urllib.request.urlretrieve(f'https://storage.googleapis.com/cvdf-datasets/mnist/{fname}',
+                                           os.path.join(MANUAL_DIR, fname))
+            except OSError as err:
+                raise RuntimeError(f'Cannot download {fname} ({err}): offline, set JST_MANUAL_DIR to a folder with '
+                                   'the four MNIST files and restart the kernel.') from None
 train, test = readers.read_mnist_numpy(MANUAL_DIR)
 n = 3000 if SCALE == 'ci' else len(train)
 train_x = jnp.asarray(data.preprocess(train.images[:n], 'mnist').reshape(n, -1))
@@ -159,9 +164,11 @@ class MLP(nn.Module):
 def accuracy(model, params):
     return float(jnp.mean(jnp.argmax(model.apply({'params': params}, test_x), -1) == test_y))'''),
     new_markdown_cell('## A plain optax training loop, with two added lines'),
-    new_code_cell('''def train(model, params, m, steps, seed=0):
-    tx = masks.keep_pruned_at_zero(optax.adam(1e-3))          # added line 1
-    opt_state = tx.init(params)
+    new_code_cell('''tx = masks.keep_pruned_at_zero(optax.adam(1e-3))          # added line 1
+
+
+def train(model, params, m, steps, opt_state=None, seed=0):
+    opt_state = tx.init(params) if opt_state is None else opt_state
 
     @jax.jit
     def step(params, opt_state, idx):
@@ -176,19 +183,19 @@ def accuracy(model, params):
     for i in range(steps):
         idx = jax.random.randint(jax.random.fold_in(key, i), (128,), 0, train_x.shape[0])
         params, opt_state = step(params, opt_state, idx)
-    return params
+    return params, opt_state
 
 
 model = MLP((256,))
 params = model.init(jax.random.key(0), train_x[:1])['params']
 m = masks.create_masks(params)                     # all kernels prunable; biases get None
-params = train(model, params, m, STEPS)
+params, opt_state = train(model, params, m, STEPS)
 print('dense test accuracy:', accuracy(model, params))'''),
     new_markdown_cell('## Prune 80% of every layer by magnitude, keep training'),
     new_code_cell('''m = masks.magnitude_prune(params, m, 0.8)             # exact: round(0.8 * remaining) per layer
 params = masks.apply_masks(params, m)
 print('after pruning:', accuracy(model, params))
-params = train(model, params, m, STEPS, seed=1)
+params, opt_state = train(model, params, m, STEPS, opt_state, seed=1)  # Adam's moments carried on
 print('after retraining the sparse net:', accuracy(model, params))
 print({k: f'{kept}/{total}' for k, (kept, total) in masks.sparsity_stats(m)['layers'].items()})
 leaked = masks.map_masked(lambda mm, p: jnp.abs(p[~mm]).max(), m, params)
@@ -196,17 +203,19 @@ assert all(float(v) == 0 for v in jax.tree.leaves(leaked)), "pruned weights move
 '''),
     new_markdown_cell('''## Grow it without changing what it computes
 
-Insert an identity `Dense(256, 256)` after the hidden layer. With ReLU before it, `relu(I h + 0) = h`, so the
-deeper model computes exactly the same function. Flax names layers in order of creation, so the old output layer
-`Dense_1` becomes `Dense_2`.'''),
+`expand.insert_layer` inserts an identity `Dense(256, 256)` after the hidden layer. With ReLU before it,
+`relu(I h + 0) = h`, so the deeper model computes exactly the same function. Flax names layers in order of
+creation, so the old output layer `Dense_1` becomes `Dense_2`: the expansion renames it, grows the masks (the new
+layer dense, the pruned weights still pruned) and returns a plan with which `expand.extend_optimizer_state`
+carries Adam's moments over (zero for the new layer). Every function here is pure and works under `jax.jit` and
+`jax.vmap` (e.g. over seeds' keys).'''),
     new_code_cell('''deeper_model = MLP((256, 256))
-deeper = {'Dense_0': params['Dense_0'], 'Dense_1': expand.identity_dense(256), 'Dense_2': params['Dense_1']}
-deeper_masks = {'Dense_0': m['Dense_0'], 'Dense_1': {'kernel': jnp.ones((256, 256), bool), 'bias': None},
-                'Dense_2': m['Dense_1']}
+grown = expand.insert_layer(params, m, 'Dense_0')
 before = model.apply({'params': params}, test_x[:256])
-after = deeper_model.apply({'params': deeper}, test_x[:256])
+after = deeper_model.apply({'params': grown.params}, test_x[:256])
 print('max |difference| after deepening:', float(jnp.max(jnp.abs(after - before))))
-deeper = train(deeper_model, deeper, deeper_masks, STEPS, seed=2)
+deeper_state = expand.extend_optimizer_state(tx, opt_state, grown.params, grown.plan)
+deeper, _ = train(deeper_model, grown.params, grown.masks, STEPS, deeper_state, seed=2)
 print('deeper sparse net, trained on:', accuracy(deeper_model, deeper))'''),
     new_markdown_cell('''Widening works the same way on any `Dense`/`Conv` that feeds another:
 `widening.widen_layer(params, m, key, producer='Dense_0', consumer='Dense_1', amount=64)` adds 64 units with

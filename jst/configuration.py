@@ -27,14 +27,14 @@ from jst import readers
 from jst import specs
 from jst import train as train_lib
 
-Method = Literal['lth', 'juvenile']
+Method = Literal['lth', 'juvenile']  # the searches (jst.searches); 'compare' runs both (jst.driver)
 Growth = Literal['paper', 'search', 'none']
 # Allowed values of every string knob (dotted for nested fields).
 CHOICES: dict[str, tuple[str, ...]] = {
     'dataset': readers.SUPPORTED_DATASETS,
     'data_backend': readers.BACKENDS,
     'model.family': specs.FAMILIES,
-    'method': typing.get_args(Method),
+    'method': typing.get_args(Method) + ('compare',),
     'pruning': pruning.PRUNINGS,
     'prune_scope': pruning.SCOPES,
     'level_schedule': pruning.LEVEL_SCHEDULES,

@@ -29,8 +29,32 @@ def quiet_orbax_logs() -> None:
         logger.addFilter(_QuietOrbax())
 
 
+COMPARED_METHODS = ('juvenile', 'lth')  # method='compare': the paper's growth against the weight-reset ticket
+
+
+def compare_methods(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, Any]]:
+    """``method='compare'``: each of ``COMPARED_METHODS`` in ``WORKDIR/<method>`` (its seeds as lanes; each
+    resumes on its own), then one table of both with 95% intervals, their paired final-round difference
+    (``WORKDIR/summary.md``) and one report of both."""
+    records = []
+    for method in COMPARED_METHODS:
+        one = config.copy_and_resolve_references()
+        one.method, one.write_report = method, False
+        records += train_and_evaluate(one, os.path.join(workdir, method))
+    text = report.aggregate_table(records) + '\n\n' + report.paired_final_rounds(records, *COMPARED_METHODS)
+    print(text, flush=True)
+    workdir_lib.atomic_write_text(os.path.join(workdir, workdir_lib.SUMMARY_TABLE_FILE), text + '\n')
+    if config.write_report and workdir_lib.is_primary_process():
+        path = report.write_report([os.path.join(workdir, m) for m in COMPARED_METHODS],
+                                   os.path.join(workdir, workdir_lib.REPORT_DIR),
+                                   f'{" vs ".join(COMPARED_METHODS)} on {config.dataset}')
+        logging.info('Report: %s', path)
+    return records
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, Any]]:
-    """Validates the config, claims the workdir, loads data, runs (or resumes) ``config.method``.
+    """Validates the config, claims the workdir, loads data, runs (or resumes) ``config.method``
+    (``'compare'``: ``compare_methods``).
 
     Running again on the same workdir resumes from the last checkpoint; a
     workdir holding a run of a different config, or in use by another
@@ -39,6 +63,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
     """
     quiet_orbax_logs()
     configuration.validate_config(config)
+    if config.method == 'compare':
+        return compare_methods(config, workdir)
     workdir_lib.check_writable(workdir)
     with workdir_lib.WorkdirLock(workdir):
         workdir_lib.claim(workdir, configuration.config_to_dict(config), config.overwrite)

@@ -79,3 +79,25 @@ def test_sweep_script_without_arguments_prints_usage():
                           timeout=60, cwd=REPO)
     assert proc.returncode == 2
     assert proc.stderr.startswith('usage: bash launch/sweep.sh OUT_DIR CONFIG') and 'unbound' not in proc.stderr
+
+
+def test_compare_runs_both_policies_and_pairs_them_by_seed(mnist_dir, tmp_path):
+    """method='compare' (configs/mnist.py's default): growth and weight reset in WORKDIR/<method>, one table of
+    both and their paired final-round difference with an interval; one seed says what is missing instead."""
+    config = load_config('tiny')
+    config.manual_dir, config.method, config.num_seeds = mnist_dir, 'compare', 2
+    config.num_rounds, config.steps_per_round, config.write_report = 1, 50, False
+    records = driver.train_and_evaluate(config, str(tmp_path))
+    assert {r['method'] for r in records} == set(driver.COMPARED_METHODS)
+    for method in driver.COMPARED_METHODS:
+        with open(tmp_path / method / 'summary.json') as f:
+            assert {r['seed'] for r in json.load(f)} == {0, 1}
+    text = (tmp_path / 'summary.md').read_text()
+    juvenile = {r['seed']: r['test_accuracy'] for r in records if r['method'] == 'juvenile' and r['round'] == 1}
+    lth = {r['seed']: r['test_accuracy'] for r in records if r['method'] == 'lth' and r['round'] == 1}
+    difference = 100 * np.mean([juvenile[s] - lth[s] for s in (0, 1)])
+    assert f'test {difference:+.2f} ± ' in text and '(n = 2 seeds, 95% CI)' in text, text
+    one = load_config('tiny')
+    one.manual_dir, one.method, one.num_rounds, one.steps_per_round, one.write_report = mnist_dir, 'compare', 1, 50, False
+    driver.train_and_evaluate(one, str(tmp_path / 'one_seed'))
+    assert 'needs >= 2 seeds run by both' in (tmp_path / 'one_seed' / 'summary.md').read_text()

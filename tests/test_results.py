@@ -139,3 +139,27 @@ def test_a_campaign_with_one_seed_per_policy_renders_without_comparisons():
     runs = {(10, 'a'): [record], (10, 'b'): [dict(record, test_accuracy=0.6)]}
     assert study_lib.comparison_rows(study, runs, 10) == []
     assert 'Not run yet (a paired test needs >= 2 seeds of both)' in study_lib.headline_sentence(study, runs)
+
+
+def test_tost_by_hand():
+    from jst import statistics  # pylint: disable=g-import-not-at-top
+    # d = a - b = [0.1, -0.1, 0.2, 0.0]: mean 0.05, sd sqrt(0.05/3), se = sd/2 = 0.0645497; margin 0.3:
+    # t_lower = (0.05 + 0.3)/se = 5.42218, t_upper = (0.05 - 0.3)/se = -3.87298 on 3 df;
+    # p = max(P(T > 5.42218), P(T < -3.87298)) = max(0.0061538, 0.0152331) = 0.0152331.
+    e = statistics.tost([1.1, 0.9, 1.2, 1.0], [1.0, 1.0, 1.0, 1.0], margin=0.3)
+    assert e.n == 4 and e.mean_difference == pytest.approx(0.05)
+    assert e.p_value == pytest.approx(0.0152331, rel=1e-4)
+    half = 2.353363 * 0.0645497  # t_{0.95, 3} * se
+    assert e.ci90 == pytest.approx((0.05 - half, 0.05 + half), rel=1e-5)
+    assert statistics.tost([1.1, 0.9, 1.2, 1.0], [1.0] * 4, margin=0.1).p_value > 0.05  # 0.05 +- 0.15 not inside
+    assert statistics.tost([1.0, 1.0], [1.0, 1.0], margin=0.1).p_value == 0.0
+    with pytest.raises(ValueError, match='margin > 0'):
+        statistics.tost([1.0, 2.0], [1.0, 2.0], margin=0.0)
+
+
+def test_holm_by_family_by_hand():
+    from jst import statistics  # pylint: disable=g-import-not-at-top
+    # Family t: p = 0.01, 0.04 -> 0.02, 0.04; family c: 0.03, 0.2, 0.01 -> 0.06, 0.2, 0.03.
+    got = statistics.holm_by_family([0.01, 0.03, 0.04, 0.2, 0.01], ['t', 'c', 't', 'c', 'c'])
+    assert got == pytest.approx([0.02, 0.06, 0.04, 0.2, 0.03])
+    assert statistics.holm_by_family([0.01, 0.04], ['t', 't']) == pytest.approx(statistics.holm([0.01, 0.04]))

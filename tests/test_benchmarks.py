@@ -1,0 +1,41 @@
+"""Every benchmark runs at toy scale (slow tier: ``python -m pytest -m slow tests/test_benchmarks.py``), so none
+can rot unseen: each must finish and write its results files."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def _run(script, *args, env=None):
+    proc = subprocess.run([sys.executable, os.path.join(REPO, 'benchmarks', script), *args], cwd=REPO,
+                          capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+
+
+def test_bench_lenet(mnist_dir, tmp_path):
+    _run('bench_lenet.py', f'--manual_dir={mnist_dir}', '--notorch', '--repeats=1', '--batch_sizes=60',
+         '--vmap_seeds=1,2', f'--out={tmp_path}')
+    assert any(n.startswith('lenet_') and n.endswith('.md') for n in os.listdir(tmp_path))
+
+
+def test_bench_seeds(mnist_dir, tmp_path):
+    _run('bench_seeds.py', f'--manual_dir={mnist_dir}', '--seeds=1,2', '--policies=lth', '--steps_per_round=10',
+         f'--out={tmp_path}')
+    assert any(n.startswith('seeds_') and n.endswith('.md') for n in os.listdir(tmp_path))
+
+
+def test_bench_juvenility(mnist_dir, tmp_path):
+    _run('bench_juvenility.py', f'--manual_dir={mnist_dir}', '--repeats=1', f'--out={tmp_path}',
+         '--overrides=--config.steps_per_round=10,--config.num_rounds=1,--config.train_limit=2000')
+    assert any(n.startswith('juvenility_') for n in os.listdir(tmp_path))
+
+
+def test_bench_conv_lanes(cifar10_dir, tmp_path):
+    _run('bench_conv_lanes.py', f'--manual_dir={cifar10_dir}', '--lanes=2', '--steps=1', f'--out={tmp_path}')
+    assert any(n.startswith('conv_lanes_') for n in os.listdir(tmp_path))
