@@ -293,8 +293,9 @@ def _log_progress(label: str, t: int, start: int, stop: int, total: int, t_begin
     def mean(name: str) -> float:  # over the lanes that have the value (test: only at new validation minima)
         values = [v for v in (getattr(r, name) for r in latest) if np.isfinite(v)]
         return float(np.mean(values)) if values else math.nan
-    logging.info('%s step %d/%d  train_loss %.4f  val_acc %.4f  test_acc %.4f  (%s%.1fs, ETA %.0fs)',
-                 label, t, total, mean('train_loss'), mean('val_accuracy'), mean('test_accuracy'),
+    test = mean('test_accuracy')  # '-': not evaluated here (eval_test='at_best': only at new validation minima)
+    logging.info('%s step %d/%d  train_loss %.4f  val_acc %.4f  test_acc %s  (%s%.1fs, ETA %.0fs)',
+                 label, t, total, mean('train_loss'), mean('val_accuracy'), f'{test:.4f}' if np.isfinite(test) else '-',
                  f'mean of {len(latest)} seeds, ' if len(latest) > 1 else '', elapsed, eta)
 
 

@@ -97,7 +97,8 @@ class WorkdirLock:
 
 
 def running_holder(workdir: str) -> Optional[str]:
-    """Who holds ``workdir``'s lock (a run in progress: 'pid .. on host ..'), or None."""
+    """Who else holds ``workdir``'s lock (a run in progress: 'pid .. on host ..'), or None (also when this
+    process holds it: a run writing its own report)."""
     path = os.path.join(workdir, LOCK_FILE)
     if not os.path.exists(path):
         return None
@@ -105,7 +106,8 @@ def running_holder(workdir: str) -> Optional[str]:
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except OSError:
-        return os.pread(fd, 4096, 0).decode(errors='replace').strip() or 'another process'
+        holder = os.pread(fd, 4096, 0).decode(errors='replace').strip() or 'another process'
+        return None if holder.startswith(f'pid {os.getpid()} on host {socket.gethostname()} ') else holder
     finally:
         os.close(fd)
     return None

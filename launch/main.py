@@ -22,21 +22,53 @@ from jst import workdir as workdir_lib
 USER_ERRORS = (configuration.ConfigError, data.DataError, checkpointing.CheckpointError, workdir_lib.WorkdirError,
                train_loop.NonFiniteLossError)
 
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a config file.', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where results and checkpoints go '
                                '(default: runs/<config name>).')
 
 
+def _config_files() -> list[str]:
+    return sorted(f for f in os.listdir(CONFIGS) if f.endswith('.py'))
+
+
+def _fail(message: str, code: int = 2) -> None:
+    print(f'jst: {message}', file=sys.stderr)
+    sys.exit(code)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with a one-line error naming the fix for a bad value or an unknown knob."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        _fail(f'{str(e).splitlines()[0]} (see --helpshort; every knob: docs/configs.md)')
+    except (AttributeError, KeyError) as e:
+        unknown = str(e).strip('"\'')
+        given = [a.split('=')[0] for a in argv if a.startswith('--config.') and a.split('=')[0].endswith(unknown)]
+        _fail(f'{given[0] if given else unknown}: the config has no knob {unknown!r} (a typo? every knob and its '
+              'values: docs/configs.md).')
+    return []
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+    try:
+        config = _CONFIG.value
+        config.get('method')  # ml_collections defers a failed load to the first access
+    except OSError:
+        _fail(f'cannot load --config={flags.FLAGS["config"].config_filename}: no such config file (configs are '
+              f'Python files such as configs/mnist.py; available: {", ".join(_config_files())}).')
     if os.environ.get('JST_DISTRIBUTED'):  # multi-host: coordinator and ids from the cluster env (parallel.py)
         parallel.initialize_distributed()
     config_path = flags.FLAGS['config'].config_filename
     workdir = _WORKDIR.value or os.path.join(
         'runs', os.path.splitext(os.path.basename(config_path.split(':')[0]))[0])
     try:
-        driver.train_and_evaluate(_CONFIG.value, workdir)
+        driver.train_and_evaluate(config, workdir)
+    except KeyboardInterrupt:
+        _fail(f'interrupted; the last checkpoint in {workdir} is kept: rerun the same command to resume.', 130)
     except USER_ERRORS as e:
         if flags.FLAGS.verbosity >= 1:
             raise
@@ -46,4 +78,4 @@ def main(argv):
 
 if __name__ == '__main__':
     flags.mark_flags_as_required(['config'])
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

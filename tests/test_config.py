@@ -151,3 +151,42 @@ def test_divergence_is_warned(caplog):
         train_loop.train_steps(seg, state, train.device_data(ds), jax.random.key(1), 0, 40, spe=20, eval_every=20,
                                label='round 0')
     assert 'training is diverging' in caplog.text
+
+
+@pytest.mark.parametrize('args, expected', [
+    (['--config=configs/mnst.py'], 'jst: cannot load --config=configs/mnst.py: no such config file'),
+    (['--config=configs/tiny.py', '--config.model.nosuch=3'], "jst: --config.model.nosuch: the config has no knob"),
+    (['--config=configs/tiny.py', '--config.learning_rate=abc'], "could not convert string to float: 'abc'"),
+])
+def test_command_line_mistakes_are_one_line(args, expected, tmp_path):
+    """A misspelt config path, an unknown knob or an unparsable value: one line naming it, exit 2, nothing written."""
+    import subprocess  # pylint: disable=g-import-not-at-top
+    import sys  # pylint: disable=g-import-not-at-top
+    from tests.helpers import REPO  # pylint: disable=g-import-not-at-top
+    out = subprocess.run([sys.executable, os.path.join(REPO, 'launch', 'main.py'), *args,
+                          f'--workdir={tmp_path / "work"}'], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert out.returncode == 2, out.stderr
+    assert expected in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert not os.path.exists(tmp_path / 'work')
+
+
+def test_ctrl_c_is_one_line_and_the_run_resumes(mnist_dir, tmp_path):
+    """Ctrl-C during training: exit 130 and one line saying how to resume, no traceback."""
+    import signal  # pylint: disable=g-import-not-at-top
+    import subprocess  # pylint: disable=g-import-not-at-top
+    import sys  # pylint: disable=g-import-not-at-top
+    import time  # pylint: disable=g-import-not-at-top
+    from tests.helpers import REPO  # pylint: disable=g-import-not-at-top
+    log = tmp_path / 'stderr.txt'
+    with open(log, 'w') as err:
+        proc = subprocess.Popen([sys.executable, os.path.join(REPO, 'launch', 'main.py'), '--config=configs/tiny.py',
+                                 f'--config.manual_dir={mnist_dir}', '--config.steps_per_round=100000',
+                                 f'--workdir={tmp_path / "work"}'], stderr=err, stdout=subprocess.DEVNULL, cwd=REPO)
+        deadline = time.time() + 240
+        while ' step ' not in log.read_text() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=120) == 130
+    text = log.read_text()
+    assert 'jst: interrupted; the last checkpoint' in text and 'rerun the same command' in text
+    assert 'Traceback' not in text
