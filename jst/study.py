@@ -8,9 +8,10 @@ turns them into the study's Markdown page, deterministically, so a test can
 regenerate the page and fail when a published number differs.
 
 Every table is full (every policy, every round); nothing is chosen on the
-test split: comparisons are pre-registered (``Study.comparisons``) at the
-final round and use paired t-tests over seeds with Holm's correction across
-the comparisons of one budget.
+test split: comparisons are fixed in code (``Study.comparisons``) at the
+final round (committed before their records for the comparisons added after
+a study's first records) and use paired t-tests over seeds with Holm's
+correction across the comparisons of one budget.
 """
 
 from __future__ import annotations
@@ -59,8 +60,8 @@ class Study:
 
     def flags(self, policy: str, budget: int) -> str:
         """The policy's flags at ``budget`` (``--config.steps_per_round`` unless the policy sets it)."""
-        flags = dict((p, f) for p, f, _ in self.policies)[policy].format(budget=budget,
-                                                                          total=self.trainings * budget)
+        flags = dict((p, f) for p, f, _ in self.policies)[policy].format(
+            budget=budget, total=self.trainings * budget, rewind_3pct=round(0.03 * self.trainings * budget))
         flags = f'{self.base_flags} {flags}'.strip()
         return flags if 'steps_per_round' in flags else f'--config.steps_per_round={budget} {flags}'
 

@@ -49,11 +49,21 @@ STUDIES = {
             ('dense_same_steps', '--config.method=lth --config.num_rounds=0 '
              '--config.steps_per_round={total}', 'the dense final architecture trained once for the '
              'cumulative steps of the 6 rounds'),
+            ('lr_rewind', f'--config.method=juvenile --config.growth=none {FINAL_ARCH} '
+             '--config.optimizer_state_on_growth=reset', 'learning-rate rewinding (Renda et al. 2020): as '
+             'prune_continue, but each round restarts the optimizer (Adam\'s constant-rate schedule and moments) '
+             'from its start; the trained weights are kept'),
+            ('weight_rewind_3pct', '--config.method=lth --config.rewind_step={rewind_3pct}',
+             'weight rewinding at a matched fraction of training: survivors rewound to the weights after 3% of '
+             'the total training (0.03 x 6 x budget steps into round 0)'),
         ),
         comparisons=(('grow_dense_new', 'prune_continue'), ('grow_sparse_new', 'prune_continue'),
                      ('grow_dense_new', 'weight_reset'), ('prune_continue', 'weight_reset'),
                      ('weight_rewind', 'weight_reset'), ('grow_dense_new', 'grow_no_prune'),
-                     ('grow_dense_new', 'dense_same_steps'), ('grow_search', 'prune_continue')),
+                     ('grow_dense_new', 'dense_same_steps'), ('grow_search', 'prune_continue'),
+                     # added (committed before their records) for the baselines a reviewer names:
+                     ('grow_sparse_new', 'lr_rewind'), ('grow_dense_new', 'lr_rewind'),
+                     ('weight_rewind_3pct', 'weight_reset')),
         # 10 seeds for the policies of the comparisons whose differences are under a point
         policy_seeds=(('prune_continue', 10), ('grow_sparse_new', 10), ('grow_dense_new', 10), ('weight_reset', 10)),
         dense_policy='weight_reset',
