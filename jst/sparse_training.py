@@ -9,8 +9,8 @@
 * ``masked_optimizer``: an optax transformation whose state carries the masks
   (so they travel with optimizer checkpoints), keeps pruned weights at zero,
   and, given a sparsity schedule (``jst.sparsity``), prunes by magnitude on the
-  schedule's update steps (gradual magnitude pruning, each layer at the same
-  sparsity). jst's own training keeps masks beside the optimizer state; this is
+  schedule's update steps (gradual magnitude pruning; one sparsity for every
+  layer or a tree of per-layer ones). jst's own training keeps masks beside the optimizer state; this is
   for users who want one object.
 
 Imports only ops modules (``jst.masks``, ``jst.mask_checks``, ``jst.pytrees``).
@@ -74,6 +74,11 @@ def cosine_drop_fraction(step: Any, initial_fraction: float, end_step: int) -> A
     return (initial_fraction / 2.0 * (1.0 + jnp.cos(jnp.pi * progress))).astype(jnp.float32)
 
 
+def _clipped(sparsity: PyTree) -> PyTree:
+    """A schedule's value (one sparsity, or a tree of per-layer sparsities) clipped to [0, 1]."""
+    return jax.tree.map(lambda v: jnp.clip(v, 0.0, 1.0), sparsity)
+
+
 class MaskedState(NamedTuple):
     """``masked_optimizer``'s state: the inner optimizer's state, the current masks and the step count."""
 
@@ -86,8 +91,9 @@ def masked_optimizer(inner: optax.GradientTransformation, masks: Optional[PyTree
                      sparsity_schedule: Optional[Callable[[Array], Array]] = None,
                      update_schedule: Optional[Callable[[Array], Array]] = None) -> optax.GradientTransformation:
     """``inner`` with the masks in its state: gradients and updates of pruned weights zeroed; on steps where
-    ``update_schedule(count)`` is true, every layer is pruned by magnitude to ``sparsity_schedule(count)``
-    (``masks.prune_to_sparsity``: a pruned weight never comes back) and newly pruned weights are set to 0
+    ``update_schedule(count)`` is true, every layer is pruned by magnitude to ``sparsity_schedule(count)`` (one
+    sparsity, or a tree of per-layer sparsities shaped like the masks, e.g. ERK's), with
+    ``masks.prune_to_sparsity`` (a pruned weight never comes back), and newly pruned weights are set to 0
     by the update. ``masks`` default to ``masks.create_masks(params)``. ``update`` needs ``params``.
 
     Gradual magnitude pruning::
@@ -113,7 +119,7 @@ def masked_optimizer(inner: optax.GradientTransformation, masks: Optional[PyTree
             current = jax.lax.cond(
                 update_schedule(state.count),
                 lambda: masks_lib.prune_to_sparsity(masks_lib.magnitude_scores(params, current), current,
-                                                    jnp.clip(sparsity_schedule(state.count), 0.0, 1.0)),
+                                                    _clipped(sparsity_schedule(state.count))),
                 lambda: current)
         inner_updates, inner_state = inner.update(masks_lib.apply_masks(updates, current), state.inner_state,
                                                   params)
