@@ -51,6 +51,7 @@ class RunCheckpointer:
     def save(self, meta: dict[str, Any], arrays: dict[str, Any]) -> int:
         """Writes one checkpoint (synchronously), with a checksum of every array; returns its index."""
         index = self._next
+        workdir_lib.check_lock_held(self.workdir)
         _maybe_crash_for_test('save', index)
         meta = {**meta, 'config': self.run_config, 'checksums': array_checksums(arrays)}
         meta['meta_checksum'] = meta_checksum(meta)

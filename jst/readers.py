@@ -252,6 +252,7 @@ def tfds_checksum_mismatches(name: str, manual_dir: str) -> list[str]:
 def read_tfds(name: str, manual_dir: Optional[str], data_dir: Optional[str]) -> tuple[Split, Split]:
     """(train, test) through TFDS; offline when ``manual_dir`` holds the original files."""
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    tfds.disable_progress_bar()  # tqdm bars flood logs and notebooks; jst logs what it reads in one line
     builder = tfds.builder(name, data_dir=data_dir)
     if manual_dir:  # those files are used or refused: never bypassed by a prepared copy in data_dir
         bad = tfds_checksum_mismatches(name, manual_dir)

@@ -62,6 +62,25 @@ def atomic_write_text(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
+_HELD_LOCKS: dict[str, int] = {}  # workdir -> inode of the lock file this process holds (see check_lock_held)
+
+
+def check_lock_held(workdir: str) -> None:
+    """Before a write: refuses to go on when the lock file this process holds on ``workdir`` was deleted or
+    replaced (a second run may then have claimed the workdir and be writing into it too)."""
+    inode = _HELD_LOCKS.get(os.path.abspath(workdir))
+    if inode is None:
+        return
+    try:
+        current = os.stat(os.path.join(workdir, LOCK_FILE)).st_ino
+    except OSError:
+        current = None
+    if current != inode:
+        raise WorkdirError(f'The lock file {os.path.join(workdir, LOCK_FILE)!r} was deleted or replaced while this '
+                           'run held it, so another run may be writing into the same workdir: stopping before '
+                           'writing. Make sure only one run uses it, then rerun this command to resume.')
+
+
 class WorkdirLock:
     """Exclusive use of ``workdir`` by this process (a context manager). A second process is refused
     with the holder's pid and host; a lock left by a dead process is free again (``flock``)."""
@@ -87,10 +106,12 @@ class WorkdirLock:
         os.pwrite(fd, f'pid {os.getpid()} on host {socket.gethostname()} since '
                       f'{time.strftime("%Y-%m-%d %H:%M:%S")}\n'.encode(), 0)
         self._fd = fd
+        _HELD_LOCKS[os.path.abspath(os.path.dirname(self.path))] = os.fstat(fd).st_ino
         return self
 
     def __exit__(self, *exc: Any) -> None:
         if self._fd is not None:
+            _HELD_LOCKS.pop(os.path.abspath(os.path.dirname(self.path)), None)
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None

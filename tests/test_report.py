@@ -99,9 +99,21 @@ def test_run_without_config_is_refused_and_a_running_one_is_named(tmp_path, capl
     os.remove(os.path.join(b, 'config.json'))
     with pytest.raises(report.ReportError, match=r'b/config.json is missing.*rerun that workdir'):
         report.load_runs([a, b])
-    with workdir.WorkdirLock(a):
-        report.load_runs([a])
+    import subprocess  # pylint: disable=g-import-not-at-top
+    import sys  # pylint: disable=g-import-not-at-top
+    holder = subprocess.Popen([sys.executable, '-c', 'import sys, time; from jst import workdir; '
+                               f'workdir.WorkdirLock({a!r}).__enter__(); print("locked", flush=True); time.sleep(60)'],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == 'locked'
+        report.load_runs([a])  # another process holds the lock: a run in progress
+    finally:
+        holder.kill()
     assert any('is still running (pid' in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with workdir.WorkdirLock(a):  # this process holds it (a run writing its own report): no warning
+        report.load_runs([a])
+    assert not any('is still running' in r.getMessage() for r in caplog.records)
 
 
 def test_one_run_juvenility_table_says_what_it_needs():
@@ -115,3 +127,15 @@ def test_one_run_juvenility_table_says_what_it_needs():
     # 4 (run, round) pairs: r with the gain is defined; within one run per round and with the final test it is not
     assert row == '| grad_norm | +1.00 / n/a / n/a | +1.00 / n/a / n/a |'
     assert 'nan' not in table and 'needs >= 3 values with a spread' in table
+
+
+def test_a_deleted_lock_file_stops_the_holder_before_it_writes(tmp_path):
+    """Someone deletes WORKDIR/.lock while a run holds it (a second run could then claim the workdir): the holder's
+    next checkpoint write is refused with the reason; an intact lock passes."""
+    from jst import workdir  # pylint: disable=g-import-not-at-top
+    with workdir.WorkdirLock(str(tmp_path)):
+        workdir.check_lock_held(str(tmp_path))
+        os.remove(tmp_path / workdir.LOCK_FILE)
+        with pytest.raises(workdir.WorkdirError, match='was deleted or replaced while this run held it'):
+            workdir.check_lock_held(str(tmp_path))
+    workdir.check_lock_held(str(tmp_path))  # released: nothing to check
