@@ -36,6 +36,7 @@ from absl import flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # pylint: disable=g-import-not-at-top,wrong-import-position
+from jst import compute
 from jst import level_study
 from jst import report
 from jst import study as study_lib
@@ -46,6 +47,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, 'docs', 'results')
 README = os.path.join(REPO, 'README.md')
 README_HEADLINES = ('paper_mnist', 'lenet300')  # the studies whose headline the README shows
+COMPUTE_FAIR_HEADLINES = {'paper_mnist': ('grow_dense_new', 'weight_reset')}  # the paper's question, compute-fair
 
 
 JUVENILITY_READING = '''
@@ -275,6 +277,7 @@ def render(study: study_lib.Study) -> tuple[str, Any]:
                  report.juvenility_table(records)]
     if study.dense_policy and study.lanes_per_run:
         extra += dense_curve(study)
+    extra += compute.budget_choice_section(runs, study.comparisons)
     return (study_lib.render_page(study, runs, extra=extra),
             lambda: write_figure(study, runs, os.path.join(RESULTS, study.name, 'accuracy_vs_steps.png')))
 
@@ -314,6 +317,8 @@ def readme_with_headline(readme: str, study: study_lib.Study) -> str:
     else:
         runs = study_lib.load_records(RESULTS, study)
         block = '\n'.join(study_lib.headline_table(study, runs) + ['', study_lib.headline_sentence(study, runs)])
+        if study.name in COMPUTE_FAIR_HEADLINES:
+            block += '\n\n' + compute.chosen_budget_sentence(runs, *COMPUTE_FAIR_HEADLINES[study.name])
     head, rest = readme.split(begin, 1)
     return f'{head}{begin}\n{block}\n{end}{rest.split(end, 1)[1]}'
 

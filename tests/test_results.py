@@ -163,3 +163,24 @@ def test_holm_by_family_by_hand():
     got = statistics.holm_by_family([0.01, 0.03, 0.04, 0.2, 0.01], ['t', 'c', 't', 'c', 'c'])
     assert got == pytest.approx([0.02, 0.06, 0.04, 0.2, 0.03])
     assert statistics.holm_by_family([0.01, 0.04], ['t', 't']) == pytest.approx(statistics.holm([0.01, 0.04]))
+
+
+def test_compute_fair_choice_by_hand():
+    from jst import compute  # pylint: disable=g-import-not-at-top
+    def run(budget, seed, vals, tests, params):
+        return [{'round': r, 'seed': seed, 'control': 'none', 'cumulative_steps': budget * (r + 1),
+                 'params_remaining': p, 'val_accuracy': v, 'test_accuracy': t}
+                for r, (v, t, p) in enumerate(zip(vals, tests, params))]
+    # weight-steps: 100 steps x 1000 weights + 100 x 500 = 150,000.
+    assert compute.weight_steps(run(100, 0, [0.9, 0.9], [0.9, 0.9], [1000, 500])) == 150_000
+    runs = {(100, 'a'): run(100, 0, [0.5, 0.90], [0.5, 0.80], [10, 5]) + run(100, 1, [0.5, 0.92], [0.5, 0.82], [10, 5]),
+            (300, 'a'): run(300, 0, [0.5, 0.89], [0.5, 0.99], [10, 5]) + run(300, 1, [0.5, 0.91], [0.5, 0.99], [10, 5]),
+            (100, 'b'): run(100, 0, [0.5, 0.80], [0.5, 0.70], [10, 5]) + run(100, 1, [0.5, 0.80], [0.5, 0.74], [10, 5]),
+            (300, 'b'): run(300, 0, [0.5, 0.85], [0.5, 0.75], [10, 5]) + run(300, 1, [0.5, 0.85], [0.5, 0.77], [10, 5])}
+    # a: mean final val 0.91 at 100 vs 0.90 at 300 -> 100 (its better test at 300 is never looked at); b: 300.
+    assert compute.chosen_budgets(runs) == {'a': 100, 'b': 300}
+    sentence = compute.chosen_budget_sentence(runs, 'a', 'b')
+    # a - b: (0.80 - 0.75, 0.82 - 0.77) = +5.00 points, sd 0 -> CI 0.
+    assert 'a (100 steps/round: 200 steps' in sentence and '+5.00 ± 0.00 points' in sentence, sentence
+    section = '\n'.join(compute.budget_choice_section(runs, [('a', 'b')]))
+    assert '| a - b | 100 vs 300 | 2 | +5.00 ± 0.00 |' in section, section
