@@ -8,10 +8,9 @@ turns them into the study's Markdown page, deterministically, so a test can
 regenerate the page and fail when a published number differs.
 
 Every table is full (every policy, every round); nothing is chosen on the
-test split: comparisons are fixed in code (``Study.comparisons``) at the
-final round (committed before their records for the comparisons added after
-a study's first records) and use paired t-tests over seeds with Holm's
-correction across the comparisons of one budget.
+test split: comparisons are fixed in code (``Study.comparisons``; those added after a study's first records
+are committed before their own) at the final round and use paired t-tests over seeds with Holm's correction
+across the comparisons of one budget.
 """
 
 from __future__ import annotations

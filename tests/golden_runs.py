@@ -26,7 +26,8 @@ from tests.helpers import REPO, load_config, set_fields
 GOLDEN_DIR = os.path.join(REPO, 'tests', 'golden')
 VOLATILE = ('seconds', 'wait_seconds', 'juvenility_seconds', 'juvenility_wait_seconds')
 
-_SHORT_MNIST = {'train_limit': 4000, 'validation_size': 1000, 'steps_per_round': 60, 'eval_every': 30,
+_SHORT_MNIST = {'method': 'juvenile', 'num_seeds': 1,  # configs/mnist.py runs method='compare' on 3 seeds
+                'train_limit': 4000, 'validation_size': 1000, 'steps_per_round': 60, 'eval_every': 30,
                 'num_rounds': 2, 'juvenility_probe_size': 128, 'learning_potential_steps': 5,
                 'juvenility_hutchinson_samples': 2}
 # name -> (config file, dataset folder, overrides)

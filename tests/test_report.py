@@ -109,6 +109,7 @@ def test_run_without_config_is_refused_and_a_running_one_is_named(tmp_path, capl
         report.load_runs([a])  # another process holds the lock: a run in progress
     finally:
         holder.kill()
+        holder.wait()
     assert any('is still running (pid' in r.getMessage() for r in caplog.records)
     caplog.clear()
     with workdir.WorkdirLock(a):  # this process holds it (a run writing its own report): no warning

@@ -119,8 +119,9 @@ def test_sigkill_and_resume_gives_identical_result(moment, mnist_dir, tmp_path, 
     _assert_same(_final(workdir), lth_baseline)
 
 
-@pytest.mark.parametrize('method,num_seeds,moment', [('juvenile', 1, 'save:5'), ('juvenile', 3, 'save:4'),
-                                                     ('lth', 2, 'after_save:6')])
+@pytest.mark.parametrize('method,num_seeds,moment', [  # the juvenile cases (1.5 min each) in the slow tier
+    pytest.param('juvenile', 1, 'save:5', marks=pytest.mark.slow),
+    pytest.param('juvenile', 3, 'save:4', marks=pytest.mark.slow), ('lth', 2, 'after_save:6')])
 def test_killed_and_resumed(method, num_seeds, moment, mnist_dir, tmp_path):
     """Growth (one and three seeds) and weight reset (two seeds, controls, rewinding) resume exactly."""
     args = lambda w: _args(mnist_dir, w, method) + [f'--config.num_seeds={num_seeds}']

@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests import golden_runs
 from tests.helpers import REPO
 
@@ -43,6 +45,7 @@ def _finished(results):
     return [p for p in PARTS if _part_records(results, *p) is not None]
 
 
+@pytest.mark.slow  # about 3 minutes of child processes; the slow tier runs it
 def test_interrupted_campaign_resumes_to_the_same_records(mnist_dir, tmp_path):
     ref, ref_root = str(tmp_path / 'ref'), str(tmp_path / 'ref_work')
     proc = _run(ref, ref_root, mnist_dir)
