@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from jst import statistics
+from jst import study as study_lib
 
 Record = dict[str, Any]
 
@@ -29,19 +30,11 @@ def weight_steps(records: Sequence[Record]) -> float:
     return total
 
 
-def _final_by_seed(records: Sequence[Record]) -> dict[int, Record]:
-    last: dict[int, Record] = {}
-    for r in records:
-        if r['seed'] not in last or r['round'] > last[r['seed']]['round']:
-            last[r['seed']] = r
-    return last
-
-
 def chosen_budgets(runs: dict[tuple[int, str], list[Record]]) -> dict[str, int]:
     """{policy: the budget whose final round has the highest mean validation accuracy}."""
     best: dict[str, tuple[float, int]] = {}
     for (budget, policy), records in sorted(runs.items()):
-        val = float(np.mean([r['val_accuracy'] for r in _final_by_seed(records).values()]))
+        val = float(np.mean([r['val_accuracy'] for r in study_lib.final_by_seed(records).values()]))
         if policy not in best or val > best[policy][0]:
             best[policy] = (val, budget)
     return {p: b for p, (_, b) in best.items()}
@@ -53,7 +46,7 @@ def chosen_budget_sentence(runs: dict[tuple[int, str], list[Record]], a: str, b:
     chosen = chosen_budgets(runs)
     if a not in chosen or b not in chosen:
         return ''
-    finals = {p: _final_by_seed(runs[(chosen[p], p)]) for p in (a, b)}
+    finals = {p: study_lib.final_by_seed(runs[(chosen[p], p)]) for p in (a, b)}
     seeds = sorted(set(finals[a]) & set(finals[b]))
     if len(seeds) < 2:
         return ''
@@ -85,7 +78,7 @@ def budget_choice_section(runs: dict[tuple[int, str], list[Record]],
     for policy, budget in chosen.items():
         records = runs[(budget, policy)]
         by_seed = {s: [r for r in records if r['seed'] == s] for s in {r['seed'] for r in records}}
-        finals[policy] = _final_by_seed(records)
+        finals[policy] = study_lib.final_by_seed(records)
         val = [r['val_accuracy'] for r in finals[policy].values()]
         test = [r['test_accuracy'] for r in finals[policy].values()]
         steps = float(np.mean([r['cumulative_steps'] for r in finals[policy].values()]))

@@ -28,15 +28,15 @@ __all__ = ['check_masks', 'conform', 'check_fraction', 'compile_pattern', 'check
 MASK_DTYPES = (jnp.dtype(jnp.bool_), jnp.dtype(jnp.uint8))
 
 
-def _check_leaf(path: str, mask: Any, param: Any) -> None:
+def _check_leaf(path: str, mask: Any, shape: tuple[int, ...]) -> None:
     if isinstance(mask, (bool, int, float)):
         raise ValueError(f'Mask leaf {path!r} is the Python value {mask!r} (optax.masked style); jst masks hold a '
                          'boolean array per prunable leaf and None for "not prunable".')
     if jnp.dtype(mask.dtype) not in MASK_DTYPES:
         raise ValueError(f'Mask leaf {path!r} has dtype {mask.dtype}; use bool (or uint8, nonzero = kept).')
-    if tuple(mask.shape) != tuple(jnp.shape(param)):
+    if tuple(mask.shape) != tuple(shape):
         raise ValueError(f'Mask {path!r} has shape {tuple(mask.shape)} but its parameter has shape '
-                         f'{tuple(jnp.shape(param))}: a stale mask (e.g. from before widening) or a transposed '
+                         f'{tuple(shape)}: a stale mask (e.g. from before widening) or a transposed '
                          'one? Use the masks the expansion returns (or create_masks(params)).')
 
 
@@ -51,14 +51,14 @@ def check_masks(masks: PyTree, params: PyTree) -> None:
                          f'only: {missing[:5]}). After a structural change use the masks the expansion returns.')
     for path, m in flat_m.items():
         if m is not None:
-            _check_leaf(path, m, flat_p[path])
+            _check_leaf(path, m, jnp.shape(flat_p[path]))
 
 
 def check_mask_leaves(masks: PyTree) -> None:
     """The dtype part of ``check_masks`` for functions that take masks alone."""
     for path, m in pytrees.flatten(masks).items():
         if m is not None:
-            _check_leaf(path, m, jnp.zeros(jnp.shape(m)) if hasattr(m, 'shape') else m)
+            _check_leaf(path, m, jnp.shape(m))
 
 
 def conform(masks: PyTree, like: PyTree) -> PyTree:

@@ -113,7 +113,7 @@ def load_records(results_dir: str, study: Study, controls: bool = False) -> dict
     return out
 
 
-def _final(records: Sequence[Record]) -> dict[int, Record]:
+def final_by_seed(records: Sequence[Record]) -> dict[int, Record]:
     """{seed: the record of its last round}."""
     last: dict[int, Record] = {}
     for r in records:
@@ -134,7 +134,7 @@ def final_table(study: Study, runs: dict[tuple[int, str], list[Record]], budget:
         if (budget, policy) not in runs:
             lines.append(f'| {policy} | not run | | | | | | |')
             continue
-        fin = list(_final(runs[(budget, policy)]).values())
+        fin = list(final_by_seed(runs[(budget, policy)]).values())
         val, test = [r['val_accuracy'] for r in fin], [r['test_accuracy'] for r in fin]
         archs = ' / '.join(sorted({r['architecture'] for r in fin}))
         lines.append(f"| {policy} | {len(fin)} | {archs} | {100 * np.mean([r['fraction_remaining'] for r in fin]):.2f} | "
@@ -151,7 +151,7 @@ def comparison_rows(study: Study, runs: dict[tuple[int, str], list[Record]],
     for a, b in study.comparisons:
         if (budget, a) not in runs or (budget, b) not in runs:
             continue
-        fa, fb = _final(runs[(budget, a)]), _final(runs[(budget, b)])
+        fa, fb = final_by_seed(runs[(budget, a)]), final_by_seed(runs[(budget, b)])
         seeds = sorted(set(fa) & set(fb))
         if len(seeds) < 2:  # a paired test needs two seeds of both (a campaign in progress)
             continue
@@ -197,7 +197,7 @@ def headline_table(study: Study, runs: dict[tuple[int, str], list[Record]]) -> l
     for policy, _, _ in study.policies:
         cells, params = [], []
         for budget in study.budgets:
-            fin = list(_final(runs.get((budget, policy), [])).values())
+            fin = list(final_by_seed(runs.get((budget, policy), [])).values())
             test = [r['test_accuracy'] for r in fin]
             cells.append(f'{_pct(np.mean(test), statistics.ci95(test))} (n={len(fin)})' if fin else 'not run')
             params.append(f"{np.mean([r['params_remaining'] for r in fin]):,.0f}" if fin else '-')

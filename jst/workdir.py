@@ -87,6 +87,7 @@ class WorkdirLock:
 
     def __init__(self, workdir: str):
         self.path = os.path.join(workdir, LOCK_FILE)
+        self._key = os.path.abspath(workdir)  # in _HELD_LOCKS while held
         self._fd: Optional[int] = None
 
     def __enter__(self) -> WorkdirLock:
@@ -106,12 +107,12 @@ class WorkdirLock:
         os.pwrite(fd, f'pid {os.getpid()} on host {socket.gethostname()} since '
                       f'{time.strftime("%Y-%m-%d %H:%M:%S")}\n'.encode(), 0)
         self._fd = fd
-        _HELD_LOCKS[os.path.abspath(os.path.dirname(self.path))] = os.fstat(fd).st_ino
+        _HELD_LOCKS[self._key] = os.fstat(fd).st_ino
         return self
 
     def __exit__(self, *exc: Any) -> None:
         if self._fd is not None:
-            _HELD_LOCKS.pop(os.path.abspath(os.path.dirname(self.path)), None)
+            _HELD_LOCKS.pop(self._key, None)
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
@@ -121,14 +122,13 @@ def running_holder(workdir: str) -> Optional[str]:
     """Who else holds ``workdir``'s lock (a run in progress: 'pid .. on host ..'), or None (also when this
     process holds it: a run writing its own report)."""
     path = os.path.join(workdir, LOCK_FILE)
-    if not os.path.exists(path):
+    if os.path.abspath(workdir) in _HELD_LOCKS or not os.path.exists(path):
         return None
     fd = os.open(path, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except OSError:
-        holder = os.pread(fd, 4096, 0).decode(errors='replace').strip() or 'another process'
-        return None if holder.startswith(f'pid {os.getpid()} on host {socket.gethostname()} ') else holder
+        return os.pread(fd, 4096, 0).decode(errors='replace').strip() or 'another process'
     finally:
         os.close(fd)
     return None
