@@ -29,7 +29,7 @@ __all__ = ['widen_layer', 'widen_units']
 
 
 def widen_layer(params: PyTree, masks: PyTree, key: Array, *, producer: str, consumer: str,
-                amount: int, norm: Optional[str] = None, batch_stats: Optional[PyTree] = None,
+                amount: int, norm: Optional[str | bool] = None, batch_stats: Optional[PyTree] = None,
                 options: expand.GrowthOptions = expand.GrowthOptions(),
                 verify: Optional[tuple[Callable[[PyTree], Array], Callable[[PyTree], Array]]] = None
                 ) -> expand.Expansion:
@@ -38,8 +38,10 @@ def widen_layer(params: PyTree, masks: PyTree, key: Array, *, producer: str, con
     ``producer`` (e.g. ``'Dense_0'``) gains ``amount`` output units;
     ``consumer`` (e.g. ``'Dense_1'``), which reads the producer's output
     (possibly through an elementwise activation and a BatchNorm named by
-    ``norm``), gains the matching input rows. Rebuild the module with the new
-    width (``Expansion.spec`` is None here). ``verify=(apply_before, apply_after)``, the
+    ``norm``), gains the matching input rows. With ``norm=None`` a BatchNorm-like layer
+    (``scale`` of the producer's width) beside the producer is refused as ambiguous: name it
+    (``norm='BatchNorm_0'``) or state there is none between the two (``norm=False``). Rebuild
+    the module with the new width (``Expansion.spec`` is None here). ``verify=(apply_before, apply_after)``, the
     module's outputs before and after as functions of the params, checks that the function
     is preserved (``expand.assert_preserved``).
     """
@@ -64,16 +66,31 @@ def widen_layer(params: PyTree, masks: PyTree, key: Array, *, producer: str, con
                                     'of one type '
                              f'in order): widen_layer needs the next layer as consumer, e.g. '
                              f'{p_parent + "/" if p_parent else ""}{p_auto[0]}_{p_auto[1] + 1}.')
+    if norm is None:
+        _refuse_unnamed_norm(flat, producer, consumer, flat[kernel].shape[-1])
     producers = [(kernel, -1, 'kernel')]
     if f'{producer}/bias' in flat:
         producers.append((f'{producer}/bias', -1, 'bias'))
-    if norm is not None:
+    if norm:
         producers += [(f'{norm}/scale', -1, 'bn_scale'), (f'{norm}/bias', -1, 'bn_bias'),
                       (f'{norm}/mean', -1, 'mean'), (f'{norm}/var', -1, 'var')]
     grown = widen_units(params, masks, batch_stats, producers, [(consumer_kernel, -2)], key, amount, options)
     if verify is not None:
         expand.assert_preserved(verify[0], verify[1], params, grown.params)
     return grown
+
+
+def _refuse_unnamed_norm(flat: dict[str, Array], producer: str, consumer: str, units: int) -> None:
+    """Refuses ``norm=None`` when a norm layer of ``units`` features sits in the producer's module."""
+    parent = producer.rpartition('/')[0]
+    norms = sorted(path.rpartition('/')[0] for path, leaf in flat.items()
+                   if path.endswith('/scale') and leaf.shape == (units,)
+                   and path.rpartition('/')[0].rpartition('/')[0] == parent)
+    if norms:
+        raise expand.ExpansionError(
+            f'{producer} has {units} outputs and {", ".join(norms)} (in the same module) {units} features: if one '
+            f'sits between {producer} and {consumer}, pass norm=\'{norms[0]}\' (its scale, bias and batch '
+            f'statistics must grow too, and batch_stats=...); if none does, pass norm=False.')
 
 
 def _fresh_units(kind: str, old: Array, amount: int, key: Array) -> Array:

@@ -178,6 +178,20 @@ def test_r8_a_norm_of_another_width_is_refused():
                       amount=2, norm='bn', batch_stats=stats)
 
 
+def test_a_forgotten_norm_is_refused_with_its_name_and_the_explicit_no_norm_works():
+    variables = ConvBN().init(jax.random.key(0), jnp.ones((1, 6, 6, 3)))
+    params, stats = variables['params'], variables['batch_stats']
+    masks = M.create_masks(params)
+    with pytest.raises(E.ExpansionError, match=r"conv1 has 8 outputs and bn .* pass norm='bn'.*norm=False"):
+        W.widen_layer(params, masks, jax.random.key(1), producer='conv1', consumer='conv2', amount=2)
+    named = W.widen_layer(params, masks, jax.random.key(1), producer='conv1', consumer='conv2', amount=2,
+                          norm='bn', batch_stats=stats)
+    assert named.params['bn']['scale'].shape == (10,) and named.batch_stats['bn']['var'].shape == (10,)
+    unnormed = W.widen_layer(params, masks, jax.random.key(1), producer='conv1', consumer='conv2', amount=2,
+                             norm=False)  # the user states no norm sits between them: the norm is left alone
+    assert unnormed.params['conv1']['kernel'].shape[-1] == 10 and unnormed.params['bn']['scale'].shape == (8,)
+
+
 def test_other_cases_name_the_path_or_the_alternative():
     P = user_params()
     masks = M.create_masks(P)
