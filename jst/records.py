@@ -50,9 +50,10 @@ class History:
 def make_record(*, round_index: int, method: str, control: str, variant: str, dataset: str, seed: int,
                 data_backend: str, spec: specs.ModelSpec, params: Any, masks: Any, best: Any, final: Any,
                 steps: int, seconds: float, start: Optional[dict[str, Any]], cumulative_steps: int,
-                **extra: Any) -> Record:
+                diverged: bool = False, **extra: Any) -> Record:
     """One ``summary.json`` record: a round's early-stopping point ``best`` and last evaluation ``final``
-    (``train_loop.EvalRecord``), its network's sparsity and size, and the start-of-round measures."""
+    (``train_loop.EvalRecord``), its network's sparsity and size, the start-of-round measures, and whether
+    the round's training diverged (``train_loop.diverged``; such a run ends with a non-zero exit code)."""
     stats = masks_lib.sparsity_stats(masks)
     start = start or {}
     record = {
@@ -64,7 +65,7 @@ def make_record(*, round_index: int, method: str, control: str, variant: str, da
         'best_step': best.step, 'cumulative_steps': cumulative_steps,
         'val_loss': best.val_loss, 'test_loss': best.test_loss,
         'final_val_accuracy': final.val_accuracy, 'final_test_accuracy': final.test_accuracy,
-        'steps': steps, 'seconds': round(seconds, 3),
+        'steps': steps, 'seconds': round(seconds, 3), 'diverged': bool(diverged),
         'start_val_accuracy': start.get('val_accuracy'), 'start_test_accuracy': start.get('test_accuracy'),
         'juvenility': ({'start': start.get('juvenility'), 'end': start.get('juvenility_end'),
                         'learning_potential': start.get('learning_potential'),
@@ -147,4 +148,10 @@ def round_line(r: Record) -> str:
     return (f"[{r['method']}/{r['control']}] round {r['round']}: {r['architecture']}  "
             f"{100 * r['fraction_remaining']:.2f}% weights remaining  "
             f"val {100 * r['val_accuracy']:.2f}%  test {100 * r['test_accuracy']:.2f}%  "
-            f"(early-stop step {r['best_step']}, cumulative steps {r['cumulative_steps']})")
+            f"(early-stop step {r['best_step']}, cumulative steps {r['cumulative_steps']})"
+            + ('  DIVERGED' if r.get('diverged') else ''))
+
+
+def diverged_rounds(records: Sequence[Record]) -> list[str]:
+    """'method/control seed S round R' of each record marked ``diverged`` (records before the mark: none)."""
+    return [f"{r['method']}/{r['control']} seed {r['seed']} round {r['round']}" for r in records if r.get('diverged')]

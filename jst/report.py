@@ -19,6 +19,7 @@ import numpy as np
 from absl import logging
 
 from jst import figures
+from jst import records
 from jst import statistics
 from jst import workdir as workdir_lib
 
@@ -113,7 +114,8 @@ def summary_table(records_: Sequence[Record]) -> str:
     for r in records_:
         lines.append(f"| {r['round']} | {r['method']} | {r['control']} | {r['architecture']} | "
                      f"{100 * r['fraction_remaining']:.2f} | {100 * r['val_accuracy']:.2f} | "
-                     f"{100 * r['test_accuracy']:.2f} | {r['best_step']} | {r['cumulative_steps']} |")
+                     f"{100 * r['test_accuracy']:.2f}{' (diverged)' if r.get('diverged') else ''} | "
+                     f"{r['best_step']} | {r['cumulative_steps']} |")
     return '\n'.join(lines)
 
 
@@ -156,7 +158,8 @@ def aggregate_table(summary: Sequence[Record]) -> str:
             f"{100 * a['fraction_remaining']:.2f} | {a['params_remaining']:.0f} | "
             f"{_mean_ci(a['val'], a['val_sd'], a['val_ci'])} | {_mean_ci(a['test'], a['test_sd'], a['test_ci'])} | "
             f"{100 * a['start_val']:.1f} | {a['best_step']:.0f} | {a['cumulative_steps']:.0f} | {a['seeds']} |")
-    return '\n'.join(lines)
+    bad = records.diverged_rounds(summary)  # included above; the `diverged` field of summary.json
+    return '\n'.join(lines + (['', f'**Diverged**: {", ".join(bad)}.'] if bad else []))
 
 
 def paired_final_rounds(summary: Sequence[Record], a: str, b: str) -> str:

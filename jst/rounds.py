@@ -183,7 +183,7 @@ def record_round(ctx: context_lib.RunContext, journal: checkpointing.Journal, re
         dataset=ctx.dataset.name, seed=ctx.seeds[lane], data_backend=ctx.dataset.backend, spec=spec,
         params=state.params, masks=state.masks, best=result.best, final=result.records[-1],
         steps=result.steps, seconds=result.seconds, start=result.start, cumulative_steps=cumulative_steps,
-        **extra)
+        diverged=train_loop.diverged(result.records, (result.start or {}).get('val_loss')), **extra)
     evals = [dataclasses.asdict(r) for r in result.records]
     journal.history.add_round(record, result.start, evals)
     journal.history.write(ctx.workdir)

@@ -126,12 +126,9 @@ def make_segment_fn(trainer: Trainer, num_train: int, mesh: Optional[Any] = None
 
 def make_replicated_segment_fn(trainer: Trainer, num_train: int, mesh: Optional[Any] = None,
                                test_at_best: bool = True, step_loop: str = 'scan') -> Callable[..., Any]:
-    """``make_segment_fn`` over N independent replicates (seeds) in one compiled program (``jax.vmap``).
-
-    ``state``, ``key`` and ``best_val`` carry a leading replicate axis [N, ...]
-    (different inits, masks and batch orders); data and step counters are
-    shared. Metrics come back as [N, length] (``best_val`` [N]).
-    """
+    """``make_segment_fn`` over N replicates (seeds) in one program (``jax.vmap``): ``state``, ``key`` and
+    ``best_val`` carry a leading axis [N, ...] (inits, masks, batch orders); data and step counters are shared.
+    Metrics come back as [N, length] (``best_val`` [N])."""
     return make_segment_fn(trainer, num_train, mesh, test_at_best, step_loop, lanes=True)
 
 
@@ -145,14 +142,8 @@ def as_single_lane(segment_fn: Callable[..., Any]) -> Callable[..., Any]:
     return one_lane
 
 
-def stack_lanes(states: Sequence[TrainState]) -> TrainState:
-    """One state per lane -> one state with a leading lane axis [N] (what the replicated segment trains)."""
-    return pytrees.stack(list(states))
-
-
-def unstack_lanes(state: TrainState, n: int) -> list[TrainState]:
-    """Inverse of ``stack_lanes``."""
-    return pytrees.unstack(state, n)
+stack_lanes = pytrees.stack  # one state per lane -> one state with a leading lane axis [N]
+unstack_lanes = pytrees.unstack  # (state, n) -> the n lanes' states
 
 
 def plan_segments(start: int, stop: int, spe: int, breaks: tuple[int, ...] = ()) -> list[tuple[int, int, int]]:
@@ -297,6 +288,16 @@ def _log_progress(label: str, t: int, start: int, stop: int, total: int, t_begin
     logging.info('%s step %d/%d  train_loss %.4f  val_acc %.4f  test_acc %s  (%s%.1fs, ETA %.0fs)',
                  label, t, total, mean('train_loss'), mean('val_accuracy'), f'{test:.4f}' if np.isfinite(test) else '-',
                  f'mean of {len(latest)} seeds, ' if len(latest) > 1 else '', elapsed, eta)
+
+
+def diverged(records: Sequence[EvalRecord], start_val_loss: Optional[float]) -> bool:
+    """Whether a round diverged: some evaluation window's mean training loss exceeded ``DIVERGENCE_FACTOR``
+    times the round's starting validation loss (its step-0 evaluation, else its first one; at least 0.01).
+    Computed from the round's evaluation records, so a resumed round gets the same answer."""
+    first = records[0].val_loss if records else 1.0
+    reference = start_val_loss if start_val_loss is not None and np.isfinite(start_val_loss) else first
+    losses = [r.train_loss for r in records if r.train_loss is not None and np.isfinite(r.train_loss)]
+    return bool(losses) and max(losses) > DIVERGENCE_FACTOR * max(float(reference), 0.01)
 
 
 def early_stopping(records: list[EvalRecord]) -> EvalRecord:

@@ -14,6 +14,7 @@ from jst import configuration
 from jst import data
 from jst import driver
 from jst import parallel
+from jst import records as records_lib
 from jst import train_loop
 from jst import workdir as workdir_lib
 # pylint: enable=g-import-not-at-top,wrong-import-position
@@ -66,7 +67,7 @@ def main(argv):
     workdir = _WORKDIR.value or os.path.join(
         'runs', os.path.splitext(os.path.basename(config_path.split(':')[0]))[0])
     try:
-        driver.train_and_evaluate(config, workdir)
+        diverged = records_lib.diverged_rounds(driver.train_and_evaluate(config, workdir))
     except KeyboardInterrupt:
         _fail(f'interrupted; the last checkpoint in {workdir} is kept: rerun the same command to resume.', 130)
     except USER_ERRORS as e:
@@ -74,6 +75,10 @@ def main(argv):
             raise
         print(f'jst: {type(e).__name__}: {e}\n(run with --verbosity=1 for the traceback)', file=sys.stderr)
         sys.exit(2)
+    if diverged:
+        _fail(f'training diverged in {len(diverged)} round(s) ({", ".join(diverged[:3])}'
+              f'{", ..." if len(diverged) > 3 else ""}); their records (summary.json under {workdir}) are marked '
+              '"diverged": lower config.learning_rate (a new run: another --workdir or --config.overwrite=True).', 3)
 
 
 if __name__ == '__main__':

@@ -148,9 +148,39 @@ def test_divergence_is_warned(caplog):
     state = train.create_train_state(variables, masks.create_masks(variables['params']), trainer.tx)
     seg = train_loop.make_segment_fn(trainer, 600)
     with caplog.at_level('WARNING'):
-        train_loop.train_steps(seg, state, train.device_data(ds), jax.random.key(1), 0, 40, spe=20, eval_every=20,
-                               label='round 0')
+        _, records = train_loop.train_steps(seg, state, train.device_data(ds), jax.random.key(1), 0, 40, spe=20,
+                                            eval_every=20, label='round 0')
     assert 'training is diverging' in caplog.text
+    assert train_loop.diverged(records, start_val_loss=2.3)
+
+
+def test_divergence_is_judged_from_the_records_against_the_round_start():
+    from jst.train_loop import EvalRecord, diverged  # pylint: disable=g-import-not-at-top
+    rec = lambda train_loss, val_loss=2.0: EvalRecord(20, train_loss, 0.1, val_loss, 0.1, float('nan'), float('nan'))
+    assert diverged([rec(1.5), rec(1.8e8), rec(2.31)], start_val_loss=2.3)  # spiked, then sat at chance (Adam, lr 1)
+    assert not diverged([rec(2.0), rec(0.4), rec(0.1)], start_val_loss=2.3)
+    assert not diverged([rec(2000.0)], start_val_loss=2.3)  # under 1000x the start
+    assert not diverged([rec(5.0)], start_val_loss=0.0004)  # a near-perfect start: the reference is floored at 0.01
+    assert diverged([rec(11.0)], start_val_loss=0.0004)
+    assert diverged([rec(3000.0, val_loss=2.0)], start_val_loss=None)  # no step-0 evaluation: the first one
+    assert not diverged([], start_val_loss=2.3)
+
+
+def test_a_diverged_run_is_marked_and_exits_non_zero(mnist_dir, tmp_path):
+    """The probe's lr=100 run ended rc 0 with chance-level records: now each round carries ``diverged`` and the
+    command ends with one line and exit code 3, on the first run and on a rerun of the finished run alike."""
+    import json  # pylint: disable=g-import-not-at-top
+    import subprocess  # pylint: disable=g-import-not-at-top
+    import sys  # pylint: disable=g-import-not-at-top
+    from tests.helpers import REPO  # pylint: disable=g-import-not-at-top
+    cmd = [sys.executable, os.path.join(REPO, 'launch', 'main.py'), '--config=configs/tiny.py',
+           f'--config.manual_dir={mnist_dir}', '--config.learning_rate=100', f'--workdir={tmp_path / "work"}']
+    for _ in range(2):
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
+        assert out.returncode == 3, out.stderr[-2000:]
+        assert 'jst: training diverged in' in out.stderr and 'Traceback' not in out.stderr
+    with open(tmp_path / 'work' / 'summary.json') as f:
+        assert all(r['diverged'] for r in json.load(f))
 
 
 @pytest.mark.parametrize('args, expected', [
