@@ -16,7 +16,7 @@ Adam 1.2e-3 and batch 60, the same per-layer sparsities, and one training of ``-
 
 Validation every 500 steps; the reported test accuracy is the one at the lowest validation loss (as IMP's; for
 GMP among the evaluations at its final sparsity).
-Results: ``--out/sparse_training_<platform>.{json,md}``.
+Results: ``--out/sparse_training_<platform>.{json,md}``; ``--render=JSON`` rewrites the table from a results JSON.
 """
 
 from __future__ import annotations
@@ -54,7 +54,9 @@ _STEPS = flags.DEFINE_integer('steps', 16_000, 'Training iterations of each spar
 _LEVEL = flags.DEFINE_integer('level', 10, 'IMP level to match (its per-layer sparsities).')
 _TRAIN_LIMIT = flags.DEFINE_integer('train_limit', 0, '>0: fewer training examples (the toy-scale test).')
 _OUT = flags.DEFINE_string('out', os.path.join(REPO, 'benchmarks', 'results'), 'Output folder.')
+_RENDER = flags.DEFINE_string('render', '', 'A results JSON: rewrite its .md from it (no training).')
 BATCH, LR, EVAL_EVERY, CHUNK = 60, 1.2e-3, 500, 100
+METHODS = ('gmp', 'rigl', 'static')
 
 
 def level_sparsities(masks: Any, level: int) -> Any:
@@ -149,39 +151,73 @@ def imp_records(level: int, seeds: int) -> list[dict[str, Any]]:
     return out
 
 
-def main(argv):
-    del argv
-    ds = data_lib.load_dataset('mnist', _MANUAL_DIR.value or None, backend='numpy',
-                               train_limit=_TRAIN_LIMIT.value or None)
-    rows = [train(m, s, ds, _STEPS.value, _LEVEL.value) for s in range(_SEEDS.value) for m in ('gmp', 'rigl', 'static')]
-    for r in rows:
-        print(json.dumps({k: v for k, v in r.items() if k != 'layers'}), flush=True)
-    imp = imp_records(_LEVEL.value, _SEEDS.value)
-    lines = [f'# Sparse training against IMP at matched sparsity (LeNet-300-100, MNIST; {jax.default_backend()}, '
-             f'{platform.machine()}, {os.cpu_count()} CPUs, jax {jax.__version__}, {time.strftime("%Y-%m-%d")})', '',
-             f'Per-layer sparsities of IMP level {_LEVEL.value} (hidden layers 1 - 0.8^{_LEVEL.value}, output '
-             f'1 - 0.9^{_LEVEL.value}); test accuracy at the lowest validation loss; mean ± 95% CI over seeds. '
-             f'IMP: the committed `lenet300` records ({_LEVEL.value + 1} trainings of 8,000 iterations); the others: '
-             f'one training of {_STEPS.value:,} iterations. Command: `python benchmarks/bench_sparse_training.py '
-             f'--seeds={_SEEDS.value} --steps={_STEPS.value} --level={_LEVEL.value}`.', '',
-             '| method | seeds | % weights remaining | iterations | test acc (%) | val acc (%) |', '|---|---|---|---|---|---|']
-    groups = {'imp': imp, **{m: [r for r in rows if r['method'] == m] for m in ('gmp', 'rigl', 'static')}}
+def welch(a: list[float], b: list[float]) -> tuple[float, float, float]:
+    """``mean(a) - mean(b)`` of two unpaired samples, its Welch 95% CI half-width and two-sided p-value (the
+    seeds of IMP and of these runs draw different initialisations, so they do not pair)."""
+    from scipy import stats  # pylint: disable=g-import-not-at-top
+    x, y = np.asarray(a, float), np.asarray(b, float)
+    va, vb = x.var(ddof=1) / x.size, y.var(ddof=1) / y.size
+    se = float(np.sqrt(va + vb))
+    df = (va + vb) ** 2 / (va ** 2 / (x.size - 1) + vb ** 2 / (y.size - 1))
+    return float(x.mean() - y.mean()), float(stats.t.ppf(0.975, df) * se), float(stats.ttest_ind(x, y, equal_var=False).pvalue)
+
+
+def render(results: dict[str, Any]) -> str:
+    """The Markdown table of a results JSON (``main``'s output): every number from its records."""
+    rows, imp, steps, level = results['rows'], results['imp'], results['steps'], results['level']
+    seeds = len({r['seed'] for r in rows})
+    head = results.get('machine', 'cpu')
+    lines = [f'# Sparse training against IMP at matched sparsity (LeNet-300-100, MNIST; {head})', '',
+             f'Per-layer sparsities of IMP level {level} (hidden layers 1 - 0.8^{level}, output 1 - 0.9^{level}); '
+             'test accuracy at the lowest validation loss; mean ± 95% CI over seeds. IMP: the committed `lenet300` '
+             f'records ({level + 1} trainings of 8,000 iterations); the others: one training of {steps:,} '
+             f'iterations. Command: `python benchmarks/bench_sparse_training.py --seeds={seeds} --steps={steps} '
+             f'--level={level}`; this table again from the committed JSON: `python benchmarks/bench_sparse_training.py '
+             '--render=benchmarks/results/sparse_training_cpu.json`.', '',
+             '| method | seeds | % weights remaining | iterations | test acc (%) | val acc (%) | test: method − IMP '
+             '(points, Welch 95% CI) | p (Holm, 3 tests) |', '|---|---|---|---|---|---|---|---|']
+    groups = {'imp': imp, **{m: [r for r in rows if r['method'] == m] for m in METHODS}}
+    diffs = {m: welch([r['test_accuracy'] for r in groups[m]], [r['test_accuracy'] for r in imp])
+             for m in METHODS if len(groups[m]) > 1 and len(imp) > 1}
+    adjusted = dict(zip(diffs, statistics.holm([d[2] for d in diffs.values()]))) if diffs else {}
     for name, rs in groups.items():
         if not rs:
-            lines.append(f'| {name} | 0 | | | (no records) | |')
+            lines.append(f'| {name} | 0 | | | (no records) | | | |')
             continue
         test, val = [r['test_accuracy'] for r in rs], [r['val_accuracy'] for r in rs]
-        iterations = (_LEVEL.value + 1) * 8000 if name == 'imp' else _STEPS.value
+        iterations = (level + 1) * 8000 if name == 'imp' else steps
+        p_text = f'{adjusted.get(name, 1):.3f}' if adjusted.get(name, 1) >= 0.001 else '< 0.001'
+        diff = (f'{100 * diffs[name][0]:+.2f} ± {100 * diffs[name][1]:.2f} | {p_text}'
+                if name in diffs else '(reference) |' if name == 'imp' else '(needs 2 seeds) |')
         lines.append(f"| {name} | {len(rs)} | {100 * np.mean([r['fraction_remaining'] for r in rs]):.2f} | "
                      f'{iterations:,} | {100 * np.mean(test):.2f} ± {100 * statistics.ci95(test):.2f} | '
-                     f'{100 * np.mean(val):.2f} ± {100 * statistics.ci95(val):.2f} |')
-    os.makedirs(_OUT.value, exist_ok=True)
-    name = f'sparse_training_{jax.default_backend()}'
-    with open(os.path.join(_OUT.value, name + '.json'), 'w') as f:
-        json.dump({'rows': rows, 'imp': imp, 'steps': _STEPS.value, 'level': _LEVEL.value}, f, indent=1)
-    with open(os.path.join(_OUT.value, name + '.md'), 'w') as f:
-        f.write('\n'.join(lines) + '\n')
-    print('\n'.join(lines))
+                     f'{100 * np.mean(val):.2f} ± {100 * statistics.ci95(val):.2f} | {diff} |')
+    return '\n'.join(lines) + '\n'
+
+
+def main(argv):
+    del argv
+    if _RENDER.value:
+        with open(_RENDER.value) as f:
+            text = render(json.load(f))
+        path = os.path.splitext(_RENDER.value)[0] + '.md'
+    else:
+        ds = data_lib.load_dataset('mnist', _MANUAL_DIR.value or None, backend='numpy',
+                                   train_limit=_TRAIN_LIMIT.value or None)
+        rows = [train(m, s, ds, _STEPS.value, _LEVEL.value) for s in range(_SEEDS.value) for m in METHODS]
+        for r in rows:
+            print(json.dumps({k: v for k, v in r.items() if k != 'layers'}), flush=True)
+        results = {'rows': rows, 'imp': imp_records(_LEVEL.value, _SEEDS.value), 'steps': _STEPS.value,
+                   'level': _LEVEL.value, 'machine': f'{jax.default_backend()}, {platform.machine()}, '
+                   f'{os.cpu_count()} CPUs, jax {jax.__version__}, {time.strftime("%Y-%m-%d")}'}
+        os.makedirs(_OUT.value, exist_ok=True)
+        path = os.path.join(_OUT.value, f'sparse_training_{jax.default_backend()}')
+        with open(path + '.json', 'w') as f:
+            json.dump(results, f, indent=1)
+        text, path = render(results), path + '.md'
+    with open(path, 'w') as f:
+        f.write(text)
+    print(text + f'(wrote {path})')
 
 
 if __name__ == '__main__':

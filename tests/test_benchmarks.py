@@ -45,3 +45,4 @@ def test_bench_sparse_training(mnist_dir, tmp_path):
     _run('bench_sparse_training.py', f'--manual_dir={mnist_dir}', '--seeds=1', '--steps=1000', '--train_limit=3000',
          f'--out={tmp_path}')
     assert any(n.startswith('sparse_training_') for n in os.listdir(tmp_path))
+

@@ -184,3 +184,27 @@ def test_compute_fair_choice_by_hand():
     assert 'a (100 steps/round: 200 steps' in sentence and '+5.00 ± 0.00 points' in sentence, sentence
     section = '\n'.join(compute.budget_choice_section(runs, [('a', 'b')]))
     assert '| a - b | 100 vs 300 | 2 | +5.00 ± 0.00 |' in section, section
+
+
+def _render(path):
+    proc = subprocess.run([sys.executable, os.path.join(REPO, 'benchmarks', 'bench_sparse_training.py'),
+                           f'--render={path}'], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_sparse_training_table_is_what_its_committed_record_gives(tmp_path):
+    """benchmarks/results/sparse_training_cpu.md is rewritten from its JSON alone (``--render``), and a changed
+    record changes the table: every published number comes from the record."""
+    import json  # pylint: disable=g-import-not-at-top
+    import shutil  # pylint: disable=g-import-not-at-top
+    committed = os.path.join(REPO, 'benchmarks', 'results', 'sparse_training_cpu')
+    shutil.copy(committed + '.json', tmp_path / 'r.json')
+    _render(tmp_path / 'r.json')
+    with open(committed + '.md') as f:
+        assert (tmp_path / 'r.md').read_text() == f.read()
+    results = json.loads((tmp_path / 'r.json').read_text())
+    results['rows'][0]['test_accuracy'] += 0.01
+    (tmp_path / 'r.json').write_text(json.dumps(results))
+    _render(tmp_path / 'r.json')
+    with open(committed + '.md') as f:
+        assert (tmp_path / 'r.md').read_text() != f.read()
