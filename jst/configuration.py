@@ -237,11 +237,29 @@ def _check_numbers(c: ml_collections.ConfigDict) -> None:
             _check(c.search[field] >= 1, f'config.search.{field}={c.search[field]} must be >= 1.')
         _check(all(int(w) > 0 for w in c.search.widen_by),
                f'config.search.widen_by={tuple(c.search.widen_by)} must hold positive unit counts (or be empty).')
+    _check_lanes_fit(c)
     if c.method == 'juvenile' and c.growth == 'paper':
         spec = start_spec(c, 'juvenile')
         _check(c.grow_position == -1 or c.grow_position in spec.deepen_positions,
                f'config.grow_position={c.grow_position} is not a place to insert a layer in '
                f'{spec.describe()}: use -1 (the end) or one of {list(spec.deepen_positions)}.')
+
+
+def _check_lanes_fit(c: ml_collections.ConfigDict) -> None:
+    """Refuses ``num_seeds`` lanes whose estimated memory (``train.lane_memory_bytes`` of the start
+    architecture; growth adds to it) exceeds the free memory (``train.available_memory_bytes``)."""
+    available = train_lib.available_memory_bytes()
+    if available is None:
+        return
+    shape = readers.IMAGE_SHAPES[c.dataset]
+    spec = max((start_spec(c, m) for m in (('lth', 'juvenile') if c.method == 'compare' else (c.method,))),
+               key=lambda s: train_lib.lane_memory_bytes(s, shape, c.batch_size))
+    per_lane = train_lib.lane_memory_bytes(spec, shape, c.batch_size)
+    _check(c.num_seeds * per_lane <= available,
+           f'config.num_seeds={c.num_seeds}: the lanes need about {c.num_seeds * per_lane / 1e9:.1f} GB (an estimate: '
+           f'{per_lane / 1e6:.1f} MB per seed for {spec.describe()} at batch {c.batch_size}), but '
+           f'{available / 1e9:.1f} GB are free on {jax.default_backend()}; at most {available // per_lane} seeds fit: '
+           'pass a smaller --config.num_seeds, or run the seeds as separate runs (launch/sweep.sh).')
 
 
 def validate_against_data(config: ml_collections.ConfigDict, num_train: int, num_devices: int) -> None:

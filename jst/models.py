@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jst import specs
 
@@ -125,6 +126,16 @@ def build_model(spec: specs.ModelSpec) -> nn.Module:
 def init_module_variables(model: nn.Module, key: Array, input_shape: Sequence[int]) -> dict[str, Any]:
     """Initial variables ({'params': ..., maybe 'batch_stats': ...}) of ``model`` for one example shape."""
     return dict(model.init(key, jnp.zeros((1, *input_shape), jnp.float32), train=False))
+
+
+def footprint(spec: specs.ModelSpec, input_shape: Sequence[int]) -> tuple[int, int]:
+    """(parameters and batch statistics, module-output elements per example) of ``spec``'s model: shapes only
+    (``jax.eval_shape``), nothing allocated."""
+    model = build_model(spec)
+    _, variables = jax.eval_shape(lambda x: model.init_with_output(
+        jax.random.key(0), x, train=False, capture_intermediates=True), jnp.zeros((1, *input_shape), jnp.float32))
+    size = lambda tree: sum(int(np.prod(a.shape)) for a in jax.tree.leaves(tree))
+    return size({k: v for k, v in variables.items() if k != 'intermediates'}), size(variables['intermediates'])
 
 
 def init_variables(spec: specs.ModelSpec, key: Array, input_shape: Sequence[int]) -> dict[str, Any]:

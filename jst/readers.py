@@ -31,6 +31,7 @@ import numpy as np
 Backend = Literal['auto', 'tfds', 'numpy']
 BACKENDS = ('auto', 'tfds', 'numpy')
 SUPPORTED_DATASETS = ('mnist', 'fashion_mnist', 'cifar10')
+IMAGE_SHAPES = {'mnist': (28, 28, 1), 'fashion_mnist': (28, 28, 1), 'cifar10': (32, 32, 3)}  # [H, W, C]
 MNIST_FILES = {
     'train_images': 'train-images-idx3-ubyte.gz',
     'train_labels': 'train-labels-idx1-ubyte.gz',

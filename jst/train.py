@@ -190,6 +190,30 @@ def make_trainer(spec: Any, optimizer: Optimizer, learning_rate: float, momentum
                    functools.partial(data_lib.preprocess, dataset=dataset))
 
 
+BYTES_PER_PARAMETER = 28  # float32 params, 2 Adam moments, gradients, updates and a rewind copy; a bool mask; slack
+
+
+def lane_memory_bytes(spec: Any, input_shape: tuple[int, ...], batch_size: int) -> int:
+    """An estimate of one lane's (seed's) memory in training: ``BYTES_PER_PARAMETER`` per parameter, plus float32
+    module outputs for a training batch (forward and backward, x3) or an evaluation chunk, whichever is larger."""
+    parameters, activations = models.footprint(spec, input_shape)
+    return BYTES_PER_PARAMETER * parameters + 4 * activations * max(3 * batch_size, EVAL_CHUNK)
+
+
+def available_memory_bytes() -> Optional[int]:
+    """Free memory of the first device (accelerators: its allocator's limit minus use; CPU: the host's
+    ``MemAvailable``); None where unknown."""
+    stats = jax.devices()[0].memory_stats() if jax.default_backend() != 'cpu' else None
+    if stats and 'bytes_limit' in stats:
+        return int(stats['bytes_limit']) - int(stats.get('bytes_in_use', 0))
+    try:
+        with open('/proc/meminfo') as f:
+            fields = dict(line.split(':', 1) for line in f)
+        return int(fields['MemAvailable'].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
 def steps_per_epoch(num_train: int, batch_size: int) -> int:
     return num_train // batch_size
 

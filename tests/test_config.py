@@ -76,6 +76,31 @@ def test_late_failures_are_caught_before_training(overrides, message):
         C.validate_config(set_fields(load_config('tiny'), overrides))
 
 
+def test_lane_memory_estimate_is_the_stated_formula():
+    """MLP 784-128-10: 101,770 parameters, module outputs 128 + 10 (+ the model's own 10) per example; at batch
+    128 the evaluation chunk (1,000 examples) is the larger activation term."""
+    from jst import specs, train  # pylint: disable=g-import-not-at-top
+    spec = specs.MLPSpec((128,))
+    assert train.lane_memory_bytes(spec, (28, 28, 1), 128) == 28 * 101_770 + 4 * 148 * 1000
+    assert train.lane_memory_bytes(spec, (28, 28, 1), 1000) == 28 * 101_770 + 4 * 148 * 3000
+
+
+def test_more_seeds_than_memory_holds_are_refused_before_any_work(monkeypatch):
+    """The probe's num_seeds=10000 was OOM-killed without a message: now refused up front, naming how many fit."""
+    from jst import train  # pylint: disable=g-import-not-at-top
+    monkeypatch.setattr(train, 'available_memory_bytes', lambda: 200_000_000)
+    config = load_config('mnist')
+    config.num_seeds = 10_000
+    with pytest.raises(C.ConfigError, match=r'config.num_seeds=10000: the lanes need about 83.1 GB .* 8.3 MB per '
+                                            r'seed for MLP\[128-128-128-128-128-128-10\] .* at most 24 seeds fit'):
+        C.validate_config(config)
+    config.num_seeds = 24
+    C.validate_config(config)
+    monkeypatch.setattr(train, 'available_memory_bytes', lambda: None)  # unknown: not checked
+    config.num_seeds = 10_000
+    C.validate_config(config)
+
+
 def test_all_shipped_configs_validate():
     for name, arg in [('tiny', None), ('mnist', None), ('cifar10', None), ('mnist_lenet300', None),
                       ('cifar10_conv', 'conv2'), ('cifar10_conv', 'conv4'), ('cifar10_conv', 'conv6')]:
