@@ -38,13 +38,14 @@ class RunCheckpointer:
 
     def __init__(self, workdir: str, config: Optional[dict[str, Any]], keep: int = 2):
         """``config``: the run's config dict (its run-defining fields are written and checked); None to
-        read another run's checkpoints without checking."""
+        read another run's checkpoints without checking (and create nothing in ``workdir``)."""
         self.workdir = workdir
         self.run_config = workdir_lib.run_fields(config) if config is not None else None
         self._config = config
         self.directory = os.path.abspath(os.path.join(workdir, workdir_lib.CHECKPOINT_DIR))
         self._keep = keep
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False)
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=config is not None,
+                                               enable_async_checkpointing=False)
         self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=('arrays', 'meta'))
         self._next = (self._manager.latest_step() or 0) + 1
 

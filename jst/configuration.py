@@ -203,6 +203,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
            '(early stopping and selection use the validation split only).')
     _check(not c.init_from or os.path.isdir(c.init_from),
            f'config.init_from={c.init_from!r} is not a folder: give the workdir of a finished run.')
+    for field, holds in (('data_dir', 'where TFDS keeps prepared data'), ('manual_dir', 'of the dataset files')):
+        _check(not c[field] or not os.path.isfile(c[field]), f'config.{field}={c[field]!r} is a file: give a folder '
+               f'({holds}).')
     _check(c.noise_scale >= 0, f'config.noise_scale={c.noise_scale} must be >= 0.')
     _check_numbers(c)
     if c.juvenility:

@@ -70,9 +70,13 @@ def expected_files(name: str) -> tuple[str, ...]:
 
 
 def missing_files_message(name: str, manual_dir: str) -> str:
-    files = ', '.join(expected_files(name))
-    return (f'Dataset {name!r}: no usable files in manual_dir={manual_dir!r}. '
-            f'Expected {files} (for cifar10 the archive or an extracted '
+    """What is missing from ``manual_dir`` (the absent files by name when some of them are there) and the fix."""
+    files = expected_files(name)
+    absent = [f for f in files if not os.path.exists(os.path.join(manual_dir, f))]
+    what = (f'{", ".join(absent)} missing from manual_dir={manual_dir!r}' if 0 < len(absent) < len(files)
+            else f'no usable files in manual_dir={manual_dir!r}')
+    return (f'Dataset {name!r}: {what}. '
+            f'Expected {", ".join(files)} (for cifar10 the archive or an extracted '
             f'{CIFAR10_DIR}/ folder). Point --config.manual_dir (or ${MANUAL_DIR_ENV}) '
             'at the folder that holds them, e.g. '
             f'--config.manual_dir=../shared/datasets/{"cifar10-jpeg75" if name == "cifar10" else name}.')

@@ -221,7 +221,8 @@ def claim(workdir: str, config_dict: dict[str, Any], overwrite: bool) -> None:
     """Refuses a workdir that holds a run of another config (unless ``overwrite``: then that run is
     discarded), then writes ``config.json``. When ``config.json`` is missing or unreadable but checkpoints
     exist, their own config decides on restore (``write_config_if_missing`` then writes the file): a refused
-    run writes nothing. Call it holding the ``WorkdirLock``."""
+    run writes nothing. A ``config.json`` under which nothing was trained (no checkpoints, no records) is
+    replaced. Call it holding the ``WorkdirLock``."""
     path = os.path.join(workdir, CONFIG_FILE)
     saved = _read_config_file(path)
     if saved is None and os.path.exists(path) and not has_checkpoints(workdir) and not overwrite:
@@ -231,6 +232,10 @@ def claim(workdir: str, config_dict: dict[str, Any], overwrite: bool) -> None:
         logging.warning('%s is missing or unreadable; the checkpoints\' own config decides.', path)
         return
     diffs = config_differences(saved, config_dict) if saved is not None else []
+    if diffs and not has_checkpoints(workdir) and not os.path.exists(os.path.join(workdir, SUMMARY_FILE)):
+        logging.info('%s: nothing was trained under its old config (%s); this config replaces it.', workdir,
+                     '; '.join(diffs))  # e.g. a run refused after claiming: the corrected rerun proceeds
+        overwrite = True
     if diffs and not overwrite:
         raise WorkdirError(f'Workdir {workdir!r} holds a run of a different config: ' + '; '.join(diffs) + '. '
                            + resume_advice(saved, config_dict))

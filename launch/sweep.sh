@@ -17,6 +17,7 @@ usage() {
 }
 [ $# -lt 4 ] && usage
 out=$1; config=$2; seeds=$3; shift 3
+[[ $seeds =~ ^\ *[0-9]+(-[0-9]+|(\ +[0-9]+)*)\ *$ ]] || usage
 if [[ $seeds =~ ^([0-9]+)-([0-9]+)$ ]]; then
   first=${BASH_REMATCH[1]}; last=${BASH_REMATCH[2]}
 else
@@ -30,6 +31,11 @@ else
 fi
 [[ $first =~ ^[0-9]+$ && $last =~ ^[0-9]+$ && $last -ge $first ]] || usage
 num_seeds=$((last - first + 1))
+for variant in "$@"; do
+  [[ $variant == *:* && ${variant%%:*} =~ ^[A-Za-z0-9_.-]+$ ]] || {
+    echo "sweep.sh: each variant is NAME:--overrides with NAME of letters, digits, '_', '.', '-' (it names a folder of OUT_DIR); got \"$variant\"" >&2
+    exit 2; }
+done
 mkdir -p "$out"
 # Compiled programs are cached across the variants (JAX's persistent compilation cache) in OUT_DIR/xla_cache
 # unless JAX_COMPILATION_CACHE_DIR is set.

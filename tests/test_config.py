@@ -76,6 +76,29 @@ def test_late_failures_are_caught_before_training(overrides, message):
         C.validate_config(set_fields(load_config('tiny'), overrides))
 
 
+@pytest.mark.parametrize('field', ['data_dir', 'manual_dir'])
+def test_a_data_folder_that_is_a_file_is_refused(field, tmp_path):
+    (tmp_path / 'a_file').write_text('')
+    config = load_config('tiny')
+    config[field] = str(tmp_path / 'a_file')
+    with pytest.raises(C.ConfigError, match=f"config.{field}='.*a_file' is a file: give a folder"):
+        C.validate_config(config)
+
+
+def test_init_from_an_empty_folder_creates_nothing_there_and_the_corrected_rerun_proceeds(mnist_dir, tmp_path):
+    """The probe's ``init_from`` an empty folder created ``checkpoints/`` inside it, and the refused run's
+    ``config.json`` then refused the corrected command as another config."""
+    empty, work = tmp_path / 'empty', tmp_path / 'work'
+    empty.mkdir()
+    config = set_fields(load_config('tiny'), {'manual_dir': mnist_dir, 'method': 'juvenile', 'num_rounds': 0,
+                                              'init_from': str(empty), 'write_report': False})
+    with pytest.raises(C.ConfigError, match='holds no finished run'):
+        driver.train_and_evaluate(config, str(work))
+    assert not os.listdir(empty)
+    config.init_from = ''
+    assert driver.train_and_evaluate(config, str(work))[0]['round'] == 0  # nothing trained before: it proceeds
+
+
 def test_lane_memory_estimate_is_the_stated_formula():
     """MLP 784-128-10: 101,770 parameters, module outputs 128 + 10 (+ the model's own 10) per example; at batch
     128 the evaluation chunk (1,000 examples) is the larger activation term."""

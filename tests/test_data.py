@@ -80,6 +80,14 @@ def test_missing_files_error_names_manual_dir_and_files(tmp_path):
         D.load_dataset('cifar10', str(tmp_path), backend='numpy')
 
 
+def test_one_missing_file_is_named(mnist_dir, tmp_path):
+    import shutil  # pylint: disable=g-import-not-at-top
+    for name in ('train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz', 't10k-images-idx3-ubyte.gz'):
+        shutil.copy(os.path.join(mnist_dir, name), tmp_path / name)
+    with pytest.raises(D.DataError, match=r"'mnist': t10k-labels-idx1-ubyte\.gz missing from manual_dir="):
+        D.load_dataset('mnist', str(tmp_path), backend='numpy')
+
+
 def test_numpy_reader_without_manual_dir_explains(monkeypatch):
     monkeypatch.delenv(readers.MANUAL_DIR_ENV, raising=False)
     with pytest.raises(D.DataError, match='manual_dir'):

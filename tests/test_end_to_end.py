@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from jst import driver
 from jst import records as records_lib
@@ -72,6 +73,17 @@ def test_sweep_script_refuses_seeds_that_are_not_consecutive(tmp_path):
                            '1 3', 'a:'], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert proc.returncode == 2
     assert 'SEEDS must be consecutive' in proc.stderr
+
+
+@pytest.mark.parametrize('seeds, variant, message', [
+    ('abc', 'a:', 'usage: bash launch/sweep.sh'), ('', 'a:', 'usage: bash launch/sweep.sh'),
+    ('1-2', 'a/b:--config.num_rounds=0', 'NAME of letters'), ('1-2', 'nocolon', 'NAME of letters')])
+def test_sweep_script_refuses_bad_arguments_in_one_line(seeds, variant, message, tmp_path):
+    """The probe's seeds 'abc' or '' gave shell errors, and a name with '/' pointed at a log that did not exist."""
+    proc = subprocess.run(['bash', os.path.join(REPO, 'launch', 'sweep.sh'), str(tmp_path / 'out'), 'configs/tiny.py',
+                           seeds, variant], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert 'line ' not in proc.stderr and not (tmp_path / 'out').exists()
 
 
 def test_sweep_script_without_arguments_prints_usage():
