@@ -246,12 +246,9 @@ def tfds_checksum_mismatches(name: str, manual_dir: str) -> list[str]:
     """Files in ``manual_dir`` that are missing or differ from TFDS's registered checksums."""
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
     url_infos = tfds.builder_cls(name).url_infos or {}
-    bad = []
-    for info in url_infos.values():
-        path = os.path.join(manual_dir, info.filename)
-        if not os.path.exists(path) or sha256_of(path) != info.checksum:
-            bad.append(info.filename)
-    return bad
+    paths = {os.path.join(manual_dir, info.filename): info for info in url_infos.values()}
+    return [info.filename for path, info in paths.items()
+            if not os.path.exists(path) or sha256_of(path) != info.checksum]
 
 
 def read_tfds(name: str, manual_dir: Optional[str], data_dir: Optional[str]) -> tuple[Split, Split]:
@@ -269,12 +266,15 @@ def read_tfds(name: str, manual_dir: Optional[str], data_dir: Optional[str]) -> 
         _check_reachable(name, builder)
     config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
     builder.download_and_prepare(download_config=config)
-    splits = []
-    for split in ('train', 'test'):
-        arrays = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
-        splits.append(Split(np.asarray(arrays['image'], np.uint8),
-                            np.asarray(arrays['label'], np.int32)))
-    return splits[0], splits[1]
+    try:
+        both = [tfds.as_numpy(builder.as_dataset(split=s, batch_size=-1)) for s in ('train', 'test')]
+    except Exception as e:  # pylint: disable=broad-except
+        if not type(e).__module__.startswith('tensorflow'):  # e.g. tf.errors.DataLossError: a corrupt prepared copy
+            raise
+        raise DataError(f'TFDS\'s prepared {name} in {builder.data_dir} is unreadable ({type(e).__name__}): '
+                        'delete that folder to prepare it again, or pass --config.data_backend=numpy '
+                        '--config.manual_dir=DIR.') from e
+    return tuple(Split(np.asarray(a['image'], np.uint8), np.asarray(a['label'], np.int32)) for a in both)
 
 
 def _check_reachable(name: str, builder: Any) -> None:

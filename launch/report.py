@@ -24,12 +24,18 @@ def main(argv):
     workdirs = argv[1:]
     if not workdirs:
         raise app.UsageError('Pass one or more workdirs.')
+    out = _OUT.value or workdirs[0]
+    if os.path.isfile(out):
+        print(f'jst: --out={out} is a file: pass --out=DIR, a folder for the report.', file=sys.stderr)
+        sys.exit(2)
     try:
-        path = report.write_report(workdirs, _OUT.value or workdirs[0], _TITLE.value)
-    except report.ReportError as e:
+        path = report.write_report(workdirs, out, _TITLE.value)
+    except (report.ReportError, OSError) as e:
         if flags.FLAGS.verbosity >= 1:
             raise
-        print(f'jst: ReportError: {e}', file=sys.stderr)
+        message = (f'ReportError: {e}' if isinstance(e, report.ReportError) else
+                   f'cannot write the report to {out!r} ({e.strerror}): pass --out=DIR, a folder you can write.')
+        print(f'jst: {message}', file=sys.stderr)
         sys.exit(2)
     print(path)
 

@@ -138,6 +138,20 @@ def test_tfds_never_bypasses_a_bad_manual_dir(mnist_dir, tfds_data_dir, tmp_path
         D.load_dataset('mnist', str(bad), tfds_data_dir, backend='tfds')
 
 
+def test_a_corrupt_prepared_tfds_copy_is_one_clear_error(mnist_dir, tfds_data_dir, tmp_path):
+    """The probe's corrupt TFDS cache ended in a TensorFlow traceback."""
+    pytest.importorskip('tensorflow_datasets')
+    D.load_dataset('mnist', mnist_dir, tfds_data_dir, backend='tfds', validation_size=1000)  # prepared there
+    copy = tmp_path / 'tfds'
+    shutil.copytree(tfds_data_dir, copy)
+    shard = sorted(copy.glob('mnist/*/mnist-train.tfrecord*'))[0]
+    raw = bytearray(shard.read_bytes())
+    raw[1000:1100] = b'x' * 100
+    shard.write_bytes(bytes(raw))
+    with pytest.raises(D.DataError, match=r"TFDS's prepared mnist in .* is unreadable \(DataLossError\): delete"):
+        D.load_dataset('mnist', None, str(copy), backend='tfds')
+
+
 def test_offline_download_fails_fast_naming_manual_dir(tmp_path, monkeypatch):
     """Finding 6: no manual_dir and nothing prepared: offline, the error comes in seconds and names the fix."""
     pytest.importorskip('tensorflow_datasets')

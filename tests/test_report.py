@@ -140,3 +140,17 @@ def test_a_deleted_lock_file_stops_the_holder_before_it_writes(tmp_path):
         with pytest.raises(workdir.WorkdirError, match='was deleted or replaced while this run held it'):
             workdir.check_lock_held(str(tmp_path))
     workdir.check_lock_held(str(tmp_path))  # released: nothing to check
+
+
+def test_report_cli_out_that_is_a_file_or_unwritable_is_one_line(tmp_path):
+    """The probe's ``report.py --out`` that is a file (or under one) ended in a traceback."""
+    import subprocess  # pylint: disable=g-import-not-at-top
+    import sys  # pylint: disable=g-import-not-at-top
+    from tests.helpers import REPO  # pylint: disable=g-import-not-at-top
+    run = _fake_run(tmp_path / 'a')
+    (tmp_path / 'a_file').write_text('')
+    for out, message in ((tmp_path / 'a_file', 'is a file: pass --out=DIR'),
+                         (tmp_path / 'a_file' / 'sub', 'cannot write the report to')):
+        proc = subprocess.run([sys.executable, os.path.join(REPO, 'launch', 'report.py'), run, f'--out={out}'],
+                              capture_output=True, text=True, timeout=300, cwd=REPO)
+        assert proc.returncode == 2 and message in proc.stderr and 'Traceback' not in proc.stderr, proc.stderr
