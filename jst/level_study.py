@@ -7,7 +7,9 @@ ticket (``control='none'``), the same mask with a fresh random init
 the early-stopping iteration (``best_step``, the step of minimum validation
 loss: F&C's "learns faster" measure). Comparisons are paired over seeds at
 every level (ticket - each control, ticket - the dense network) with Holm's
-correction across the whole table; the highlighted level is chosen by the
+correction within two families (the ticket against the dense network; the
+ticket against its controls), and a TOST against the study's margin where they
+do not differ (``jst.claims``); the highlighted level is chosen by the
 ticket's mean *validation* accuracy, never test.
 """
 
@@ -18,6 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from jst import claims
 from jst import statistics
 from jst import study as study_lib
 
@@ -70,37 +73,40 @@ def _paired(a: dict[int, Record], b: dict[int, Record], field: str) -> statistic
     return statistics.paired_comparison([a[s][field] for s in seeds], [b[s][field] for s in seeds])
 
 
-def level_comparisons(levels: dict[tuple[int, str], dict[int, Record]]) -> list[dict[str, Any]]:
-    """Ticket - random re-init, ticket - random pruning and ticket - dense, test accuracy, every level >= 1."""
-    rows = []
+def level_comparisons(levels: dict[tuple[int, str], dict[int, Record]], margin: float = 0.0) -> list[dict[str, Any]]:
+    """Ticket - random re-init, ticket - random pruning and ticket - dense, test accuracy, every level >= 1; Holm
+    within the families 'dense' and 'controls', TOST against ``margin`` (``claims.add_tests``)."""
+    rows, values = [], []
     dense = levels[(0, 'none')]
     for lv in sorted({lv for lv, _ in levels if lv > 0}):
         ticket = levels[(lv, 'none')]
         for other, cell in (('random re-init', levels.get((lv, 'random_reinit'))),
                             ('random pruning', levels.get((lv, 'random_prune'))), ('dense', dense)):
             if cell:
+                seeds = sorted(set(ticket) & set(cell))
+                values.append(([ticket[s]['test_accuracy'] for s in seeds], [cell[s]['test_accuracy'] for s in seeds]))
                 rows.append({'level': lv, 'b': other, 'comparison': _paired(ticket, cell, 'test_accuracy'),
                              'steps': _paired(ticket, cell, 'best_step')})
-    for row, p in zip(rows, statistics.holm([r['comparison'].p_value for r in rows])):
-        row['p_holm'] = p
-    return rows
+    families = ['dense' if r['b'] == 'dense' else 'controls' for r in rows]
+    return claims.add_tests(rows, values, families, margin)
 
 
 def comparisons_table(rows: Sequence[dict[str, Any]]) -> list[str]:
-    lines = ['| level | ticket vs | test acc difference (points) | p (Holm) | d_z | verdict | '
-             'early-stop iteration difference |', '|---|---|---|---|---|---|---|']
+    lines = ['| level | ticket vs | test acc difference (points) | p (Holm, family) | d_z | TOST p | verdict | '
+             'early-stop iteration difference |', '|---|---|---|---|---|---|---|---|']
     for r in rows:
         c, s = r['comparison'], r['steps']
         lines.append(f"| {r['level']} | {r['b']} | {100 * c.mean_difference:+.2f} ± {100 * c.ci95:.2f} | "
-                     f"{r['p_holm']:.2g} | {c.effect_size:+.2f} | ticket {study_lib.verdict(r)} {r['b']} | "
+                     f"{r['p_holm']:.2g} | {c.effect_size:+.2f} | {claims.equivalence_cell(r)} | "
+                     f"ticket {claims.verdict(r)} {r['b']} | "
                      f"{s.mean_difference:+,.0f} ± {s.ci95:,.0f} |")
     return lines
 
 
 def summary_sentence(levels: dict[tuple[int, str], dict[int, Record]], rows: Sequence[dict[str, Any]]) -> str:
     """Where the ticket beats both controls and the dense network (Holm p < 0.05), and its validation-best level."""
-    def beats(b: str) -> list[int]:
-        return [r['level'] for r in rows if r['b'] == b and study_lib.verdict(r) == 'beats']
+    def beats(b: str, word: str = 'beats') -> list[int]:
+        return [r['level'] for r in rows if r['b'] == b and claims.verdict(r) == word]
     best = best_level(levels)
     r0 = next(iter(levels[(best, 'none')].values()))
     sparsest = max(lv for lv, _ in levels)
@@ -108,7 +114,8 @@ def summary_sentence(levels: dict[tuple[int, str], dict[int, Record]], rows: Seq
     return (f"Levels 0-{sparsest} (down to {f_min:.2f}% of weights). The ticket beats random re-initialisation at "
             f"levels {_levels(beats('random re-init'))}, random pruning at levels {_levels(beats('random pruning'))} "
             f"and the dense network at levels {_levels(beats('dense'))} (test accuracy, paired over seeds, Holm "
-            f"p < 0.05). Chosen on validation accuracy, the best ticket is level {best} "
+            f"p < 0.05 within each family); it is equivalent to the dense network at levels "
+            f"{_levels(beats('dense', 'is equivalent to'))} (TOST, below). Chosen on validation accuracy, the best ticket is level {best} "
             f"({100 * r0['fraction_remaining']:.2f}% of weights): test {_cell(levels[(best, 'none')], 'test_accuracy')}% "
             f"against the dense network's {_cell(levels[(0, 'none')], 'test_accuracy')}%. {truncation_sentence(levels)}")
 
@@ -131,7 +138,7 @@ def _levels(levels: Sequence[int]) -> str:
 def render_levels_page(study: study_lib.Study, records: Sequence[Record]) -> str:
     """The study's Markdown page from all its records (ticket and controls), deterministic."""
     levels = by_level(records)
-    rows = level_comparisons(levels)
+    rows = level_comparisons(levels, study.equivalence_margin)
     budget, (policy, flags, description) = study.budgets[0], study.policies[0]
     seeds = f'{study.first_seed}-{study.first_seed + study.num_seeds - 1}'
     lines = [f'# {study.title}', '', study.notes.strip(), '',
@@ -140,10 +147,13 @@ def render_levels_page(study: study_lib.Study, records: Sequence[Record]) -> str
              f'loss. Regenerate this page from the committed records: `python launch/study.py page {study.name}`; '
              f'rerun: `python launch/study.py run {study.name}` (`{study.command(policy, budget)}`).', '',
              summary_sentence(levels, rows), '',
+             *([claims.margin_sentence(study.equivalence_margin, study.margin_fixed), '']
+               if study.equivalence_margin > 0 else []),
              f'![accuracy and early-stop iteration vs weights remaining]({study.name}/levels.png)', '',
              '## Every level', '', 'Bold: the level chosen by the ticket\'s validation accuracy.', '']
     lines += levels_table(levels)
-    lines += ['', '## Comparisons (paired over seeds, Holm across this table)', '']
+    lines += ['', '## Comparisons (paired over seeds; Holm within two families: ticket vs dense (one test per '
+              'level), ticket vs the controls (two per level))', '']
     lines += comparisons_table(rows)
     return '\n'.join(lines) + '\n'
 

@@ -23,6 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from jst import claims
 from jst import report
 from jst import statistics
 
@@ -52,6 +53,8 @@ class Study:
     # (results equal up to float summation order), so this is a speed and granularity choice only.
     lanes_per_run: int = 0
     base_flags: str = ''               # flags every policy gets (before its own)
+    equivalence_margin: float = 0.0    # TOST margin (accuracy fraction) for pairs that do not differ (jst.claims)
+    margin_fixed: str = ''             # when the margin was fixed, relative to the records (stated on the page)
 
     def seeds_of(self, policy: str) -> int:
         """How many seeds (from ``first_seed``) ``policy`` runs."""
@@ -147,7 +150,7 @@ def final_table(study: Study, runs: dict[tuple[int, str], list[Record]], budget:
 def comparison_rows(study: Study, runs: dict[tuple[int, str], list[Record]],
                     budget: int) -> list[dict[str, Any]]:
     """The study's comparisons at ``budget``'s final round: test accuracy a - b over shared seeds, Holm-adjusted."""
-    rows = []
+    rows, values = [], []
     for a, b in study.comparisons:
         if (budget, a) not in runs or (budget, b) not in runs:
             continue
@@ -155,36 +158,26 @@ def comparison_rows(study: Study, runs: dict[tuple[int, str], list[Record]],
         seeds = sorted(set(fa) & set(fb))
         if len(seeds) < 2:  # a paired test needs two seeds of both (a campaign in progress)
             continue
-        c = statistics.paired_comparison([fa[s]['test_accuracy'] for s in seeds],
-                                         [fb[s]['test_accuracy'] for s in seeds])
-        rows.append({'a': a, 'b': b, 'comparison': c,
+        values.append(([fa[s]['test_accuracy'] for s in seeds], [fb[s]['test_accuracy'] for s in seeds]))
+        rows.append({'a': a, 'b': b, 'comparison': statistics.paired_comparison(*values[-1]),
                      'params': (np.mean([fa[s]['params_remaining'] for s in seeds]),
                                 np.mean([fb[s]['params_remaining'] for s in seeds])),
                      'steps': (np.mean([fa[s]['cumulative_steps'] for s in seeds]),
                                np.mean([fb[s]['cumulative_steps'] for s in seeds]))})
-    for row, p in zip(rows, statistics.holm([r['comparison'].p_value for r in rows])):
-        row['p_holm'] = p
-    return rows
-
-
-def verdict(row: dict[str, Any]) -> str:
-    """'beats' / 'loses to' / 'does not differ significantly from' (Holm-adjusted p < 0.05)."""
-    c = row['comparison']
-    if row['p_holm'] < 0.05:
-        return 'beats' if c.mean_difference > 0 else 'loses to'
-    return 'does not differ significantly from'
+    return claims.add_tests(rows, values, ['budget'] * len(rows), study.equivalence_margin)
 
 
 def headline_sentence(study: Study, runs: dict[tuple[int, str], list[Record]]) -> str:
-    """'**Question** At B steps per round, a beats / loses to / does not differ significantly from b (...); ...'"""
+    """'**Question** At B steps per round, a beats / loses to / is equivalent to / is inconclusive against b (...)'."""
     parts = []
     for budget in study.budgets:
         row = next((r for r in comparison_rows(study, runs, budget) if (r['a'], r['b']) == study.headline), None)
         if row is not None:
             c = row['comparison']
-            parts.append(f"at {budget:,} steps per round, {row['a']} {verdict(row)} {row['b']} "
+            parts.append(f"at {budget:,} steps per round, {row['a']} {claims.verdict(row)} {row['b']} "
                          f"({100 * c.mean_difference:+.2f} ± {100 * c.ci95:.2f} points of test accuracy, Holm "
-                         f"p = {row['p_holm']:.2g}, {row['params'][0]:,.0f} vs {row['params'][1]:,.0f} params, "
+                         f"p = {row['p_holm']:.2g}{claims.tost_phrase(row)}, {row['params'][0]:,.0f} vs "
+                         f"{row['params'][1]:,.0f} params, "
                          f"{row['steps'][0]:,.0f} vs {row['steps'][1]:,.0f} steps)")
     text = '; '.join(parts) or 'not run yet (a paired test needs >= 2 seeds of both)'
     return f'**{study.headline_question}** {text[0].upper()}{text[1:]}.'
@@ -235,13 +228,13 @@ def truncation_sentence(study: Study, runs: dict[tuple[int, str], list[Record]],
 
 def comparison_table(rows: Sequence[dict[str, Any]]) -> list[str]:
     lines = ['| a | b | params a / b | steps a / b | test acc a - b (points) | 95% CI | p (paired t) | '
-             'p (Holm) | effect size d_z | verdict |', '|---|---|---|---|---|---|---|---|---|---|']
+             'p (Holm) | effect size d_z | TOST p | verdict |', '|---|---|---|---|---|---|---|---|---|---|---|']
     for r in rows:
         c = r['comparison']
         lines.append(f"| {r['a']} | {r['b']} | {r['params'][0]:,.0f} / {r['params'][1]:,.0f} | "
                      f"{r['steps'][0]:,.0f} / {r['steps'][1]:,.0f} | {100 * c.mean_difference:+.2f} | "
                      f"± {100 * c.ci95:.2f} | {c.p_value:.3g} | {r['p_holm']:.3g} | {c.effect_size:+.2f} | "
-                     f"a {verdict(r)} b |")
+                     f"{claims.equivalence_cell(r)} | a {claims.verdict(r)} b |")
     return lines
 
 
@@ -272,6 +265,8 @@ def render_page(study: Study, runs: dict[tuple[int, str], list[Record]], headlin
         lines += [headline or headline_sentence(study, runs), '']
     if study.dense_policy:
         lines += [convergence_sentence(study, runs), '']
+    if study.equivalence_margin > 0:
+        lines += [claims.margin_sentence(study.equivalence_margin, study.margin_fixed), '']
     lines += ['## Policies', '', '| policy | what it does | flags (besides the budget) |', '|---|---|---|']
     lines += [f'| {p} | {d} | `{f}` |' for p, f, d in study.policies]
     if study.base_flags:

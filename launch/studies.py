@@ -23,6 +23,12 @@ CIFAR_BUDGET = 702  # steps per round: 2 epochs of 351, a CPU-reduced budget (se
 CIFAR_EVAL_EVERY = 234  # validation every 2/3 epoch (each costs 5,000 forward passes; test only at new minima)
 CIFAR_PILOT_EVAL_EVERY = 117  # three validations per epoch for the budget's curve
 CIFAR_PILOT_STEPS = 2808  # 8 epochs of 351 steps: the dense network's validation curve (cifar10_budget)
+# TOST margins (jst.claims): the smallest test-accuracy difference we would call real. MNIST sits near its ceiling
+# (~98%), where half a point is a fifth of the remaining error; CIFAR-10 here sits near 50%, where one point is.
+MNIST_MARGIN, CIFAR_MARGIN = 0.005, 0.01
+MNIST_MARGIN_FIXED = 'on 2026-11-29, after these records were committed (not pre-registered)'
+CIFAR_MARGIN_FIXED = ('on 2026-11-29, after seed 42\'s records and before any second seed (the first comparison '
+                      'needs two)')
 
 STUDIES = {
     'paper_mnist': study_lib.Study(
@@ -69,6 +75,7 @@ STUDIES = {
         dense_policy='weight_reset',
         headline=('grow_sparse_new', 'prune_continue'),
         headline_question='Does growth beat prune-and-continue at matched weights and steps?',
+        equivalence_margin=MNIST_MARGIN, margin_fixed=MNIST_MARGIN_FIXED,
         notes='''
 `configs/mnist.py` (arXiv 2109.03862's setting): MLP with 128-unit hidden layers, PyTorch default init, Adam 1e-3,
 batch 128, level pruning of every Dense kernel to 95% sparsity at the last of 5 pruning rounds (6 trainings),
@@ -88,7 +95,7 @@ cumulative steps. In the flags, `{total}` stands for 6 x the per-round budget.
              'init (random_reinit), random masks with the same per-layer counts (random_prune)'),
         ),
         comparisons=(),
-        trainings=16, page='levels',
+        trainings=16, page='levels', equivalence_margin=MNIST_MARGIN, margin_fixed=MNIST_MARGIN_FIXED,
         notes='''
 `configs/mnist_lenet300.py` (Frankle & Carbin 2019, Figure 3): LeNet-300-100, Glorot init, Adam 1.2e-3, batch 60,
 20% of the hidden layers' and 10% of the output layer's remaining weights pruned per level (layerwise magnitude),
@@ -107,7 +114,7 @@ x 3 networks fit a 2-core CPU; 15 levels reach 3.6% of weights, F&C's sparsest L
              'structure search (deepen or widen by 32, probes counted)'),
         ),
         comparisons=(('grow_dense_new', 'weight_reset'), ('grow_search', 'grow_dense_new')),
-        page='juvenility',
+        page='juvenility', equivalence_margin=MNIST_MARGIN, margin_fixed=MNIST_MARGIN_FIXED,
         notes='''
 The seed paper closes with the hypothesis that a network stays "juvenile" (able to learn) when it keeps its trained
 weights and grows. We record juvenility diagnostics at the start of every round of three policies of the paper's
@@ -131,7 +138,7 @@ the same policies in `paper_mnist.md` up to float summation order.
              'the paper\'s growth from 784-128-10 on permuted pixels'),
         ),
         comparisons=(('from_ticket', 'from_ticket_random'), ('from_ticket', 'from_scratch')),
-        headline=('from_ticket', 'from_scratch'),
+        headline=('from_ticket', 'from_scratch'), equivalence_margin=MNIST_MARGIN, margin_fixed=MNIST_MARGIN_FIXED,
         headline_question='Does the MNIST ticket transfer to permuted-pixel MNIST better than growing from scratch?',
         notes=f'''
 The juvenility hypothesis's fourth factor: does a ticket carry what it learned to a shifted task? Permuted-pixel
@@ -185,6 +192,7 @@ after another; the page lists the seeds measured so far.
         dense_policy='weight_reset',
         headline=('grow_dense_new', 'weight_reset'),
         headline_question="Does the paper's growth beat the weight-reset lottery ticket on CIFAR-10?",
+        equivalence_margin=CIFAR_MARGIN, margin_fixed=CIFAR_MARGIN_FIXED,
         notes=f'''
 `configs/cifar10.py` (arXiv 2109.03862's CIFAR-10 setting): 7x7 stem conv 3->8 + BatchNorm, BasicBlocks of 8
 channels, global average pooling, Dense 8->10; He init, Adam 1e-3, batch 128; the blocks' kernels level-pruned to

@@ -165,6 +165,26 @@ def test_holm_by_family_by_hand():
     assert statistics.holm_by_family([0.01, 0.04], ['t', 't']) == pytest.approx(statistics.holm([0.01, 0.04]))
 
 
+def test_claims_words_by_hand():
+    """'beats' needs Holm p < 0.05 within the family; 'is equivalent to' a TOST inside the margin; else
+    'is inconclusive against' (what used to read 'does not differ significantly from')."""
+    from jst import claims  # pylint: disable=g-import-not-at-top
+    a = [[0.981, 0.979, 0.982, 0.980], [0.951, 0.949, 0.952, 0.950], [0.990, 0.960, 0.985, 0.955]]
+    b = [[0.980, 0.980, 0.980, 0.980], [0.980, 0.980, 0.980, 0.980], [0.975, 0.975, 0.975, 0.975]]
+    from jst import statistics  # pylint: disable=g-import-not-at-top
+    rows = [{'comparison': statistics.paired_comparison(x, y)} for x, y in zip(a, b)]
+    rows = claims.add_tests(rows, list(zip(a, b)), ['dense', 'dense', 'controls'], margin=0.005)
+    # Family 'dense' holds rows 0 and 1 only: row 1's raw p doubles at most; row 2 (family 'controls') is alone.
+    assert rows[1]['p_holm'] == pytest.approx(min(1.0, 2 * rows[1]['comparison'].p_value))
+    assert rows[2]['p_holm'] == pytest.approx(rows[2]['comparison'].p_value)
+    assert claims.verdict(rows[1]) == 'loses to'  # -3 points, tight
+    assert claims.verdict(rows[0]) == 'is equivalent to'  # +0.05 points, 90% CI well inside +-0.5
+    assert rows[0]['equivalence'].p_value < 0.05
+    assert claims.verdict(rows[2]) == 'is inconclusive against'  # +0.75 +- 2.5 points: no difference shown, no tie
+    assert claims.equivalence_cell(rows[0]).startswith(f"{rows[0]['equivalence'].p_value:.2g} (90% CI ")
+    assert claims.verdict({**rows[0], 'equivalence': None}) == 'is inconclusive against'  # no margin: no tie
+
+
 def test_compute_fair_choice_by_hand():
     from jst import compute  # pylint: disable=g-import-not-at-top
     def run(budget, seed, vals, tests, params):
