@@ -208,33 +208,12 @@ def juvenility_rows(summary: Sequence[Record]) -> list[dict[str, Any]]:
     return rows
 
 
-def _pearson(x: Sequence[float], y: Sequence[float]) -> float:
-    a, b = np.asarray(x, float), np.asarray(y, float)
-    ok = np.isfinite(a) & np.isfinite(b)
-    a, b = a[ok], b[ok]
-    if a.size < 3 or a.std() == 0 or b.std() == 0:
-        return float('nan')
-    return float(np.corrcoef(a, b)[0, 1])
-
-
-def _pearson_within(x: Sequence[float], y: Sequence[float], groups: Sequence[Any]) -> float:
-    """Pearson r after subtracting each group's mean from x and y (e.g. within the same round index)."""
-    a, b, g = np.asarray(x, float), np.asarray(y, float), np.asarray(groups)
-    ok = np.isfinite(a) & np.isfinite(b)
-    a, b, g = a[ok], b[ok], g[ok]
-    for value in np.unique(g):
-        sel = g == value
-        a[sel] -= a[sel].mean()
-        b[sel] -= b[sel].mean()
-    return _pearson(a, b)
-
-
 def juvenility_correlations(rows: Sequence[dict[str, Any]], factor: str) -> tuple[float, float, float]:
     """(r with the round's gain, the same within rounds (round index partialled out), r with final test)."""
     xs = [r.get(factor, float('nan')) for r in rows]
     gains = [r['gain'] for r in rows]
-    return (_pearson(xs, gains), _pearson_within(xs, gains, [r['round'] for r in rows]),
-            _pearson(xs, [r['final_test'] for r in rows]))
+    return (statistics.pearson(xs, gains), statistics.pearson_within(xs, gains, [r['round'] for r in rows]),
+            statistics.pearson(xs, [r['final_test'] for r in rows]))
 
 
 def juvenility_table(summary: Sequence[Record]) -> str:
@@ -260,6 +239,24 @@ def juvenility_table(summary: Sequence[Record]) -> str:
         text += ('\n\nn/a: a correlation needs >= 3 values with a spread (>= 3 runs for r with the final test '
                  'accuracy, which each run has once; >= 3 (run, round) pairs otherwise).')
     return text
+
+
+def juvenility_clustered_table(summary: Sequence[Record]) -> str:
+    """Per policy: each diagnostic's within-round correlation with the round's gain computed per run (seed) and
+    averaged over runs (``statistics.clustered_correlation``), 'r [95% CI]' with the runs as the sample."""
+    rows = juvenility_rows(summary)
+    variants = sorted({r['variant'] for r in rows})
+    lines = ['| factor (at round start) | ' + ' | '.join(variants) + ' |', '|---' * (1 + len(variants)) + '|']
+    for f in JUVENILITY_FACTORS:
+        cells = []
+        for v in variants:
+            rs = [r for r in rows if r['variant'] == v]
+            c = statistics.clustered_correlation([r.get(f, float('nan')) for r in rs], [r['gain'] for r in rs],
+                                                 [r['run'] for r in rs], [r['round'] for r in rs])
+            cells.append(f'{c.r:+.2f} [{c.ci_low:+.2f}, {c.ci_high:+.2f}] ({c.clusters} runs)'
+                         if np.isfinite(c.ci_low) else 'n/a')
+        lines.append(f'| {f} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines) if rows else ''
 
 
 def write_report(workdirs: Sequence[str], out_dir: str, title: str = 'jst report') -> str:

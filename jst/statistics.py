@@ -9,6 +9,10 @@
   dense apart from ticket vs controls).
 * ``tost``: paired equivalence test (two one-sided t-tests) against a margin
   stated in advance: what "ties" and "does not differ" must rest on.
+* ``pearson``, ``pearson_within`` (each group's mean removed first) and
+  ``clustered_correlation``: the within-group correlation computed per
+  cluster (a run: several rounds of one seed are not independent) and
+  averaged over clusters (Fisher z), with a t interval over the clusters.
 
 Pure functions of plain sequences; imports no other jst module.
 """
@@ -113,3 +117,56 @@ def tost(a: Sequence[float], b: Sequence[float], margin: float) -> Equivalence:
     p_upper = float(scipy_stats.t.cdf((mean - margin) / se, df))  # H0: mean >= +margin
     half = float(scipy_stats.t.ppf(0.95, df)) * se
     return Equivalence(int(d.size), mean, float(margin), max(p_lower, p_upper), (mean - half, mean + half))
+
+
+def pearson(x: Sequence[float], y: Sequence[float]) -> float:
+    """Pearson r over the pairs where both are finite; NaN for fewer than 3 or no spread."""
+    a, b = np.asarray(x, float), np.asarray(y, float)
+    ok = np.isfinite(a) & np.isfinite(b)
+    a, b = a[ok], b[ok]
+    if a.size < 3 or a.std() == 0 or b.std() == 0:
+        return float('nan')
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def demeaned(x: Sequence[float], groups: Sequence[object]) -> np.ndarray:
+    """``x`` minus the mean of its group (finite values only; NaN stays NaN)."""
+    a, g = np.asarray(x, float).copy(), np.asarray([str(v) for v in groups])
+    for value in np.unique(g):
+        sel = (g == value) & np.isfinite(a)
+        a[sel] -= a[sel].mean() if sel.any() else 0.0
+    return a
+
+
+def pearson_within(x: Sequence[float], y: Sequence[float], groups: Sequence[object]) -> float:
+    """Pearson r after removing each group's mean from x and y (e.g. within the same round index)."""
+    a, b = np.asarray(x, float), np.asarray(y, float)
+    ok = np.isfinite(a) & np.isfinite(b)
+    g = np.asarray([str(v) for v in groups])[ok]
+    return pearson(demeaned(a[ok], g), demeaned(b[ok], g))
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusteredCorrelation:
+    """Mean within-cluster r (back from the mean Fisher z) and its 95% CI over ``clusters`` clusters."""
+
+    r: float
+    ci_low: float
+    ci_high: float
+    clusters: int
+
+
+def clustered_correlation(x: Sequence[float], y: Sequence[float], clusters: Sequence[object],
+                          groups: Sequence[object]) -> ClusteredCorrelation:
+    """Each cluster's Pearson r of x and y after removing each group's mean (over all clusters), Fisher-z averaged
+    over the clusters with >= 3 pairs; 95% CI t-based over those clusters (NaN with fewer than 2)."""
+    a, b = demeaned(x, groups), demeaned(y, groups)
+    c = np.asarray([str(v) for v in clusters])
+    rs = [pearson(a[c == k], b[c == k]) for k in dict.fromkeys(c)]
+    z = np.arctanh(np.clip([r for r in rs if np.isfinite(r)], -0.999, 0.999))
+    if z.size < 2:
+        nan = float('nan')
+        return ClusteredCorrelation(float(np.tanh(z[0])) if z.size else nan, nan, nan, int(z.size))
+    mean, half = float(z.mean()), ci95(z)
+    return ClusteredCorrelation(float(np.tanh(mean)), float(np.tanh(mean - half)), float(np.tanh(mean + half)),
+                                int(z.size))

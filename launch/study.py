@@ -56,9 +56,15 @@ across 8 mini-batches, dead-ReLU fraction and effective rank per layer, survivin
 Hessian trace (8 probes), sharpness (rho = 0.05) and the learning potential (validation-accuracy gain after 50 fixed
 steps from the round's start). Each cell: Pearson r of the diagnostic at a round's start with that round's
 validation gain / the same within rounds (each round's mean removed from both, so the trend over rounds, common to
-every diagnostic, drops out) / r with the run's final test accuracy, over (seed, round >= 1) pairs. With n pairs,
-|r| above about 2/sqrt(n) is significant at 5% (uncorrected for the many correlations of the table); final test
-accuracy has one value per run, so its sample is the runs.
+every diagnostic, drops out) / r with the run's final test accuracy, over (seed, round >= 1) pairs. These pool
+pairs that are not independent (each run gives 5), so they describe, not test: for inference see the clustered
+table below. Final test accuracy has one value per run, so its sample is the runs.
+'''
+JUVENILITY_CLUSTERED = '''
+Clustered by run: the within-round correlation of each diagnostic with the round's gain, computed inside each run
+(seed; its 5 rounds, each round's mean over the policy's runs removed) and averaged over the runs (Fisher z), with a
+t-based 95% CI over the runs, the independent units. A diagnostic predicts what a round gains, beyond the round
+index, only where its interval excludes 0 (uncorrected for the table's many intervals).
 '''
 
 
@@ -274,7 +280,8 @@ def render(study: study_lib.Study) -> tuple[str, Any]:
         records = [{**r, 'variant': policy, 'workdir': f'{budget}/{policy}'} for (budget, policy), rs in runs.items()
                    for r in rs]
         extra = ['## Juvenility diagnostics against the next round\'s gain', '', JUVENILITY_READING.strip(), '',
-                 report.juvenility_table(records)]
+                 report.juvenility_table(records), '', '### Clustered by run', '', JUVENILITY_CLUSTERED.strip(), '',
+                 report.juvenility_clustered_table(records)]
     if study.dense_policy and study.lanes_per_run:
         extra += dense_curve(study)
     extra += compute.budget_choice_section(runs, study.comparisons)

@@ -185,6 +185,27 @@ def test_claims_words_by_hand():
     assert claims.verdict({**rows[0], 'equivalence': None}) == 'is inconclusive against'  # no margin: no tie
 
 
+def test_clustered_correlation_by_hand():
+    """Two runs (clusters) of three rounds: each round's mean is removed over both runs, r is computed inside
+    each run, and the runs' Fisher z are averaged with a t interval on 1 degree of freedom."""
+    from jst import statistics  # pylint: disable=g-import-not-at-top
+    x, y = [1, 2, 3, 2, 4, 6], [1, 2, 3.5, 3, 2, 1]
+    runs, rounds = ['a', 'a', 'a', 'b', 'b', 'b'], [1, 2, 3, 1, 2, 3]
+    # Round means: x 1.5, 3, 4.5; y 2, 2, 2.25. Run a: x (-0.5, -1, -1.5), y (-1, 0, 1.25); run b the negatives.
+    r_a = np.corrcoef([-0.5, -1, -1.5], [-1, 0, 1.25])[0, 1]
+    r_b = np.corrcoef([0.5, 1, 1.5], [1, 0, -1.25])[0, 1]
+    z = np.arctanh([r_a, r_b])
+    half = 12.7062047 * z.std(ddof=1) / np.sqrt(2)  # t_{0.975, 1}
+    c = statistics.clustered_correlation(x, y, runs, rounds)
+    assert c.clusters == 2
+    assert c.r == pytest.approx(np.tanh(z.mean()))
+    assert (c.ci_low, c.ci_high) == pytest.approx((np.tanh(z.mean() - half), np.tanh(z.mean() + half)))
+    one = statistics.clustered_correlation(x[:3], y[:3], runs[:3], rounds[:3])
+    assert one.clusters == 0 and np.isnan(one.r)  # one run: removing each round's mean leaves nothing to correlate
+    assert statistics.pearson_within(x, y, rounds) == pytest.approx(
+        np.corrcoef([-0.5, -1, -1.5, 0.5, 1, 1.5], [-1, 0, 1.25, 1, 0, -1.25])[0, 1])
+
+
 def test_compute_fair_choice_by_hand():
     from jst import compute  # pylint: disable=g-import-not-at-top
     def run(budget, seed, vals, tests, params):
