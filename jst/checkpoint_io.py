@@ -25,11 +25,12 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
+from jst import errors
 from jst import pytrees
 from jst import workdir as workdir_lib
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(errors.UserError, RuntimeError):
     """No usable checkpoint, one of another run or layout, or a full disk; the message names the fix."""
 
 

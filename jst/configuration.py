@@ -21,6 +21,7 @@ from typing import Any, Literal
 import jax
 import ml_collections
 
+from jst import errors
 from jst import expand
 from jst import pruning
 from jst import readers
@@ -52,7 +53,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(errors.UserError, ValueError):
     """A config value is invalid; the message names the field and the fix."""
 
 

@@ -28,16 +28,14 @@ from typing import Any, Literal, Optional
 
 import numpy as np
 
+from jst import errors
+
 Backend = Literal['auto', 'tfds', 'numpy']
 BACKENDS = ('auto', 'tfds', 'numpy')
 SUPPORTED_DATASETS = ('mnist', 'fashion_mnist', 'cifar10')
 IMAGE_SHAPES = {'mnist': (28, 28, 1), 'fashion_mnist': (28, 28, 1), 'cifar10': (32, 32, 3)}  # [H, W, C]
-MNIST_FILES = {
-    'train_images': 'train-images-idx3-ubyte.gz',
-    'train_labels': 'train-labels-idx1-ubyte.gz',
-    'test_images': 't10k-images-idx3-ubyte.gz',
-    'test_labels': 't10k-labels-idx1-ubyte.gz',
-}
+MNIST_FILES = {'train_images': 'train-images-idx3-ubyte.gz', 'train_labels': 'train-labels-idx1-ubyte.gz',
+               'test_images': 't10k-images-idx3-ubyte.gz', 'test_labels': 't10k-labels-idx1-ubyte.gz'}
 CIFAR10_ARCHIVE = 'cifar-10-binary.tar.gz'
 CIFAR10_DIR = 'cifar-10-batches-bin'
 CIFAR10_TRAIN_FILES = tuple(f'data_batch_{i}.bin' for i in range(1, 6))
@@ -45,7 +43,7 @@ CIFAR10_TEST_FILE = 'test_batch.bin'
 MANUAL_DIR_ENV = 'JST_MANUAL_DIR'
 
 
-class DataError(ValueError):
+class DataError(errors.UserError, ValueError):
     """Raised when a dataset cannot be found or read; the message names the fix."""
 
 

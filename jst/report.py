@@ -18,6 +18,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from absl import logging
 
+from jst import errors
 from jst import figures
 from jst import records
 from jst import statistics
@@ -26,7 +27,7 @@ from jst import workdir as workdir_lib
 Record = dict[str, Any]
 
 
-class ReportError(ValueError):
+class ReportError(errors.UserError, ValueError):
     """Runs that cannot be reported together, or a record file that cannot be read; names the files."""
 
 

@@ -8,8 +8,8 @@
 * ``train_steps``: drives segments from global step ``start`` to ``stop``;
   the batch order is a pure function of (data key, global step), so training
   can be split or resumed anywhere and gives the same result.
-* ``early_stopping``: the LTH paper's early-stopping iteration (minimum
-  validation loss) and the accuracies at it.
+* ``early_stopping``: the LTH paper's early-stopping iteration (minimum validation loss) and the accuracies at
+  it; ``diverged``: whether a round's training loss blew up (its record's ``diverged`` field).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from jst import errors
 from jst import parallel
 from jst import pytrees
 from jst.train import DeviceData, TrainState, Trainer  # re-exported: the types these loops take
@@ -35,7 +36,7 @@ PyTree = Any
 DIVERGENCE_FACTOR = 1e3  # a segment's mean loss this many times the first one's: warn of divergence
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(errors.UserError, FloatingPointError):
     """Raised when the training loss becomes NaN or inf."""
 
 
@@ -76,7 +77,6 @@ def make_segment_fn(trainer: Trainer, num_train: int, mesh: Optional[Any] = None
         do_eval = jnp.logical_or((t + 1) % eval_every == 0, t + 1 == total)
         ev, best = jax.lax.cond(do_eval, evaluate_all, lambda s, b: (jnp.full((4,), jnp.nan), b), st, best)
         return (st, best), (m['loss'], m['accuracy'], ev)
-
     def epoch_permutation(key, epoch):
         return jax.random.permutation(jax.random.fold_in(key, epoch), num_train)
 

@@ -23,6 +23,8 @@ from typing import Any, Optional
 
 from absl import logging
 
+from jst import errors
+
 CONFIG_FILE = 'config.json'
 SUMMARY_FILE = 'summary.json'
 SUMMARY_TABLE_FILE = 'summary.md'
@@ -38,7 +40,7 @@ RESUMABLE_FIELDS = ('overwrite', 'log_level', 'checkpoint_every_epochs', 'checkp
                     'manual_dir', 'data_dir', 'data_backend', 'write_report')
 
 
-class WorkdirError(RuntimeError):
+class WorkdirError(errors.UserError, RuntimeError):
     """The workdir cannot be used: not writable, or it holds a run of another config."""
 
 

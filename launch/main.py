@@ -9,19 +9,12 @@ from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from jst import checkpointing
-from jst import configuration
-from jst import data
 from jst import driver
+from jst import errors
 from jst import parallel
 from jst import records as records_lib
-from jst import train_loop
-from jst import workdir as workdir_lib
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
-# Errors whose message names the problem and the fix: printed as one line (traceback with --verbosity=1).
-USER_ERRORS = (configuration.ConfigError, data.DataError, checkpointing.CheckpointError, workdir_lib.WorkdirError,
-               train_loop.NonFiniteLossError)
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a config file.', lock_config=True)
@@ -70,7 +63,7 @@ def main(argv):
         diverged = records_lib.diverged_rounds(driver.train_and_evaluate(config, workdir))
     except KeyboardInterrupt:
         _fail(f'interrupted; the last checkpoint in {workdir} is kept: rerun the same command to resume.', 130)
-    except USER_ERRORS as e:
+    except errors.UserError as e:  # names the problem and the fix: one line (traceback with --verbosity=1)
         if flags.FLAGS.verbosity >= 1:
             raise
         print(f'jst: {type(e).__name__}: {e}\n(run with --verbosity=1 for the traceback)', file=sys.stderr)

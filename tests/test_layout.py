@@ -1,5 +1,5 @@
-"""The module layout stays readable: small modules, few sibling imports, peers that do not import each
-other, ops modules free of training code, and family knowledge only where the families are defined."""
+"""The module layout stays readable: small modules in named layers that import only downwards, peers that do not
+import each other, ops modules free of training code, and family knowledge only where the families are defined."""
 
 import ast
 import glob
@@ -13,7 +13,18 @@ from tests.helpers import REPO
 MODULES = {os.path.splitext(os.path.basename(p))[0]: p for p in glob.glob(os.path.join(REPO, 'jst', '*.py'))
            if not p.endswith('__init__.py')}
 MAX_LINES = 310
-MAX_SIBLING_IMPORTS = 5
+# The layers, bottom up (docs/library.md's module map): a module imports only modules of its own layer or below.
+LAYERS = (
+    ('ops', {'pytrees', 'mask_checks', 'masks', 'expand', 'widening', 'nnx_growth', 'sparsity', 'sparse_training',
+             'errors', 'statistics'}),
+    ('data and models', {'specs', 'models', 'readers', 'data', 'parallel', 'workdir'}),
+    ('training', {'train', 'train_loop', 'pruning', 'growth'}),
+    ('run', {'checkpoint_io', 'records', 'checkpointing', 'configuration', 'context'}),
+    ('searches', {'diagnostics', 'search', 'tickets', 'rounds', 'lottery', 'recursive', 'searches'}),
+    ('analysis', {'figures', 'claims', 'report', 'study', 'level_study', 'compute'}),
+    ('driver', {'driver'}),
+)
+LAYER_OF = {m: i for i, (_, modules) in enumerate(LAYERS) for m in modules}
 # Ops modules other JAX projects use: they may import only each other.
 OPS = {"masks": {"mask_checks", "pytrees"}, "mask_checks": {"pytrees"}, "expand": {"masks", "pytrees"},
        "widening": {"expand", "masks", "pytrees"}, "nnx_growth": {"expand", "pytrees"}, "pytrees": set(),
@@ -34,14 +45,19 @@ def sibling_imports(path: str) -> set[str]:
     return out & set(MODULES)
 
 
+def test_every_module_has_a_layer():
+    assert set(MODULES) == set(LAYER_OF), (sorted(set(MODULES) - set(LAYER_OF)), sorted(set(LAYER_OF) - set(MODULES)))
+
+
 @pytest.mark.parametrize('name', sorted(MODULES))
-def test_module_is_small_documented_and_imports_few_siblings(name):
+def test_module_is_small_documented_and_imports_only_downwards(name):
     path = MODULES[name]
     source = open(path).read()
     assert len(source.splitlines()) <= MAX_LINES, f'{name}.py has {len(source.splitlines())} lines'
     assert ast.get_docstring(ast.parse(source)), f'{name}.py has no module docstring'
-    imports = sibling_imports(path)
-    assert len(imports) <= MAX_SIBLING_IMPORTS, f'{name}.py imports {sorted(imports)}'
+    upward = sorted(m for m in sibling_imports(path) if LAYER_OF[m] > LAYER_OF[name])
+    assert not upward, (f'{name}.py ({LAYERS[LAYER_OF[name]][0]}) imports {upward} from a layer above: '
+                        + ', '.join(f'{m} is {LAYERS[LAYER_OF[m]][0]}' for m in upward))
 
 
 def test_searches_are_peers():
