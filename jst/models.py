@@ -138,6 +138,23 @@ def footprint(spec: specs.ModelSpec, input_shape: Sequence[int]) -> tuple[int, i
     return size({k: v for k, v in variables.items() if k != 'intermediates'}), size(variables['intermediates'])
 
 
+def kernel_positions(spec: specs.ModelSpec, input_shape: Sequence[int]) -> dict[str, tuple[int, int]]:
+    """{kernel path: (its weights, the output positions each weight is used at per example)}: 1 for a Dense
+    kernel, H x W of the output for a Conv kernel. Shapes only (``jax.eval_shape``)."""
+    model = build_model(spec)
+    _, variables = jax.eval_shape(lambda x: model.init_with_output(
+        jax.random.key(0), x, train=False, capture_intermediates=True), jnp.zeros((1, *input_shape), jnp.float32))
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(variables['params'])[0]:
+        names = [str(getattr(k, 'key', k)) for k in path]
+        if names[-1] == 'kernel':
+            node = variables['intermediates']
+            for name in names[:-1]:
+                node = node[name]
+            out['/'.join(names)] = (int(np.prod(leaf.shape)), int(np.prod(node['__call__'][0].shape[1:-1])))
+    return out
+
+
 def init_variables(spec: specs.ModelSpec, key: Array, input_shape: Sequence[int]) -> dict[str, Any]:
     """Initial variables of ``spec``'s model for one example shape [H, W, C]."""
     return init_module_variables(build_model(spec), key, input_shape)

@@ -271,7 +271,9 @@ def render_page(study: Study, runs: dict[tuple[int, str], list[Record]], headlin
     lines += [f'| {p} | {d} | `{f}` |' for p, f, d in study.policies]
     if study.base_flags:
         lines += ['', f'Every policy also runs with `{study.base_flags}`.']
-    lines += ['', f'![accuracy vs cumulative steps]({study.name}/accuracy_vs_steps.png)']
+    lines += ['', f'![accuracy vs steps and multiply-adds]({study.name}/accuracy_vs_steps.png)', '', 'The figure: '
+              'test accuracy per round against cumulative steps, sparse and dense-equivalent training multiply-adds '
+              '(rows; `jst/compute.py`), one column per budget.']
     for budget in study.budgets:
         lines += ['', f'## {budget:,} steps per round', '', '### Final round', '']
         lines += final_table(study, runs, budget)

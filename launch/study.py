@@ -20,6 +20,7 @@ exits 1 when the committed page differs (what ``tests/test_results.py`` runs).
 Offline: set ``JST_MANUAL_DIR``.
 """
 
+import glob
 import json
 import os
 import platform
@@ -219,20 +220,41 @@ def _part_order(study: study_lib.Study) -> list[tuple[int, str, tuple[int, int]]
     return [(b, p, parts[i]) for i in range(depth) for b, p, parts in cells if i < len(parts)]
 
 
+def batch_size(study: study_lib.Study) -> int:
+    """The batch size of the study's committed runs (their ``config.json``; one for the whole study)."""
+    sizes = set()
+    for path in glob.glob(os.path.join(RESULTS, study.name, 'records', '**', 'config.json'), recursive=True):
+        with open(path) as f:
+            sizes.add(json.load(f)['batch_size'])
+    if len(sizes) != 1:
+        raise ValueError(f'{study.name}: its records hold batch sizes {sorted(sizes)}; one was expected.')
+    return sizes.pop()
+
+
 def write_figure(study: study_lib.Study, runs, path: str) -> None:
+    """Test accuracy per round against cumulative steps, sparse training multiply-adds and dense-equivalent ones
+    (rows), one column per budget (``jst.compute.macs_curve``)."""
     import matplotlib  # pylint: disable=g-import-not-at-top
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-    fig, axes = plt.subplots(1, len(study.budgets), figsize=(6 * len(study.budgets), 4.5), squeeze=False)
-    for ax, budget in zip(axes[0], study.budgets):
+    batch = batch_size(study)
+    fig, axes = plt.subplots(3, len(study.budgets), figsize=(6 * len(study.budgets), 13), squeeze=False)
+    for col, budget in enumerate(study.budgets):
         for policy, _, _ in study.policies:
+            if (budget, policy) not in runs:
+                continue
             c = study_lib.steps_curve(runs, policy, budget)
-            if c['steps']:
-                y, e = [100 * v for v in c['test']], [100 * v for v in c['ci']]
-                ax.errorbar(c['steps'], y, yerr=e, marker='o', capsize=3, label=policy)
-        ax.set(xlabel='cumulative training steps', ylabel='test accuracy (%), mean ± 95% CI',
-               title=f'{budget:,} steps per round')
-        ax.grid(alpha=0.3)
+            m = compute.macs_curve(runs[(budget, policy)], batch)
+            y, e = [100 * v for v in c['test']], [100 * v for v in c['ci']]
+            for row, x in enumerate((c['steps'], m['sparse'], m['dense'])):
+                axes[row][col].errorbar(x, y, yerr=e, marker='o', capsize=3, label=policy)
+        for row, label in enumerate(('cumulative training steps', 'training multiply-adds, sparse (weights kept)',
+                                     'training multiply-adds, dense-equivalent (all weights)')):
+            ax = axes[row][col]
+            ax.set(xlabel=label, ylabel='test accuracy (%), mean ± 95% CI', title=f'{budget:,} steps per round')
+            ax.set_xscale('log' if row else 'linear')
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # decades only: minor labels collide
+            ax.grid(alpha=0.3)
     if axes[0][0].get_legend_handles_labels()[0]:
         axes[0][0].legend(fontsize=8)
     fig.tight_layout()
@@ -284,7 +306,7 @@ def render(study: study_lib.Study) -> tuple[str, Any]:
                  report.juvenility_clustered_table(records)]
     if study.dense_policy and study.lanes_per_run:
         extra += dense_curve(study)
-    extra += compute.budget_choice_section(runs, study.comparisons)
+    extra += compute.budget_choice_section(runs, study.comparisons, batch_size(study))
     return (study_lib.render_page(study, runs, extra=extra),
             lambda: write_figure(study, runs, os.path.join(RESULTS, study.name, 'accuracy_vs_steps.png')))
 

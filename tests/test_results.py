@@ -210,7 +210,7 @@ def test_compute_fair_choice_by_hand():
     from jst import compute  # pylint: disable=g-import-not-at-top
     def run(budget, seed, vals, tests, params):
         return [{'round': r, 'seed': seed, 'control': 'none', 'cumulative_steps': budget * (r + 1),
-                 'params_remaining': p, 'val_accuracy': v, 'test_accuracy': t}
+                 'params_remaining': p, 'val_accuracy': v, 'test_accuracy': t, **MLP_784_4_10}
                 for r, (v, t, p) in enumerate(zip(vals, tests, params))]
     # weight-steps: 100 steps x 1000 weights + 100 x 500 = 150,000.
     assert compute.weight_steps(run(100, 0, [0.9, 0.9], [0.9, 0.9], [1000, 500])) == 150_000
@@ -223,8 +223,27 @@ def test_compute_fair_choice_by_hand():
     sentence = compute.chosen_budget_sentence(runs, 'a', 'b')
     # a - b: (0.80 - 0.75, 0.82 - 0.77) = +5.00 points, sd 0 -> CI 0.
     assert 'a (100 steps/round: 200 steps' in sentence and '+5.00 ± 0.00 points' in sentence, sentence
-    section = '\n'.join(compute.budget_choice_section(runs, [('a', 'b')]))
+    section = '\n'.join(compute.budget_choice_section(runs, [('a', 'b')], batch_size=2))
     assert '| a - b | 100 vs 300 | 2 | +5.00 ± 0.00 |' in section, section
+
+
+MLP_784_4_10 = {'dataset': 'mnist', 'spec': {'family': 'mlp', 'widths': [4], 'num_classes': 10, 'init': 'glorot_normal'},
+                'layers': {'hidden_0/kernel': [1000, 3136], 'output/kernel': [40, 40]}}
+
+
+def test_training_multiply_adds_by_hand():
+    """MLP 784-4-10: kernels of 3,136 and 40 weights, each used once per example (Dense); 1,000 of the first
+    kept. A round of 100 steps at batch 2 costs 3 x 2 x 100 x 1,040 sparse and 3 x 2 x 100 x 3,176 dense-equivalent
+    multiply-adds; the next round of 200 steps with 500 kept adds 3 x 2 x 200 x 540 and 3 x 2 x 200 x 3,176."""
+    from jst import compute  # pylint: disable=g-import-not-at-top
+    first = {'round': 0, 'seed': 0, 'cumulative_steps': 100, 'test_accuracy': 0.9, **MLP_784_4_10}
+    second = {**first, 'round': 1, 'cumulative_steps': 300,
+              'layers': {'hidden_0/kernel': [500, 3136], 'output/kernel': [40, 40]}}
+    assert compute.forward_macs(first) == (1040.0, 3176.0)
+    assert compute.training_macs([second, first], 2) == [(624_000.0, 1_905_600.0),
+                                                         (624_000.0 + 648_000.0, 1_905_600.0 + 3_811_200.0)]
+    curve = compute.macs_curve([first, second], 2)
+    assert curve['sparse'] == [624_000.0, 1_272_000.0] and curve['test'] == [0.9, 0.9]
 
 
 def _render(path):
