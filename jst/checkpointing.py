@@ -163,9 +163,10 @@ def opt_state_from_storable(stored: dict[str, Any], template: PyTree) -> PyTree:
 
 
 def state_to_storable(state: train_lib.TrainState) -> dict[str, Any]:
+    best = {} if state.best is None else {'best': variables_to_storable(state.best)}
     return {'step': np.asarray(state.step), 'params': to_storable(state.params),
             'batch_stats': to_storable(state.batch_stats), 'masks': to_storable(state.masks),
-            'opt_state': opt_state_to_storable(state.opt_state)}
+            'opt_state': opt_state_to_storable(state.opt_state), **best}
 
 
 def state_from_storable(stored: dict[str, Any], tx: Any) -> train_lib.TrainState:
@@ -174,7 +175,8 @@ def state_from_storable(stored: dict[str, Any], tx: Any) -> train_lib.TrainState
         step=jax.numpy.asarray(stored['step'], jax.numpy.int32), params=params,
         batch_stats=from_storable(stored.get('batch_stats')),
         masks=masks_from_storable(stored.get('masks'), params),
-        opt_state=opt_state_from_storable(stored['opt_state'], tx.init(params)))
+        opt_state=opt_state_from_storable(stored['opt_state'], tx.init(params)),
+        best=({k: from_storable(v) for k, v in stored['best'].items()} if 'best' in stored else None))
 
 
 def variables_to_storable(variables: dict[str, Any]) -> dict[str, Any]:

@@ -47,6 +47,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     'block_init': typing.get_args(expand.BlockInit),
     'widen_method': typing.get_args(expand.WidenMethod),
     'optimizer_state_on_growth': ('carry', 'reset'),
+    'prune_weights': ('final', 'best'),
     'data_order': ('per_round', 'replay'),
     'log_level': ('debug', 'info', 'warning', 'error'),
     'init_from_weights': ('trained', 'initial', 'random'),
@@ -111,6 +112,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.block_init = 'zero'      # ResNet deepen: 'zero' (exactly function-preserving) | 'paper' (Dirac kernels)
     c.widen_method = 'zero_fanout'  # 'zero_fanout' | 'net2net'
     c.optimizer_state_on_growth = 'carry'  # 'carry' | 'reset'
+    c.prune_weights = 'final'  # 'final': the end-of-round weights are pruned (and continued); 'best': those at
+    #                            the round's minimum validation loss (its early-stopping point)
     c.search = ml_collections.ConfigDict({
         'deepen': True, 'widen_by': (32,), 'probe_steps': 200, 'patience': 2,
         'max_depth': 16, 'max_params': 10_000_000})

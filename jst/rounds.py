@@ -117,6 +117,8 @@ def train_round(ctx: context_lib.RunContext, journal: Optional[checkpointing.Jou
         journal.save()
 
     if stacked is None:  # one lane trains without the lane axis (``RunContext.segment_fn``)
+        if ctx.config.prune_weights == 'best':  # track the weights of the lowest validation loss
+            states = [st.replace(best={'params': st.params, 'batch_stats': st.batch_stats}) for st in states]
         state = train_loop.stack_lanes(states) if n > 1 else states[0]
     else:
         state = stacked if n > 1 else train_loop.unstack_lanes(stacked, 1)[0]
@@ -140,6 +142,9 @@ def train_round(ctx: context_lib.RunContext, journal: Optional[checkpointing.Jou
     for p in pending:
         p.join()
     final_states = _lane_states(state, n)
+    if ctx.config.prune_weights == 'best':  # the round's network is its early-stopped one
+        final_states = [st.replace(params=st.best['params'], batch_stats=st.best['batch_stats'], best=None)
+                        for st in final_states]
     seconds = time.time() - t0
     if ctx.config.juvenility:
         for st, ev in zip(final_states, start_evals):

@@ -42,13 +42,15 @@ STEP_LOOPS: tuple[str, ...] = ('auto', 'scan', 'python')
 
 @flax.struct.dataclass
 class TrainState:
-    """Everything that changes during training. ``masks`` mirror ``params`` (None = unprunable)."""
+    """Everything that changes during training. ``masks`` mirror ``params`` (None = unprunable); ``best``, when
+    tracked (``config.prune_weights='best'``), holds {'params', 'batch_stats'} at the lowest validation loss."""
 
     step: Array
     params: PyTree
     batch_stats: PyTree
     masks: PyTree
     opt_state: PyTree
+    best: PyTree = None
 
 
 @flax.struct.dataclass
@@ -101,6 +103,15 @@ def create_train_state(variables: dict[str, Any], masks: PyTree,
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       batch_stats=variables.get('batch_stats', {}), masks=masks,
                       opt_state=tx.init(params))
+
+
+def track_best(state: TrainState, improved: Array) -> TrainState:
+    """``state`` with ``best`` = its current params and batch_stats where ``improved`` (a new lowest validation
+    loss); unchanged when ``best`` is not tracked (None)."""
+    if state.best is None:
+        return state
+    now = {'params': state.params, 'batch_stats': state.batch_stats}
+    return state.replace(best=jax.tree.map(lambda a, b: jnp.where(improved, a, b), now, state.best))
 
 
 def cross_entropy(logits: Array, labels: Array) -> Array:

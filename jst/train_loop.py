@@ -27,7 +27,7 @@ from absl import logging
 from jst import errors
 from jst import parallel
 from jst import pytrees
-from jst.train import DeviceData, TrainState, Trainer  # re-exported: the types these loops take
+from jst.train import DeviceData, TrainState, Trainer, track_best  # the types these loops take
 
 Array = jax.Array
 PyTree = Any
@@ -75,8 +75,8 @@ def make_segment_fn(trainer: Trainer, num_train: int, mesh: Optional[Any] = None
         y = parallel.shard_batch(data.train_y[batch_idx], mesh)
         st, m = train_step(st, x, y)
         do_eval = jnp.logical_or((t + 1) % eval_every == 0, t + 1 == total)
-        ev, best = jax.lax.cond(do_eval, evaluate_all, lambda s, b: (jnp.full((4,), jnp.nan), b), st, best)
-        return (st, best), (m['loss'], m['accuracy'], ev)
+        ev, new_best = jax.lax.cond(do_eval, evaluate_all, lambda s, b: (jnp.full((4,), jnp.nan), b), st, best)
+        return (track_best(st, new_best < best), new_best), (m['loss'], m['accuracy'], ev)
     def epoch_permutation(key, epoch):
         return jax.random.permutation(jax.random.fold_in(key, epoch), num_train)
 

@@ -62,6 +62,11 @@ STUDIES = {
             ('weight_rewind_3pct', '--config.method=lth --config.rewind_step={rewind_3pct}',
              'weight rewinding at a matched fraction of training: survivors rewound to the weights after 3% of '
              'the total training (0.03 x 6 x budget steps into round 0)'),
+            ('weight_reset_best', '--config.method=lth --config.prune_weights=best',
+             'as weight_reset, but each round\'s mask comes from its early-stopped weights (minimum validation '
+             'loss) instead of its end-of-round weights'),
+            ('grow_dense_new_best', '--config.method=juvenile --config.prune_weights=best',
+             'as grow_dense_new, but each round prunes, grows and continues from its early-stopped weights'),
         ),
         comparisons=(('grow_dense_new', 'prune_continue'), ('grow_sparse_new', 'prune_continue'),
                      ('grow_dense_new', 'weight_reset'), ('prune_continue', 'weight_reset'),
@@ -69,7 +74,10 @@ STUDIES = {
                      ('grow_dense_new', 'dense_same_steps'), ('grow_search', 'prune_continue'),
                      # added (committed before their records) for the baselines a reviewer names:
                      ('grow_sparse_new', 'lr_rewind'), ('grow_dense_new', 'lr_rewind'),
-                     ('weight_rewind_3pct', 'weight_reset')),
+                     ('weight_rewind_3pct', 'weight_reset'),
+                     # added (committed before their records): which weights are pruned, end-of-round or early-stopped
+                     ('weight_reset_best', 'weight_reset'), ('grow_dense_new_best', 'grow_dense_new'),
+                     ('grow_dense_new_best', 'weight_reset_best')),
         # 10 seeds for the policies of the comparisons whose differences are under a point
         policy_seeds=(('prune_continue', 10), ('grow_sparse_new', 10), ('grow_dense_new', 10), ('weight_reset', 10)),
         dense_policy='weight_reset',

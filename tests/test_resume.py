@@ -119,12 +119,14 @@ def test_sigkill_and_resume_gives_identical_result(moment, mnist_dir, tmp_path, 
     _assert_same(_final(workdir), lth_baseline)
 
 
-@pytest.mark.parametrize('method,num_seeds,moment', [  # the juvenile cases (1.5 min each) in the slow tier
-    pytest.param('juvenile', 1, 'save:5', marks=pytest.mark.slow),
-    pytest.param('juvenile', 3, 'save:4', marks=pytest.mark.slow), ('lth', 2, 'after_save:6')])
-def test_killed_and_resumed(method, num_seeds, moment, mnist_dir, tmp_path):
-    """Growth (one and three seeds) and weight reset (two seeds, controls, rewinding) resume exactly."""
-    args = lambda w: _args(mnist_dir, w, method) + [f'--config.num_seeds={num_seeds}']
+@pytest.mark.parametrize('method,num_seeds,moment,extra', [  # the juvenile cases (1.5 min each): slow tier
+    pytest.param('juvenile', 1, 'save:5', (), marks=pytest.mark.slow),
+    pytest.param('juvenile', 3, 'save:4', (), marks=pytest.mark.slow), ('lth', 2, 'after_save:6', ()),
+    ('lth', 1, 'save:4', ('--config.prune_weights=best',))])
+def test_killed_and_resumed(method, num_seeds, moment, extra, mnist_dir, tmp_path):
+    """Growth (one and three seeds) and weight reset (two seeds, controls, rewinding; one seed pruning its
+    early-stopped weights, which a checkpoint inside a training carries) resume exactly."""
+    args = lambda w: _args(mnist_dir, w, method) + [f'--config.num_seeds={num_seeds}', *extra]
     base, run = str(tmp_path / 'base'), str(tmp_path / 'run')
     assert _run(args(base))[0] == 0
     code, _, _ = _run(args(run), env_extra={'JST_CRASH_AT': moment})

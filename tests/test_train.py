@@ -70,6 +70,27 @@ def test_split_training_equals_one_run():
                                rtol=1e-5)
 
 
+@pytest.mark.parametrize('step_loop', ['scan', 'python'])
+def test_tracked_best_weights_are_those_at_the_early_stopping_point(step_loop):
+    """config.prune_weights='best': the state carries the params and batch stats of its lowest validation loss;
+    they equal the params of the same training stopped at that step (random labels: the loss bottoms out early)."""
+    spec = specs.ResNetSpec((4,), stem_channels=4)  # batch stats too
+    ds, trainer, state = _setup(spec, (8, 8, 3))
+    data = T.device_data(ds)
+    seg = L.make_segment_fn(trainer, len(ds.train), step_loop=step_loop)
+    key = jax.random.key(5)
+    tracked = state.replace(best={'params': state.params, 'batch_stats': state.batch_stats})
+    end, records = L.train_steps(seg, tracked, data, key, 0, 60, spe=20, eval_every=5)
+    best_step = L.early_stopping(records).step
+    assert best_step < 60, 'the test needs an early minimum'
+    stopped, _ = L.train_steps(seg, state, data, key, 0, best_step, spe=20, eval_every=5, total=60)
+    chex.assert_trees_all_close(end.best['params'], stopped.params, atol=1e-6)
+    chex.assert_trees_all_close(end.best['batch_stats'], stopped.batch_stats, atol=1e-6)
+    assert not np.allclose(jax.tree.leaves(end.params)[0], jax.tree.leaves(stopped.params)[0])
+    untracked, _ = L.train_steps(seg, state, data, key, 0, 10, spe=20, eval_every=5)
+    assert untracked.best is None  # off by default: nothing extra carried
+
+
 def test_plan_segments_cover_range():
     segs = L.plan_segments(5, 47, 20, breaks=(30,))
     assert segs == [(0, 5, 15), (1, 0, 10), (1, 10, 10), (2, 0, 7)]
