@@ -117,7 +117,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.search = ml_collections.ConfigDict({
         'deepen': True, 'widen_by': (32,), 'probe_steps': 200, 'patience': 2,
         'max_depth': 16, 'max_params': 10_000_000})
-    # Juvenility diagnostics (jst.juvenility) at the start and end of every round.
+    # Juvenility diagnostics (jst.diagnostics) at the start and end of every round.
     c.juvenility = True
     c.juvenility_probe_size = 512      # fixed probe batch: the first training examples
     c.juvenility_minibatches = 8       # gradient SNR across this many equal slices of the probe batch

@@ -1,7 +1,8 @@
 """The search policies by ``config.method``: one module each, peers that never import each other.
 
-A new policy is one module with ``run(ctx) -> records`` beside ``jst.lottery``
-and ``jst.recursive``, and one entry here (and in ``configuration.Method``).
+Each module is named after its method: ``config.method='lth'`` runs ``jst.lth``, ``'juvenile'`` runs
+``jst.juvenile``. A new policy is one module with ``run(ctx) -> records`` beside them, and one entry here (and in
+``configuration.Method``).
 """
 
 from __future__ import annotations
@@ -11,12 +12,12 @@ from typing import Any, Callable
 
 from jst import configuration
 from jst import context as context_lib
-from jst import lottery
-from jst import recursive
+from jst import juvenile
+from jst import lth
 
 SEARCHES: dict[str, Callable[[context_lib.RunContext], list[dict[str, Any]]]] = {
-    'lth': lottery.run,
-    'juvenile': recursive.run,
+    'lth': lth.run,
+    'juvenile': juvenile.run,
 }
 assert tuple(SEARCHES) == typing.get_args(configuration.Method), 'configuration.Method and SEARCHES differ'
 

@@ -73,7 +73,7 @@ def strip_volatile(value: Any) -> Any:
 # code differs by instruction set), accuracies not at all, the juvenility diagnostics by up to 1.7e-3 relative
 # (effective rank: eigenvalues of a float32 Gram matrix from the BLAS/LAPACK build, with a cut-off that a
 # last-bit change moves). The tolerances keep a margin of >= 10x; a code change that alters training moves
-# losses by far more than 1e-4. The diagnostics' formulas have their own exact tests (test_juvenility.py).
+# losses by far more than 1e-4. The diagnostics' formulas have their own exact tests (test_diagnostics.py).
 TOLERANCES: tuple[tuple[str, float, float], ...] = (  # (path regex, rel, abs)
     (r'/juvenility', 2e-2, 1e-4),
     (r'loss$', 1e-4, 1e-6),

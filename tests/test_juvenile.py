@@ -14,7 +14,7 @@ from jst import models
 from jst import pytrees
 from jst import records as R
 from jst import rounds
-from jst import search as S
+from jst import prune_and_grow as S
 from jst import specs
 from jst import train as T
 from tests.helpers import load_config, set_fields

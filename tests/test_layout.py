@@ -20,7 +20,7 @@ LAYERS = (
     ('data and models', {'specs', 'models', 'readers', 'data', 'parallel', 'workdir'}),
     ('training', {'train', 'train_loop', 'pruning', 'growth'}),
     ('run', {'checkpoint_io', 'records', 'checkpointing', 'configuration', 'context'}),
-    ('searches', {'diagnostics', 'search', 'tickets', 'rounds', 'lottery', 'recursive', 'searches'}),
+    ('searches', {'diagnostics', 'prune_and_grow', 'tickets', 'rounds', 'lth', 'juvenile', 'searches'}),
     ('analysis', {'figures', 'claims', 'report', 'study', 'level_study', 'compute'}),
     ('driver', {'driver'}),
 )
@@ -61,8 +61,8 @@ def test_module_is_small_documented_and_imports_only_downwards(name):
 
 
 def test_searches_are_peers():
-    assert 'recursive' not in sibling_imports(MODULES['lottery'])
-    assert 'lottery' not in sibling_imports(MODULES['recursive'])
+    assert 'juvenile' not in sibling_imports(MODULES['lth'])
+    assert 'lth' not in sibling_imports(MODULES['juvenile'])
 
 
 @pytest.mark.parametrize('name', sorted(OPS))

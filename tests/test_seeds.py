@@ -9,7 +9,7 @@ import pytest
 from jst import checkpointing
 from jst import configuration
 from jst import driver
-from jst import recursive
+from jst import juvenile
 from jst import report
 from tests import golden_runs
 from tests.helpers import load_config, set_fields
@@ -64,11 +64,11 @@ def _lanes(*specs_):
 
 def test_search_lanes_train_in_groups_of_one_architecture():
     progress = _lanes((1, (16, 16), False), (1, (24,), False), (1, (16, 16), False), (0, (16,), True))
-    assert recursive.next_group(progress) == [0, 2]
+    assert juvenile.next_group(progress) == [0, 2]
     progress.lanes[0].round = progress.lanes[2].round = 2
-    assert recursive.next_group(progress) == [1]  # the lowest round first
+    assert juvenile.next_group(progress) == [1]  # the lowest round first
     progress = _lanes((3, (8,), True), (2, (8, 8), False))
-    assert recursive.next_group(progress) == [1]  # finished lanes never train
+    assert juvenile.next_group(progress) == [1]  # finished lanes never train
 
 
 def test_bad_num_seeds_is_refused(mnist_dir):

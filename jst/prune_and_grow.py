@@ -1,4 +1,5 @@
-"""The next structure after a round: the paper's rule, or a search over candidate extensions.
+"""Between two rounds of ``method='juvenile'``: prune the trained network, then grow it (the paper's rule, or a
+search over candidate extensions).
 
 After a round's training, ``next_ticket`` prunes the network into the
 round's ticket and extends it function-preservingly:

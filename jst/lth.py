@@ -1,4 +1,4 @@
-"""Classic lottery-ticket search (iterative magnitude pruning, the "weight reset policy").
+"""``method='lth'``, the classic lottery-ticket search (iterative magnitude pruning, the "weight reset policy").
 
 For rounds r = 0..N: train; record the early-stopping accuracies; prune
 (``jst.pruning``); reset the survivors to their initial values theta_0 (or

@@ -1,7 +1,7 @@
-"""The recursive juvenile search: grow the winning ticket, keep its weights, prune again.
+"""``method='juvenile'``, the recursive search: grow the winning ticket, keep its weights, prune again.
 
 For rounds r = 0..N: train the current network from its current weights
-(never reset); record; then ``search.next_ticket`` prunes it (the round's
+(never reset); record; then ``prune_and_grow.next_ticket`` prunes it (the round's
 level / IMP fraction) and extends its structure function-preservingly (the
 paper's rule or the structure search). Stops at ``num_rounds``, after
 ``search.patience`` rounds without validation gain (search only), or when no
@@ -17,8 +17,8 @@ from typing import Any, Optional
 
 from jst import checkpointing
 from jst import context as context_lib
+from jst import prune_and_grow
 from jst import rounds
-from jst import search
 from jst import tickets
 
 ArrayKey = checkpointing.ArrayKey
@@ -99,7 +99,7 @@ def _end_lane_round(ctx: context_lib.RunContext, journal: checkpointing.Journal,
     stop_reason = _stop_reason(ctx, lane)
     grown_by, candidates, probe_steps = lane.grown_by, lane.candidates, 0
     if stop_reason is None:
-        nxt = search.next_ticket(ctx, result.state, spec, r, i)
+        nxt = prune_and_grow.next_ticket(ctx, result.state, spec, r, i)
         if nxt.state is None:
             stop_reason = nxt.grown_by
         else:
