@@ -112,7 +112,8 @@ def evaluate_candidates(ctx: context_lib.RunContext, state: train_lib.TrainState
     d, results = ctx.data, []
     probe_key = jax.random.fold_in(key, 10_000)
     for new_spec, members in groups.items():
-        probe = make_probe_fn(ctx.trainer(new_spec), ctx.num_train, int(search.probe_steps))
+        probe = ctx.compiled('probe', new_spec, lambda s=new_spec: make_probe_fn(  # compiled once per architecture
+            ctx.trainer(s), ctx.num_train, int(search.probe_steps)))
         stacked = pytrees.stack([m[2] for m in members])
         accs = np.asarray(probe(stacked, d.train_x, d.train_y, d.val_x, d.val_y, d.val_w, probe_key))
         for (cand, grown, grown_st), acc in zip(members, accs):

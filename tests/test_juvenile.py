@@ -61,7 +61,12 @@ def test_surviving_weights_carry_over_between_rounds(mnist_dir, tmp_path, monkey
         np.testing.assert_array_equal(start1[new]['kernel'], np.eye(64))
 
 
-def test_candidate_selection_ignores_the_test_split(mnist_dir, tmp_path):
+def test_candidate_selection_ignores_the_test_split(mnist_dir, tmp_path, monkeypatch):
+    """Also: the three searches below reuse one compiled probe per architecture (it used to be rebuilt, and
+    recompiled, every round)."""
+    built = []
+    real = S.make_probe_fn
+    monkeypatch.setattr(S, 'make_probe_fn', lambda trainer, *a: built.append(trainer) or real(trainer, *a))
     config = _tiny_juvenile(mnist_dir, growth='search')
     exp = context.make_context(config, str(tmp_path))
     spec = specs.paper_mlp(1, width=32)
@@ -79,6 +84,7 @@ def test_candidate_selection_ignores_the_test_split(mnist_dir, tmp_path):
     assert [x['val_accuracy'] for x in a] != [x['val_accuracy'] for x in c]
     names = {x['name'] for x in a}
     assert names == {'deepen@1', 'deepen@2', 'widen0+32', 'widen1+32'}
+    assert len(built) == len({x['spec'] for x in a}) == len(set(built))  # per architecture, not per search
 
 
 def test_vmapped_probe_matches_one_at_a_time(mnist_dir, tmp_path):
