@@ -222,7 +222,8 @@ def test_a_diverged_run_is_marked_and_exits_non_zero(mnist_dir, tmp_path):
     import sys  # pylint: disable=g-import-not-at-top
     from tests.helpers import REPO  # pylint: disable=g-import-not-at-top
     cmd = [sys.executable, os.path.join(REPO, 'launch', 'main.py'), '--config=configs/tiny.py',
-           f'--config.manual_dir={mnist_dir}', '--config.learning_rate=100', f'--workdir={tmp_path / "work"}']
+           f'--config.manual_dir={mnist_dir}', '--config.learning_rate=100', '--config.num_rounds=0',
+           f'--workdir={tmp_path / "work"}']
     for _ in range(2):
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
         assert out.returncode == 3, out.stderr[-2000:]

@@ -121,11 +121,12 @@ def test_sigkill_and_resume_gives_identical_result(moment, mnist_dir, tmp_path, 
 
 @pytest.mark.parametrize('method,num_seeds,moment,extra', [  # the juvenile cases (1.5 min each): slow tier
     pytest.param('juvenile', 1, 'save:5', (), marks=pytest.mark.slow),
-    pytest.param('juvenile', 3, 'save:4', (), marks=pytest.mark.slow), ('lth', 2, 'after_save:6', ()),
-    ('lth', 1, 'save:4', ('--config.prune_weights=best',))])
+    pytest.param('juvenile', 3, 'save:4', (), marks=pytest.mark.slow),
+    ('lth', 2, 'after_save:6', ('--config.prune_weights=best',))])
 def test_killed_and_resumed(method, num_seeds, moment, extra, mnist_dir, tmp_path):
-    """Growth (one and three seeds) and weight reset (two seeds, controls, rewinding; one seed pruning its
-    early-stopped weights, which a checkpoint inside a training carries) resume exactly."""
+    """Growth (one and three seeds) and weight reset (two seeds, controls, rewinding, pruning the early-stopped
+    weights, which a checkpoint inside a training carries) resume exactly; weight reset pruning its end-of-round
+    weights: test_sigkill_and_resume_gives_identical_result."""
     args = lambda w: _args(mnist_dir, w, method) + [f'--config.num_seeds={num_seeds}', *extra]
     base, run = str(tmp_path / 'base'), str(tmp_path / 'run')
     assert _run(args(base))[0] == 0
