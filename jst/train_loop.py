@@ -77,6 +77,7 @@ def make_segment_fn(trainer: Trainer, num_train: int, mesh: Optional[Any] = None
         do_eval = jnp.logical_or((t + 1) % eval_every == 0, t + 1 == total)
         ev, new_best = jax.lax.cond(do_eval, evaluate_all, lambda s, b: (jnp.full((4,), jnp.nan), b), st, best)
         return (track_best(st, new_best < best), new_best), (m['loss'], m['accuracy'], ev)
+
     def epoch_permutation(key, epoch):
         return jax.random.permutation(jax.random.fold_in(key, epoch), num_train)
 
@@ -173,7 +174,6 @@ class EvalRecord:
 @dataclasses.dataclass
 class EvalWindow:
     """Per-step train loss/accuracy since the last evaluation (carried across segments and resumes)."""
-
     losses: list = dataclasses.field(default_factory=list)
     accuracies: list = dataclasses.field(default_factory=list)
 
