@@ -67,6 +67,9 @@ STUDIES = {
              'loss) instead of its end-of-round weights'),
             ('grow_dense_new_best', '--config.method=juvenile --config.prune_weights=best',
              'as grow_dense_new, but each round prunes, grows and continues from its early-stopped weights'),
+            ('grow_dense_new_reset', '--config.method=juvenile --config.optimizer_state_on_growth=reset',
+             'as grow_dense_new, but each round restarts Adam (moments and step count) instead of carrying it: '
+             'the optimizer-treatment ablation (its prune_continue twin is lr_rewind)'),
         ),
         comparisons=(('grow_dense_new', 'prune_continue'), ('grow_sparse_new', 'prune_continue'),
                      ('grow_dense_new', 'weight_reset'), ('prune_continue', 'weight_reset'),
@@ -77,7 +80,9 @@ STUDIES = {
                      ('weight_rewind_3pct', 'weight_reset'),
                      # added (committed before their records): which weights are pruned, end-of-round or early-stopped
                      ('weight_reset_best', 'weight_reset'), ('grow_dense_new_best', 'grow_dense_new'),
-                     ('grow_dense_new_best', 'weight_reset_best')),
+                     ('grow_dense_new_best', 'weight_reset_best'),
+                     # added (committed before their records): the optimizer treatment, carried or reset each round
+                     ('grow_dense_new_reset', 'grow_dense_new'), ('grow_dense_new_reset', 'lr_rewind')),
         # 10 seeds for the policies of the comparisons whose differences are under a point
         policy_seeds=(('prune_continue', 10), ('grow_sparse_new', 10), ('grow_dense_new', 10), ('weight_reset', 10)),
         dense_policy='weight_reset',
