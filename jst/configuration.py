@@ -23,6 +23,8 @@ import ml_collections
 
 from jst import errors
 from jst import expand
+from jst import masks
+from jst import models
 from jst import pruning
 from jst import readers
 from jst import specs
@@ -164,12 +166,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if len(c.lth_model):
         _check(c.lth_model.get('family') in specs.FAMILIES,
                f"config.lth_model.family={c.lth_model.get('family')!r} is unknown; choose one of {specs.FAMILIES}.")
-    _check(0.0 <= c.prune_fraction < 1.0,
-           f'config.prune_fraction={c.prune_fraction} must be in [0, 1).')
+    _check(0.0 <= c.prune_fraction < 1.0, f'config.prune_fraction={c.prune_fraction} must be in [0, 1).')
     for pattern, rate in dict(c.prune_rates).items():
         _check(0.0 <= float(rate) < 1.0, f'config.prune_rates[{pattern!r}]={rate} must be in [0, 1).')
-    _check(0.0 <= c.target_sparsity < 1.0,
-           f'config.target_sparsity={c.target_sparsity} must be in [0, 1).')
+    _check(0.0 <= c.target_sparsity < 1.0, f'config.target_sparsity={c.target_sparsity} must be in [0, 1).')
     for part in pruning.control_names(c.control):
         _check(part in pruning.CONTROLS,
                f'config.control has {part!r}; choose from {pruning.CONTROLS} (comma-separated).')
@@ -244,7 +244,7 @@ def _check_numbers(c: ml_collections.ConfigDict) -> None:
             _check(c.search[field] >= 1, f'config.search.{field}={c.search[field]} must be >= 1.')
         _check(all(int(w) > 0 for w in c.search.widen_by),
                f'config.search.widen_by={tuple(c.search.widen_by)} must hold positive unit counts (or be empty).')
-    _check_lanes_fit(c)
+    _check_against_models(c)
     if c.method == 'juvenile' and c.growth == 'paper':
         spec = start_spec(c, 'juvenile')
         _check(c.grow_position == -1 or c.grow_position in spec.deepen_positions,
@@ -252,21 +252,25 @@ def _check_numbers(c: ml_collections.ConfigDict) -> None:
                f'{spec.describe()}: use -1 (the end) or one of {list(spec.deepen_positions)}.')
 
 
-def _check_lanes_fit(c: ml_collections.ConfigDict) -> None:
-    """Refuses ``num_seeds`` lanes whose estimated memory (``train.lane_memory_bytes`` of the start
-    architecture; growth adds to it) exceeds the free memory (``train.available_memory_bytes``)."""
+def _check_against_models(c: ml_collections.ConfigDict) -> None:
+    """The start architectures build, prune_include/exclude select a weight of them (or of lth_model), and
+    num_seeds lanes fit the free memory (``train.lane_memory_bytes``, ``train.available_memory_bytes``)."""
+    shape, methods = readers.IMAGE_SHAPES[c.dataset], ('lth', 'juvenile') if c.method == 'compare' else (c.method,)
+    archs = list(dict.fromkeys([start_spec(c, m) for m in methods] + [start_spec(c, 'lth')] * bool(len(c.lth_model))))
+    try:
+        ndims = {p: len(s) for spec in archs for p, s in models.param_shapes(spec, shape).items()}
+    except ValueError as e:  # e.g. an unknown config.model.init
+        raise ConfigError(f'config.model: {e}') from e
+    _check(any(masks.is_prunable(p, n, c.prune_include, c.prune_exclude or None) for p, n in ndims.items()),
+           f'config.prune_include={c.prune_include!r} (prune_exclude={c.prune_exclude!r}) selects no weight of '
+           f'{", ".join(s.describe() for s in archs)}; its parameters are {sorted(ndims)}.')
     available = train_lib.available_memory_bytes()
-    if available is None:
-        return
-    shape = readers.IMAGE_SHAPES[c.dataset]
-    spec = max((start_spec(c, m) for m in (('lth', 'juvenile') if c.method == 'compare' else (c.method,))),
-               key=lambda s: train_lib.lane_memory_bytes(s, shape, c.batch_size))
-    per_lane = train_lib.lane_memory_bytes(spec, shape, c.batch_size)
-    _check(c.num_seeds * per_lane <= available,
+    per_lane = max(train_lib.lane_memory_bytes(s, shape, c.batch_size) for s in archs[:len(methods)])
+    _check(available is None or c.num_seeds * per_lane <= available,
            f'config.num_seeds={c.num_seeds}: the lanes need about {c.num_seeds * per_lane / 1e9:.1f} GB (an estimate: '
-           f'{per_lane / 1e6:.1f} MB per seed for {spec.describe()} at batch {c.batch_size}), but '
-           f'{available / 1e9:.1f} GB are free on {jax.default_backend()}; at most {available // per_lane} seeds fit: '
-           'pass a smaller --config.num_seeds, or run the seeds as separate runs (launch/sweep.sh).')
+           f'{per_lane / 1e6:.1f} MB per seed at batch {c.batch_size}), but {(available or 0) / 1e9:.1f} GB are free '
+           f'on {jax.default_backend()}; at most {(available or 0) // per_lane} seeds fit: pass a smaller '
+           '--config.num_seeds, or run the seeds as separate runs (launch/sweep.sh).')
 
 
 def validate_against_data(config: ml_collections.ConfigDict, num_train: int, num_devices: int) -> None:

@@ -138,6 +138,13 @@ def footprint(spec: specs.ModelSpec, input_shape: Sequence[int]) -> tuple[int, i
     return size({k: v for k, v in variables.items() if k != 'intermediates'}), size(variables['intermediates'])
 
 
+def param_shapes(spec: specs.ModelSpec, input_shape: Sequence[int]) -> dict[str, tuple[int, ...]]:
+    """{parameter path: shape} of ``spec``'s model (shapes only; an unknown init raises ``ValueError``)."""
+    params = jax.eval_shape(lambda: init_variables(spec, jax.random.key(0), input_shape))['params']
+    return {'/'.join(str(getattr(k, 'key', k)) for k in path): tuple(leaf.shape)
+            for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
+
+
 def kernel_positions(spec: specs.ModelSpec, input_shape: Sequence[int]) -> dict[str, tuple[int, int]]:
     """{kernel path: (its weights, the output positions each weight is used at per example)}: 1 for a Dense
     kernel, H x W of the output for a Conv kernel. Shapes only (``jax.eval_shape``)."""

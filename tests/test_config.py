@@ -69,6 +69,10 @@ def test_invalid_values_are_named(field, value, message):
     ({'method': 'juvenile', 'grow_position': -3}, r'config.grow_position=-3 is not a place'),
     ({'juvenility': True, 'juvenility_rho': float('nan')}, r'config.juvenility_rho=nan must be a finite number'),
     ({'juvenility': True, 'learning_potential_steps': -5}, r'config.learning_potential_steps=-5 must be >= 1'),
+    ({'model.init': 'foo'}, r"config.model: Unknown init 'foo'; choose one of"),
+    ({'prune_include': 'nomatch'}, r"config.prune_include='nomatch' \(prune_exclude=''\) selects no weight of "
+     r"MLP\[300-100-10\]; its parameters are \['hidden_0/bias', 'hidden_0/kernel'"),
+    ({'prune_exclude': 'kernel'}, r"config.prune_include=.* \(prune_exclude='kernel'\) selects no weight"),
 ])
 def test_late_failures_are_caught_before_training(overrides, message):
     """Issue 20: values that used to fail after round 0 had trained (or record NaN diagnostics silently)."""
@@ -115,7 +119,7 @@ def test_more_seeds_than_memory_holds_are_refused_before_any_work(monkeypatch):
     config = load_config('mnist')
     config.num_seeds = 10_000
     with pytest.raises(C.ConfigError, match=r'config.num_seeds=10000: the lanes need about 83.1 GB .* 8.3 MB per '
-                                            r'seed for MLP\[128-128-128-128-128-128-10\] .* at most 24 seeds fit'):
+                                            r'seed at batch 128.* at most 24 seeds fit'):
         C.validate_config(config)
     config.num_seeds = 24
     C.validate_config(config)
