@@ -148,6 +148,9 @@ def check_writable(workdir: str) -> None:
 
 
 _ABSENT = '<absent>'  # a field one of two config dicts lacks
+# Knobs added after runs were made, with the value that reproduces those runs: a saved config that lacks one
+# matches a current config holding that value (so adding a knob never strands a run in progress).
+ADDED_KNOBS = {'prune_weights': 'final'}
 
 
 def _differing_fields(saved: dict[str, Any], current: dict[str, Any],
@@ -158,6 +161,8 @@ def _differing_fields(saved: dict[str, Any], current: dict[str, Any],
         if not prefix and key in RESUMABLE_FIELDS:
             continue
         a, b = saved.get(key, _ABSENT), current.get(key, _ABSENT)
+        if not prefix and _ABSENT in (a, b) and key in ADDED_KNOBS and ADDED_KNOBS[key] in (a, b):
+            continue
         if isinstance(a, dict) and isinstance(b, dict):
             out += _differing_fields(a, b, f'{prefix}{key}.')
         elif json.dumps(a, sort_keys=True) != json.dumps(b, sort_keys=True):

@@ -273,3 +273,13 @@ def test_ctrl_c_is_one_line_and_the_run_resumes(mnist_dir, tmp_path):
     text = log.read_text()
     assert 'jst: interrupted; the last checkpoint' in text and 'rerun the same command' in text
     assert 'Traceback' not in text
+
+
+def test_a_knob_added_later_does_not_strand_a_run_made_before_it():
+    """A run made before ``prune_weights`` existed resumes under the default that reproduces it ('final'); any
+    other value is a different run (the campaign hit this when the knob was added mid-campaign)."""
+    saved = {'seed': 43, 'method': 'lth'}
+    assert workdir.config_differences(saved, {**saved, 'prune_weights': 'final'}) == []
+    assert workdir.config_differences(saved, {**saved, 'prune_weights': 'best'}) == [
+        "prune_weights: '<absent>' in the workdir, 'best' now"]
+    assert workdir.config_differences(saved, {**saved, 'brand_new': 1}) == ["brand_new: '<absent>' in the workdir, 1 now"]
