@@ -14,6 +14,7 @@ applies to the expanded parameters. Imports only ``jst.specs``.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
@@ -21,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jst import pytrees
 from jst import specs
 
 Array = jax.Array
@@ -128,32 +130,36 @@ def init_module_variables(model: nn.Module, key: Array, input_shape: Sequence[in
     return dict(model.init(key, jnp.zeros((1, *input_shape), jnp.float32), train=False))
 
 
-def footprint(spec: specs.ModelSpec, input_shape: Sequence[int]) -> tuple[int, int]:
-    """(parameters and batch statistics, module-output elements per example) of ``spec``'s model: shapes only
-    (``jax.eval_shape``), nothing allocated."""
+@functools.lru_cache(maxsize=64)
+def abstract_variables(spec: specs.ModelSpec, input_shape: tuple[int, ...]) -> dict[str, Any]:
+    """``spec``'s model's variables and module outputs ('intermediates') for one example, as shapes only
+    (``jax.eval_shape``: nothing allocated; cached per architecture). An unknown init raises ``ValueError``."""
     model = build_model(spec)
     _, variables = jax.eval_shape(lambda x: model.init_with_output(
         jax.random.key(0), x, train=False, capture_intermediates=True), jnp.zeros((1, *input_shape), jnp.float32))
+    return variables
+
+
+def footprint(spec: specs.ModelSpec, input_shape: Sequence[int]) -> tuple[int, int]:
+    """(parameters and batch statistics, module-output elements per example) of ``spec``'s model."""
+    variables = abstract_variables(spec, tuple(input_shape))
     size = lambda tree: sum(int(np.prod(a.shape)) for a in jax.tree.leaves(tree))
     return size({k: v for k, v in variables.items() if k != 'intermediates'}), size(variables['intermediates'])
 
 
 def param_shapes(spec: specs.ModelSpec, input_shape: Sequence[int]) -> dict[str, tuple[int, ...]]:
-    """{parameter path: shape} of ``spec``'s model (shapes only; an unknown init raises ``ValueError``)."""
-    params = jax.eval_shape(lambda: init_variables(spec, jax.random.key(0), input_shape))['params']
-    return {'/'.join(str(getattr(k, 'key', k)) for k in path): tuple(leaf.shape)
-            for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
+    """{parameter path: shape} of ``spec``'s model."""
+    params = abstract_variables(spec, tuple(input_shape))['params']
+    return {pytrees.path_str(path): tuple(leaf.shape) for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
 
 
 def kernel_positions(spec: specs.ModelSpec, input_shape: Sequence[int]) -> dict[str, tuple[int, int]]:
     """{kernel path: (its weights, the output positions each weight is used at per example)}: 1 for a Dense
-    kernel, H x W of the output for a Conv kernel. Shapes only (``jax.eval_shape``)."""
-    model = build_model(spec)
-    _, variables = jax.eval_shape(lambda x: model.init_with_output(
-        jax.random.key(0), x, train=False, capture_intermediates=True), jnp.zeros((1, *input_shape), jnp.float32))
+    kernel, H x W of the output for a Conv kernel."""
+    variables = abstract_variables(spec, tuple(input_shape))
     out = {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(variables['params'])[0]:
-        names = [str(getattr(k, 'key', k)) for k in path]
+        names = pytrees.path_str(path).split('/')
         if names[-1] == 'kernel':
             node = variables['intermediates']
             for name in names[:-1]:
