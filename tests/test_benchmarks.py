@@ -1,4 +1,4 @@
-"""Every benchmark runs at toy scale (slow tier: ``python -m pytest -m slow tests/test_benchmarks.py``), so none
+"""Every benchmark runs at toy scale (extended tier: ``python -m pytest -m extended tests/test_benchmarks.py``), so none
 can rot unseen: each must finish and write its results files."""
 
 import os
@@ -9,7 +9,7 @@ import pytest
 
 from tests.helpers import REPO
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.extended
 
 
 def _run(script, *args, env=None):
