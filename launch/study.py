@@ -312,6 +312,8 @@ SPEED_SECTIONS = (
     ('Seeds as lanes vs one after another for conv nets (the paper\'s CIFAR-10 ResNet)',
      'python benchmarks/bench_conv_lanes.py --manual_dir=../shared/datasets/cifar10-jpeg75 --lanes=3',
      'conv_lanes_cpu.md'),
+    ('One Adam step of a conv net: jst vs a minimal JAX loop vs PyTorch (NCHW and channels_last)',
+     'pip install torch==2.13.0 && python benchmarks/bench_conv.py', 'conv_cpu.md'),
     ('Cost of the juvenility diagnostics (the paper\'s MNIST)',
      'python benchmarks/bench_juvenility.py --manual_dir=../shared/datasets/mnist', 'juvenility_cpu.md'),
 )

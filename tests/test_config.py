@@ -41,6 +41,8 @@ def test_invalid_diagnostics_settings_are_named():
     ('steps_per_round', -3, r'config.steps_per_round=-3 must be >= 0'),
     ('eval_every', -1, r'config.eval_every=-1 must be >= 0'),
     ('growth', 'search', r"config.growth='search' applies to method='juvenile' only"),
+    ('optimizer_state_on_growth', 'reset', r"config.optimizer_state_on_growth='reset' applies to method='juvenile' only; "
+     r"config.method='lth' restarts the optimizer every round"),
     ('model.widths', (0, 100), r'config.model.widths=\(0, 100\) must hold positive sizes'),
     ('num_devices', 5, r'config.num_devices=5, but 1 device\(s\) are visible'),
     ('data_order', 'random', r"config.data_order='random' is unknown"),

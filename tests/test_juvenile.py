@@ -78,13 +78,13 @@ def test_candidate_selection_ignores_the_test_split(mnist_dir, tmp_path, monkeyp
     d = exp.data
     exp.data = d.replace(test_x=jnp.zeros_like(d.test_x), test_y=(d.test_y + 3) % 10)
     b = S.evaluate_candidates(exp, state, spec, jax.random.key(5), options)
-    assert [c['val_accuracy'] for c in a] == [c['val_accuracy'] for c in b]
+    assert [c.val_accuracy for c in a] == [c.val_accuracy for c in b]
     exp.data = d.replace(val_y=(d.val_y + 3) % 10)
     c = S.evaluate_candidates(exp, state, spec, jax.random.key(5), options)
-    assert [x['val_accuracy'] for x in a] != [x['val_accuracy'] for x in c]
-    names = {x['name'] for x in a}
+    assert [x.val_accuracy for x in a] != [x.val_accuracy for x in c]
+    names = {x.candidate.name for x in a}
     assert names == {'deepen@1', 'deepen@2', 'widen0+32', 'widen1+32'}
-    assert len(built) == len({x['spec'] for x in a}) == len(set(built))  # per architecture, not per search
+    assert len(built) == len({x.spec for x in a}) == len(set(built))  # per architecture, not per search
 
 
 def test_vmapped_probe_matches_one_at_a_time(mnist_dir, tmp_path):

@@ -14,7 +14,7 @@ its own best budget (chosen on validation, never test) and at what cost. Compute
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -23,8 +23,8 @@ from jst.data import readers
 from jst.models import specs
 from jst.analysis import statistics
 from jst.analysis import study as study_lib
+from jst.run.records import Record
 
-Record = dict[str, Any]
 
 
 def weight_steps(records: Sequence[Record]) -> float:

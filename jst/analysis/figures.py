@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-Record = dict[str, Any]
+from jst.run.records import Record
 
 
 def variant(r: Record) -> str:

@@ -23,8 +23,8 @@ import numpy as np
 from jst.analysis import claims
 from jst.analysis import statistics
 from jst.analysis import study as study_lib
+from jst.run.records import Record
 
-Record = dict[str, Any]
 CONTROLS = ('none', 'random_reinit', 'random_prune')
 NAMES = {'none': 'ticket', 'random_reinit': 'random re-init', 'random_prune': 'random pruning'}
 

@@ -23,8 +23,8 @@ from jst.analysis import figures
 from jst.run import records
 from jst.analysis import statistics
 from jst.run import workdir as workdir_lib
+from jst.run.records import Record
 
-Record = dict[str, Any]
 
 
 class ReportError(errors.UserError, ValueError):

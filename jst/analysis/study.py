@@ -26,8 +26,8 @@ import numpy as np
 from jst.analysis import claims
 from jst.analysis import report
 from jst.analysis import statistics
+from jst.run.records import Record
 
-Record = dict[str, Any]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,7 +11,8 @@ A checkpoint (orbax, in ``WORKDIR/checkpoints``) has two items:
   training (``TrainingProgress``), the final ticket's spec and the run's
   ``records.History``.
 
-``Journal`` holds all of it for a running search. PRNG state needs no saving:
+``jst.run.journal.Journal`` holds all of it for a running search, behind typed
+accessors. PRNG state needs no saving:
 every key is a pure function of (seed, round, step). orbax writes each
 checkpoint to a temporary folder and renames it when complete, so a run killed
 during a write keeps the previous checkpoint; one that cannot be read is
@@ -21,16 +22,13 @@ skipped with a warning and left in place.
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any, Optional
 
 import jax
 import numpy as np
-from absl import logging
 
 from jst.run import checkpoint_io
 from jst.ops import pytrees
-from jst.run import records as records_lib
 from jst.models import specs
 from jst.training import train as train_lib
 
@@ -188,95 +186,3 @@ def variables_from_storable(stored: dict[str, Any]) -> dict[str, Any]:
     if stored.get('batch_stats'):
         out['batch_stats'] = from_storable(stored['batch_stats'])
     return out
-
-
-# --------------------------------------------------------------------------
-# The checkpointer and the journal
-# --------------------------------------------------------------------------
-class Journal:
-    """A running search's checkpointed state: typed progress, arrays, training progress, history.
-
-    Use as a context manager; ``restore()`` loads the newest checkpoint (False when there is
-    none), ``save()`` writes one. A checkpoint of an older layout is refused, or discarded
-    when ``overwrite``.
-    """
-
-    def __init__(self, workdir: str, progress: Any, config: dict[str, Any], overwrite: bool = False):
-        self.workdir, self.progress, self._overwrite = workdir, progress, overwrite
-        self.arrays: dict[str, Any] = {}
-        self.training: Optional[TrainingProgress] = None
-        self.final_specs: dict[str, dict[str, Any]] = {}  # lane name -> spec of its final ticket
-        self.history = records_lib.History()
-        self.checkpointer = RunCheckpointer(workdir, config)
-        self.writer = records_lib.make_metric_writer(workdir)
-
-    def __enter__(self) -> Journal:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self.checkpointer.close()
-        if self.writer is not None:
-            self.writer.close()
-
-    def save(self) -> None:
-        meta = {'schema_version': SCHEMA_VERSION, 'search': type(self.progress).__name__,
-                'progress': dataclasses.asdict(self.progress),
-                'training': dataclasses.asdict(self.training) if self.training else None,
-                'final_specs': self.final_specs, 'history': dataclasses.asdict(self.history)}
-        self.checkpointer.save(json.loads(json.dumps(meta)), self.arrays)
-
-    def restore(self) -> bool:
-        """Loads the newest readable checkpoint of this run (False: none, start fresh), and rewrites the
-        record files from its history (they may be missing or stale) and ``config.json`` when it is missing."""
-        resumed = self._restore()
-        self.checkpointer.write_config_if_missing()
-        return resumed
-
-    def _restore(self) -> bool:
-        try:
-            restored = self.checkpointer.restore_latest()
-        except CheckpointError as e:
-            if not self._overwrite:
-                raise
-            return self._start_over(str(e))
-        if restored is None:
-            return False
-        meta, arrays = restored
-        if meta.get('schema_version') != SCHEMA_VERSION or meta.get('search') != type(self.progress).__name__:
-            return self._refuse_stale(meta)
-        self.progress = type(self.progress)(**meta['progress'])
-        self.training = TrainingProgress(**meta['training']) if meta.get('training') else None
-        self.final_specs, self.arrays = meta.get('final_specs') or {}, arrays
-        self.history = records_lib.History(**meta['history'])
-        self.history.write(self.workdir)
-        logging.info('Resuming from checkpoint: round %s, phase %s, step %s.', self.progress.round,
-                     self.progress.phase, self.training.step if self.training else 0)
-        return True
-
-    def _refuse_stale(self, meta: dict[str, Any]) -> bool:
-        found = f"schema {meta.get('schema_version', 1)} of {meta.get('search', 'an older jst')}"
-        if not self._overwrite:
-            raise CheckpointError(f'The checkpoints in {self.checkpointer.directory} were written by another '
-                                  f'layout ({found}; this jst writes schema {SCHEMA_VERSION} of '
-                                  f'{type(self.progress).__name__}). Pass --config.overwrite=True to start '
-                                  'over, or use another --workdir.')
-        return self._start_over(f'another layout: {found}')
-
-    def _start_over(self, why: str) -> bool:
-        """Discards the workdir's checkpoints and records (``overwrite``); the search starts fresh."""
-        logging.warning('Discarding the run in %s (%s): --config.overwrite=True.', self.workdir, why)
-        self.checkpointer.discard()
-        return False
-
-
-def read_checkpoint(workdir: str) -> Optional[tuple[dict[str, Any], dict[str, Any]]]:
-    """(meta, arrays) of the newest readable checkpoint of the run in ``workdir`` (another run: its
-    config is not checked); None when it has none."""
-    ck = RunCheckpointer(workdir, None)
-    try:
-        return ck.restore_latest()
-    finally:
-        ck.close()

@@ -114,8 +114,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.block_init = 'zero'      # ResNet deepen: 'zero' (exactly function-preserving) | 'paper' (Dirac kernels)
     c.widen_method = 'zero_fanout'  # 'zero_fanout' | 'net2net'
     c.optimizer_state_on_growth = 'carry'  # 'carry' | 'reset'
-    c.prune_weights = 'final'  # 'final': the end-of-round weights are pruned (and continued); 'best': those at
-    #                            the round's minimum validation loss (its early-stopping point)
+    c.prune_weights = 'final'  # 'final': end-of-round weights are pruned; 'best': those at the round's early stop
     c.search = ml_collections.ConfigDict({
         'deepen': True, 'widen_by': (32,), 'probe_steps': 200, 'patience': 2,
         'max_depth': 16, 'max_params': 10_000_000})
@@ -187,9 +186,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _check(c.epochs_per_round >= 0, f'config.epochs_per_round={c.epochs_per_round} must be >= 0.')
     _check(c.steps_per_round > 0 or c.epochs_per_round > 0,
            'Set config.steps_per_round > 0 or config.epochs_per_round > 0.')
-    _check(c.growth == 'paper' or c.method == 'juvenile',
-           f"config.growth={c.growth!r} applies to method='juvenile' only; config.method={c.method!r} does not "
-           "grow. Drop --config.growth or pass --config.method=juvenile.")
+    for knob, default, why in (('growth', 'paper', 'does not grow'),
+                               ('optimizer_state_on_growth', 'carry', 'restarts the optimizer every round')):
+        _check(c[knob] == default or c.method == 'juvenile', f"config.{knob}={c[knob]!r} applies to method='juvenile' "
+               f"only; config.method={c.method!r} {why}. Drop --config.{knob} or pass --config.method=juvenile.")
     for name, model in (('model', c.model), ('lth_model', c.lth_model)):
         for field in _WIDTH_FIELDS:
             widths = model.get(field) if len(model) else None

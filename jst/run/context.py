@@ -6,7 +6,7 @@ each) and their PRNG keys (lane i's keys are exactly those of a one-seed run
 of seed ``config.seed + i``), the data-parallel mesh, the compiled functions of each
 architecture (built once, reused across rounds) and one background thread
 for work that overlaps training. Checkpointed progress lives in
-``checkpointing.Journal``, not here. Use it as a context manager (the thread
+``journal.Journal``, not here. Use it as a context manager (the thread
 is shut down on exit).
 """
 
@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from jst.models import specs
 from jst.run import configuration
 from jst.data import datasets as data_lib
 from jst.training import parallel
@@ -89,30 +90,30 @@ class RunContext:
     def num_train(self) -> int:
         return len(self.dataset.train)
 
-    def compiled(self, name: str, spec: Any, build: Callable[[], Any]) -> Any:
+    def compiled(self, name: str, spec: specs.ModelSpec, build: Callable[[], Any]) -> Any:
         """``build()`` once per (name, architecture); the cached result afterwards."""
         if (name, spec) not in self._compiled:
             self._compiled[(name, spec)] = build()
         return self._compiled[(name, spec)]
 
-    def trainer(self, spec: Any) -> train_lib.Trainer:
+    def trainer(self, spec: specs.ModelSpec) -> train_lib.Trainer:
         c = self.config
         return self.compiled('trainer', spec, lambda: train_lib.make_trainer(
             spec, c.optimizer, c.learning_rate, c.momentum, c.batch_size, c.dataset))
 
-    def unroll(self, spec: Any) -> bool:
+    def unroll(self, spec: specs.ModelSpec) -> bool:
         """Whether loops over ``spec``'s convolutions are unrolled (``train.resolve_step_loop``)."""
         return train_lib.resolve_step_loop(self.config.step_loop, spec.has_convolutions) == 'python'
 
-    def eval_fn(self, spec: Any) -> Callable[..., Any]:
+    def eval_fn(self, spec: specs.ModelSpec) -> Callable[..., Any]:
         """Jitted (params, batch_stats, x, y, w) -> (loss, accuracy) for this architecture."""
         return self.compiled('eval', spec, lambda: jax.jit(self.trainer(spec).evaluate(unroll=self.unroll(spec))))
 
-    def step_fn(self, spec: Any) -> Callable[..., Any]:
+    def step_fn(self, spec: specs.ModelSpec) -> Callable[..., Any]:
         """Jitted (state, x, y) -> (state, metrics): one training step of this architecture."""
         return self.compiled('step', spec, lambda: jax.jit(self.trainer(spec).train_step))
 
-    def segment_fn(self, spec: Any, num_lanes: int) -> Callable[..., Any]:
+    def segment_fn(self, spec: specs.ModelSpec, num_lanes: int) -> Callable[..., Any]:
         """The training segment of this architecture over ``num_lanes`` lanes (seeds) with a leading lane
         axis: ``train_loop.make_replicated_segment_fn`` (one compiled program for all lanes), or for one
         lane ``make_segment_fn`` without the axis (``train_loop.as_single_lane``: a one-seed run computes
@@ -129,11 +130,11 @@ class RunContext:
         """``tree`` on every device of the run's mesh (unchanged on one device)."""
         return parallel.replicate(tree, self.mesh)
 
-    def init_variables(self, spec: Any, key: jax.Array) -> dict[str, Any]:
+    def init_variables(self, spec: specs.ModelSpec, key: jax.Array) -> dict[str, Any]:
         """Initial variables of ``spec`` from ``key`` (a lane's init key: ``key('init', lane)``)."""
         return self.trainer(spec).init_variables(key, self.input_shape)
 
-    def new_state(self, spec: Any, variables: dict[str, Any], masks: Any) -> train_lib.TrainState:
+    def new_state(self, spec: specs.ModelSpec, variables: dict[str, Any], masks: Any) -> train_lib.TrainState:
         """A fresh TrainState of ``spec``: masked params, new optimizer state, step 0."""
         return train_lib.create_train_state(variables, masks, self.trainer(spec).tx)
 

@@ -19,7 +19,7 @@ from jst.ops import masks as masks_lib
 from jst.models import specs
 from jst.run import workdir as workdir_lib
 
-Record = dict[str, Any]
+Record = dict[str, Any]  # one round's (or control's) record: SUMMARY_FIELDS and more; the one Record type
 SUMMARY_FIELDS = ('round', 'method', 'control', 'dataset', 'seed', 'architecture',
                   'fraction_remaining', 'params_remaining', 'val_accuracy', 'test_accuracy',
                   'best_step', 'cumulative_steps')

@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jst.models import specs
 from jst.run import context as context_lib
 from jst.ops import masks as masks_lib
 from jst.ops import pytrees
@@ -170,7 +171,7 @@ def summarize(diag: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------
 # For a search: on the fixed probe batch, cached per architecture
 # --------------------------------------------------------------------------
-def summary(ctx: context_lib.RunContext, spec: Any, state: train_lib.TrainState) -> dict[str, Any]:
+def summary(ctx: context_lib.RunContext, spec: specs.ModelSpec, state: train_lib.TrainState) -> dict[str, Any]:
     """Juvenility diagnostics of ``state`` on the probe batch (the first training examples)."""
     c = ctx.config
     diagnostics = ctx.compiled('diagnostics', spec, lambda: make_diagnostics(
@@ -181,7 +182,7 @@ def summary(ctx: context_lib.RunContext, spec: Any, state: train_lib.TrainState)
     return summarize(diagnostics(state.params, state.batch_stats, state.masks, x, y, jax.random.key(0)))
 
 
-def learning_potential(ctx: context_lib.RunContext, spec: Any, state: train_lib.TrainState,
+def learning_potential(ctx: context_lib.RunContext, spec: specs.ModelSpec, state: train_lib.TrainState,
                        start_val_accuracy: float) -> float:
     """Validation-accuracy gain after ``learning_potential_steps`` steps from ``state`` (fixed batches).
 
@@ -201,7 +202,7 @@ def learning_potential(ctx: context_lib.RunContext, spec: Any, state: train_lib.
     return float(acc) - start_val_accuracy
 
 
-def start_of_round(ctx: context_lib.RunContext, spec: Any, state: train_lib.TrainState,
+def start_of_round(ctx: context_lib.RunContext, spec: specs.ModelSpec, state: train_lib.TrainState,
                    start_val_accuracy: float) -> dict[str, Any]:
     """Diagnostics and learning potential of a round's start state (run on the background thread)."""
     t0 = time.time()

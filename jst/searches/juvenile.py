@@ -15,8 +15,10 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from jst.models import specs
 from jst.run import checkpointing
 from jst.run import context as context_lib
+from jst.run import journal as journal_lib
 from jst.searches import prune_and_grow
 from jst.searches import rounds
 from jst.searches import tickets
@@ -33,15 +35,15 @@ def run(ctx: context_lib.RunContext) -> list[dict[str, Any]]:
     lane's round (grown, pruned weights, masks, optimizer state and spec) is checkpointed, as is
     progress inside trainings.
     """
-    with checkpointing.Journal(ctx.workdir, checkpointing.RecursiveProgress(), ctx.config_dict(),
-                               ctx.config.overwrite) as journal:
+    with journal_lib.Journal(ctx.workdir, checkpointing.RecursiveProgress(), ctx.config_dict(),
+                             ctx.config.overwrite) as journal:
         if not journal.restore():
             states, lanes = {}, []
             for lane in ctx.lanes:
                 spec, variables, masks = tickets.start_network(ctx, 'juvenile', lane, allow_empty_masks=True)
-                states[lane] = checkpointing.state_to_storable(ctx.new_state(spec, variables, masks))
+                states[lane] = ctx.new_state(spec, variables, masks)
                 lanes.append(checkpointing.LaneProgress(spec=spec.to_dict()))
-            journal.arrays = {ArrayKey.ROUND_STATE: checkpointing.per_lane(states)}
+            journal.put_states(ArrayKey.ROUND_STATE, states)
             journal.progress = checkpointing.RecursiveProgress(lanes=lanes)
         while journal.progress.phase != 'done':
             _run_group(ctx, journal, next_group(journal.progress))
@@ -64,14 +66,13 @@ def _stop_reason(ctx: context_lib.RunContext, lane: checkpointing.LaneProgress) 
     return None
 
 
-def _run_group(ctx: context_lib.RunContext, journal: checkpointing.Journal, group: list[int]) -> None:
+def _run_group(ctx: context_lib.RunContext, journal: journal_lib.Journal, group: list[int]) -> None:
     """Trains one round of the lanes in ``group`` together, records it, and prunes and grows each for its
     next round (or stops it)."""
     progress = journal.progress
     r, spec = progress.lanes[group[0]].round, progress.lanes[group[0]].model_spec()
     tx = ctx.trainer(spec).tx
-    states = [checkpointing.state_from_storable(
-        journal.arrays[ArrayKey.ROUND_STATE][checkpointing.lane_name(i)], tx) for i in group]
+    states = [journal.state(ArrayKey.ROUND_STATE, i, tx) for i in group]
     label = f'juvenile round {r}' + (f' (seeds {[ctx.seeds[i] for i in group]})' if len(group) < len(ctx.lanes) else '')
     results = rounds.train_round(ctx, journal, spec, states, group, round_index=r, label=label,
                                  tag=f'round{r}/lanes{"-".join(map(str, group))}')
@@ -80,13 +81,13 @@ def _run_group(ctx: context_lib.RunContext, journal: checkpointing.Journal, grou
         if _end_lane_round(ctx, journal, i, spec, result):
             finals.append((i, spec, result.state))
     if finals:
-        tickets.store_final(journal, finals)
+        journal.store_final(finals)
     progress.phase = 'done' if all(lane.done for lane in progress.lanes) else 'train'
     progress.round = min(lane.round for lane in progress.lanes)
     journal.save()
 
 
-def _end_lane_round(ctx: context_lib.RunContext, journal: checkpointing.Journal, i: int, spec: Any,
+def _end_lane_round(ctx: context_lib.RunContext, journal: journal_lib.Journal, i: int, spec: specs.ModelSpec,
                     result: rounds.RoundResult) -> bool:
     """Records lane ``i``'s round and prepares its next one; True when the lane has stopped."""
     lane = journal.progress.lanes[i]
@@ -101,10 +102,9 @@ def _end_lane_round(ctx: context_lib.RunContext, journal: checkpointing.Journal,
     if stop_reason is None:
         nxt = prune_and_grow.next_ticket(ctx, result.state, spec, r, i)
         if nxt.state is None:
-            stop_reason = nxt.grown_by
+            stop_reason = nxt.stop_reason
         else:
-            journal.arrays[ArrayKey.ROUND_STATE][checkpointing.lane_name(i)] = checkpointing.state_to_storable(
-                nxt.state)
+            journal.put_states(ArrayKey.ROUND_STATE, {i: nxt.state})
             lane.spec = nxt.spec.to_dict()
             lane.grown_by, lane.candidates, lane.round = nxt.grown_by, nxt.candidates, r + 1
             probe_steps = nxt.probe_steps

@@ -16,14 +16,15 @@ from typing import Any
 
 import jax
 
+from jst.models import specs
 from jst.run import checkpointing
 from jst.run import context as context_lib
+from jst.run import journal as journal_lib
 from jst.training import pruning
 from jst.searches import rounds
 from jst.searches import tickets
 
 ArrayKey = checkpointing.ArrayKey
-per_lane = checkpointing.per_lane
 
 
 def run(ctx: context_lib.RunContext) -> list[dict[str, Any]]:
@@ -35,13 +36,12 @@ def run(ctx: context_lib.RunContext) -> list[dict[str, Any]]:
     All lanes share the architecture, so each training is one compiled program over the lanes.
     """
     controls = pruning.control_names(ctx.config.control)
-    with checkpointing.Journal(ctx.workdir, checkpointing.LotteryProgress(), ctx.config_dict(),
-                               ctx.config.overwrite) as journal:
+    with journal_lib.Journal(ctx.workdir, checkpointing.LotteryProgress(), ctx.config_dict(),
+                             ctx.config.overwrite) as journal:
         if not journal.restore():
             starts = {lane: tickets.start_network(ctx, 'lth', lane) for lane in ctx.lanes}
-            journal.arrays = {
-                ArrayKey.THETA0: per_lane({i: checkpointing.variables_to_storable(v) for i, (_, v, _) in starts.items()}),
-                ArrayKey.MASKS: per_lane({i: checkpointing.to_storable(m) for i, (_, _, m) in starts.items()})}
+            journal.put_variables(ArrayKey.THETA0, {i: v for i, (_, v, _) in starts.items()})
+            journal.put_masks(ArrayKey.MASKS, {i: m for i, (_, _, m) in starts.items()})
             journal.progress = checkpointing.LotteryProgress(
                 spec=starts[0][0].to_dict(), cumulative={name: 0 for name in ('none',) + controls})
         while journal.progress.phase != 'done':
@@ -52,38 +52,27 @@ def run(ctx: context_lib.RunContext) -> list[dict[str, Any]]:
         return journal.history.summary
 
 
-def _lane_item(journal: checkpointing.Journal, key: str, lane: int) -> Any:
-    return journal.arrays[key][checkpointing.lane_name(lane)]
-
-
-def _theta0(journal: checkpointing.Journal, lane: int) -> dict[str, Any]:
-    return checkpointing.variables_from_storable(_lane_item(journal, ArrayKey.THETA0, lane))
-
-
-def _rewind_point(journal: checkpointing.Journal, lane: int) -> dict[str, Any]:
+def _rewind_point(journal: journal_lib.Journal, lane: int) -> dict[str, Any]:
     """The variables survivors are reset to: the rewind point when there is one, else theta_0."""
-    if ArrayKey.REWIND in journal.arrays:
-        return checkpointing.variables_from_storable(_lane_item(journal, ArrayKey.REWIND, lane))
-    return _theta0(journal, lane)
+    return journal.variables(ArrayKey.REWIND if journal.has(ArrayKey.REWIND) else ArrayKey.THETA0, lane)
 
 
-def _masks(journal: checkpointing.Journal, lane: int) -> Any:
-    return checkpointing.masks_from_storable(_lane_item(journal, ArrayKey.MASKS, lane),
-                                             _theta0(journal, lane)['params'])
+def _masks(journal: journal_lib.Journal, lane: int) -> Any:
+    return journal.masks(ArrayKey.MASKS, lane, journal.variables(ArrayKey.THETA0, lane)['params'])
 
 
-def _train_ticket(ctx: context_lib.RunContext, journal: checkpointing.Journal) -> None:
+def _train_ticket(ctx: context_lib.RunContext, journal: journal_lib.Journal) -> None:
     """Trains round r's ticket of every lane from theta_0 (or the rewind point), records it, prunes for r + 1."""
     progress, config, lanes = journal.progress, ctx.config, ctx.lanes
     r, spec = progress.round, progress.model_spec()
 
     def store_rewind(states) -> None:
-        journal.arrays[ArrayKey.REWIND] = per_lane({lane: checkpointing.variables_to_storable(
-            {'params': st.params, **({'batch_stats': st.batch_stats} if st.batch_stats else {})})
+        journal.put_variables(ArrayKey.REWIND, {
+            lane: {'params': st.params, **({'batch_stats': st.batch_stats} if st.batch_stats else {})}
             for lane, st in zip(lanes, states)})
 
-    states = [ctx.new_state(spec, _rewind_point(journal, i) if r > 0 else _theta0(journal, i), _masks(journal, i))
-              for i in lanes]
+    start_variables = lambda i: _rewind_point(journal, i) if r > 0 else journal.variables(ArrayKey.THETA0, i)
+    states = [ctx.new_state(spec, start_variables(i), _masks(journal, i)) for i in lanes]
     results = rounds.train_round(
         ctx, journal, spec, states, lanes, round_index=r, start=config.rewind_step if r > 0 else 0,
         label=f'lth round {r}',
@@ -94,17 +83,16 @@ def _train_ticket(ctx: context_lib.RunContext, journal: checkpointing.Journal) -
         rounds.record_round(ctx, journal, result, lane=lane, round_index=r, method='lth', control='none',
                             spec=spec, cumulative_steps=progress.cumulative['none'])
         if r < config.num_rounds:
-            next_masks[lane] = checkpointing.to_storable(
-                pruning.prune(plan, result.state.params, _masks(journal, lane), r + 1))
+            next_masks[lane] = pruning.prune(plan, result.state.params, _masks(journal, lane), r + 1)
     if r < config.num_rounds:
-        journal.arrays[ArrayKey.NEXT_MASKS] = per_lane(next_masks)
+        journal.put_masks(ArrayKey.NEXT_MASKS, next_masks)
     else:
-        tickets.store_final(journal, [(lane, spec, result.state) for lane, result in zip(lanes, results)])
+        journal.store_final([(lane, spec, result.state) for lane, result in zip(lanes, results)])
     progress.phase, progress.control_index = 'controls', 0
     journal.save()
 
 
-def _control_start(ctx: context_lib.RunContext, journal: checkpointing.Journal, control: str, spec: Any,
+def _control_start(ctx: context_lib.RunContext, journal: journal_lib.Journal, control: str, spec: specs.ModelSpec,
                    lane: int, r: int) -> Any:
     """The state a control of lane ``lane`` trains from in round ``r``."""
     key = jax.random.fold_in(ctx.key('control', lane), r)
@@ -115,7 +103,7 @@ def _control_start(ctx: context_lib.RunContext, journal: checkpointing.Journal, 
     return ctx.new_state(spec, variables, masks)
 
 
-def _run_controls(ctx: context_lib.RunContext, journal: checkpointing.Journal, controls: tuple[str, ...]) -> None:
+def _run_controls(ctx: context_lib.RunContext, journal: journal_lib.Journal, controls: tuple[str, ...]) -> None:
     """Round r's controls on the ticket's masks (none at round 0), then on to round r + 1 (or done)."""
     progress, lanes = journal.progress, ctx.lanes
     r, spec = progress.round, progress.model_spec()
@@ -132,7 +120,7 @@ def _run_controls(ctx: context_lib.RunContext, journal: checkpointing.Journal, c
         progress.control_index += 1
         journal.save()
     if r < ctx.config.num_rounds:
-        journal.arrays[ArrayKey.MASKS] = journal.arrays.pop(ArrayKey.NEXT_MASKS)
+        journal.promote(ArrayKey.NEXT_MASKS, ArrayKey.MASKS)
         progress.round, progress.phase = r + 1, 'train'
     else:
         progress.phase = 'done'

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from jst.models import specs
 from jst.run import context as context_lib
 from jst.training import growth
 from jst.training import pruning
@@ -44,18 +45,33 @@ class Candidate:
     amount: int = 0
 
 
+@dataclasses.dataclass(frozen=True)
+class ProbedCandidate:
+    """A candidate extension after its probe training: its validation accuracy, grown spec and state."""
+
+    candidate: Candidate
+    val_accuracy: float
+    spec: specs.ModelSpec
+    state: train_lib.TrainState
+
+    def summary(self) -> dict[str, Any]:
+        """What a record keeps of it (JSON)."""
+        return {'name': self.candidate.name, 'val_accuracy': self.val_accuracy, 'architecture': self.spec.describe()}
+
+
 @dataclasses.dataclass
 class NextTicket:
-    """The pruned and extended network for the next round, or why there is none."""
+    """The pruned and extended network for the next round, or (``state`` None) why there is none."""
 
     state: Optional[train_lib.TrainState]
-    spec: Any
-    grown_by: str  # the extension's name, or the reason there is none
-    candidates: Optional[list[dict[str, Any]]] = None
+    spec: Optional[specs.ModelSpec]
+    grown_by: Optional[str]  # the extension's name ('none' for prune-and-continue)
+    candidates: Optional[list[dict[str, Any]]] = None  # ``ProbedCandidate.summary()`` of each probed one
     probe_steps: int = 0  # training steps spent probing candidates (counted in the budget)
+    stop_reason: Optional[str] = None  # why the lane stops here (``state`` is None)
 
 
-def candidate_list(spec: Any, search: Any) -> list[Candidate]:
+def candidate_list(spec: specs.ModelSpec, search: Any) -> list[Candidate]:
     """Every extension the search considers for ``spec``."""
     out = [Candidate(f'deepen@{p}', 'deepen', p) for p in spec.deepen_positions] if search.deepen else []
     for layer in spec.widenable_layers:
@@ -63,7 +79,7 @@ def candidate_list(spec: Any, search: Any) -> list[Candidate]:
     return out
 
 
-def apply_candidate(cand: Candidate, state: train_lib.TrainState, spec: Any, key: jax.Array,
+def apply_candidate(cand: Candidate, state: train_lib.TrainState, spec: specs.ModelSpec, key: jax.Array,
                     options: Any) -> Any:
     """The ``expand.Expansion`` of ``cand`` applied to ``state``."""
     stats = state.batch_stats or None
@@ -97,9 +113,9 @@ def make_probe_fn(trainer: train_lib.Trainer, num_train: int, probe_steps: int) 
     return jax.jit(jax.vmap(one, in_axes=(0, None, None, None, None, None, None)))
 
 
-def evaluate_candidates(ctx: context_lib.RunContext, state: train_lib.TrainState, spec: Any, key: jax.Array,
-                        options: Any) -> list[dict[str, Any]]:
-    """Probe-trains every candidate; returns [{name, val_accuracy, spec, state}] (validation only)."""
+def evaluate_candidates(ctx: context_lib.RunContext, state: train_lib.TrainState, spec: specs.ModelSpec, key: jax.Array,
+                        options: Any) -> list[ProbedCandidate]:
+    """Probe-trains every candidate; returns them scored on validation only (the test split is never read)."""
     search = ctx.config.search
     carry = ctx.config.optimizer_state_on_growth == 'carry'
     tx = ctx.trainer(spec).tx
@@ -117,11 +133,11 @@ def evaluate_candidates(ctx: context_lib.RunContext, state: train_lib.TrainState
         stacked = pytrees.stack([m[2] for m in members])
         accs = np.asarray(probe(stacked, d.train_x, d.train_y, d.val_x, d.val_y, d.val_w, probe_key))
         for (cand, grown, grown_st), acc in zip(members, accs):
-            results.append({'name': cand.name, 'val_accuracy': float(acc), 'spec': grown.spec, 'state': grown_st})
+            results.append(ProbedCandidate(cand, float(acc), grown.spec, grown_st))
     return results
 
 
-def next_ticket(ctx: context_lib.RunContext, state: train_lib.TrainState, spec: Any,
+def next_ticket(ctx: context_lib.RunContext, state: train_lib.TrainState, spec: specs.ModelSpec,
                 round_index: int, lane: int = 0) -> NextTicket:
     """Prunes lane ``lane``'s trained network into this round's ticket and extends it (paper rule or
     search) with the lane's growth key."""
@@ -144,11 +160,10 @@ def next_ticket(ctx: context_lib.RunContext, state: train_lib.TrainState, spec: 
                           grown.spec, f'deepen@{where}')
     scored = evaluate_candidates(ctx, state, spec, key, options)
     if not scored:
-        return NextTicket(None, None, 'budget: no candidate within search.max_depth / search.max_params')
-    best = max(scored, key=lambda c: c['val_accuracy'])
-    candidates = [{'name': c['name'], 'val_accuracy': c['val_accuracy'], 'architecture': c['spec'].describe()}
-                  for c in scored]
+        return NextTicket(None, None, None,
+                          stop_reason='budget: no candidate within search.max_depth / search.max_params')
+    best = max(scored, key=lambda c: c.val_accuracy)
     logging.info('round %d candidates: %s -> %s', round_index,
-                 ', '.join(f"{c['name']}={c['val_accuracy']:.4f}" for c in candidates), best['name'])
-    return NextTicket(best['state'], best['spec'], best['name'], candidates,
+                 ', '.join(f'{c.candidate.name}={c.val_accuracy:.4f}' for c in scored), best.candidate.name)
+    return NextTicket(best.state, best.spec, best.candidate.name, [c.summary() for c in scored],
                       probe_steps=len(scored) * int(config.search.probe_steps))

@@ -16,8 +16,10 @@ from typing import Any, Callable, Optional, Sequence
 
 import jax
 
+from jst.models import specs
 from jst.run import checkpointing
 from jst.run import context as context_lib
+from jst.run import journal as journal_lib
 from jst.searches import diagnostics
 from jst.run import records as records_lib
 from jst.training import train_loop
@@ -35,7 +37,7 @@ class RoundResult:
     start: Optional[dict[str, Any]] = None  # val/test loss and accuracy before the first step, diagnostics
 
 
-def evaluate_start(ctx: context_lib.RunContext, spec: Any, state: TrainState) -> dict[str, float]:
+def evaluate_start(ctx: context_lib.RunContext, spec: specs.ModelSpec, state: TrainState) -> dict[str, float]:
     """Validation and test loss/accuracy of ``state`` before training (forgetting after prune/grow/reset)."""
     fn, d = ctx.eval_fn(spec), ctx.data
     vl, va = fn(state.params, state.batch_stats, d.val_x, d.val_y, d.val_w)
@@ -46,7 +48,8 @@ def evaluate_start(ctx: context_lib.RunContext, spec: Any, state: TrainState) ->
 class _StartDiagnostics:
     """Start-of-round diagnostics: on the background thread (overlapping the training) or here."""
 
-    def __init__(self, ctx: context_lib.RunContext, spec: Any, state: TrainState, start_eval: dict[str, Any]):
+    def __init__(self, ctx: context_lib.RunContext, spec: specs.ModelSpec, state: TrainState,
+                 start_eval: dict[str, Any]):
         self._start_eval, self._pending = start_eval, None
         args = (ctx, spec, state, start_eval['val_accuracy'])
         if ctx.config.juvenility_background:
@@ -71,7 +74,7 @@ def _checkpoint_due(ctx: context_lib.RunContext, step: int, stop: int, last_save
     return time.time() - last_saved >= ctx.config.checkpoint_min_interval_s
 
 
-def train_round(ctx: context_lib.RunContext, journal: Optional[checkpointing.Journal], spec: Any,
+def train_round(ctx: context_lib.RunContext, journal: Optional[journal_lib.Journal], spec: specs.ModelSpec,
                 states: Sequence[TrainState], lanes: Sequence[int], *, round_index: int, start: int = 0,
                 stop: Optional[int] = None, label: str = '', tag: Optional[str] = None, snapshot_at: int = 0,
                 on_snapshot: Optional[Callable[[list[TrainState]], None]] = None) -> list[RoundResult]:
@@ -90,8 +93,7 @@ def train_round(ctx: context_lib.RunContext, journal: Optional[checkpointing.Jou
     progress = journal.training if journal is not None else None
     stacked = None
     if tag is not None and progress is not None and progress.tag == tag and progress.lanes == lanes:
-        stacked = checkpointing.state_from_storable(journal.arrays[checkpointing.ArrayKey.TRAIN_STATE],
-                                                    ctx.trainer(spec).tx)
+        stacked = journal.training_state(ctx.trainer(spec).tx)
         t, windows = int(progress.step), [train_loop.EvalWindow(**w) for w in progress.windows]
         records = [[train_loop.EvalRecord(**r) for r in lane] for lane in progress.records]
     start_evals = (progress.start_evals if t != start else
@@ -108,13 +110,11 @@ def train_round(ctx: context_lib.RunContext, journal: Optional[checkpointing.Jou
         latest['saved_at'] = time.time()
         for p in pending:
             p.join()
-        journal.training = checkpointing.TrainingProgress(
+        journal.save_training(checkpointing.TrainingProgress(
             tag=tag, step=step, lanes=lanes, windows=[dataclasses.asdict(w) for w in wins],
             start_evals=start_evals, records=[[dataclasses.asdict(r) for r in old + new]
-                                              for old, new in zip(records, new_records)])
-        journal.arrays[checkpointing.ArrayKey.TRAIN_STATE] = checkpointing.state_to_storable(
+                                              for old, new in zip(records, new_records)]),
             st if n > 1 else train_loop.stack_lanes([st]))
-        journal.save()
 
     if stacked is None:  # one lane trains without the lane axis (``RunContext.segment_fn``)
         if ctx.config.prune_weights == 'best':  # track the weights of the lowest validation loss
@@ -137,8 +137,7 @@ def train_round(ctx: context_lib.RunContext, journal: Optional[checkpointing.Jou
         if b == snapshot_at and on_snapshot is not None:
             on_snapshot(_lane_states(state, n))
     if journal is not None:
-        journal.training = None
-        journal.arrays.pop(checkpointing.ArrayKey.TRAIN_STATE, None)
+        journal.end_training()
     for p in pending:
         p.join()
     final_states = _lane_states(state, n)
@@ -169,7 +168,8 @@ def _lane_states(state: TrainState, n: int) -> list[TrainState]:
     return [state] if n == 1 else train_loop.unstack_lanes(state, n)
 
 
-def _end_diagnostics(ctx: context_lib.RunContext, spec: Any, state: TrainState, start_eval: dict[str, Any]) -> None:
+def _end_diagnostics(ctx: context_lib.RunContext, spec: specs.ModelSpec, state: TrainState,
+                     start_eval: dict[str, Any]) -> None:
     t_diag = time.time()
     start_eval['juvenility_end'] = diagnostics.summary(ctx, spec, state)
     seconds = time.time() - t_diag
@@ -177,8 +177,8 @@ def _end_diagnostics(ctx: context_lib.RunContext, spec: Any, state: TrainState, 
     start_eval['juvenility_wait_seconds'] = start_eval.get('juvenility_wait_seconds', 0.0) + seconds
 
 
-def record_round(ctx: context_lib.RunContext, journal: checkpointing.Journal, result: RoundResult, *,
-                 lane: int, round_index: int, method: str, control: str, spec: Any, cumulative_steps: int,
+def record_round(ctx: context_lib.RunContext, journal: journal_lib.Journal, result: RoundResult, *,
+                 lane: int, round_index: int, method: str, control: str, spec: specs.ModelSpec, cumulative_steps: int,
                  **extra: Any) -> dict[str, Any]:
     """Builds the round's record, adds it to the journal's history, rewrites the record files and
     TensorBoard, prints its line; returns it."""

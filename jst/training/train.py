@@ -26,6 +26,7 @@ import numpy as np
 import optax
 
 from jst.data import datasets as data_lib
+from jst.models import specs
 from jst.ops import masks as masks_lib
 from jst.models import networks
 from jst.training import parallel
@@ -194,7 +195,7 @@ class Trainer:
         return networks.init_module_variables(self.model, key, input_shape)
 
 
-def make_trainer(spec: Any, optimizer: Optimizer, learning_rate: float, momentum: float, batch_size: int,
+def make_trainer(spec: specs.ModelSpec, optimizer: Optimizer, learning_rate: float, momentum: float, batch_size: int,
                  dataset: str) -> Trainer:
     """The Trainer of architecture ``spec`` (a ``jst.models.specs`` spec) for ``dataset``'s inputs."""
     return Trainer(networks.build_model(spec), make_optimizer(optimizer, learning_rate, momentum), batch_size,
@@ -204,7 +205,7 @@ def make_trainer(spec: Any, optimizer: Optimizer, learning_rate: float, momentum
 BYTES_PER_PARAMETER = 28  # float32 params, 2 Adam moments, gradients, updates and a rewind copy; a bool mask; slack
 
 
-def lane_memory_bytes(spec: Any, input_shape: tuple[int, ...], batch_size: int) -> int:
+def lane_memory_bytes(spec: specs.ModelSpec, input_shape: tuple[int, ...], batch_size: int) -> int:
     """An estimate of one lane's (seed's) memory in training: ``BYTES_PER_PARAMETER`` per parameter, plus float32
     module outputs for a training batch (forward and backward, x3) or an evaluation chunk, whichever is larger."""
     parameters, activations = networks.footprint(spec, input_shape)
