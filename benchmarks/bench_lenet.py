@@ -45,12 +45,12 @@ import jax.numpy as jnp  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
 import optax  # pylint: disable=wrong-import-position
 
-from jst.run import checkpointing  # pylint: disable=wrong-import-position
 from jst.data import datasets as data_lib  # pylint: disable=wrong-import-position
-from jst.ops import masks as masks_lib  # pylint: disable=wrong-import-position
 from jst.models import networks  # pylint: disable=wrong-import-position
-from jst.ops import pytrees  # pylint: disable=wrong-import-position
 from jst.models import specs  # pylint: disable=wrong-import-position
+from jst.ops import masks as masks_lib  # pylint: disable=wrong-import-position
+from jst.ops import pytrees  # pylint: disable=wrong-import-position
+from jst.run import checkpointing  # pylint: disable=wrong-import-position
 from jst.training import train as train_lib  # pylint: disable=wrong-import-position
 from jst.training import train_loop  # pylint: disable=wrong-import-position
 

@@ -39,13 +39,13 @@ from absl import flags
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 # pylint: disable=g-import-not-at-top,wrong-import-position
+from jst.analysis import statistics
 from jst.data import datasets as data_lib
-from jst.ops import masks as masks_lib
 from jst.models import networks
+from jst.models import specs
+from jst.ops import masks as masks_lib
 from jst.ops import sparse_training
 from jst.ops import sparsity
-from jst.models import specs
-from jst.analysis import statistics
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _MANUAL_DIR = flags.DEFINE_string('manual_dir', os.environ.get('JST_MANUAL_DIR', ''), 'MNIST files.')

@@ -9,11 +9,11 @@ from typing import Any
 import ml_collections
 from absl import logging
 
+from jst.analysis import report
 from jst.run import configuration
 from jst.run import context as context_lib
-from jst.analysis import report
-from jst.searches import registry
 from jst.run import workdir as workdir_lib
+from jst.searches import registry
 
 
 class _QuietOrbax:

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from jst.data import datasets as D
-from jst.searches import diagnostics as J
-from jst.ops import masks as M
 from jst.models import networks
 from jst.models import specs
+from jst.ops import masks as M
+from jst.searches import diagnostics as J
 from jst.training import train as T
 
 

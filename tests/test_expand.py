@@ -9,11 +9,11 @@ import pytest
 
 from jst.data import datasets as D
 from jst.data import readers
-from jst.ops import expand as E
-from jst.training import growth as G
-from jst.ops import masks as M
 from jst.models import networks
 from jst.models import specs
+from jst.ops import expand as E
+from jst.ops import masks as M
+from jst.training import growth as G
 
 
 @pytest.fixture(scope='module')

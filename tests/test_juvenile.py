@@ -8,14 +8,14 @@ import numpy as np
 
 from jst.run import context
 from jst import driver
-from jst.training import growth as G
-from jst.ops import masks as M
 from jst.models import networks
+from jst.models import specs
+from jst.ops import masks as M
 from jst.ops import pytrees
 from jst.run import records as R
-from jst.searches import rounds
 from jst.searches import prune_and_grow as S
-from jst.models import specs
+from jst.searches import rounds
+from jst.training import growth as G
 from jst.training import train as T
 from tests.helpers import load_config, set_fields
 

@@ -10,8 +10,8 @@ import optax
 import pytest
 
 from jst.ops import expand as E
-from jst.ops import widening as W
 from jst.ops import masks as M
+from jst.ops import widening as W
 from tests.helpers import REPO
 
 

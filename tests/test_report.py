@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from jst.run import configuration
 from jst.analysis import report
+from jst.run import configuration
 from tests.helpers import load_config
 
 

@@ -9,8 +9,8 @@ import pytest
 from jst.run import checkpointing
 from jst.run import configuration
 from jst import driver
-from jst.searches import juvenile
 from jst.analysis import report
+from jst.searches import juvenile
 from tests import golden_runs
 from tests.helpers import load_config, set_fields
 

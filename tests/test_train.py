@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from jst.data import datasets as D
-from jst.ops import masks as M
 from jst.models import networks
-from jst.ops import pytrees
 from jst.models import specs
+from jst.ops import masks as M
+from jst.ops import pytrees
 from jst.training import train as T
 from jst.training import train_loop as L
 

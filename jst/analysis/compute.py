@@ -18,11 +18,11 @@ from typing import Sequence
 
 import numpy as np
 
-from jst.models import networks
-from jst.data import readers
-from jst.models import specs
 from jst.analysis import statistics
 from jst.analysis import study as study_lib
+from jst.data import readers
+from jst.models import networks
+from jst.models import specs
 from jst.run.records import Record
 
 

@@ -20,8 +20,8 @@ from absl import logging
 
 from jst import errors
 from jst.analysis import figures
-from jst.run import records
 from jst.analysis import statistics
+from jst.run import records
 from jst.run import workdir as workdir_lib
 from jst.run.records import Record
 

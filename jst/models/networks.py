@@ -22,8 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jst.ops import pytrees
 from jst.models import specs
+from jst.ops import pytrees
 
 Array = jax.Array
 

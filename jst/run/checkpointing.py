@@ -27,9 +27,9 @@ from typing import Any, Optional
 import jax
 import numpy as np
 
-from jst.run import checkpoint_io
-from jst.ops import pytrees
 from jst.models import specs
+from jst.ops import pytrees
+from jst.run import checkpoint_io
 from jst.training import train as train_lib
 
 PyTree = Any

@@ -22,12 +22,12 @@ import jax
 import ml_collections
 
 from jst import errors
+from jst.data import readers
+from jst.models import networks
+from jst.models import specs
 from jst.ops import expand
 from jst.ops import masks
-from jst.models import networks
 from jst.training import pruning
-from jst.data import readers
-from jst.models import specs
 from jst.training import train as train_lib
 
 Method = Literal['lth', 'juvenile']  # the searches (jst.searches.registry); 'compare' runs both (jst.driver)

@@ -20,9 +20,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from jst.data import datasets as data_lib
 from jst.models import specs
 from jst.run import configuration
-from jst.data import datasets as data_lib
 from jst.training import parallel
 from jst.training import train as train_lib
 from jst.training import train_loop

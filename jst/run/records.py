@@ -15,8 +15,8 @@ from typing import Any, Iterable, Optional, Sequence
 
 from absl import logging
 
-from jst.ops import masks as masks_lib
 from jst.models import specs
+from jst.ops import masks as masks_lib
 from jst.run import workdir as workdir_lib
 
 Record = dict[str, Any]  # one round's (or control's) record: SUMMARY_FIELDS and more; the one Record type

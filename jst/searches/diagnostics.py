@@ -33,9 +33,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jst.models import specs
-from jst.run import context as context_lib
 from jst.ops import masks as masks_lib
 from jst.ops import pytrees
+from jst.run import context as context_lib
 from jst.training import train as train_lib
 
 Array = jax.Array

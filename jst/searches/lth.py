@@ -20,9 +20,9 @@ from jst.models import specs
 from jst.run import checkpointing
 from jst.run import context as context_lib
 from jst.run import journal as journal_lib
-from jst.training import pruning
 from jst.searches import rounds
 from jst.searches import tickets
+from jst.training import pruning
 
 ArrayKey = checkpointing.ArrayKey
 

@@ -30,10 +30,10 @@ import numpy as np
 from absl import logging
 
 from jst.models import specs
+from jst.ops import pytrees
 from jst.run import context as context_lib
 from jst.training import growth
 from jst.training import pruning
-from jst.ops import pytrees
 from jst.training import train as train_lib
 
 

@@ -20,8 +20,8 @@ from jst.models import specs
 from jst.run import checkpointing
 from jst.run import context as context_lib
 from jst.run import journal as journal_lib
-from jst.searches import diagnostics
 from jst.run import records as records_lib
+from jst.searches import diagnostics
 from jst.training import train_loop
 
 TrainState = train_loop.TrainState

@@ -14,11 +14,11 @@ import jax
 import numpy as np
 from absl import logging
 
+from jst.models import specs
 from jst.run import configuration
 from jst.run import context as context_lib
 from jst.run import journal as journal_lib
 from jst.training import pruning
-from jst.models import specs
 
 PyTree = Any
 

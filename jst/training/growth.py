@@ -30,11 +30,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jst.ops import expand
 from jst.models import networks
 from jst.models import specs
-from jst.training import train as train_lib
+from jst.ops import expand
 from jst.ops import widening
+from jst.training import train as train_lib
 
 Array = jax.Array
 PyTree = Any

@@ -26,11 +26,11 @@ import numpy as np
 import optax
 
 from jst.data import datasets as data_lib
+from jst.models import networks
 from jst.models import specs
 from jst.ops import masks as masks_lib
-from jst.models import networks
-from jst.training import parallel
 from jst.ops import pytrees
+from jst.training import parallel
 
 Array = jax.Array
 PyTree = Any

@@ -25,8 +25,8 @@ import numpy as np
 from absl import logging
 
 from jst import errors
-from jst.training import parallel
 from jst.ops import pytrees
+from jst.training import parallel
 from jst.training.train import DeviceData, TrainState, Trainer, track_best  # the types these loops take
 
 Array = jax.Array
