@@ -8,7 +8,7 @@ comparable; each figure is the median of ``--repeats`` epochs after a warm-up
 epoch (which includes compilation). Reported:
 
 * epoch time and steps/s at batch 60 and 128 for: ``jst`` (the real
-  ``jst.train`` path: masks, in-scan evaluation at the epoch end, metrics and
+  ``jst.training.train`` path: masks, in-scan evaluation at the epoch end, metrics and
   early-stopping bookkeeping), ``minimal_jax`` (a bare whole-epoch
   ``lax.scan`` with masked Adam, no evaluation) and ``pytorch`` (an eager loop
   over a ``DataLoader``, masks re-applied after each step as OpenLTH does);
@@ -45,14 +45,14 @@ import jax.numpy as jnp  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
 import optax  # pylint: disable=wrong-import-position
 
-from jst import checkpointing  # pylint: disable=wrong-import-position
-from jst import data as data_lib  # pylint: disable=wrong-import-position
-from jst import masks as masks_lib  # pylint: disable=wrong-import-position
-from jst import models  # pylint: disable=wrong-import-position
-from jst import pytrees  # pylint: disable=wrong-import-position
-from jst import specs  # pylint: disable=wrong-import-position
-from jst import train as train_lib  # pylint: disable=wrong-import-position
-from jst import train_loop  # pylint: disable=wrong-import-position
+from jst.data import datasets as data_lib  # pylint: disable=wrong-import-position
+from jst.models import networks  # pylint: disable=wrong-import-position
+from jst.models import specs  # pylint: disable=wrong-import-position
+from jst.ops import masks as masks_lib  # pylint: disable=wrong-import-position
+from jst.ops import pytrees  # pylint: disable=wrong-import-position
+from jst.run import checkpointing  # pylint: disable=wrong-import-position
+from jst.training import train as train_lib  # pylint: disable=wrong-import-position
+from jst.training import train_loop  # pylint: disable=wrong-import-position
 
 _MANUAL_DIR = flags.DEFINE_string('manual_dir', os.environ.get('JST_MANUAL_DIR', ''), 'MNIST files.')
 _OUT = flags.DEFINE_string('out', os.path.join(os.path.dirname(__file__), 'results'), 'Output folder.')
@@ -83,8 +83,8 @@ def _median_time(fn, repeats: int) -> tuple[float, float]:
 
 def bench_jst(ds: data_lib.Dataset, batch: int, repeats: int) -> dict[str, float]:
     spec = specs.lenet_300_100()
-    trainer = train_lib.Trainer(models.build_model(spec), optax.adam(LR), batch, functools.partial(data_lib.preprocess, dataset='mnist'))
-    variables = models.init_variables(spec, jax.random.key(0), (28, 28, 1))
+    trainer = train_lib.Trainer(networks.build_model(spec), optax.adam(LR), batch, functools.partial(data_lib.preprocess, dataset='mnist'))
+    variables = networks.init_variables(spec, jax.random.key(0), (28, 28, 1))
     state = {'s': train_lib.create_train_state(variables, masks_lib.create_masks(variables['params']), trainer.tx)}
     data = train_lib.device_data(ds)
     spe = train_lib.steps_per_epoch(len(ds.train), batch)
@@ -186,7 +186,7 @@ def bench_pytorch(ds: data_lib.Dataset, batch: int, repeats: int) -> dict[str, f
 
 def bench_vmap(ds: data_lib.Dataset, counts: list[int], repeats: int, batch: int = 60) -> dict[str, float]:
     spec = specs.lenet_300_100()
-    trainer = train_lib.Trainer(models.build_model(spec), optax.adam(LR), batch, functools.partial(data_lib.preprocess, dataset='mnist'))
+    trainer = train_lib.Trainer(networks.build_model(spec), optax.adam(LR), batch, functools.partial(data_lib.preprocess, dataset='mnist'))
     data = train_lib.device_data(ds)
     spe = train_lib.steps_per_epoch(len(ds.train), batch)
     rep = train_loop.make_replicated_segment_fn(trainer, len(ds.train))
@@ -194,7 +194,7 @@ def bench_vmap(ds: data_lib.Dataset, counts: list[int], repeats: int, batch: int
     for n in counts:
         states = []
         for seed in range(n):
-            v = models.init_variables(spec, jax.random.key(seed), (28, 28, 1))
+            v = networks.init_variables(spec, jax.random.key(seed), (28, 28, 1))
             states.append(train_lib.create_train_state(v, masks_lib.create_masks(v['params']), trainer.tx))
         box = {'s': pytrees.stack(states), 'e': 0}
         keys = jnp.stack([jax.random.key(100 + s) for s in range(n)])
@@ -215,8 +215,8 @@ def bench_vmap(ds: data_lib.Dataset, counts: list[int], repeats: int, batch: int
 def bench_overheads(ds: data_lib.Dataset, epoch_s: float, batch: int = 60) -> dict[str, float]:
     """Per-round costs besides training, as a share of one 50k-step LeNet round."""
     spec = specs.lenet_300_100()
-    trainer = train_lib.Trainer(models.build_model(spec), optax.adam(LR), batch, functools.partial(data_lib.preprocess, dataset='mnist'))
-    v = models.init_variables(spec, jax.random.key(0), (28, 28, 1))
+    trainer = train_lib.Trainer(networks.build_model(spec), optax.adam(LR), batch, functools.partial(data_lib.preprocess, dataset='mnist'))
+    v = networks.init_variables(spec, jax.random.key(0), (28, 28, 1))
     masks = masks_lib.create_masks(v['params'])
     state = train_lib.create_train_state(v, masks, trainer.tx)
     data = train_lib.device_data(ds)
@@ -258,8 +258,8 @@ def bench_overheads(ds: data_lib.Dataset, epoch_s: float, batch: int = 60) -> di
 def profile_epoch(ds: data_lib.Dataset, batch: int, out_dir: str) -> dict[str, Any]:
     """A profiler trace of one jst epoch, the optimized HLO, and the op mix of that HLO."""
     spec = specs.lenet_300_100()
-    trainer = train_lib.Trainer(models.build_model(spec), optax.adam(LR), batch, functools.partial(data_lib.preprocess, dataset='mnist'))
-    v = models.init_variables(spec, jax.random.key(0), (28, 28, 1))
+    trainer = train_lib.Trainer(networks.build_model(spec), optax.adam(LR), batch, functools.partial(data_lib.preprocess, dataset='mnist'))
+    v = networks.init_variables(spec, jax.random.key(0), (28, 28, 1))
     state = train_lib.create_train_state(v, masks_lib.create_masks(v['params']), trainer.tx)
     data = train_lib.device_data(ds)
     spe = train_lib.steps_per_epoch(len(ds.train), batch)

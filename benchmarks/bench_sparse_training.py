@@ -7,8 +7,8 @@ IMP's records come from the committed ``lenet300`` study (``docs/results/lenet30
 and 0.9^10 of the output layer's weights kept). Trained here, side by side, with the same data split, network,
 Adam 1.2e-3 and batch 60, the same per-layer sparsities, and one training of ``--steps`` iterations each:
 
-* ``gmp``: gradual magnitude pruning (Zhu & Gupta 2017) with ``jst.sparse_training.masked_optimizer``: dense at
-  first, pruned every 500 steps from 5% to 75% of training on the cubic schedule of ``jst.sparsity``;
+* ``gmp``: gradual magnitude pruning (Zhu & Gupta 2017) with ``jst.ops.sparse_training.masked_optimizer``: dense at
+  first, pruned every 500 steps from 5% to 75% of training on the cubic schedule of ``jst.ops.sparsity``;
 * ``rigl``: RigL (Evci et al. 2020), random masks at the final sparsity from the start, drop-and-grow every 100
   steps until 75% of training with a drop fraction decaying from 0.3 (cosine); grown weights and their Adam
   moments start at zero;
@@ -39,13 +39,13 @@ from absl import flags
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from jst import data as data_lib
-from jst import masks as masks_lib
-from jst import models
-from jst import sparse_training
-from jst import sparsity
-from jst import specs
-from jst import statistics
+from jst.analysis import statistics
+from jst.data import datasets as data_lib
+from jst.models import networks
+from jst.models import specs
+from jst.ops import masks as masks_lib
+from jst.ops import sparse_training
+from jst.ops import sparsity
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _MANUAL_DIR = flags.DEFINE_string('manual_dir', os.environ.get('JST_MANUAL_DIR', ''), 'MNIST files.')
@@ -77,9 +77,9 @@ def evaluate(model: Any, params: Any, x: jax.Array, y: jax.Array) -> tuple[float
 def train(method: str, seed: int, ds: data_lib.Dataset, steps: int, level: int) -> dict[str, Any]:
     """One run of ``method`` ('gmp' | 'rigl' | 'static'); test accuracy at the best validation loss."""
     spec = specs.lenet_300_100()
-    model = models.build_model(spec)
+    model = networks.build_model(spec)
     key = jax.random.key(seed)
-    params = models.init_variables(spec, key, (28, 28, 1))['params']
+    params = networks.init_variables(spec, key, (28, 28, 1))['params']
     dense = masks_lib.create_masks(params)
     final = level_sparsities(dense, level)
     x = jnp.asarray(data_lib.preprocess(ds.train.images, 'mnist'))

@@ -60,7 +60,9 @@ on a CPU runtime, `'gpu'` uses the paper's full schedule on a GPU/TPU runtime wi
 one compiled program (`num_seeds`), and reports mean ± 95% confidence intervals.'''),
     new_code_cell(SETUP),
     new_code_cell('''import jax
-from jst import configuration, driver, report
+from jst.run import configuration
+from jst import driver
+from jst.analysis import report
 print('JAX devices:', jax.devices())
 
 SETTINGS = {  # (training examples, rounds, steps per round, seeds trained together in one program)
@@ -116,16 +118,17 @@ MASKS = [
 
 This notebook takes a plain Flax MLP and a plain optax loop and adds, with jst's library functions:
 
-1. magnitude pruning with masks kept *beside* the parameters (`jst.masks`),
+1. magnitude pruning with masks kept *beside* the parameters (`jst.ops.masks`),
 2. an optax wrapper that keeps pruned weights at exactly zero (two lines),
-3. a function-preserving deepening: insert an identity layer into your own module (`jst.expand`).'''),
+3. a function-preserving deepening: insert an identity layer into your own module (`jst.ops.expand`).'''),
     new_code_cell(SETUP),
     new_code_cell('''import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jst import data, expand, masks, readers, widening
+from jst.data import datasets, readers
+from jst.ops import expand, masks, widening
 
 STEPS = {'ci': 30, 'cpu': 600, 'gpu': 2000}[SCALE]
 # MNIST with numpy alone (no TensorFlow): the four original files in MANUAL_DIR (downloaded once if unset).
@@ -144,9 +147,9 @@ if not MANUAL_DIR:
                                    'the four MNIST files and restart the kernel.') from None
 train, test = readers.read_mnist_numpy(MANUAL_DIR)
 n = 3000 if SCALE == 'ci' else len(train)
-train_x = jnp.asarray(data.preprocess(train.images[:n], 'mnist').reshape(n, -1))
+train_x = jnp.asarray(datasets.preprocess(train.images[:n], 'mnist').reshape(n, -1))
 train_y = jnp.asarray(train.labels[:n])
-test_x = jnp.asarray(data.preprocess(test.images, 'mnist').reshape(len(test), -1))
+test_x = jnp.asarray(datasets.preprocess(test.images, 'mnist').reshape(len(test), -1))
 test_y = jnp.asarray(test.labels)
 
 

@@ -6,7 +6,7 @@ sparsity on the hidden blocks only (stem and output are not pruned), 7 rounds.
 
 * ``method='juvenile'`` (default), ``growth='paper'``: start with no block,
   insert one BasicBlock per round (identity-initialised, see
-  ``jst.growth.deepen``), never reset weights.
+  ``jst.training.growth.deepen``), never reset weights.
 * ``--config.method=lth``: 7 blocks from the start, reset to theta_0 each round.
 
 Choices the paper does not state (same for both policies): batch 128 and
@@ -17,7 +17,7 @@ use --config.manual_dir=../shared/datasets/cifar10-jpeg75 and label figures
 "CIFAR-10 (JPEG q75 copy)".
 """
 
-from jst import configuration
+from jst.run import configuration
 
 NUM_ROUNDS = 7
 

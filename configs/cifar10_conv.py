@@ -7,7 +7,7 @@ Offline: --config.manual_dir=../shared/datasets/cifar10-jpeg75 (figures from tha
 copy are "CIFAR-10 (JPEG q75 copy)").
 """
 
-from jst import configuration
+from jst.run import configuration
 
 _HPARAMS = {  # name: (depth, learning rate, iterations, conv rate)
     'conv2': (2, 2e-4, 20_000, 0.10),

@@ -25,7 +25,7 @@ lottery-ticket pruner does. 5,000 training examples are held out for
 validation (early stopping and any selection); the test set is only reported.
 """
 
-from jst import configuration
+from jst.run import configuration
 
 NUM_ROUNDS = 5
 

@@ -7,7 +7,7 @@ Shorter schedules: --config.steps_per_round=5000. Controls (same masks, random
 re-init; random masks): --config.control=random_reinit,random_prune.
 """
 
-from jst import configuration
+from jst.run import configuration
 
 
 def get_config():

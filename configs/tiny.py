@@ -4,7 +4,7 @@ LeNet-300-100 on 6,000 training examples, 3 IMP levels of 150 steps.
 Offline: --config.manual_dir=../shared/datasets/mnist (or $JST_MANUAL_DIR).
 """
 
-from jst import configuration
+from jst.run import configuration
 
 
 def get_config():

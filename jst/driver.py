@@ -9,11 +9,11 @@ from typing import Any
 import ml_collections
 from absl import logging
 
-from jst import configuration
-from jst import context as context_lib
-from jst import report
-from jst import searches
-from jst import workdir as workdir_lib
+from jst.analysis import report
+from jst.run import configuration
+from jst.run import context as context_lib
+from jst.run import workdir as workdir_lib
+from jst.searches import registry
 
 
 class _QuietOrbax:
@@ -72,7 +72,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
             logging.info('%d train / %d validation / %d test examples; %d steps per round (%d per epoch).',
                          ctx.num_train, len(ctx.dataset.validation), len(ctx.dataset.test),
                          ctx.steps_per_round, ctx.steps_per_epoch)
-            records = searches.run(ctx)
+            records = registry.run(ctx)
         table = report.summary_table(records) if config.num_seeds == 1 else report.aggregate_table(records)
         print(table, flush=True)
         workdir_lib.atomic_write_text(os.path.join(workdir, workdir_lib.SUMMARY_TABLE_FILE), table + '\n')

@@ -11,8 +11,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from jst import driver
 from jst import errors
-from jst import parallel
-from jst import records as records_lib
+from jst.run import records as records_lib
+from jst.training import parallel
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 

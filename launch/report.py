@@ -14,7 +14,7 @@ from absl import app
 from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from jst import report  # pylint: disable=g-import-not-at-top,wrong-import-position
+from jst.analysis import report  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _OUT = flags.DEFINE_string('out', None, 'Output folder (default: the first workdir).')
 _TITLE = flags.DEFINE_string('title', 'jst report', 'Report title.')

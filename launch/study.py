@@ -35,13 +35,13 @@ from absl import app
 from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from jst import compute
-from jst import level_study
-from jst import report
-from jst import study as study_lib
-from studies import STUDIES, TEST_STUDIES, TRANSFER_SOURCE  # launch/studies.py: the studies as code
+from jst.analysis import compute
+from jst.analysis import figures
+from jst.analysis import level_study
+from jst.analysis import report
+from jst.analysis import study as study_lib
+from jst.analysis.studies import STUDIES, TEST_STUDIES, TRANSFER_SOURCE
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -231,58 +231,6 @@ def batch_size(study: study_lib.Study) -> int:
     return sizes.pop()
 
 
-def write_figure(study: study_lib.Study, runs, path: str) -> None:
-    """Test accuracy per round against cumulative steps, sparse training multiply-adds and dense-equivalent ones
-    (rows), one column per budget (``jst.compute.macs_curve``)."""
-    import matplotlib  # pylint: disable=g-import-not-at-top
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-    batch = batch_size(study)
-    fig, axes = plt.subplots(3, len(study.budgets), figsize=(6 * len(study.budgets), 13), squeeze=False)
-    for col, budget in enumerate(study.budgets):
-        for policy, _, _ in study.policies:
-            if (budget, policy) not in runs:
-                continue
-            c = study_lib.steps_curve(runs, policy, budget)
-            m = compute.macs_curve(runs[(budget, policy)], batch)
-            y, e = [100 * v for v in c['test']], [100 * v for v in c['ci']]
-            for row, x in enumerate((c['steps'], m['sparse'], m['dense'])):
-                axes[row][col].errorbar(x, y, yerr=e, marker='o', capsize=3, label=policy)
-        for row, label in enumerate(('cumulative training steps', 'training multiply-adds, sparse (weights kept)',
-                                     'training multiply-adds, dense-equivalent (all weights)')):
-            ax = axes[row][col]
-            ax.set(xlabel=label, ylabel='test accuracy (%), mean ± 95% CI', title=f'{budget:,} steps per round')
-            ax.set_xscale('log' if row else 'linear')
-            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # decades only: minor labels collide
-            ax.grid(alpha=0.3)
-    if axes[0][0].get_legend_handles_labels()[0]:
-        axes[0][0].legend(fontsize=8)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def write_levels_figure(records, path: str) -> None:
-    import matplotlib  # pylint: disable=g-import-not-at-top
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-    fig, (acc, steps) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for control in level_study.CONTROLS:
-        c = level_study.level_curves(records, control)
-        label = level_study.NAMES[control]
-        acc.errorbar(c['percent'], c['test'], yerr=c['test_ci'], marker='o', capsize=3, label=label)
-        steps.errorbar(c['percent'], c['steps'], yerr=c['steps_ci'], marker='o', capsize=3, label=label)
-    for ax, ylabel in ((acc, 'test accuracy (%)'), (steps, 'early-stop iteration')):
-        ax.set(xscale='log', xlabel='% of weights remaining', ylabel=f'{ylabel}, mean ± 95% CI')
-        ax.invert_xaxis()
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def all_records(study: study_lib.Study) -> list[dict[str, Any]]:
     """Every committed record of ``study``, controls included, in one list (a levels study has one cell)."""
     return [r for rs in study_lib.load_records(RESULTS, study, controls=True).values() for r in rs]
@@ -295,7 +243,9 @@ def render(study: study_lib.Study) -> tuple[str, Any]:
         if not records:
             raise app.UsageError(f'no committed records for {study.name}: `python launch/study.py run {study.name}`')
         return (level_study.render_levels_page(study, records),
-                lambda: write_levels_figure(records, os.path.join(RESULTS, study.name, 'levels.png')))
+                lambda: figures.plot_level_curves(
+                    {level_study.NAMES[c]: level_study.level_curves(records, c) for c in level_study.CONTROLS},
+                    os.path.join(RESULTS, study.name, 'levels.png')))
     runs = study_lib.load_records(RESULTS, study)
     extra = []
     if study.page == 'juvenility':
@@ -308,7 +258,8 @@ def render(study: study_lib.Study) -> tuple[str, Any]:
         extra += dense_curve(study)
     extra += compute.budget_choice_section(runs, study.comparisons, batch_size(study))
     return (study_lib.render_page(study, runs, extra=extra),
-            lambda: write_figure(study, runs, os.path.join(RESULTS, study.name, 'accuracy_vs_steps.png')))
+            lambda: figures.plot_budget_curves(compute.budget_curves(study, runs, batch_size(study)),
+                                              os.path.join(RESULTS, study.name, 'accuracy_vs_steps.png')))
 
 
 def dense_curve(study: study_lib.Study) -> list[str]:
@@ -361,6 +312,8 @@ SPEED_SECTIONS = (
     ('Seeds as lanes vs one after another for conv nets (the paper\'s CIFAR-10 ResNet)',
      'python benchmarks/bench_conv_lanes.py --manual_dir=../shared/datasets/cifar10-jpeg75 --lanes=3',
      'conv_lanes_cpu.md'),
+    ('One Adam step of a conv net: jst vs a minimal JAX loop vs PyTorch (NCHW and channels_last)',
+     'pip install torch==2.13.0 && python benchmarks/bench_conv.py', 'conv_cpu.md'),
     ('Cost of the juvenility diagnostics (the paper\'s MNIST)',
      'python benchmarks/bench_juvenility.py --manual_dir=../shared/datasets/mnist', 'juvenility_cpu.md'),
 )

@@ -1,8 +1,11 @@
-"""Shared fixtures (the offline dataset folders beside the repository) and the ``quick`` tier.
+"""Shared fixtures (the offline dataset folders beside the repository) and the test tiers.
 
-``python -m pytest -q -m quick tests`` runs the inner-loop tier (ops, config checks, data readers, reports,
-layout, golden tolerances, the study runner's sharding: about two minutes on 2 cores, one process); the default
-command runs everything but ``slow``.
+* ``python -m pytest -q -m "not slow" tests``: the inner loop (ops, config checks, data readers, reports, layout,
+  golden tolerances, the study runner's sharding), under two minutes on 2 cores. Every test that launches a
+  process or trains a whole run is ``slow`` (marked here, by module, or by the test itself).
+* ``python -m pytest -q -n 2 tests`` (the README's command, CI): everything but ``extended``, about 15 minutes.
+* ``python -m pytest -q -m extended tests``: the minutes-long checks CI leaves out (two-process training, an
+  interrupted study campaign, more kill-and-resume points, every benchmark at toy scale).
 """
 
 import os
@@ -36,16 +39,17 @@ def tfds_data_dir(tmp_path_factory) -> str:
     return str(tmp_path_factory.mktemp('tfds'))
 
 
-QUICK_MODULES = ('test_layout', 'test_masks', 'test_report', 'test_expand', 'test_library', 'test_config', 'test_data',
+# Modules that launch no process and train no whole run; every other test is ``slow``.
+FAST_MODULES = ('test_layout', 'test_masks', 'test_report', 'test_expand', 'test_library', 'test_config', 'test_data',
                  'test_library_refusals', 'test_sparsity')
-QUICK_TESTS = ('test_golden.py::test_tolerances_are_tight_where_results_live',
+FAST_TESTS = ('test_golden.py::test_tolerances_are_tight_where_results_live',
                'test_study_runner.py::test_shards_split_the_parts_without_overlap',
                'test_results.py::test_truncation_counts_by_hand')
 
 
 def pytest_collection_modifyitems(items):
-    """Marks the ``quick`` tier: whole fast modules and a few fast tests of slow ones."""
+    """Marks ``slow`` every test outside the fast modules and fast tests (the extended tier is slow too)."""
     for item in items:
         module = item.module.__name__.rsplit('.', 1)[-1]
-        if module in QUICK_MODULES or any(item.nodeid.endswith(t) for t in QUICK_TESTS):
-            item.add_marker(pytest.mark.quick)
+        if not (module in FAST_MODULES or any(item.nodeid.endswith(t) for t in FAST_TESTS)):
+            item.add_marker(pytest.mark.slow)

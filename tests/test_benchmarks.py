@@ -1,6 +1,7 @@
-"""Every benchmark runs at toy scale (slow tier: ``python -m pytest -m slow tests/test_benchmarks.py``), so none
+"""Every benchmark runs at toy scale (extended tier: ``python -m pytest -m extended tests/test_benchmarks.py``), so none
 can rot unseen: each must finish and write its results files."""
 
+import json
 import os
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import pytest
 
 from tests.helpers import REPO
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.extended
 
 
 def _run(script, *args, env=None):
@@ -46,3 +47,9 @@ def test_bench_sparse_training(mnist_dir, tmp_path):
          f'--out={tmp_path}')
     assert any(n.startswith('sparse_training_') for n in os.listdir(tmp_path))
 
+
+
+def test_bench_conv(tmp_path):
+    _run('bench_conv.py', '--notorch', '--steps=1', '--networks=conv2', f'--out={tmp_path}')
+    rows = json.load(open(os.path.join(tmp_path, 'conv_cpu.json')))['rows']
+    assert [r['loop'] for r in rows] == ['jst', 'minimal_jax'] and all(r['step_ms'] > 0 for r in rows)

@@ -5,9 +5,9 @@ import stat
 
 import pytest
 
-from jst import configuration as C
+from jst.run import configuration as C
 from jst import driver
-from jst import workdir
+from jst.run import workdir
 from tests.helpers import load_config, set_fields
 
 
@@ -41,6 +41,8 @@ def test_invalid_diagnostics_settings_are_named():
     ('steps_per_round', -3, r'config.steps_per_round=-3 must be >= 0'),
     ('eval_every', -1, r'config.eval_every=-1 must be >= 0'),
     ('growth', 'search', r"config.growth='search' applies to method='juvenile' only"),
+    ('optimizer_state_on_growth', 'reset', r"config.optimizer_state_on_growth='reset' applies to method='juvenile' only; "
+     r"config.method='lth' restarts the optimizer every round"),
     ('model.widths', (0, 100), r'config.model.widths=\(0, 100\) must hold positive sizes'),
     ('num_devices', 5, r'config.num_devices=5, but 1 device\(s\) are visible'),
     ('data_order', 'random', r"config.data_order='random' is unknown"),
@@ -89,6 +91,7 @@ def test_a_data_folder_that_is_a_file_is_refused(field, tmp_path):
         C.validate_config(config)
 
 
+@pytest.mark.slow  # trains a run
 def test_init_from_an_empty_folder_creates_nothing_there_and_the_corrected_rerun_proceeds(mnist_dir, tmp_path):
     """The probe's ``init_from`` an empty folder created ``checkpoints/`` inside it, and the refused run's
     ``config.json`` then refused the corrected command as another config."""
@@ -106,7 +109,8 @@ def test_init_from_an_empty_folder_creates_nothing_there_and_the_corrected_rerun
 def test_lane_memory_estimate_is_the_stated_formula():
     """MLP 784-128-10: 101,770 parameters, module outputs 128 + 10 (+ the model's own 10) per example; at batch
     128 the evaluation chunk (1,000 examples) is the larger activation term."""
-    from jst import specs, train  # pylint: disable=g-import-not-at-top
+    from jst.models import specs
+    from jst.training import train  # pylint: disable=g-import-not-at-top
     spec = specs.MLPSpec((128,))
     assert train.lane_memory_bytes(spec, (28, 28, 1), 128) == 28 * 101_770 + 4 * 148 * 1000
     assert train.lane_memory_bytes(spec, (28, 28, 1), 1000) == 28 * 101_770 + 4 * 148 * 3000
@@ -114,7 +118,7 @@ def test_lane_memory_estimate_is_the_stated_formula():
 
 def test_more_seeds_than_memory_holds_are_refused_before_any_work(monkeypatch):
     """The probe's num_seeds=10000 was OOM-killed without a message: now refused up front, naming how many fit."""
-    from jst import train  # pylint: disable=g-import-not-at-top
+    from jst.training import train  # pylint: disable=g-import-not-at-top
     monkeypatch.setattr(train, 'available_memory_bytes', lambda: 200_000_000)
     config = load_config('mnist')
     config.num_seeds = 10_000
@@ -167,6 +171,7 @@ def test_workdir_that_is_a_file(tmp_path):
         workdir.check_writable(str(f))
 
 
+@pytest.mark.slow  # launches the CLI
 def test_bad_config_writes_nothing_and_prints_one_line(mnist_dir, tmp_path):
     """Finding 7: num_devices=5 on one device fails before data loading and before config.json is
     written (so the corrected rerun is accepted), as one line and exit code 2, no traceback."""
@@ -189,14 +194,17 @@ def test_divergence_is_warned(caplog):
     import functools  # pylint: disable=g-import-not-at-top
     import jax  # pylint: disable=g-import-not-at-top
     import numpy as np  # pylint: disable=g-import-not-at-top
-    from jst import data, masks, models, specs, train, train_loop  # pylint: disable=g-import-not-at-top
+    from jst.data import datasets
+    from jst.ops import masks
+    from jst.models import networks, specs
+    from jst.training import train, train_loop  # pylint: disable=g-import-not-at-top
     rng = np.random.default_rng(0)
-    split = lambda n: data.Split(rng.integers(0, 256, (n, 8, 8, 1), dtype=np.uint8), rng.integers(0, 10, n).astype(np.int32))
-    ds = data.Dataset('mnist', split(600), split(100), split(100), 10, 'numpy')
+    split = lambda n: datasets.Split(rng.integers(0, 256, (n, 8, 8, 1), dtype=np.uint8), rng.integers(0, 10, n).astype(np.int32))
+    ds = datasets.Dataset('mnist', split(600), split(100), split(100), 10, 'numpy')
     spec = specs.MLPSpec((32,))
-    trainer = train.Trainer(models.build_model(spec), train.make_optimizer('adam', 1e6), 30,
-                            functools.partial(data.preprocess, dataset='mnist'))
-    variables = models.init_variables(spec, jax.random.key(0), (8, 8, 1))
+    trainer = train.Trainer(networks.build_model(spec), train.make_optimizer('adam', 1e6), 30,
+                            functools.partial(datasets.preprocess, dataset='mnist'))
+    variables = networks.init_variables(spec, jax.random.key(0), (8, 8, 1))
     state = train.create_train_state(variables, masks.create_masks(variables['params']), trainer.tx)
     seg = train_loop.make_segment_fn(trainer, 600)
     with caplog.at_level('WARNING'):
@@ -207,7 +215,7 @@ def test_divergence_is_warned(caplog):
 
 
 def test_divergence_is_judged_from_the_records_against_the_round_start():
-    from jst.train_loop import EvalRecord, diverged  # pylint: disable=g-import-not-at-top
+    from jst.training.train_loop import EvalRecord, diverged  # pylint: disable=g-import-not-at-top
     rec = lambda train_loss, val_loss=2.0: EvalRecord(20, train_loss, 0.1, val_loss, 0.1, float('nan'), float('nan'))
     assert diverged([rec(1.5), rec(1.8e8), rec(2.31)], start_val_loss=2.3)  # spiked, then sat at chance (Adam, lr 1)
     assert not diverged([rec(2.0), rec(0.4), rec(0.1)], start_val_loss=2.3)
@@ -218,6 +226,7 @@ def test_divergence_is_judged_from_the_records_against_the_round_start():
     assert not diverged([], start_val_loss=2.3)
 
 
+@pytest.mark.slow  # launches the CLI
 def test_a_diverged_run_is_marked_and_exits_non_zero(mnist_dir, tmp_path):
     """The probe's lr=100 run ended rc 0 with chance-level records: now each round carries ``diverged`` and the
     command ends with one line and exit code 3, on the first run and on a rerun of the finished run alike."""
@@ -241,6 +250,7 @@ def test_a_diverged_run_is_marked_and_exits_non_zero(mnist_dir, tmp_path):
     (['--config=configs/tiny.py', '--config.model.nosuch=3'], "jst: --config.model.nosuch: the config has no knob"),
     (['--config=configs/tiny.py', '--config.learning_rate=abc'], "could not convert string to float: 'abc'"),
 ])
+@pytest.mark.slow  # launches the CLI
 def test_command_line_mistakes_are_one_line(args, expected, tmp_path):
     """A misspelt config path, an unknown knob or an unparsable value: one line naming it, exit 2, nothing written."""
     import subprocess  # pylint: disable=g-import-not-at-top
@@ -253,6 +263,7 @@ def test_command_line_mistakes_are_one_line(args, expected, tmp_path):
     assert not os.path.exists(tmp_path / 'work')
 
 
+@pytest.mark.slow  # launches the CLI
 def test_ctrl_c_is_one_line_and_the_run_resumes(mnist_dir, tmp_path):
     """Ctrl-C during training: exit 130 and one line saying how to resume, no traceback."""
     import signal  # pylint: disable=g-import-not-at-top

@@ -7,8 +7,8 @@ import shutil
 import numpy as np
 import pytest
 
-from jst import data as D
-from jst import readers
+from jst.data import datasets as D
+from jst.data import readers
 
 
 def _idx(array: np.ndarray) -> bytes:
@@ -41,6 +41,7 @@ def test_numpy_mnist_reader_shapes(mnist_dir):
     assert train.images.dtype == np.uint8 and set(np.unique(train.labels)) == set(range(10))
 
 
+@pytest.mark.slow  # prepares MNIST with TFDS
 def test_tfds_and_numpy_give_identical_arrays(mnist_dir, tfds_data_dir):
     pytest.importorskip('tensorflow_datasets')
     a = D.load_dataset('mnist', mnist_dir, tfds_data_dir, backend='tfds')
@@ -125,6 +126,7 @@ def test_permute_pixels_is_a_fixed_permutation():
     assert not np.array_equal(p1, x)
 
 
+@pytest.mark.slow  # prepares with TFDS
 def test_tfds_never_bypasses_a_bad_manual_dir(mnist_dir, tfds_data_dir, tmp_path):
     """Fault probe, finding 6: with a prepared TFDS copy in data_dir, a truncated or swapped manual_dir
     was silently ignored; now those files are used or refused."""
@@ -138,6 +140,7 @@ def test_tfds_never_bypasses_a_bad_manual_dir(mnist_dir, tfds_data_dir, tmp_path
         D.load_dataset('mnist', str(bad), tfds_data_dir, backend='tfds')
 
 
+@pytest.mark.slow  # prepares MNIST with TFDS
 def test_a_corrupt_prepared_tfds_copy_is_one_clear_error(mnist_dir, tfds_data_dir, tmp_path):
     """The probe's corrupt TFDS cache ended in a TensorFlow traceback."""
     pytest.importorskip('tensorflow_datasets')

@@ -5,12 +5,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jst import data as D
-from jst import diagnostics as J
-from jst import masks as M
-from jst import models
-from jst import specs
-from jst import train as T
+from jst.data import datasets as D
+from jst.models import networks
+from jst.models import specs
+from jst.ops import masks as M
+from jst.searches import diagnostics as J
+from jst.training import train as T
 
 
 def test_hutchinson_trace_of_a_quadratic():
@@ -75,7 +75,7 @@ def test_weight_stats_use_surviving_weights_only():
 
 def test_gradient_snr_is_high_for_identical_minibatches():
     spec = specs.MLPSpec((8,))
-    v = models.init_variables(spec, jax.random.key(0), (4, 4, 1))
+    v = networks.init_variables(spec, jax.random.key(0), (4, 4, 1))
     masks = M.create_masks(v['params'])
     x1 = jax.random.randint(jax.random.key(1), (8, 4, 4, 1), 0, 255).astype(jnp.uint8)
     y1 = jnp.arange(8) % 10
@@ -90,7 +90,7 @@ def test_gradient_snr_is_high_for_identical_minibatches():
 
 def test_diagnostics_on_resnet_name_the_relu_layers():
     spec = specs.paper_resnet(1, channels=4)
-    v = models.init_variables(spec, jax.random.key(0), (8, 8, 3))
+    v = networks.init_variables(spec, jax.random.key(0), (8, 8, 3))
     masks = M.create_masks(v['params'])
     diag = J.make_diagnostics(T.make_trainer(spec, 'adam', 1e-3, 0.0, 8, 'cifar10'), spec.preactivation_pattern, num_minibatches=2, hutchinson_samples=2)
     x = jax.random.randint(jax.random.key(1), (16, 8, 8, 3), 0, 255).astype(jnp.uint8)
@@ -133,8 +133,8 @@ def test_runs_record_diagnostics_and_transfer_a_ticket(mnist_dir, tmp_path):
 
 def test_background_start_diagnostics_are_those_of_the_start_state(mnist_dir, tmp_path):
     """The start-of-round diagnostics run on a thread while the round trains: same values as run first."""
-    from jst import context
-    from jst import rounds
+    from jst.run import context
+    from jst.searches import rounds
     from tests.helpers import load_config
     config = load_config('tiny')
     config.manual_dir = mnist_dir
@@ -143,7 +143,7 @@ def test_background_start_diagnostics_are_those_of_the_start_state(mnist_dir, tm
     config.steps_per_round = 40
     exp = context.make_context(config, str(tmp_path))
     spec = specs.paper_mlp(1, width=32)
-    variables = models.init_variables(spec, jax.random.key(0), exp.input_shape)
+    variables = networks.init_variables(spec, jax.random.key(0), exp.input_shape)
     state = T.create_train_state(variables, M.create_masks(variables['params']), exp.trainer(spec).tx)
     (result,) = rounds.train_round(exp, None, spec, [state], [0], round_index=0, label='t')
     start = rounds.evaluate_start(exp, spec, state)
@@ -159,7 +159,7 @@ def test_background_start_diagnostics_are_those_of_the_start_state(mnist_dir, tm
 
 def test_correlation_table_by_hand():
     """Two runs x three rounds with known factors: pooled, within-round and final-test correlations."""
-    from jst import report
+    from jst.analysis import report
 
     def run(workdir, variant, vals, losses_at_start, final):
         out = []
@@ -185,7 +185,7 @@ def test_correlation_table_by_hand():
 
 def test_correlations_keep_the_seeds_of_one_workdir_apart():
     """A ``num_seeds`` workdir holds several runs: its seeds are paired round by round, never across seeds."""
-    from jst import report
+    from jst.analysis import report
 
     def run(workdir, seed, vals, factor):
         return [{'workdir': workdir, 'seed': seed, 'control': 'none', 'variant': 'x', 'method': 'x', 'round': rnd,

@@ -70,7 +70,7 @@ def _assert_close(a, b):
         assert x['test_accuracy'] == pytest.approx(y['test_accuracy'], abs=2e-3)
 
 
-@pytest.mark.slow  # 2-3 minutes: two processes; the slow tier (python -m pytest -m slow tests) runs it
+@pytest.mark.extended  # 2-3 minutes: two processes; the extended tier (python -m pytest -m extended tests) runs it
 def test_two_processes_match_one_and_resume(mnist_dir, tmp_path):
     one = str(tmp_path / 'one')
     proc = subprocess.run(_args(mnist_dir, one), cwd=REPO, text=True, capture_output=True, env=_env(4))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from jst import driver
-from jst import records as records_lib
+from jst.run import records as records_lib
 from tests.helpers import REPO, load_config
 
 

@@ -7,13 +7,13 @@ import numpy as np
 import optax
 import pytest
 
-from jst import data as D
-from jst import readers
-from jst import expand as E
-from jst import growth as G
-from jst import masks as M
-from jst import models
-from jst import specs
+from jst.data import datasets as D
+from jst.data import readers
+from jst.models import networks
+from jst.models import specs
+from jst.ops import expand as E
+from jst.ops import masks as M
+from jst.training import growth as G
 
 
 @pytest.fixture(scope='module')
@@ -29,7 +29,7 @@ def cifar_batch(cifar10_dir):
 
 
 def _setup(spec, x, prune, include=M.DEFAULT_PRUNABLE, seed=0):
-    variables = models.init_variables(spec, jax.random.key(seed), x.shape[1:])
+    variables = networks.init_variables(spec, jax.random.key(seed), x.shape[1:])
     params, stats = variables['params'], variables.get('batch_stats')
     masks = M.create_masks(params, include)
     if prune:
@@ -41,7 +41,7 @@ def _setup(spec, x, prune, include=M.DEFAULT_PRUNABLE, seed=0):
 
 
 def _outputs(spec, params, stats, x):
-    model = models.build_model(spec)
+    model = networks.build_model(spec)
     if stats:
         v = {'params': params, 'batch_stats': stats}
         train_out = model.apply(v, x, train=True, mutable=['batch_stats'])[0]
@@ -163,7 +163,7 @@ def test_conv_deepen_and_widen(prune, cifar_batch):
 
 def test_unsupported_widen_names_the_path():
     spec = specs.ConvSpec((8, 8), (False, True), (16,))
-    params = models.init_variables(spec, jax.random.key(0), (8, 8, 3))['params']
+    params = networks.init_variables(spec, jax.random.key(0), (8, 8, 3))['params']
     with pytest.raises(E.ExpansionError, match=r'can widen layers \[0, 2\]; not layer 1'):
         G.widen(params, M.create_masks(params), spec, jax.random.key(0), layer=1, amount=2)
     with pytest.raises(E.ExpansionError, match='out of range'):
@@ -194,7 +194,7 @@ def test_gradients_reach_new_weights(mnist_batch):
     labels = jnp.arange(mnist_batch.shape[0]) % 10
     for grown in (G.deepen(params, masks, spec, jax.random.key(1)),
                   G.widen(params, masks, spec, jax.random.key(1), layer=0, amount=4)):
-        model = models.build_model(grown.spec)
+        model = networks.build_model(grown.spec)
 
         def loss(p):
             logits = model.apply({'params': p}, mnist_batch)
@@ -211,7 +211,7 @@ def test_gradients_reach_new_weights(mnist_batch):
 
 def test_optimizer_state_carries_moments_and_zero_pads():
     spec = specs.paper_mlp(1)
-    params = models.init_variables(spec, jax.random.key(0), (28, 28, 1))['params']
+    params = networks.init_variables(spec, jax.random.key(0), (28, 28, 1))['params']
     masks = M.create_masks(params)
     tx = optax.adam(1e-3)
     state = jax.tree.map(lambda x: x + 1.5, tx.init(params))

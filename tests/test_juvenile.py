@@ -6,17 +6,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jst import context
+from jst.run import context
 from jst import driver
-from jst import growth as G
-from jst import masks as M
-from jst import models
-from jst import pytrees
-from jst import records as R
-from jst import rounds
-from jst import prune_and_grow as S
-from jst import specs
-from jst import train as T
+from jst.models import networks
+from jst.models import specs
+from jst.ops import masks as M
+from jst.ops import pytrees
+from jst.run import records as R
+from jst.searches import prune_and_grow as S
+from jst.searches import rounds
+from jst.training import growth as G
+from jst.training import train as T
 from tests.helpers import load_config, set_fields
 
 
@@ -70,7 +70,7 @@ def test_candidate_selection_ignores_the_test_split(mnist_dir, tmp_path, monkeyp
     config = _tiny_juvenile(mnist_dir, growth='search')
     exp = context.make_context(config, str(tmp_path))
     spec = specs.paper_mlp(1, width=32)
-    variables = models.init_variables(spec, jax.random.key(0), exp.input_shape)
+    variables = networks.init_variables(spec, jax.random.key(0), exp.input_shape)
     state = T.create_train_state(variables, M.create_masks(variables['params']), exp.trainer(spec).tx)
     options = G.options_from_config(config)
     a = S.evaluate_candidates(exp, state, spec, jax.random.key(5), options)
@@ -78,20 +78,20 @@ def test_candidate_selection_ignores_the_test_split(mnist_dir, tmp_path, monkeyp
     d = exp.data
     exp.data = d.replace(test_x=jnp.zeros_like(d.test_x), test_y=(d.test_y + 3) % 10)
     b = S.evaluate_candidates(exp, state, spec, jax.random.key(5), options)
-    assert [c['val_accuracy'] for c in a] == [c['val_accuracy'] for c in b]
+    assert [c.val_accuracy for c in a] == [c.val_accuracy for c in b]
     exp.data = d.replace(val_y=(d.val_y + 3) % 10)
     c = S.evaluate_candidates(exp, state, spec, jax.random.key(5), options)
-    assert [x['val_accuracy'] for x in a] != [x['val_accuracy'] for x in c]
-    names = {x['name'] for x in a}
+    assert [x.val_accuracy for x in a] != [x.val_accuracy for x in c]
+    names = {x.candidate.name for x in a}
     assert names == {'deepen@1', 'deepen@2', 'widen0+32', 'widen1+32'}
-    assert len(built) == len({x['spec'] for x in a}) == len(set(built))  # per architecture, not per search
+    assert len(built) == len({x.spec for x in a}) == len(set(built))  # per architecture, not per search
 
 
 def test_vmapped_probe_matches_one_at_a_time(mnist_dir, tmp_path):
     config = _tiny_juvenile(mnist_dir)
     exp = context.make_context(config, str(tmp_path))
     spec = specs.paper_mlp(1, width=32)
-    variables = models.init_variables(spec, jax.random.key(0), exp.input_shape)
+    variables = networks.init_variables(spec, jax.random.key(0), exp.input_shape)
     trainer = exp.trainer(spec)
     state = T.create_train_state(variables, M.create_masks(variables['params']), trainer.tx)
     grown = [G.deepen(state.params, state.masks, spec, jax.random.key(1), position=p) for p in (1, 2)]
@@ -166,7 +166,7 @@ def test_prune_and_continue_optimizer_treatment(mnist_dir, tmp_path):
         config = _tiny_juvenile(mnist_dir, growth='none', optimizer_state_on_growth=treatment)
         exp = context.make_context(config, str(tmp_path / treatment))
         spec = specs.paper_mlp(1, width=32)
-        variables = models.init_variables(spec, jax.random.key(0), exp.input_shape)
+        variables = networks.init_variables(spec, jax.random.key(0), exp.input_shape)
         trainer = exp.trainer(spec)
         state = T.create_train_state(variables, M.create_masks(variables['params']), trainer.tx)
         state = trainer.train_step(state, exp.data.train_x[:60], exp.data.train_y[:60])[0]

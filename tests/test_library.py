@@ -9,9 +9,9 @@ import numpy as np
 import optax
 import pytest
 
-from jst import expand as E
-from jst import widening as W
-from jst import masks as M
+from jst.ops import expand as E
+from jst.ops import masks as M
+from jst.ops import widening as W
 from tests.helpers import REPO
 
 

@@ -10,11 +10,11 @@ import optax
 import pytest
 from flax import nnx
 
-from jst import expand as E
-from jst import masks as M
-from jst import nnx_growth
-from jst import pytrees
-from jst import widening as W
+from jst.ops import expand as E
+from jst.ops import masks as M
+from jst.ops import nnx_growth
+from jst.ops import pytrees
+from jst.ops import widening as W
 
 
 def user_params():

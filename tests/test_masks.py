@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jst import masks as M
-from jst import pruning
+from jst.ops import masks as M
+from jst.training import pruning
 
 
 def _params(seed=0):

@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from jst import configuration
-from jst import report
+from jst.analysis import report
+from jst.run import configuration
 from tests.helpers import load_config
 
 
@@ -74,7 +74,7 @@ def test_confidence_interval_by_hand(tmp_path):
 
 
 def test_paired_comparison_and_holm_by_hand():
-    from jst import statistics as S
+    from jst.analysis import statistics as S
     a, b = [0.95, 0.96, 0.97, 0.955], [0.94, 0.95, 0.955, 0.95]
     c = S.paired_comparison(a, b)
     d = [0.01, 0.01, 0.015, 0.005]
@@ -91,17 +91,18 @@ def test_paired_comparison_and_holm_by_hand():
         S.paired_comparison([1.0], [1.0])
 
 
+@pytest.mark.slow  # launches processes
 def test_run_without_config_is_refused_and_a_running_one_is_named(tmp_path, caplog):
     """Issue 20 (d): two learning rates whose config.json is gone were reported as "2 seeds"; now a workdir
     without config.json is refused naming the fix. A workdir whose lock is held is reported with a warning."""
-    from jst import workdir  # pylint: disable=g-import-not-at-top
+    from jst.run import workdir  # pylint: disable=g-import-not-at-top
     a, b = _fake_run(tmp_path / 'a'), _fake_run(tmp_path / 'b', seed=1, learning_rate=0.1)
     os.remove(os.path.join(b, 'config.json'))
     with pytest.raises(report.ReportError, match=r'b/config.json is missing.*rerun that workdir'):
         report.load_runs([a, b])
     import subprocess  # pylint: disable=g-import-not-at-top
     import sys  # pylint: disable=g-import-not-at-top
-    holder = subprocess.Popen([sys.executable, '-c', 'import sys, time; from jst import workdir; '
+    holder = subprocess.Popen([sys.executable, '-c', 'import sys, time; from jst.run import workdir; '
                                f'workdir.WorkdirLock({a!r}).__enter__(); print("locked", flush=True); time.sleep(60)'],
                               stdout=subprocess.PIPE, text=True)
     try:
@@ -133,7 +134,7 @@ def test_one_run_juvenility_table_says_what_it_needs():
 def test_a_deleted_lock_file_stops_the_holder_before_it_writes(tmp_path):
     """Someone deletes WORKDIR/.lock while a run holds it (a second run could then claim the workdir): the holder's
     next checkpoint write is refused with the reason; an intact lock passes."""
-    from jst import workdir  # pylint: disable=g-import-not-at-top
+    from jst.run import workdir  # pylint: disable=g-import-not-at-top
     with workdir.WorkdirLock(str(tmp_path)):
         workdir.check_lock_held(str(tmp_path))
         os.remove(tmp_path / workdir.LOCK_FILE)
@@ -142,6 +143,7 @@ def test_a_deleted_lock_file_stops_the_holder_before_it_writes(tmp_path):
     workdir.check_lock_held(str(tmp_path))  # released: nothing to check
 
 
+@pytest.mark.slow  # launches the CLI
 def test_report_cli_out_that_is_a_file_or_unwritable_is_one_line(tmp_path):
     """The probe's ``report.py --out`` that is a file (or under one) ended in a traceback."""
     import subprocess  # pylint: disable=g-import-not-at-top

@@ -12,7 +12,7 @@ from tests.helpers import REPO
 
 sys.path.insert(0, os.path.join(REPO, 'launch'))
 import study as study_cli  # pylint: disable=g-import-not-at-top,wrong-import-position
-from jst import study as study_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from jst.analysis import study as study_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 @pytest.mark.parametrize('name', sorted(study_cli.STUDIES) + ['speed'])
@@ -56,7 +56,7 @@ def _check_part(study, budget, policy, part, cell):
 
 def test_a_changed_number_is_caught(tmp_path, monkeypatch):
     """The check really compares numbers: one record's accuracy changed -> the page differs."""
-    from jst import study as study_lib  # pylint: disable=g-import-not-at-top
+    from jst.analysis import study as study_lib  # pylint: disable=g-import-not-at-top
     study = study_cli.STUDIES['paper_mnist']
     runs = study_lib.load_records(study_cli.RESULTS, study)
     page = study_lib.render_page(study, runs)
@@ -80,7 +80,7 @@ def _level_records():
 
 
 def test_levels_page_highlights_the_validation_best_level():
-    from jst import level_study  # pylint: disable=g-import-not-at-top
+    from jst.analysis import level_study  # pylint: disable=g-import-not-at-top
     levels = level_study.by_level(_level_records())
     assert level_study.best_level(levels) == 1  # validation-best, although level 2 has the best test accuracy
     table = '\n'.join(level_study.levels_table(levels))
@@ -95,7 +95,7 @@ def test_levels_page_highlights_the_validation_best_level():
 
 
 def test_levels_page_changes_with_a_number():
-    from jst import level_study  # pylint: disable=g-import-not-at-top
+    from jst.analysis import level_study  # pylint: disable=g-import-not-at-top
     study = study_cli.STUDIES['lenet300']
     records = _level_records()
     page = level_study.render_levels_page(study, records)
@@ -142,7 +142,7 @@ def test_a_campaign_with_one_seed_per_policy_renders_without_comparisons():
 
 
 def test_tost_by_hand():
-    from jst import statistics  # pylint: disable=g-import-not-at-top
+    from jst.analysis import statistics  # pylint: disable=g-import-not-at-top
     # d = a - b = [0.1, -0.1, 0.2, 0.0]: mean 0.05, sd sqrt(0.05/3), se = sd/2 = 0.0645497; margin 0.3:
     # t_lower = (0.05 + 0.3)/se = 5.42218, t_upper = (0.05 - 0.3)/se = -3.87298 on 3 df;
     # p = max(P(T > 5.42218), P(T < -3.87298)) = max(0.0061538, 0.0152331) = 0.0152331.
@@ -158,7 +158,7 @@ def test_tost_by_hand():
 
 
 def test_holm_by_family_by_hand():
-    from jst import statistics  # pylint: disable=g-import-not-at-top
+    from jst.analysis import statistics  # pylint: disable=g-import-not-at-top
     # Family t: p = 0.01, 0.04 -> 0.02, 0.04; family c: 0.03, 0.2, 0.01 -> 0.06, 0.2, 0.03.
     got = statistics.holm_by_family([0.01, 0.03, 0.04, 0.2, 0.01], ['t', 'c', 't', 'c', 'c'])
     assert got == pytest.approx([0.02, 0.06, 0.04, 0.2, 0.03])
@@ -168,10 +168,10 @@ def test_holm_by_family_by_hand():
 def test_claims_words_by_hand():
     """'beats' needs Holm p < 0.05 within the family; 'is equivalent to' a TOST inside the margin; else
     'is inconclusive against' (what used to read 'does not differ significantly from')."""
-    from jst import claims  # pylint: disable=g-import-not-at-top
+    from jst.analysis import claims  # pylint: disable=g-import-not-at-top
     a = [[0.981, 0.979, 0.982, 0.980], [0.951, 0.949, 0.952, 0.950], [0.990, 0.960, 0.985, 0.955]]
     b = [[0.980, 0.980, 0.980, 0.980], [0.980, 0.980, 0.980, 0.980], [0.975, 0.975, 0.975, 0.975]]
-    from jst import statistics  # pylint: disable=g-import-not-at-top
+    from jst.analysis import statistics  # pylint: disable=g-import-not-at-top
     rows = [{'comparison': statistics.paired_comparison(x, y)} for x, y in zip(a, b)]
     rows = claims.add_tests(rows, list(zip(a, b)), ['dense', 'dense', 'controls'], margin=0.005)
     # Family 'dense' holds rows 0 and 1 only: row 1's raw p doubles at most; row 2 (family 'controls') is alone.
@@ -188,7 +188,7 @@ def test_claims_words_by_hand():
 def test_clustered_correlation_by_hand():
     """Two runs (clusters) of three rounds: each round's mean is removed over both runs, r is computed inside
     each run, and the runs' Fisher z are averaged with a t interval on 1 degree of freedom."""
-    from jst import statistics  # pylint: disable=g-import-not-at-top
+    from jst.analysis import statistics  # pylint: disable=g-import-not-at-top
     x, y = [1, 2, 3, 2, 4, 6], [1, 2, 3.5, 3, 2, 1]
     runs, rounds = ['a', 'a', 'a', 'b', 'b', 'b'], [1, 2, 3, 1, 2, 3]
     # Round means: x 1.5, 3, 4.5; y 2, 2, 2.25. Run a: x (-0.5, -1, -1.5), y (-1, 0, 1.25); run b the negatives.
@@ -207,7 +207,7 @@ def test_clustered_correlation_by_hand():
 
 
 def test_compute_fair_choice_by_hand():
-    from jst import compute  # pylint: disable=g-import-not-at-top
+    from jst.analysis import compute  # pylint: disable=g-import-not-at-top
     def run(budget, seed, vals, tests, params):
         return [{'round': r, 'seed': seed, 'control': 'none', 'cumulative_steps': budget * (r + 1),
                  'params_remaining': p, 'val_accuracy': v, 'test_accuracy': t, **MLP_784_4_10}
@@ -235,7 +235,7 @@ def test_training_multiply_adds_by_hand():
     """MLP 784-4-10: kernels of 3,136 and 40 weights, each used once per example (Dense); 1,000 of the first
     kept. A round of 100 steps at batch 2 costs 3 x 2 x 100 x 1,040 sparse and 3 x 2 x 100 x 3,176 dense-equivalent
     multiply-adds; the next round of 200 steps with 500 kept adds 3 x 2 x 200 x 540 and 3 x 2 x 200 x 3,176."""
-    from jst import compute  # pylint: disable=g-import-not-at-top
+    from jst.analysis import compute  # pylint: disable=g-import-not-at-top
     first = {'round': 0, 'seed': 0, 'cumulative_steps': 100, 'test_accuracy': 0.9, **MLP_784_4_10}
     second = {**first, 'round': 1, 'cumulative_steps': 300,
               'layers': {'hidden_0/kernel': [500, 3136], 'output/kernel': [40, 40]}}

@@ -15,9 +15,9 @@ import time
 import numpy as np
 import pytest
 
-from jst import checkpointing
+from jst.run import checkpointing
 from jst import driver
-from jst import train_loop as train_lib
+from jst.training import train_loop as train_lib
 from tests.helpers import REPO
 
 VOLATILE = ('seconds',)
@@ -119,9 +119,9 @@ def test_sigkill_and_resume_gives_identical_result(moment, mnist_dir, tmp_path, 
     _assert_same(_final(workdir), lth_baseline)
 
 
-@pytest.mark.parametrize('method,num_seeds,moment,extra', [  # the juvenile cases (1.5 min each): slow tier
-    pytest.param('juvenile', 1, 'save:5', (), marks=pytest.mark.slow),
-    pytest.param('juvenile', 3, 'save:4', (), marks=pytest.mark.slow),
+@pytest.mark.parametrize('method,num_seeds,moment,extra', [  # the juvenile cases (1.5 min each): extended tier
+    pytest.param('juvenile', 1, 'save:5', (), marks=pytest.mark.extended),
+    pytest.param('juvenile', 3, 'save:4', (), marks=pytest.mark.extended),
     ('lth', 2, 'after_save:6', ('--config.prune_weights=best',))])
 def test_killed_and_resumed(method, num_seeds, moment, extra, mnist_dir, tmp_path):
     """Growth (one and three seeds) and weight reset (two seeds, controls, rewinding, pruning the early-stopped

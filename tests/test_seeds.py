@@ -6,11 +6,11 @@ import os
 
 import pytest
 
-from jst import checkpointing
-from jst import configuration
+from jst.run import checkpointing
+from jst.run import configuration
 from jst import driver
-from jst import juvenile
-from jst import report
+from jst.analysis import report
+from jst.searches import juvenile
 from tests import golden_runs
 from tests.helpers import load_config, set_fields
 

@@ -8,10 +8,10 @@ import numpy as np
 import optax
 import pytest
 
-from jst import masks as M
-from jst import pytrees
-from jst import sparse_training as T
-from jst import sparsity as S
+from jst.ops import masks as M
+from jst.ops import pytrees
+from jst.ops import sparse_training as T
+from jst.ops import sparsity as S
 
 
 def two_layers():

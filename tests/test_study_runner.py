@@ -1,6 +1,6 @@
 """``launch/study.py run`` advances a campaign part by part and resumes a half-finished one to the same records.
 
-The toy study (``launch/studies.py: TEST_STUDIES['toy']``): 2 policies x 2 seeds, one process per seed.
+The toy study (``jst/analysis/studies.py: TEST_STUDIES['toy']``): 2 policies x 2 seeds, one process per seed.
 """
 
 import json
@@ -45,7 +45,7 @@ def _finished(results):
     return [p for p in PARTS if _part_records(results, *p) is not None]
 
 
-@pytest.mark.slow  # about 3 minutes of child processes; the slow tier runs it
+@pytest.mark.extended  # about 3 minutes of child processes; the extended tier runs it
 def test_interrupted_campaign_resumes_to_the_same_records(mnist_dir, tmp_path):
     ref, ref_root = str(tmp_path / 'ref'), str(tmp_path / 'ref_work')
     proc = _run(ref, ref_root, mnist_dir)

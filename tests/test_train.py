@@ -7,13 +7,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jst import data as D
-from jst import masks as M
-from jst import models
-from jst import pytrees
-from jst import specs
-from jst import train as T
-from jst import train_loop as L
+from jst.data import datasets as D
+from jst.models import networks
+from jst.models import specs
+from jst.ops import masks as M
+from jst.ops import pytrees
+from jst.training import train as T
+from jst.training import train_loop as L
 
 
 def _dataset(n_train=600, n_val=200, n_test=300, shape=(8, 8, 1), seed=0):
@@ -25,10 +25,10 @@ def _dataset(n_train=600, n_val=200, n_test=300, shape=(8, 8, 1), seed=0):
 
 def _setup(spec, shape=(8, 8, 1), prune=0.7):
     ds = _dataset(shape=shape)
-    variables = models.init_variables(spec, jax.random.key(0), shape)
+    variables = networks.init_variables(spec, jax.random.key(0), shape)
     masks = M.create_masks(variables['params'])
     masks = M.magnitude_prune(variables['params'], masks, prune)
-    trainer = T.Trainer(models.build_model(spec), T.make_optimizer('adam', 1e-2), 30,
+    trainer = T.Trainer(networks.build_model(spec), T.make_optimizer('adam', 1e-2), 30,
                         functools.partial(D.preprocess, dataset='mnist'))
     state = T.create_train_state(variables, masks, trainer.tx)
     return ds, trainer, state
@@ -119,8 +119,8 @@ def test_early_stopping_picks_min_validation_loss():
 def test_non_finite_loss_stops_with_step():
     spec = specs.MLPSpec((16,))
     ds, _, _ = _setup(spec)
-    trainer = T.Trainer(models.build_model(spec), T.make_optimizer('sgd', 1e30), 30, functools.partial(D.preprocess, dataset='mnist'))
-    variables = models.init_variables(spec, jax.random.key(0), (8, 8, 1))
+    trainer = T.Trainer(networks.build_model(spec), T.make_optimizer('sgd', 1e30), 30, functools.partial(D.preprocess, dataset='mnist'))
+    variables = networks.init_variables(spec, jax.random.key(0), (8, 8, 1))
     state = T.create_train_state(variables, M.create_masks(variables['params']), trainer.tx)
     seg = L.make_segment_fn(trainer, len(ds.train))
     with pytest.raises(L.NonFiniteLossError, match=r'round 7: non-finite training loss at step \d+ \(epoch'):
@@ -132,10 +132,10 @@ def test_replicated_segments_match_individual_runs():
     spec = specs.MLPSpec((16,))
     ds = _dataset()
     data = T.device_data(ds)
-    trainer = T.Trainer(models.build_model(spec), T.make_optimizer('adam', 1e-2), 30, functools.partial(D.preprocess, dataset='mnist'))
+    trainer = T.Trainer(networks.build_model(spec), T.make_optimizer('adam', 1e-2), 30, functools.partial(D.preprocess, dataset='mnist'))
     states, keys = [], []
     for seed in range(3):
-        variables = models.init_variables(spec, jax.random.key(seed), (8, 8, 1))
+        variables = networks.init_variables(spec, jax.random.key(seed), (8, 8, 1))
         masks = M.magnitude_prune(variables['params'], M.create_masks(variables['params']), 0.3 * seed)
         states.append(T.create_train_state(variables, masks, trainer.tx))
         keys.append(jax.random.key(100 + seed))

@@ -1,0 +1,157 @@
+"""Run records: ``summary.json`` (one record per round and control), ``metrics.jsonl``, TensorBoard.
+
+``summary.json`` is a JSON list; every record has at least the fields in
+``SUMMARY_FIELDS``. Reports read it; later versions add fields but never
+rename these. ``History`` is the run's records so far: it is checkpointed with
+the run and rewritten to the workdir after every round.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Iterable, Optional, Sequence
+
+from absl import logging
+
+from jst.models import specs
+from jst.ops import masks as masks_lib
+from jst.run import workdir as workdir_lib
+
+Record = dict[str, Any]  # one round's (or control's) record: SUMMARY_FIELDS and more; the one Record type
+SUMMARY_FIELDS = ('round', 'method', 'control', 'dataset', 'seed', 'architecture',
+                  'fraction_remaining', 'params_remaining', 'val_accuracy', 'test_accuracy',
+                  'best_step', 'cumulative_steps')
+EVAL_KEYS = ('val_loss', 'val_accuracy', 'test_loss', 'test_accuracy')
+
+
+@dataclasses.dataclass
+class History:
+    """The summary records and per-evaluation metric rows of a run so far."""
+
+    summary: list[Record] = dataclasses.field(default_factory=list)
+    metrics: list[Record] = dataclasses.field(default_factory=list)
+
+    def add_round(self, record: Record, start: Optional[dict[str, Any]], evals: Sequence[Record]) -> None:
+        """Appends a round's record, its start evaluation (step 0) and its evaluation rows."""
+        self.summary.append(record)
+        tags = {k: record[k] for k in ('round', 'method', 'control', 'seed', 'variant')}
+        if start:
+            self.metrics.append({**tags, 'step': 0, 'train_loss': None, 'train_accuracy': None,
+                                 **{k: start[k] for k in EVAL_KEYS}})
+        self.metrics.extend({**tags, **e} for e in evals)
+
+    def write(self, workdir: str) -> None:
+        write_summary(workdir, self.summary)
+        write_metrics(workdir, self.metrics)
+
+
+def make_record(*, round_index: int, method: str, control: str, variant: str, dataset: str, seed: int,
+                data_backend: str, spec: specs.ModelSpec, params: Any, masks: Any, best: Any, final: Any,
+                steps: int, seconds: float, start: Optional[dict[str, Any]], cumulative_steps: int,
+                diverged: bool = False, **extra: Any) -> Record:
+    """One ``summary.json`` record: a round's early-stopping point ``best`` and last evaluation ``final``
+    (``train_loop.EvalRecord``), its network's sparsity and size, the start-of-round measures, and whether
+    the round's training diverged (``train_loop.diverged``; such a run ends with a non-zero exit code)."""
+    stats = masks_lib.sparsity_stats(masks)
+    start = start or {}
+    record = {
+        'round': round_index, 'method': method, 'control': control, 'variant': variant,
+        'dataset': dataset, 'seed': int(seed), 'architecture': spec.describe(),
+        'fraction_remaining': stats['fraction_remaining'],
+        'params_remaining': stats['kept'] + masks_lib.count_nonprunable(params, masks),
+        'val_accuracy': best.val_accuracy, 'test_accuracy': best.test_accuracy,
+        'best_step': best.step, 'cumulative_steps': cumulative_steps,
+        'val_loss': best.val_loss, 'test_loss': best.test_loss,
+        'final_val_accuracy': final.val_accuracy, 'final_test_accuracy': final.test_accuracy,
+        'steps': steps, 'seconds': round(seconds, 3), 'diverged': bool(diverged),
+        'start_val_accuracy': start.get('val_accuracy'), 'start_test_accuracy': start.get('test_accuracy'),
+        'juvenility': ({'start': start.get('juvenility'), 'end': start.get('juvenility_end'),
+                        'learning_potential': start.get('learning_potential'),
+                        'seconds': start.get('juvenility_seconds'),
+                        'wait_seconds': start.get('juvenility_wait_seconds')}
+                       if 'juvenility' in start else None),
+        'spec': specs.spec_to_dict(spec), 'data_backend': data_backend,
+        'layers': {k: list(v) for k, v in stats['layers'].items()},
+    }
+    record.update(extra)
+    return record
+
+
+def write_summary(workdir: str, records: Sequence[Record]) -> None:
+    for r in records:
+        missing = [k for k in SUMMARY_FIELDS if k not in r]
+        if missing:
+            raise ValueError(f'summary record lacks {missing}')
+    workdir_lib.atomic_write_text(os.path.join(workdir, workdir_lib.SUMMARY_FILE),
+                                  json.dumps(list(records), indent=1))
+
+
+def read_summary(workdir: str) -> list[Record]:
+    path = os.path.join(workdir, workdir_lib.SUMMARY_FILE)
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_metrics(workdir: str, rows: Iterable[Record]) -> None:
+    """Rewrites ``metrics.jsonl`` (atomically) with ``rows``."""
+    workdir_lib.atomic_write_text(os.path.join(workdir, workdir_lib.METRICS_FILE),
+                                  ''.join(json.dumps(r) + '\n' for r in rows))
+
+
+def read_metrics(workdir: str) -> list[Record]:
+    path = os.path.join(workdir, workdir_lib.METRICS_FILE)
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def make_metric_writer(workdir: str) -> Any:
+    """A clu TensorBoard ``SummaryWriter`` in ``WORKDIR/tensorboard`` (None without clu/tensorboard/TF:
+    the JSON files are always written; None on the other processes of a multi-process run)."""
+    if not workdir_lib.is_primary_process():
+        return None
+    try:
+        from clu import metric_writers  # pylint: disable=g-import-not-at-top
+        return metric_writers.SummaryWriter(os.path.join(workdir, workdir_lib.TENSORBOARD_DIR))
+    except Exception as e:  # pylint: disable=broad-except
+        logging.info('TensorBoard summaries off (%s); JSON metrics only.', e)
+        return None
+
+
+def write_round_scalars(writer: Any, record: Record, evals: Sequence[Record]) -> None:
+    """Per-evaluation and per-round scalars, tagged ``variant/control/name``, step = cumulative steps."""
+    if writer is None:
+        return
+    prefix = f"{record.get('variant', record['method'])}/{record['control']}"
+    offset = record['cumulative_steps'] - record.get('steps', 0)
+    for e in evals:
+        values = {f'{prefix}/{k}': v for k, v in e.items()
+                  if k in ('train_loss', 'train_accuracy', 'val_loss', 'val_accuracy', 'test_accuracy')
+                  and v is not None and v == v}
+        if values:
+            writer.write_scalars(offset + int(e['step']), values)
+    writer.write_scalars(record['cumulative_steps'], {
+        f'{prefix}/round/val_accuracy': record['val_accuracy'],
+        f'{prefix}/round/test_accuracy': record['test_accuracy'],
+        f'{prefix}/round/fraction_remaining': record['fraction_remaining'],
+        f'{prefix}/round/params_remaining': record['params_remaining']})
+    writer.flush()
+
+
+def round_line(r: Record) -> str:
+    """One readable line for a finished round."""
+    return (f"[{r['method']}/{r['control']}] round {r['round']}: {r['architecture']}  "
+            f"{100 * r['fraction_remaining']:.2f}% weights remaining  "
+            f"val {100 * r['val_accuracy']:.2f}%  test {100 * r['test_accuracy']:.2f}%  "
+            f"(early-stop step {r['best_step']}, cumulative steps {r['cumulative_steps']})"
+            + ('  DIVERGED' if r.get('diverged') else ''))
+
+
+def diverged_rounds(records: Sequence[Record]) -> list[str]:
+    """'method/control seed S round R' of each record marked ``diverged`` (records before the mark: none)."""
+    return [f"{r['method']}/{r['control']} seed {r['seed']} round {r['round']}" for r in records if r.get('diverged')]

@@ -1,0 +1,169 @@
+"""Between two rounds of ``method='juvenile'``: prune the trained network, then grow it (the paper's rule, or a
+search over candidate extensions).
+
+After a round's training, ``next_ticket`` prunes the network into the
+round's ticket and extends it function-preservingly:
+
+* ``growth='paper'``: insert one identity layer/block at ``grow_position``
+  (default: end of the hidden stack), as arXiv 2109.03862 does.
+* ``growth='none'``: no extension: *prune and continue* on the same
+  architecture with the trained weights (the control that separates growing
+  from keeping the trained weights).
+* ``growth='search'``: build candidate extensions (deepen at each of the
+  family's growth positions, widen each widenable layer by each of
+  ``search.widen_by``), train each for ``search.probe_steps`` from the same
+  weights and batches, and keep the one with the best *validation* accuracy
+  (the test split is never passed in). Candidates of the same architecture
+  (e.g. deepening a uniform-width MLP at different positions) train together
+  in one compiled, ``vmap``-ed program. Candidates beyond ``search.max_depth``
+  or ``search.max_params`` are skipped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from jst.models import specs
+from jst.ops import pytrees
+from jst.run import context as context_lib
+from jst.training import growth
+from jst.training import pruning
+from jst.training import train as train_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    name: str
+    op: str        # 'deepen' | 'widen'
+    position: int  # deepen position or widened layer
+    amount: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbedCandidate:
+    """A candidate extension after its probe training: its validation accuracy, grown spec and state."""
+
+    candidate: Candidate
+    val_accuracy: float
+    spec: specs.ModelSpec
+    state: train_lib.TrainState
+
+    def summary(self) -> dict[str, Any]:
+        """What a record keeps of it (JSON)."""
+        return {'name': self.candidate.name, 'val_accuracy': self.val_accuracy, 'architecture': self.spec.describe()}
+
+
+@dataclasses.dataclass
+class NextTicket:
+    """The pruned and extended network for the next round, or (``state`` None) why there is none."""
+
+    state: Optional[train_lib.TrainState]
+    spec: Optional[specs.ModelSpec]
+    grown_by: Optional[str]  # the extension's name ('none' for prune-and-continue)
+    candidates: Optional[list[dict[str, Any]]] = None  # ``ProbedCandidate.summary()`` of each probed one
+    probe_steps: int = 0  # training steps spent probing candidates (counted in the budget)
+    stop_reason: Optional[str] = None  # why the lane stops here (``state`` is None)
+
+
+def candidate_list(spec: specs.ModelSpec, search: Any) -> list[Candidate]:
+    """Every extension the search considers for ``spec``."""
+    out = [Candidate(f'deepen@{p}', 'deepen', p) for p in spec.deepen_positions] if search.deepen else []
+    for layer in spec.widenable_layers:
+        out += [Candidate(f'widen{layer}+{a}', 'widen', layer, int(a)) for a in search.widen_by]
+    return out
+
+
+def apply_candidate(cand: Candidate, state: train_lib.TrainState, spec: specs.ModelSpec, key: jax.Array,
+                    options: Any) -> Any:
+    """The ``expand.Expansion`` of ``cand`` applied to ``state``."""
+    stats = state.batch_stats or None
+    if cand.op == 'deepen':
+        return growth.deepen(state.params, state.masks, spec, key, position=cand.position, batch_stats=stats,
+                             options=options)
+    return growth.widen(state.params, state.masks, spec, key, layer=cand.position, amount=cand.amount,
+                        batch_stats=stats, options=options)
+
+
+def make_probe_fn(trainer: train_lib.Trainer, num_train: int, probe_steps: int) -> Callable[..., Any]:
+    """Jitted, vmapped (states, train_x, train_y, val_x, val_y, val_w, key) -> val accuracy [C].
+
+    Only the training and validation arrays are passed in: the test split cannot influence the choice.
+    """
+    train_step, evaluate, bsz = trainer.train_step, trainer.evaluate(), trainer.batch_size
+
+    def one(state, train_x, train_y, val_x, val_y, val_w, key):
+        n_batches = num_train // bsz
+        perm = jax.random.permutation(key, num_train)[: n_batches * bsz].reshape(n_batches, bsz)
+        idx = perm[jnp.arange(probe_steps) % n_batches]
+
+        def body(st, batch_idx):
+            st, _ = train_step(st, train_x[batch_idx], train_y[batch_idx])
+            return st, None
+
+        state, _ = jax.lax.scan(body, state, idx)
+        _, acc = evaluate(state.params, state.batch_stats, val_x, val_y, val_w)
+        return acc
+
+    return jax.jit(jax.vmap(one, in_axes=(0, None, None, None, None, None, None)))
+
+
+def evaluate_candidates(ctx: context_lib.RunContext, state: train_lib.TrainState, spec: specs.ModelSpec, key: jax.Array,
+                        options: Any) -> list[ProbedCandidate]:
+    """Probe-trains every candidate; returns them scored on validation only (the test split is never read)."""
+    search = ctx.config.search
+    carry = ctx.config.optimizer_state_on_growth == 'carry'
+    tx = ctx.trainer(spec).tx
+    groups: dict[Any, list[tuple[Candidate, Any, train_lib.TrainState]]] = {}
+    for i, cand in enumerate(candidate_list(spec, search)):
+        grown = apply_candidate(cand, state, spec, jax.random.fold_in(key, i), options)
+        if grown.spec.depth > search.max_depth or pytrees.count(grown.params) > search.max_params:
+            continue
+        groups.setdefault(grown.spec, []).append((cand, grown, growth.grown_state(state, grown, tx, carry)))
+    d, results = ctx.data, []
+    probe_key = jax.random.fold_in(key, 10_000)
+    for new_spec, members in groups.items():
+        probe = ctx.compiled('probe', new_spec, lambda s=new_spec: make_probe_fn(  # compiled once per architecture
+            ctx.trainer(s), ctx.num_train, int(search.probe_steps)))
+        stacked = pytrees.stack([m[2] for m in members])
+        accs = np.asarray(probe(stacked, d.train_x, d.train_y, d.val_x, d.val_y, d.val_w, probe_key))
+        for (cand, grown, grown_st), acc in zip(members, accs):
+            results.append(ProbedCandidate(cand, float(acc), grown.spec, grown_st))
+    return results
+
+
+def next_ticket(ctx: context_lib.RunContext, state: train_lib.TrainState, spec: specs.ModelSpec,
+                round_index: int, lane: int = 0) -> NextTicket:
+    """Prunes lane ``lane``'s trained network into this round's ticket and extends it (paper rule or
+    search) with the lane's growth key."""
+    config = ctx.config
+    params, masks = pruning.prune_params(pruning.PruningPlan.from_config(config), state.params, state.masks,
+                                         round_index + 1)
+    state = state.replace(masks=masks, params=params)
+    key = jax.random.fold_in(ctx.key('growth', lane), round_index)
+    options = growth.options_from_config(config)
+    tx = ctx.trainer(spec).tx
+    if config.growth == 'none':  # prune and continue: the optimizer treatment applies as for growth
+        if config.optimizer_state_on_growth == 'reset':
+            state = state.replace(opt_state=tx.init(state.params))
+        return NextTicket(state, spec, 'none')
+    if config.growth == 'paper':
+        grown = growth.deepen(state.params, state.masks, spec, key, position=config.grow_position,
+                              batch_stats=state.batch_stats or None, options=options)
+        where = 'end' if config.grow_position < 0 else config.grow_position
+        return NextTicket(growth.grown_state(state, grown, tx, config.optimizer_state_on_growth == 'carry'),
+                          grown.spec, f'deepen@{where}')
+    scored = evaluate_candidates(ctx, state, spec, key, options)
+    if not scored:
+        return NextTicket(None, None, None,
+                          stop_reason='budget: no candidate within search.max_depth / search.max_params')
+    best = max(scored, key=lambda c: c.val_accuracy)
+    logging.info('round %d candidates: %s -> %s', round_index,
+                 ', '.join(f'{c.candidate.name}={c.val_accuracy:.4f}' for c in scored), best.candidate.name)
+    return NextTicket(best.state, best.spec, best.candidate.name, [c.summary() for c in scored],
+                      probe_steps=len(scored) * int(config.search.probe_steps))

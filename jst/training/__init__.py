@@ -1,0 +1,3 @@
+"""Training: ``train`` (the masked step, evaluation, ``TrainState``), ``train_loop`` (compiled whole-epoch segments,
+early stopping), ``pruning`` (one round's pruning and the random controls), ``growth`` (growing spec-built networks),
+``parallel`` (data-parallel sharding). Imports ops, models and data only."""

@@ -1,0 +1,310 @@
+"""Loops over training steps: compiled segments, resumable step ranges, evaluation records.
+
+* ``make_segment_fn``: a contiguous run of steps inside one epoch as one
+  ``lax.scan`` over device-resident data, batches drawn on device from a PRNG
+  key; validation and test are evaluated inside the scan (``lax.cond``) every
+  ``eval_every`` steps, so there is no host sync per step.
+* ``make_replicated_segment_fn``: the same over N replicates (``vmap``).
+* ``train_steps``: drives segments from global step ``start`` to ``stop``;
+  the batch order is a pure function of (data key, global step), so training
+  can be split or resumed anywhere and gives the same result.
+* ``early_stopping``: the LTH paper's early-stopping iteration (minimum validation loss) and the accuracies at
+  it; ``diverged``: whether a round's training loss blew up (its record's ``diverged`` field).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Any, Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from jst import errors
+from jst.ops import pytrees
+from jst.training import parallel
+from jst.training.train import DeviceData, TrainState, Trainer, track_best  # the types these loops take
+
+Array = jax.Array
+PyTree = Any
+
+
+DIVERGENCE_FACTOR = 1e3  # a segment's mean loss this many times the first one's: warn of divergence
+
+
+class NonFiniteLossError(errors.UserError, FloatingPointError):
+    """Raised when the training loss becomes NaN or inf."""
+
+
+def make_segment_fn(trainer: Trainer, num_train: int, mesh: Optional[Any] = None,
+                    test_at_best: bool = True, step_loop: str = 'scan', lanes: bool = False) -> Callable[..., Any]:
+    """Jitted (state, data, key, epoch, pos, t0, total, eval_every, best_val, length) -> (state, metrics).
+
+    Runs ``length`` steps (static) of epoch ``epoch`` from batch position
+    ``pos``; global steps are ``t0 .. t0 + length - 1``. Metrics are per-step
+    arrays [length]: train ``loss``/``accuracy`` and ``val_loss``, ``val_acc``,
+    ``test_loss``, ``test_acc`` (NaN where not evaluated), plus the scalar
+    ``best_val`` (lowest validation loss so far, carried between segments).
+    With ``test_at_best`` the test split is evaluated only where the
+    validation loss reaches a new minimum: the only points early stopping can
+    report, at a third of the evaluation cost. With a ``mesh``, each batch is
+    split across its devices (data parallelism). ``step_loop='python'`` runs
+    the same jitted step from a Python loop (dispatch is asynchronous: still no
+    host sync per step), for convolutions on CPU. ``lanes=True``: see
+    ``make_replicated_segment_fn``.
+    """
+    train_step, bsz = trainer.train_step, trainer.batch_size
+    evaluate = trainer.evaluate(mesh, unroll=step_loop == 'python')
+    nan2 = jnp.full((2,), jnp.nan)
+
+    def step_with_eval(st, best, data, batch_idx, t, total, eval_every):
+        """One train step on ``batch_idx``, then val (and test) evaluation if ``t`` is an eval point."""
+        def evaluate_all(s, b):
+            vl, va = evaluate(s.params, s.batch_stats, data.val_x, data.val_y, data.val_w)
+            need_test = jnp.logical_or(vl < b, not test_at_best)
+            test = jax.lax.cond(
+                need_test, lambda q: jnp.stack(evaluate(q.params, q.batch_stats, data.test_x, data.test_y,
+                                                        data.test_w)), lambda q: nan2, s)
+            return jnp.concatenate([jnp.stack([vl, va]), test]), jnp.minimum(vl, b)
+
+        x = parallel.shard_batch(data.train_x[batch_idx], mesh)
+        y = parallel.shard_batch(data.train_y[batch_idx], mesh)
+        st, m = train_step(st, x, y)
+        do_eval = jnp.logical_or((t + 1) % eval_every == 0, t + 1 == total)
+        ev, new_best = jax.lax.cond(do_eval, evaluate_all, lambda s, b: (jnp.full((4,), jnp.nan), b), st, best)
+        return (track_best(st, new_best < best), new_best), (m['loss'], m['accuracy'], ev)
+
+    def epoch_permutation(key, epoch):
+        return jax.random.permutation(jax.random.fold_in(key, epoch), num_train)
+
+    def as_metrics(loss, acc, ev, best_val):
+        return {'loss': loss, 'accuracy': acc, 'val_loss': ev[..., 0], 'val_acc': ev[..., 1],
+                'test_loss': ev[..., 2], 'test_acc': ev[..., 3], 'best_val': best_val}
+
+    def segment(state, data, key, epoch, pos, t0, total, eval_every, best_val, length):
+        perm = epoch_permutation(key, epoch)
+        idx = jax.lax.dynamic_slice(perm, (pos * bsz,), (length * bsz,)).reshape(length, bsz)
+        ts = t0 + jnp.arange(length)
+
+        def body(carry, args):
+            batch_idx, t = args
+            return step_with_eval(*carry, data, batch_idx, t, total, eval_every)
+
+        (state, best_val), (loss, acc, ev) = jax.lax.scan(body, (state, jnp.asarray(best_val, jnp.float32)),
+                                                          (idx, ts))
+        return state, as_metrics(loss, acc, ev, best_val)
+
+    if lanes:  # a leading seed axis on state, key and best_val; data and counters shared
+        vmapped = jax.vmap(segment, in_axes=(0, None, 0, None, None, None, None, None, 0, None))
+        segment = lambda state, data, key, epoch, pos, t0, total, eval_every, best_val, length: vmapped(
+            state, data, key, epoch, pos, t0, total, eval_every, best_val, length)
+    if step_loop == 'scan':
+        return jax.jit(segment, static_argnames=('length',))
+
+    lane_axes = (lambda *axes: jax.vmap(*axes)) if lanes else (lambda f, _: f)
+    permutation = jax.jit(lane_axes(epoch_permutation, (0, None)))
+    one_step = jax.jit(lane_axes(lambda st, best, data, perm, i, t, total, eval_every: step_with_eval(
+        st, best, data, jax.lax.dynamic_slice(perm, (i * bsz,), (bsz,)), t, total, eval_every),
+        (0, 0, None, 0, None, None, None, None)))
+    stack = jax.jit(lambda outs: tuple(jnp.stack(x, axis=1 if lanes else 0) for x in zip(*outs)))
+
+    def python_segment(state, data, key, epoch, pos, t0, total, eval_every, best_val, length):
+        perm = permutation(key, epoch)
+        best = jnp.asarray(best_val, jnp.float32)
+        outs = []
+        for i in range(length):
+            (state, best), out = one_step(state, best, data, perm, pos + i, t0 + i, total, eval_every)
+            outs.append(out)
+        loss, acc, ev = stack(outs)
+        return state, as_metrics(loss, acc, ev, best)
+
+    return python_segment
+
+
+def make_replicated_segment_fn(trainer: Trainer, num_train: int, mesh: Optional[Any] = None,
+                               test_at_best: bool = True, step_loop: str = 'scan') -> Callable[..., Any]:
+    """``make_segment_fn`` over N replicates (seeds) in one program (``jax.vmap``): ``state``, ``key`` and
+    ``best_val`` carry a leading axis [N, ...] (inits, masks, batch orders); data and step counters are shared.
+    Metrics come back as [N, length] (``best_val`` [N])."""
+    return make_segment_fn(trainer, num_train, mesh, test_at_best, step_loop, lanes=True)
+
+
+def as_single_lane(segment_fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A ``make_segment_fn`` function (one network) with the signature of a replicated one over a
+    single lane: ``state`` unbatched, ``key`` [1], ``best_val`` [1]; metrics come back as [1, length]."""
+    def one_lane(state, data, keys, epoch, pos, t0, total, eval_every, best_val, length):
+        state, m = segment_fn(state, data, keys[0], epoch, pos, t0, total, eval_every, best_val[0], length=length)
+        return state, jax.tree.map(lambda x: jnp.asarray(x)[None], m)
+
+    return one_lane
+
+
+stack_lanes = pytrees.stack  # one state per lane -> one state with a leading lane axis [N]
+unstack_lanes = pytrees.unstack  # (state, n) -> the n lanes' states
+
+
+def plan_segments(start: int, stop: int, spe: int, breaks: tuple[int, ...] = ()) -> list[tuple[int, int, int]]:
+    """[(epoch, pos, length)] covering global steps [start, stop), split at epoch ends and ``breaks``."""
+    cuts = sorted({b for b in breaks if start < b < stop})
+    segments, t = [], start
+    for end in cuts + [stop]:
+        while t < end:
+            epoch, pos = divmod(t, spe)
+            length = min(spe - pos, end - t)
+            segments.append((epoch, pos, length))
+            t += length
+    return segments
+
+
+@dataclasses.dataclass
+class EvalRecord:
+    step: int  # number of steps trained when evaluated (1-based)
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+    test_loss: float
+    test_accuracy: float
+
+
+@dataclasses.dataclass
+class EvalWindow:
+    """Per-step train loss/accuracy since the last evaluation (carried across segments and resumes)."""
+    losses: list = dataclasses.field(default_factory=list)
+    accuracies: list = dataclasses.field(default_factory=list)
+
+
+def _records_from_metrics(metrics: dict[str, np.ndarray], t0: int,
+                          window: EvalWindow) -> tuple[list[EvalRecord], EvalWindow]:
+    """Eval points of one segment; train metrics averaged over the steps since the previous one."""
+    records = []
+    losses = list(window.losses) + [float(x) for x in metrics['loss']]
+    accs = list(window.accuracies) + [float(x) for x in metrics['accuracy']]
+    offset = len(window.losses)  # index of this segment's first step in losses
+    start = 0
+    for i in np.nonzero(~np.isnan(metrics['val_loss']))[0]:
+        end = offset + int(i) + 1
+        records.append(EvalRecord(
+            step=int(t0 + i + 1),
+            train_loss=float(np.mean(np.asarray(losses[start:end], np.float32))),
+            train_accuracy=float(np.mean(np.asarray(accs[start:end], np.float32))),
+            val_loss=float(metrics['val_loss'][i]), val_accuracy=float(metrics['val_acc'][i]),
+            test_loss=float(metrics['test_loss'][i]), test_accuracy=float(metrics['test_acc'][i])))
+        start = end
+    return records, EvalWindow(losses[start:], accs[start:])
+
+
+def train_steps(segment_fn: Callable[..., Any], state: TrainState, data: DeviceData, key: Array,
+                start: int, stop: int, *, spe: int, eval_every: int, total: Optional[int] = None,
+                window: Optional[EvalWindow] = None, best_val: float = float('inf'),
+                on_segment: Optional[Callable[[TrainState, list[EvalRecord], int, EvalWindow], None]] = None,
+                label: str = '') -> tuple[TrainState, list[EvalRecord]]:
+    """Trains global steps [start, stop) of one network (a ``make_segment_fn`` function) and returns the
+    new state and its eval records; ``train_lanes`` with a single lane (same arguments)."""
+    lane_callback = None if on_segment is None else (
+        lambda st, recs, t, wins: on_segment(st, recs[0], t, wins[0]))
+    state, records = train_lanes(as_single_lane(segment_fn), state, data, key[None], start, stop, spe=spe, eval_every=eval_every,
+                                 total=total, windows=[window or EvalWindow()], best_vals=[best_val],
+                                 on_segment=lane_callback, label=label)
+    return state, records[0]
+
+
+def train_lanes(segment_fn: Callable[..., Any], state: TrainState, data: DeviceData, keys: Array,
+                start: int, stop: int, *, spe: int, eval_every: int, total: Optional[int] = None,
+                windows: Optional[list[EvalWindow]] = None, best_vals: Optional[list[float]] = None,
+                on_segment: Optional[Callable[[TrainState, list[list[EvalRecord]], int, list[EvalWindow]],
+                                              None]] = None,
+                label: str = '', seeds: Optional[Sequence[int]] = None) -> tuple[TrainState, list[list[EvalRecord]]]:
+    """Trains global steps [start, stop) of N lanes (seeds) at once and returns the new state and each
+    lane's eval records.
+
+    ``state`` and ``keys`` carry a leading lane axis [N] (a ``make_replicated_segment_fn`` function).
+    ``total`` is the length of the whole round (its last step is always
+    evaluated). ``windows`` carry each lane's train metrics since its last
+    evaluation when resuming. ``on_segment(state, records_so_far, step,
+    windows)`` is called after each segment (host side, e.g. for
+    checkpoints); it is the only host sync. ``seeds`` name the lanes in errors.
+    """
+    total = stop if total is None else total
+    num_lanes = int(keys.shape[0])
+    seeds = list(seeds) if seeds is not None else list(range(num_lanes))
+    first_loss, diverging = None, [False] * num_lanes
+    records: list[list[EvalRecord]] = [[] for _ in range(num_lanes)]
+    windows = list(windows) if windows is not None else [EvalWindow() for _ in range(num_lanes)]
+    best = np.asarray(best_vals if best_vals is not None else [float('inf')] * num_lanes, np.float32)
+    t = start
+    t_begin = time.time()
+    for epoch, pos, length in plan_segments(start, stop, spe):
+        state, metrics = segment_fn(state, data, keys, epoch, pos, t, total, eval_every, best, length=length)
+        metrics = jax.device_get(metrics)
+        best = np.asarray(metrics['best_val'], np.float32)
+        loss = np.asarray(metrics['loss'])
+        _check_finite(loss, t, epoch, label, seeds)
+        first_loss = loss[:, 0].astype(float) if first_loss is None else first_loss
+        recent = loss[:, -10:].mean(axis=1)
+        for lane in np.nonzero((recent > DIVERGENCE_FACTOR * np.maximum(first_loss, 1e-3)) &
+                               ~np.asarray(diverging))[0]:
+            diverging[lane] = True
+            logging.warning('%s (seed %d): the training loss grew from %.3g to %.3g by step %d: training is '
+                            'diverging; consider a lower config.learning_rate.', label, seeds[lane],
+                            first_loss[lane], recent[lane], t + length)
+        new_any = False
+        for lane in range(num_lanes):
+            new, windows[lane] = _records_from_metrics({k: np.asarray(v)[lane] for k, v in metrics.items()},
+                                                       t, windows[lane])
+            records[lane].extend(new)
+            new_any = new_any or bool(new)
+        t += length
+        if on_segment is not None:
+            on_segment(state, records, t, windows)
+        if new_any:
+            _log_progress(label, t, start, stop, total, t_begin, [r[-1] for r in records if r])
+    return state, records
+
+
+def _check_finite(loss: np.ndarray, t: int, epoch: int, label: str, seeds: Sequence[int]) -> None:
+    """Raises ``NonFiniteLossError`` naming the first lane (seed) and step whose loss [N, L] is not finite."""
+    bad = ~np.isfinite(loss)
+    if bad.any():
+        lane, i = (int(a[0]) for a in np.nonzero(bad))
+        raise NonFiniteLossError(f'{label}: non-finite training loss at step {t + i} (epoch {epoch}, seed '
+                                 f'{seeds[lane]}). Lower config.learning_rate or check the data; a new learning '
+                                 'rate is a new run: use another --workdir or pass --config.overwrite=True.')
+
+
+def _log_progress(label: str, t: int, start: int, stop: int, total: int, t_begin: float,
+                  latest: list[EvalRecord]) -> None:
+    done = (t - start) / max(stop - start, 1)
+    elapsed = time.time() - t_begin
+    eta = elapsed / done - elapsed if done > 0 else math.nan
+    def mean(name: str) -> float:  # over the lanes that have the value (test: only at new validation minima)
+        values = [v for v in (getattr(r, name) for r in latest) if np.isfinite(v)]
+        return float(np.mean(values)) if values else math.nan
+    test = mean('test_accuracy')  # '-': not evaluated here (eval_test='at_best': only at new validation minima)
+    logging.info('%s step %d/%d  train_loss %.4f  val_acc %.4f  test_acc %s  (%s%.1fs, ETA %.0fs)',
+                 label, t, total, mean('train_loss'), mean('val_accuracy'), f'{test:.4f}' if np.isfinite(test) else '-',
+                 f'mean of {len(latest)} seeds, ' if len(latest) > 1 else '', elapsed, eta)
+
+
+def diverged(records: Sequence[EvalRecord], start_val_loss: Optional[float]) -> bool:
+    """Whether a round diverged: some evaluation window's mean training loss exceeded ``DIVERGENCE_FACTOR``
+    times the round's starting validation loss (its step-0 evaluation, else its first one; at least 0.01).
+    Computed from the round's evaluation records, so a resumed round gets the same answer."""
+    first = records[0].val_loss if records else 1.0
+    reference = start_val_loss if start_val_loss is not None and np.isfinite(start_val_loss) else first
+    losses = [r.train_loss for r in records if r.train_loss is not None and np.isfinite(r.train_loss)]
+    return bool(losses) and max(losses) > DIVERGENCE_FACTOR * max(float(reference), 0.01)
+
+
+def early_stopping(records: list[EvalRecord]) -> EvalRecord:
+    """The eval point with minimum validation loss (first on ties); LTH's early-stopping iteration.
+
+    (With ``test_at_best`` the test split is evaluated at every new minimum, so the
+    record returned here always carries test metrics.)"""
+    if not records:
+        raise ValueError('No evaluation records: train at least one step.')
+    return min(records, key=lambda r: (r.val_loss if np.isfinite(r.val_loss) else np.inf, r.step))
