@@ -241,7 +241,7 @@ def render(study: study_lib.Study) -> tuple[str, Any]:
     if study.page == 'levels':
         records = all_records(study)
         if not records:
-            raise app.UsageError(f'no committed records for {study.name}: `python launch/study.py run {study.name}`')
+            return planned_page(study), lambda: None
         return (level_study.render_levels_page(study, records),
                 lambda: figures.plot_level_curves(
                     {level_study.NAMES[c]: level_study.level_curves(records, c) for c in level_study.CONTROLS},
@@ -260,6 +260,15 @@ def render(study: study_lib.Study) -> tuple[str, Any]:
     return (study_lib.render_page(study, runs, extra=extra),
             lambda: figures.plot_budget_curves(compute.budget_curves(study, runs, batch_size(study)),
                                               os.path.join(RESULTS, study.name, 'accuracy_vs_steps.png')))
+
+
+def planned_page(study: study_lib.Study) -> str:
+    """The page of a study with no committed records yet: its setup and the command that runs it."""
+    policies = [f'- `{name}`: {description} (`{study.command(name, budget)}`)' for budget in study.budgets
+                for name, _, description in study.policies]
+    return '\n'.join([f'# {study.title}', '', study.notes.strip(), '', '**No records are committed yet.** '
+                      f'`python launch/study.py run {study.name}` trains its cells ({study.num_seeds} seeds, '
+                      f'{", ".join(f"{b:,}" for b in study.budgets)} steps per round):', '', *policies]) + '\n'
 
 
 def dense_curve(study: study_lib.Study) -> list[str]:

@@ -141,8 +141,9 @@ def render_levels_page(study: study_lib.Study, records: Sequence[Record]) -> str
     rows = level_comparisons(levels, study.equivalence_margin)
     budget, (policy, flags, description) = study.budgets[0], study.policies[0]
     seeds = f'{study.first_seed}-{study.first_seed + study.num_seeds - 1}'
+    how = 'one process each' if study.lanes_per_run else 'lanes of one process'
     lines = [f'# {study.title}', '', study.notes.strip(), '',
-             f'{description}. Seeds {seeds} (lanes of one process), {budget:,} iterations per level; accuracies '
+             f'{description}. Seeds {seeds} ({how}), {budget:,} iterations per level; accuracies '
              'and early-stop iterations: mean ± t-based 95% CI over seeds, at each training\'s minimum validation '
              f'loss. Regenerate this page from the committed records: `python launch/study.py page {study.name}`; '
              f'rerun: `python launch/study.py run {study.name}` (`{study.command(policy, budget)}`).', '',

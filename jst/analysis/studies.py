@@ -16,6 +16,7 @@ REPLAY = '--config.data_order=replay'
 CIFAR_BUDGET = 702  # steps per round: 2 epochs of 351, a CPU-reduced budget (see cifar10_budget)
 CIFAR_EVAL_EVERY = 234  # validation every 2/3 epoch (each costs 5,000 forward passes; test only at new minima)
 CIFAR_PILOT_EVAL_EVERY = 117  # three validations per epoch for the budget's curve
+CONV2_BUDGET = 3000  # iterations per level: a CPU-reduced schedule (Frankle & Carbin: 20,000)
 CIFAR_PILOT_STEPS = 2808  # 8 epochs of 351 steps: the dense network's validation curve (cifar10_budget)
 # TOST margins (jst.analysis.claims): the smallest test-accuracy difference we would call real. MNIST sits near its ceiling
 # (~98%), where half a point is a fifth of the remaining error; CIFAR-10 here sits near 50%, where one point is.
@@ -213,6 +214,28 @@ copy (`../shared/datasets/cifar10-jpeg75`): accuracies sit below published CIFAR
 each other. Seeds run one process each, seed by seed across policies (lanes of vmapped convolutions cost 4.7x
 per lane on this CPU: `benchmarks/results/conv_lanes_cpu.md`); the page shows the seeds committed so far.
 Validation every {CIFAR_EVAL_EVERY} steps. In the flags, `{{total}}` stands for 8 x the per-round budget.
+''',
+    ),
+    'conv2': study_lib.Study(
+        name='conv2',
+        title='The lottery-ticket pattern for a conv net: Conv-2 on CIFAR-10 (Frankle & Carbin), reduced schedule '
+              '(CIFAR-10, JPEG q75 copy)',
+        config='configs/cifar10_conv.py', first_seed=42, num_seeds=3, budgets=(CONV2_BUDGET,), trainings=6,
+        lanes_per_run=1, page='levels', equivalence_margin=CIFAR_MARGIN,
+        margin_fixed='on 2026-11-29, before any of its records (with the CIFAR-10 margin of cifar10_paper)',
+        policies=(
+            ('imp', '--config.num_rounds=5 --config.control=random_reinit,random_prune --config.eval_every=500',
+             'iterative magnitude pruning with reset to theta_0; controls: the same masks with a fresh random '
+             'init (random_reinit), random masks with the same per-layer counts (random_prune)'),
+        ),
+        comparisons=(),
+        notes=f'''
+`configs/cifar10_conv.py` (Frankle & Carbin 2019, Figure 5): Conv-2 (3x3 convs of 64 and 64, 2x2 max-pooling,
+Dense 256, 256, 10), Glorot init, Adam 2e-4, batch 60; per level the convs lose 10%, the dense layers 20% and the
+output 10% of their remaining weights (layerwise magnitude), survivors reset to theta_0. Reduced schedule for a
+2-core CPU (one Adam step of Conv-2 takes 157 ms here: `docs/results/speed.md`): {CONV2_BUDGET:,} iterations per
+level (F&C: 20,000) with validation every 500, and 5 levels (to 59% of conv and 33% of dense weights), so trainings
+are truncated (counted below); F&C's schedule waits for a GPU. Seeds run one process each, one after another.
 ''',
     ),
 }
