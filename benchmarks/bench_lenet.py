@@ -51,6 +51,7 @@ from jst.models import specs  # pylint: disable=wrong-import-position
 from jst.ops import masks as masks_lib  # pylint: disable=wrong-import-position
 from jst.ops import pytrees  # pylint: disable=wrong-import-position
 from jst.run import checkpointing  # pylint: disable=wrong-import-position
+from jst.training import early_stopping  # pylint: disable=wrong-import-position
 from jst.training import train as train_lib  # pylint: disable=wrong-import-position
 from jst.training import train_loop  # pylint: disable=wrong-import-position
 
@@ -96,7 +97,7 @@ def bench_jst(ds: data_lib.Dataset, batch: int, repeats: int) -> dict[str, float
         state['s'], records = train_loop.train_steps(seg, state['s'], data, jax.random.key(1), e * spe,
                                                     (e + 1) * spe, spe=spe, eval_every=spe,
                                                     total=10 ** 9)
-        train_loop.early_stopping(records)
+        early_stopping.early_stopping(records)
         epoch['e'] += 1
 
     first, median = _median_time(one_epoch, repeats)
@@ -201,7 +202,8 @@ def bench_vmap(ds: data_lib.Dataset, counts: list[int], repeats: int, batch: int
         best = jnp.full((n,), jnp.inf)
 
         def one_epoch():
-            box['s'], m = rep(box['s'], data, keys, box['e'], 0, box['e'] * spe, 10 ** 9, spe, best, length=spe)
+            box['s'], m = rep(box['s'], data, keys, train_loop.Span(box['e'], 0, box['e'] * spe, 10 ** 9, spe), best,
+                                  length=spe)
             jax.block_until_ready(m['loss'])
             box['e'] += 1
 
@@ -223,7 +225,7 @@ def bench_overheads(ds: data_lib.Dataset, epoch_s: float, batch: int = 60) -> di
     t = time.perf_counter()
     seg = train_loop.make_segment_fn(trainer, len(ds.train))
     spe = train_lib.steps_per_epoch(len(ds.train), batch)
-    seg.lower(state, data, jax.random.key(0), 0, 0, 0, 10, spe, float('inf'), length=spe).compile()
+    seg.lower(state, data, jax.random.key(0), train_loop.Span(0, 0, 0, 10, spe), float('inf'), length=spe).compile()
     compile_s = time.perf_counter() - t
     ev = jax.jit(trainer.evaluate())
     jax.block_until_ready(ev(state.params, state.batch_stats, data.val_x, data.val_y, data.val_w))
@@ -264,7 +266,7 @@ def profile_epoch(ds: data_lib.Dataset, batch: int, out_dir: str) -> dict[str, A
     data = train_lib.device_data(ds)
     spe = train_lib.steps_per_epoch(len(ds.train), batch)
     seg = train_loop.make_segment_fn(trainer, len(ds.train))
-    args = (state, data, jax.random.key(1), 0, 0, 0, 10 ** 9, spe, float('inf'))
+    args = (state, data, jax.random.key(1), train_loop.Span(0, 0, 0, 10 ** 9, spe), float('inf'))
     hlo = seg.lower(*args, length=spe).compile().as_text()
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, 'jst_epoch.hlo.txt'), 'w') as f:

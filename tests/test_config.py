@@ -1,6 +1,7 @@
 """Bad config values fail before any training, with a message naming the field and the fix."""
 
 import os
+import re
 import stat
 
 import pytest
@@ -197,7 +198,7 @@ def test_divergence_is_warned(caplog):
     from jst.data import datasets
     from jst.ops import masks
     from jst.models import networks, specs
-    from jst.training import train, train_loop  # pylint: disable=g-import-not-at-top
+    from jst.training import early_stopping, train, train_loop  # pylint: disable=g-import-not-at-top
     rng = np.random.default_rng(0)
     split = lambda n: datasets.Split(rng.integers(0, 256, (n, 8, 8, 1), dtype=np.uint8), rng.integers(0, 10, n).astype(np.int32))
     ds = datasets.Dataset('mnist', split(600), split(100), split(100), 10, 'numpy')
@@ -211,11 +212,11 @@ def test_divergence_is_warned(caplog):
         _, records = train_loop.train_steps(seg, state, train.device_data(ds), jax.random.key(1), 0, 40, spe=20,
                                             eval_every=20, label='round 0')
     assert 'training is diverging' in caplog.text
-    assert train_loop.diverged(records, start_val_loss=2.3)
+    assert early_stopping.diverged(records, start_val_loss=2.3)
 
 
 def test_divergence_is_judged_from_the_records_against_the_round_start():
-    from jst.training.train_loop import EvalRecord, diverged  # pylint: disable=g-import-not-at-top
+    from jst.training.early_stopping import EvalRecord, diverged  # pylint: disable=g-import-not-at-top
     rec = lambda train_loss, val_loss=2.0: EvalRecord(20, train_loss, 0.1, val_loss, 0.1, float('nan'), float('nan'))
     assert diverged([rec(1.5), rec(1.8e8), rec(2.31)], start_val_loss=2.3)  # spiked, then sat at chance (Adam, lr 1)
     assert not diverged([rec(2.0), rec(0.4), rec(0.1)], start_val_loss=2.3)
@@ -274,13 +275,20 @@ def test_ctrl_c_is_one_line_and_the_run_resumes(mnist_dir, tmp_path):
     log = tmp_path / 'stderr.txt'
     with open(log, 'w') as err:
         proc = subprocess.Popen([sys.executable, os.path.join(REPO, 'launch', 'main.py'), '--config=configs/tiny.py',
-                                 f'--config.manual_dir={mnist_dir}', '--config.steps_per_round=100000',
-                                 f'--workdir={tmp_path / "work"}'], stderr=err, stdout=subprocess.DEVNULL, cwd=REPO)
+                                 f'--config.manual_dir={mnist_dir}', '--config.data_backend=numpy',
+                                 '--config.steps_per_round=100000', f'--workdir={tmp_path / "work"}'],
+                                stderr=err, stdout=subprocess.DEVNULL, cwd=REPO)
         deadline = time.time() + 240
-        while ' step ' not in log.read_text() and time.time() < deadline and proc.poll() is None:
+        training = re.compile(r' step \d+/100000 ')  # a progress line: the run is inside its training
+        while not training.search(log.read_text()) and time.time() < deadline and proc.poll() is None:
             time.sleep(0.5)
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=120) == 130
+        try:
+            code = proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail('no exit 120 s after Ctrl-C; its stderr ends:\n' + log.read_text()[-3000:])
+        assert code == 130, log.read_text()[-3000:]
     text = log.read_text()
     assert 'jst: interrupted; the last checkpoint' in text and 'rerun the same command' in text
     assert 'Traceback' not in text

@@ -12,6 +12,7 @@ from jst.models import networks
 from jst.models import specs
 from jst.ops import masks as M
 from jst.ops import pytrees
+from jst.training import early_stopping as ES
 from jst.training import train as T
 from jst.training import train_loop as L
 
@@ -81,7 +82,7 @@ def test_tracked_best_weights_are_those_at_the_early_stopping_point(step_loop):
     key = jax.random.key(5)
     tracked = state.replace(best={'params': state.params, 'batch_stats': state.batch_stats})
     end, records = L.train_steps(seg, tracked, data, key, 0, 60, spe=20, eval_every=5)
-    best_step = L.early_stopping(records).step
+    best_step = ES.early_stopping(records).step
     assert best_step < 60, 'the test needs an early minimum'
     stopped, _ = L.train_steps(seg, state, data, key, 0, best_step, spe=20, eval_every=5, total=60)
     chex.assert_trees_all_close(end.best['params'], stopped.params, atol=1e-6)
@@ -111,8 +112,8 @@ def test_evaluate_ignores_padding():
 
 
 def test_early_stopping_picks_min_validation_loss():
-    rec = lambda step, vl: L.EvalRecord(step, 0, 0, vl, step / 100, 0, step / 1000)
-    best = L.early_stopping([rec(10, 0.5), rec(20, 0.3), rec(30, 0.3), rec(40, 0.4)])
+    rec = lambda step, vl: ES.EvalRecord(step, 0, 0, vl, step / 100, 0, step / 1000)
+    best = ES.early_stopping([rec(10, 0.5), rec(20, 0.3), rec(30, 0.3), rec(40, 0.4)])
     assert best.step == 20 and best.test_accuracy == 0.02
 
 
@@ -141,11 +142,11 @@ def test_replicated_segments_match_individual_runs():
         keys.append(jax.random.key(100 + seed))
     seg = L.make_segment_fn(trainer, len(ds.train))
     rep = L.make_replicated_segment_fn(trainer, len(ds.train))
-    together, metrics = rep(pytrees.stack(states), data, jnp.stack(keys), 0, 0, 0, 20, 10,
+    together, metrics = rep(pytrees.stack(states), data, jnp.stack(keys), L.Span(0, 0, 0, 20, 10),
                             jnp.full((3,), jnp.inf), length=20)
     assert metrics['loss'].shape == (3, 20)
     for i, (s, k) in enumerate(zip(states, keys)):
-        alone, m = seg(s, data, k, 0, 0, 0, 20, 10, jnp.inf, length=20)
+        alone, m = seg(s, data, k, L.Span(0, 0, 0, 20, 10), jnp.inf, length=20)
         chex.assert_trees_all_close(jax.tree.map(lambda x: x[i], together.params), alone.params, atol=1e-5)
         np.testing.assert_allclose(metrics['val_loss'][i], m['val_loss'], rtol=1e-5)
 

@@ -52,8 +52,8 @@ def make_record(*, round_index: int, method: str, control: str, variant: str, da
                 steps: int, seconds: float, start: Optional[dict[str, Any]], cumulative_steps: int,
                 diverged: bool = False, **extra: Any) -> Record:
     """One ``summary.json`` record: a round's early-stopping point ``best`` and last evaluation ``final``
-    (``train_loop.EvalRecord``), its network's sparsity and size, the start-of-round measures, and whether
-    the round's training diverged (``train_loop.diverged``; such a run ends with a non-zero exit code)."""
+    (``early_stopping.EvalRecord``), its network's sparsity and size, the start-of-round measures, and whether
+    the round's training diverged (``early_stopping.diverged``; such a run ends with a non-zero exit code)."""
     stats = masks_lib.sparsity_stats(masks)
     start = start or {}
     record = {

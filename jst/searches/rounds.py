@@ -22,6 +22,7 @@ from jst.run import context as context_lib
 from jst.run import journal as journal_lib
 from jst.run import records as records_lib
 from jst.searches import diagnostics
+from jst.training import early_stopping
 from jst.training import train_loop
 
 TrainState = train_loop.TrainState
@@ -30,8 +31,8 @@ TrainState = train_loop.TrainState
 @dataclasses.dataclass
 class RoundResult:
     state: TrainState
-    records: list[train_loop.EvalRecord]
-    best: train_loop.EvalRecord
+    records: list[early_stopping.EvalRecord]
+    best: early_stopping.EvalRecord
     steps: int
     seconds: float
     start: Optional[dict[str, Any]] = None  # val/test loss and accuracy before the first step, diagnostics
@@ -88,14 +89,14 @@ def train_round(ctx: context_lib.RunContext, journal: Optional[journal_lib.Journ
     stop = ctx.steps_per_round if stop is None else stop
     lanes = list(lanes)
     n = len(lanes)
-    records: list[list[train_loop.EvalRecord]] = [[] for _ in lanes]
-    windows, t = [train_loop.EvalWindow() for _ in lanes], start
+    records: list[list[early_stopping.EvalRecord]] = [[] for _ in lanes]
+    windows, t = [early_stopping.EvalWindow() for _ in lanes], start
     progress = journal.training if journal is not None else None
     stacked = None
     if tag is not None and progress is not None and progress.tag == tag and progress.lanes == lanes:
         stacked = journal.training_state(ctx.trainer(spec).tx)
-        t, windows = int(progress.step), [train_loop.EvalWindow(**w) for w in progress.windows]
-        records = [[train_loop.EvalRecord(**r) for r in lane] for lane in progress.records]
+        t, windows = int(progress.step), [early_stopping.EvalWindow(**w) for w in progress.windows]
+        records = [[early_stopping.EvalRecord(**r) for r in lane] for lane in progress.records]
     start_evals = (progress.start_evals if t != start else
                    [evaluate_start(ctx, spec, st) for st in states])
     pending = []
@@ -149,7 +150,7 @@ def train_round(ctx: context_lib.RunContext, journal: Optional[journal_lib.Journ
         for st, ev in zip(final_states, start_evals):
             if ev is not None:
                 _end_diagnostics(ctx, spec, st, ev)
-    return [RoundResult(st, recs, train_loop.early_stopping(recs) if recs else None, stop - start, seconds, ev)
+    return [RoundResult(st, recs, early_stopping.early_stopping(recs) if recs else None, stop - start, seconds, ev)
             for st, recs, ev in zip(final_states, records, start_evals)]
 
 
@@ -188,7 +189,7 @@ def record_round(ctx: context_lib.RunContext, journal: journal_lib.Journal, resu
         dataset=ctx.dataset.name, seed=ctx.seeds[lane], data_backend=ctx.dataset.backend, spec=spec,
         params=state.params, masks=state.masks, best=result.best, final=result.records[-1],
         steps=result.steps, seconds=result.seconds, start=result.start, cumulative_steps=cumulative_steps,
-        diverged=train_loop.diverged(result.records, (result.start or {}).get('val_loss')), **extra)
+        diverged=early_stopping.diverged(result.records, (result.start or {}).get('val_loss')), **extra)
     evals = [dataclasses.asdict(r) for r in result.records]
     journal.history.add_round(record, result.start, evals)
     journal.history.write(ctx.workdir)

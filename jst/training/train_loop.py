@@ -8,13 +8,11 @@
 * ``train_steps``: drives segments from global step ``start`` to ``stop``;
   the batch order is a pure function of (data key, global step), so training
   can be split or resumed anywhere and gives the same result.
-* ``early_stopping``: the LTH paper's early-stopping iteration (minimum validation loss) and the accuracies at
-  it; ``diverged``: whether a round's training loss blew up (its record's ``diverged`` field).
+Evaluation records and the early-stopping point: ``jst.training.early_stopping``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from typing import Any, Callable, Optional, Sequence
@@ -23,9 +21,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
+from flax import struct
 
 from jst import errors
 from jst.ops import pytrees
+from jst.training import early_stopping
 from jst.training import parallel
 from jst.training.train import DeviceData, TrainState, Trainer, track_best  # the types these loops take
 
@@ -33,7 +33,18 @@ Array = jax.Array
 PyTree = Any
 
 
-DIVERGENCE_FACTOR = 1e3  # a segment's mean loss this many times the first one's: warn of divergence
+
+
+@struct.dataclass
+class Span:
+    """Where a segment sits, shared by every lane: batch position ``pos`` of epoch ``epoch``, first global step
+    ``t0``; the round's ``total`` steps and ``eval_every`` (a round's last step is always evaluated)."""
+
+    epoch: Any
+    pos: Any
+    t0: Any
+    total: Any
+    eval_every: Any
 
 
 class NonFiniteLossError(errors.UserError, FloatingPointError):
@@ -42,10 +53,10 @@ class NonFiniteLossError(errors.UserError, FloatingPointError):
 
 def make_segment_fn(trainer: Trainer, num_train: int, mesh: Optional[Any] = None,
                     test_at_best: bool = True, step_loop: str = 'scan', lanes: bool = False) -> Callable[..., Any]:
-    """Jitted (state, data, key, epoch, pos, t0, total, eval_every, best_val, length) -> (state, metrics).
+    """Jitted (state, data, key, span, best_val, length) -> (state, metrics).
 
-    Runs ``length`` steps (static) of epoch ``epoch`` from batch position
-    ``pos``; global steps are ``t0 .. t0 + length - 1``. Metrics are per-step
+    Runs ``length`` steps (static) of ``span.epoch`` from batch position
+    ``span.pos``; global steps are ``span.t0 ..``. Metrics are per-step
     arrays [length]: train ``loss``/``accuracy`` and ``val_loss``, ``val_acc``,
     ``test_loss``, ``test_acc`` (NaN where not evaluated), plus the scalar
     ``best_val`` (lowest validation loss so far, carried between segments).
@@ -85,23 +96,22 @@ def make_segment_fn(trainer: Trainer, num_train: int, mesh: Optional[Any] = None
         return {'loss': loss, 'accuracy': acc, 'val_loss': ev[..., 0], 'val_acc': ev[..., 1],
                 'test_loss': ev[..., 2], 'test_acc': ev[..., 3], 'best_val': best_val}
 
-    def segment(state, data, key, epoch, pos, t0, total, eval_every, best_val, length):
-        perm = epoch_permutation(key, epoch)
-        idx = jax.lax.dynamic_slice(perm, (pos * bsz,), (length * bsz,)).reshape(length, bsz)
-        ts = t0 + jnp.arange(length)
+    def segment(state, data, key, span, best_val, length):
+        perm = epoch_permutation(key, span.epoch)
+        idx = jax.lax.dynamic_slice(perm, (span.pos * bsz,), (length * bsz,)).reshape(length, bsz)
+        ts = span.t0 + jnp.arange(length)
 
         def body(carry, args):
             batch_idx, t = args
-            return step_with_eval(*carry, data, batch_idx, t, total, eval_every)
+            return step_with_eval(*carry, data, batch_idx, t, span.total, span.eval_every)
 
         (state, best_val), (loss, acc, ev) = jax.lax.scan(body, (state, jnp.asarray(best_val, jnp.float32)),
                                                           (idx, ts))
         return state, as_metrics(loss, acc, ev, best_val)
 
-    if lanes:  # a leading seed axis on state, key and best_val; data and counters shared
-        vmapped = jax.vmap(segment, in_axes=(0, None, 0, None, None, None, None, None, 0, None))
-        segment = lambda state, data, key, epoch, pos, t0, total, eval_every, best_val, length: vmapped(
-            state, data, key, epoch, pos, t0, total, eval_every, best_val, length)
+    if lanes:  # a leading seed axis on state, key and best_val; data and the span shared
+        vmapped = jax.vmap(segment, in_axes=(0, None, 0, None, 0, None))
+        segment = lambda state, data, key, span, best_val, length: vmapped(state, data, key, span, best_val, length)
     if step_loop == 'scan':
         return jax.jit(segment, static_argnames=('length',))
 
@@ -112,12 +122,13 @@ def make_segment_fn(trainer: Trainer, num_train: int, mesh: Optional[Any] = None
         (0, 0, None, 0, None, None, None, None)))
     stack = jax.jit(lambda outs: tuple(jnp.stack(x, axis=1 if lanes else 0) for x in zip(*outs)))
 
-    def python_segment(state, data, key, epoch, pos, t0, total, eval_every, best_val, length):
-        perm = permutation(key, epoch)
+    def python_segment(state, data, key, span, best_val, length):
+        perm = permutation(key, span.epoch)
         best = jnp.asarray(best_val, jnp.float32)
         outs = []
         for i in range(length):
-            (state, best), out = one_step(state, best, data, perm, pos + i, t0 + i, total, eval_every)
+            (state, best), out = one_step(state, best, data, perm, span.pos + i, span.t0 + i, span.total,
+                                          span.eval_every)
             outs.append(out)
         loss, acc, ev = stack(outs)
         return state, as_metrics(loss, acc, ev, best)
@@ -136,8 +147,8 @@ def make_replicated_segment_fn(trainer: Trainer, num_train: int, mesh: Optional[
 def as_single_lane(segment_fn: Callable[..., Any]) -> Callable[..., Any]:
     """A ``make_segment_fn`` function (one network) with the signature of a replicated one over a
     single lane: ``state`` unbatched, ``key`` [1], ``best_val`` [1]; metrics come back as [1, length]."""
-    def one_lane(state, data, keys, epoch, pos, t0, total, eval_every, best_val, length):
-        state, m = segment_fn(state, data, keys[0], epoch, pos, t0, total, eval_every, best_val[0], length=length)
+    def one_lane(state, data, keys, span, best_val, length):
+        state, m = segment_fn(state, data, keys[0], span, best_val[0], length=length)
         return state, jax.tree.map(lambda x: jnp.asarray(x)[None], m)
 
     return one_lane
@@ -160,65 +171,27 @@ def plan_segments(start: int, stop: int, spe: int, breaks: tuple[int, ...] = ())
     return segments
 
 
-@dataclasses.dataclass
-class EvalRecord:
-    step: int  # number of steps trained when evaluated (1-based)
-    train_loss: float
-    train_accuracy: float
-    val_loss: float
-    val_accuracy: float
-    test_loss: float
-    test_accuracy: float
-
-
-@dataclasses.dataclass
-class EvalWindow:
-    """Per-step train loss/accuracy since the last evaluation (carried across segments and resumes)."""
-    losses: list = dataclasses.field(default_factory=list)
-    accuracies: list = dataclasses.field(default_factory=list)
-
-
-def _records_from_metrics(metrics: dict[str, np.ndarray], t0: int,
-                          window: EvalWindow) -> tuple[list[EvalRecord], EvalWindow]:
-    """Eval points of one segment; train metrics averaged over the steps since the previous one."""
-    records = []
-    losses = list(window.losses) + [float(x) for x in metrics['loss']]
-    accs = list(window.accuracies) + [float(x) for x in metrics['accuracy']]
-    offset = len(window.losses)  # index of this segment's first step in losses
-    start = 0
-    for i in np.nonzero(~np.isnan(metrics['val_loss']))[0]:
-        end = offset + int(i) + 1
-        records.append(EvalRecord(
-            step=int(t0 + i + 1),
-            train_loss=float(np.mean(np.asarray(losses[start:end], np.float32))),
-            train_accuracy=float(np.mean(np.asarray(accs[start:end], np.float32))),
-            val_loss=float(metrics['val_loss'][i]), val_accuracy=float(metrics['val_acc'][i]),
-            test_loss=float(metrics['test_loss'][i]), test_accuracy=float(metrics['test_acc'][i])))
-        start = end
-    return records, EvalWindow(losses[start:], accs[start:])
-
-
 def train_steps(segment_fn: Callable[..., Any], state: TrainState, data: DeviceData, key: Array,
                 start: int, stop: int, *, spe: int, eval_every: int, total: Optional[int] = None,
-                window: Optional[EvalWindow] = None, best_val: float = float('inf'),
-                on_segment: Optional[Callable[[TrainState, list[EvalRecord], int, EvalWindow], None]] = None,
-                label: str = '') -> tuple[TrainState, list[EvalRecord]]:
+                window: Optional[early_stopping.EvalWindow] = None, best_val: float = float('inf'),
+                on_segment: Optional[Callable[[TrainState, list[early_stopping.EvalRecord], int, early_stopping.EvalWindow], None]] = None,
+                label: str = '') -> tuple[TrainState, list[early_stopping.EvalRecord]]:
     """Trains global steps [start, stop) of one network (a ``make_segment_fn`` function) and returns the
     new state and its eval records; ``train_lanes`` with a single lane (same arguments)."""
     lane_callback = None if on_segment is None else (
         lambda st, recs, t, wins: on_segment(st, recs[0], t, wins[0]))
-    state, records = train_lanes(as_single_lane(segment_fn), state, data, key[None], start, stop, spe=spe, eval_every=eval_every,
-                                 total=total, windows=[window or EvalWindow()], best_vals=[best_val],
-                                 on_segment=lane_callback, label=label)
+    state, records = train_lanes(as_single_lane(segment_fn), state, data, key[None], start, stop, spe=spe,
+                                 eval_every=eval_every, total=total, windows=[window or early_stopping.EvalWindow()],
+                                 best_vals=[best_val], on_segment=lane_callback, label=label)
     return state, records[0]
 
 
 def train_lanes(segment_fn: Callable[..., Any], state: TrainState, data: DeviceData, keys: Array,
                 start: int, stop: int, *, spe: int, eval_every: int, total: Optional[int] = None,
-                windows: Optional[list[EvalWindow]] = None, best_vals: Optional[list[float]] = None,
-                on_segment: Optional[Callable[[TrainState, list[list[EvalRecord]], int, list[EvalWindow]],
+                windows: Optional[list[early_stopping.EvalWindow]] = None, best_vals: Optional[list[float]] = None,
+                on_segment: Optional[Callable[[TrainState, list[list[early_stopping.EvalRecord]], int, list[early_stopping.EvalWindow]],
                                               None]] = None,
-                label: str = '', seeds: Optional[Sequence[int]] = None) -> tuple[TrainState, list[list[EvalRecord]]]:
+                label: str = '', seeds: Optional[Sequence[int]] = None) -> tuple[TrainState, list[list[early_stopping.EvalRecord]]]:
     """Trains global steps [start, stop) of N lanes (seeds) at once and returns the new state and each
     lane's eval records.
 
@@ -233,20 +206,20 @@ def train_lanes(segment_fn: Callable[..., Any], state: TrainState, data: DeviceD
     num_lanes = int(keys.shape[0])
     seeds = list(seeds) if seeds is not None else list(range(num_lanes))
     first_loss, diverging = None, [False] * num_lanes
-    records: list[list[EvalRecord]] = [[] for _ in range(num_lanes)]
-    windows = list(windows) if windows is not None else [EvalWindow() for _ in range(num_lanes)]
+    records: list[list[early_stopping.EvalRecord]] = [[] for _ in range(num_lanes)]
+    windows = list(windows) if windows is not None else [early_stopping.EvalWindow() for _ in range(num_lanes)]
     best = np.asarray(best_vals if best_vals is not None else [float('inf')] * num_lanes, np.float32)
     t = start
     t_begin = time.time()
     for epoch, pos, length in plan_segments(start, stop, spe):
-        state, metrics = segment_fn(state, data, keys, epoch, pos, t, total, eval_every, best, length=length)
+        state, metrics = segment_fn(state, data, keys, Span(epoch, pos, t, total, eval_every), best, length=length)
         metrics = jax.device_get(metrics)
         best = np.asarray(metrics['best_val'], np.float32)
         loss = np.asarray(metrics['loss'])
         _check_finite(loss, t, epoch, label, seeds)
         first_loss = loss[:, 0].astype(float) if first_loss is None else first_loss
         recent = loss[:, -10:].mean(axis=1)
-        for lane in np.nonzero((recent > DIVERGENCE_FACTOR * np.maximum(first_loss, 1e-3)) &
+        for lane in np.nonzero((recent > early_stopping.DIVERGENCE_FACTOR * np.maximum(first_loss, 1e-3)) &
                                ~np.asarray(diverging))[0]:
             diverging[lane] = True
             logging.warning('%s (seed %d): the training loss grew from %.3g to %.3g by step %d: training is '
@@ -254,7 +227,7 @@ def train_lanes(segment_fn: Callable[..., Any], state: TrainState, data: DeviceD
                             first_loss[lane], recent[lane], t + length)
         new_any = False
         for lane in range(num_lanes):
-            new, windows[lane] = _records_from_metrics({k: np.asarray(v)[lane] for k, v in metrics.items()},
+            new, windows[lane] = early_stopping.records_from_metrics({k: np.asarray(v)[lane] for k, v in metrics.items()},
                                                        t, windows[lane])
             records[lane].extend(new)
             new_any = new_any or bool(new)
@@ -277,7 +250,7 @@ def _check_finite(loss: np.ndarray, t: int, epoch: int, label: str, seeds: Seque
 
 
 def _log_progress(label: str, t: int, start: int, stop: int, total: int, t_begin: float,
-                  latest: list[EvalRecord]) -> None:
+                  latest: list[early_stopping.EvalRecord]) -> None:
     done = (t - start) / max(stop - start, 1)
     elapsed = time.time() - t_begin
     eta = elapsed / done - elapsed if done > 0 else math.nan
@@ -290,21 +263,3 @@ def _log_progress(label: str, t: int, start: int, stop: int, total: int, t_begin
                  f'mean of {len(latest)} seeds, ' if len(latest) > 1 else '', elapsed, eta)
 
 
-def diverged(records: Sequence[EvalRecord], start_val_loss: Optional[float]) -> bool:
-    """Whether a round diverged: some evaluation window's mean training loss exceeded ``DIVERGENCE_FACTOR``
-    times the round's starting validation loss (its step-0 evaluation, else its first one; at least 0.01).
-    Computed from the round's evaluation records, so a resumed round gets the same answer."""
-    first = records[0].val_loss if records else 1.0
-    reference = start_val_loss if start_val_loss is not None and np.isfinite(start_val_loss) else first
-    losses = [r.train_loss for r in records if r.train_loss is not None and np.isfinite(r.train_loss)]
-    return bool(losses) and max(losses) > DIVERGENCE_FACTOR * max(float(reference), 0.01)
-
-
-def early_stopping(records: list[EvalRecord]) -> EvalRecord:
-    """The eval point with minimum validation loss (first on ties); LTH's early-stopping iteration.
-
-    (With ``test_at_best`` the test split is evaluated at every new minimum, so the
-    record returned here always carries test metrics.)"""
-    if not records:
-        raise ValueError('No evaluation records: train at least one step.')
-    return min(records, key=lambda r: (r.val_loss if np.isfinite(r.val_loss) else np.inf, r.step))
