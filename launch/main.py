@@ -1,6 +1,7 @@
 """Runs one jst experiment: ``python launch/main.py --config=configs/mnist.py --workdir=DIR``."""
 
 import os
+import signal
 import sys
 
 from absl import app
@@ -48,6 +49,8 @@ def parse_flags(argv: list[str]) -> list[str]:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+    # Ctrl-C (SIGINT) pauses a run even when it was started with SIGINT ignored, as shells start background jobs.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         config = _CONFIG.value
         config.get('method')  # ml_collections defers a failed load to the first access
