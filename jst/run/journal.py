@@ -67,7 +67,7 @@ class Journal:
         self.checkpointer.write_config_if_missing()
         return resumed
 
-    # ---- one tree per lane under an ck.ArrayKey (merged into what is there) ----
+    # ---- one tree per lane under an ArrayKey (merged into what is there) ----
     def has(self, key: str) -> bool:
         return key in self.arrays
 
