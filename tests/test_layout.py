@@ -21,6 +21,7 @@ MODULES = {_module_name(p): p for p in glob.glob(os.path.join(REPO, 'jst', '**',
            if not p.endswith('__init__.py')}
 PACKAGES = {os.path.basename(os.path.dirname(p)) for p in glob.glob(os.path.join(REPO, 'jst', '*', '__init__.py'))}
 MAX_LINES = 310
+MAX_WIDTH = 120  # characters per line, in jst/ and launch/
 # The layers, bottom up: a module imports only from its own package or a lower layer; packages that share a
 # layer are peers and import nothing of each other. The top-level modules are layers of their own.
 LAYERS = (
@@ -78,6 +79,15 @@ def test_module_is_small_documented_and_imports_only_downwards(name):
     bad = sorted(m for m in sibling_imports(path) if unit(m) != unit(name) and LAYER_OF[unit(m)] >= mine)
     assert not bad, (f'jst.{name} (layer {unit(name)}) imports {bad}: a module imports only its own package or a '
                      f'layer below ({" < ".join("/".join(u) for u in LAYERS)})')
+
+
+def test_lines_fit_the_width():
+    """Every line of the library and the entry points fits ``MAX_WIDTH`` (setup.cfg's style)."""
+    paths = sorted(glob.glob(os.path.join(REPO, 'jst', '**', '*.py'), recursive=True) +
+                   glob.glob(os.path.join(REPO, 'launch', '*.py')))
+    wide = [f'{os.path.relpath(p, REPO)}:{i}' for p in paths for i, line in enumerate(open(p).read().splitlines(), 1)
+            if len(line) > MAX_WIDTH]
+    assert not wide, f'lines over {MAX_WIDTH} characters: {wide}'
 
 
 def test_searches_are_peers():

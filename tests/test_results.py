@@ -10,28 +10,30 @@ import pytest
 
 from tests.helpers import REPO
 
-sys.path.insert(0, os.path.join(REPO, 'launch'))
-import study as study_cli  # pylint: disable=g-import-not-at-top,wrong-import-position
-from jst.analysis import study as study_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from jst.analysis import pages
+from jst.analysis import study as study_lib
+from jst.analysis.studies import STUDIES
+
+RESULTS = os.path.join(REPO, 'docs', 'results')
 
 
-@pytest.mark.parametrize('name', sorted(study_cli.STUDIES) + ['speed'])
+@pytest.mark.parametrize('name', sorted(STUDIES) + ['speed'])
 def test_published_page_matches_its_records(name):
     proc = subprocess.run([sys.executable, os.path.join(REPO, 'launch', 'study.py'), 'page', name, '--check'],
                           capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize('name', sorted(study_cli.STUDIES))
+@pytest.mark.parametrize('name', sorted(STUDIES))
 def test_every_cell_has_its_seeds(name):
     """Each committed cell (or part of a cell, for a study run seed by seed) holds its seeds, every round, from the
     config it names. A study run in parts may still lack parts (a campaign in progress: its page says which);
     one run in one process per cell must have every cell."""
-    study = study_cli.STUDIES[name]
+    study = STUDIES[name]
     for budget in study.budgets:
         for policy, _, _ in study.policies:
             for part in study.parts(policy):
-                cell = study_lib.records_dir(study_cli.RESULTS, study, budget, policy, part)
+                cell = study_lib.records_dir(RESULTS, study, budget, policy, part)
                 if study.lanes_per_run and not os.path.exists(os.path.join(cell, 'summary.json')):
                     continue
                 _check_part(study, budget, policy, part, cell)
@@ -57,8 +59,8 @@ def _check_part(study, budget, policy, part, cell):
 def test_a_changed_number_is_caught(tmp_path, monkeypatch):
     """The check really compares numbers: one record's accuracy changed -> the page differs."""
     from jst.analysis import study as study_lib  # pylint: disable=g-import-not-at-top
-    study = study_cli.STUDIES['paper_mnist']
-    runs = study_lib.load_records(study_cli.RESULTS, study)
+    study = STUDIES['paper_mnist']
+    runs = study_lib.load_records(RESULTS, study)
     page = study_lib.render_page(study, runs)
     key = next(iter(runs))
     runs[key] = [dict(r) for r in runs[key]]
@@ -96,7 +98,7 @@ def test_levels_page_highlights_the_validation_best_level():
 
 def test_levels_page_changes_with_a_number():
     from jst.analysis import level_study  # pylint: disable=g-import-not-at-top
-    study = study_cli.STUDIES['lenet300']
+    study = STUDIES['lenet300']
     records = _level_records()
     page = level_study.render_levels_page(study, records)
     records[4]['test_accuracy'] += 0.01
@@ -104,11 +106,26 @@ def test_levels_page_changes_with_a_number():
 
 
 def test_readme_headline_needs_its_markers():
-    study = study_cli.STUDIES['paper_mnist']
+    study = STUDIES['paper_mnist']
     with pytest.raises(Exception, match='lacks the markers'):
-        study_cli.readme_with_headline('# a README without the block\n', study)
-    text = study_cli.readme_with_headline(f'a\n{_markers(study)}\nb\n', study)
+        pages.readme_with_headline('# a README without the block\n', RESULTS, study)
+    text = pages.readme_with_headline(f'a\n{_markers(study)}\nb\n', RESULTS, study)
     assert text.startswith('a\n<!--') and text.endswith('-->\nb\n') and '| grow_sparse_new |' in text
+
+
+def test_readme_states_each_levels_headline_as_its_page_does():
+    """A levels study's README block is its page's summary sentence, word for word (the README once tested
+    equivalence without the study's margin and said 'equivalent at levels none')."""
+    with open(os.path.join(REPO, 'README.md')) as f:
+        readme = f.read()
+    for name in pages.README_HEADLINES:
+        study = STUDIES[name]
+        if study.page != 'levels':
+            continue
+        begin, end = pages.headline_markers(study)
+        block = readme.split(begin, 1)[1].split(end, 1)[0].strip()
+        with open(os.path.join(RESULTS, f'{name}.md')) as f:
+            assert block in f.read(), name
 
 
 def _markers(study):

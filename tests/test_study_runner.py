@@ -12,6 +12,8 @@ import time
 
 import pytest
 
+from jst.analysis import campaign
+from jst.analysis.studies import STUDIES
 from tests import golden_runs
 from tests.helpers import REPO
 
@@ -98,18 +100,38 @@ def test_unknown_policy_or_budget_is_refused(mnist_dir, tmp_path):
 
 def test_shards_split_the_parts_without_overlap():
     """--shard=I/N: N runners side by side train disjoint parts that together cover the study."""
-    sys.path.insert(0, os.path.join(REPO, 'launch'))
-    import study as study_cli  # pylint: disable=g-import-not-at-top
-    study = study_cli.STUDIES['cifar10_paper']
-    order = study_cli._part_order(study)  # pylint: disable=protected-access
+    study = STUDIES['cifar10_paper']
+    order = campaign.part_order(study)
     assert [p for _, p, _ in order[:5]] == [p for p, _, _ in study.policies]  # seed 42 of every policy first
     halves = [order[i::2] for i in range(2)]
     assert sorted(halves[0] + halves[1]) == sorted(order) and not set(halves[0]) & set(halves[1])
-    assert study_cli.parse_shard('1/2') == (1, 2)
+    assert campaign.parse_shard('1/2') == (1, 2)
     for bad in ('2/2', 'x', '1'):
-        try:
-            study_cli.parse_shard(bad)
-        except Exception as e:  # pylint: disable=broad-except
-            assert 'must be I/N' in str(e)
-        else:
-            raise AssertionError(bad)
+        with pytest.raises(campaign.CampaignError, match='must be I/N'):
+            campaign.parse_shard(bad)
+
+
+def test_a_part_counts_as_finished_only_with_all_its_records(tmp_path):
+    """copy_records writes summary.json last: a copy that fails midway leaves no summary.json, so the part is
+    trained (resumed) again instead of being skipped with half its records."""
+    workdir, out = tmp_path / 'work', tmp_path / 'records'
+    workdir.mkdir()
+    (workdir / 'config.json').write_text('{"seed": 0}')
+    (workdir / 'summary.json').write_text('[]')  # metrics.jsonl missing: the copy fails
+    with pytest.raises(FileNotFoundError):
+        campaign.copy_records(str(workdir), str(out), {'workdir': str(workdir)})
+    assert not (out / 'summary.json').exists()
+    (workdir / 'metrics.jsonl').write_text('{"step": 1}\n')
+    campaign.copy_records(str(workdir), str(out), {'workdir': str(workdir)})
+    assert sorted(os.listdir(out)) == ['config.json', 'metrics.jsonl', 'run.json', 'summary.json']
+    assert json.load(open(out / 'run.json')) == {'workdir': str(workdir)}
+
+
+def test_campaign_refuses_what_its_study_lacks(tmp_path):
+    """A policy or budget the study does not have is named with the choices, before anything trains."""
+    study = STUDIES['cifar10_paper']
+    with pytest.raises(campaign.CampaignError, match='choose one of'):
+        campaign.run_study(REPO, study, str(tmp_path), str(tmp_path), policy='nosuch')
+    with pytest.raises(campaign.CampaignError, match='choose one of'):
+        campaign.run_study(REPO, study, str(tmp_path), str(tmp_path), budget=1)
+    assert not os.listdir(tmp_path)

@@ -148,7 +148,8 @@ def budget_choice_section(runs: dict[tuple[int, str], list[Record]], comparisons
         steps = float(np.mean([r['cumulative_steps'] for r in finals[policy].values()]))
         compute = float(np.mean([weight_steps(rs) for rs in by_seed.values()])) / 1e9
         macs = np.mean([training_macs(rs, batch_size)[-1] for rs in by_seed.values()], axis=0) / 1e12
-        lines.append(f'| {policy} | {budget:,} | {len(val)} | {steps:,.0f} | {compute:.2f} | {macs[0]:.2f} / {macs[1]:.2f} | '
+        lines.append(f'| {policy} | {budget:,} | {len(val)} | {steps:,.0f} | {compute:.2f} | '
+                     f'{macs[0]:.2f} / {macs[1]:.2f} | '
                      f'{100 * np.mean(val):.2f} ± {100 * statistics.ci95(val):.2f} | '
                      f'{100 * np.mean(test):.2f} ± {100 * statistics.ci95(test):.2f} |')
     pairs = [(a, b) for a, b in comparisons if a in finals and b in finals

@@ -115,9 +115,10 @@ def summary_sentence(levels: dict[tuple[int, str], dict[int, Record]], rows: Seq
             f"levels {_levels(beats('random re-init'))}, random pruning at levels {_levels(beats('random pruning'))} "
             f"and the dense network at levels {_levels(beats('dense'))} (test accuracy, paired over seeds, Holm "
             f"p < 0.05 within each family); it is equivalent to the dense network at levels "
-            f"{_levels(beats('dense', 'is equivalent to'))} (TOST, below). Chosen on validation accuracy, the best ticket is level {best} "
-            f"({100 * r0['fraction_remaining']:.2f}% of weights): test {_cell(levels[(best, 'none')], 'test_accuracy')}% "
-            f"against the dense network's {_cell(levels[(0, 'none')], 'test_accuracy')}%. {truncation_sentence(levels)}")
+            f"{_levels(beats('dense', 'is equivalent to'))} (TOST, below). Chosen on validation accuracy, the best "
+            f"ticket is level {best} ({100 * r0['fraction_remaining']:.2f}% of weights): test "
+            f"{_cell(levels[(best, 'none')], 'test_accuracy')}% against the dense network's "
+            f"{_cell(levels[(0, 'none')], 'test_accuracy')}%. {truncation_sentence(levels)}")
 
 
 def truncation_sentence(levels: dict[tuple[int, str], dict[int, Record]]) -> str:

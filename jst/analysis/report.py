@@ -26,7 +26,6 @@ from jst.run import workdir as workdir_lib
 from jst.run.records import Record
 
 
-
 class ReportError(errors.UserError, ValueError):
     """Runs that cannot be reported together, or a record file that cannot be read; names the files."""
 
@@ -135,9 +134,11 @@ def aggregate(summary: Sequence[Record]) -> list[dict[str, Any]]:
         steps, _ = _mean_std([r['cumulative_steps'] for r in rs])
         best, _ = _mean_std([r['best_step'] for r in rs])
         starts = [r['start_val_accuracy'] for r in rs if r.get('start_val_accuracy') is not None]
-        rows.append({'variant': variant, 'method': method, 'control': control, 'round': rnd, 'architecture': ' / '.join(archs),
+        rows.append({'variant': variant, 'method': method, 'control': control, 'round': rnd,
+                     'architecture': ' / '.join(archs),
                      'fraction_remaining': frac, 'val': val, 'val_sd': val_sd, 'test': test,
-                     'test_sd': test_sd, 'val_ci': val_ci, 'test_ci': test_ci, 'cumulative_steps': steps, 'best_step': best, 'seeds': len(rs),
+                     'test_sd': test_sd, 'val_ci': val_ci, 'test_ci': test_ci, 'cumulative_steps': steps,
+                     'best_step': best, 'seeds': len(rs),
                      'start_val': float(np.mean(starts)) if starts else float('nan'),
                      'params_remaining': float(np.mean([r['params_remaining'] for r in rs]))})
     return rows
@@ -151,8 +152,8 @@ def _mean_ci(mean: float, sd: float, ci: float) -> str:
 def aggregate_table(summary: Sequence[Record]) -> str:
     """Per (variant, control, round): accuracies as mean ± 95% CI half-width (t, over seeds) and std."""
     lines = ['| variant | control | round | architecture | % weights remaining | params remaining | '
-             'val acc (%): mean ± 95% CI | test acc (%): mean ± 95% CI | val acc at round start (%) | early-stop step | '
-             'cumulative steps | seeds |', '|---|---|---|---|---|---|---|---|---|---|---|---|']
+             'val acc (%): mean ± 95% CI | test acc (%): mean ± 95% CI | val acc at round start (%) | '
+             'early-stop step | cumulative steps | seeds |', '|---|---|---|---|---|---|---|---|---|---|---|---|']
     for a in aggregate(summary):
         lines.append(
             f"| {a['variant']} | {a['control']} | {a['round']} | {a['architecture']} | "
@@ -281,7 +282,8 @@ def write_report(workdirs: Sequence[str], out_dir: str, title: str = 'jst report
         name = 'training_curves.png' if len(chunks) == 1 else f'training_curves_{i + 1}.png'
         figs.append(figures.plot_training_curves([m for m in metrics if figures.variant(m) in chunk],
                                          os.path.join(out_dir, name), f'Training curves per round: {suffix}'))
-    figs.append(figures.plot_lineage(summary, os.path.join(out_dir, 'lineage.png'), f'Architecture per round: {suffix}'))
+    figs.append(figures.plot_lineage(summary, os.path.join(out_dir, 'lineage.png'),
+                                     f'Architecture per round: {suffix}'))
     lines = [f'# {title}', '', f'Data: {suffix}. Runs: {len(set(r["workdir"] for r in summary))} workdir(s).', '',
              aggregate_table(summary), '']
     chosen = [r for r in summary if r.get('candidates')]
@@ -293,8 +295,8 @@ def write_report(workdirs: Sequence[str], out_dir: str, title: str = 'jst report
         lines.append('')
     stops = [r for r in summary if r.get('stop_reason')]
     if stops:
-        lines += ['Stop reasons: ' + '; '.join(f"seed {r['seed']} {r['method']}: {r['stop_reason']} (round {r['round']})"
-                                               for r in stops), '']
+        reasons = [f"seed {r['seed']} {r['method']}: {r['stop_reason']} (round {r['round']})" for r in stops]
+        lines += ['Stop reasons: ' + '; '.join(reasons), '']
     table = juvenility_table(summary)
     if table:
         figs.append(figures.plot_juvenility(juvenility_rows(summary), JUVENILITY_FACTORS,

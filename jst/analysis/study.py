@@ -53,7 +53,7 @@ class Study:
     # (results equal up to float summation order), so this is a speed and granularity choice only.
     lanes_per_run: int = 0
     base_flags: str = ''               # flags every policy gets (before its own)
-    equivalence_margin: float = 0.0    # TOST margin (accuracy fraction) for pairs that do not differ (jst.analysis.claims)
+    equivalence_margin: float = 0.0    # TOST margin (accuracy fraction) for pairs that do not differ (claims)
     margin_fixed: str = ''             # when the margin was fixed, relative to the records (stated on the page)
 
     def seeds_of(self, policy: str) -> int:
@@ -140,7 +140,8 @@ def final_table(study: Study, runs: dict[tuple[int, str], list[Record]], budget:
         fin = list(final_by_seed(runs[(budget, policy)]).values())
         val, test = [r['val_accuracy'] for r in fin], [r['test_accuracy'] for r in fin]
         archs = ' / '.join(sorted({r['architecture'] for r in fin}))
-        lines.append(f"| {policy} | {len(fin)} | {archs} | {100 * np.mean([r['fraction_remaining'] for r in fin]):.2f} | "
+        remaining = 100 * np.mean([r['fraction_remaining'] for r in fin])
+        lines.append(f"| {policy} | {len(fin)} | {archs} | {remaining:.2f} | "
                      f"{np.mean([r['params_remaining'] for r in fin]):,.0f} | "
                      f"{np.mean([r['cumulative_steps'] for r in fin]):,.0f} | "
                      f"{_pct(np.mean(val), statistics.ci95(val))} | {_pct(np.mean(test), statistics.ci95(test))} |")

@@ -1,8 +1,8 @@
 """The search policies by ``config.method``: one module each, peers that never import each other.
 
 Each module is named after its method: ``config.method='lth'`` runs ``jst.searches.lth``, ``'juvenile'`` runs
-``jst.searches.juvenile``. A new policy is one module with ``run(ctx) -> records`` beside them, and one entry here (and in
-``configuration.Method``).
+``jst.searches.juvenile``. A new policy is one module with ``run(ctx) -> records`` beside them, and one entry
+here (and in ``configuration.Method``).
 """
 
 from __future__ import annotations

@@ -31,6 +31,9 @@ from jst.training.train import DeviceData, TrainState, Trainer, track_best  # th
 
 Array = jax.Array
 PyTree = Any
+EvalRecord, EvalWindow = early_stopping.EvalRecord, early_stopping.EvalWindow
+SegmentCallback = Callable[[TrainState, list[EvalRecord], int, EvalWindow], None]  # after each segment
+LanesCallback = Callable[[TrainState, list[list[EvalRecord]], int, list[EvalWindow]], None]  # per lane
 
 
 
@@ -174,8 +177,8 @@ def plan_segments(start: int, stop: int, spe: int, breaks: tuple[int, ...] = ())
 def train_steps(segment_fn: Callable[..., Any], state: TrainState, data: DeviceData, key: Array,
                 start: int, stop: int, *, spe: int, eval_every: int, total: Optional[int] = None,
                 window: Optional[early_stopping.EvalWindow] = None, best_val: float = float('inf'),
-                on_segment: Optional[Callable[[TrainState, list[early_stopping.EvalRecord], int, early_stopping.EvalWindow], None]] = None,
-                label: str = '') -> tuple[TrainState, list[early_stopping.EvalRecord]]:
+                on_segment: Optional[SegmentCallback] = None,
+                label: str = '') -> tuple[TrainState, list[EvalRecord]]:
     """Trains global steps [start, stop) of one network (a ``make_segment_fn`` function) and returns the
     new state and its eval records; ``train_lanes`` with a single lane (same arguments)."""
     lane_callback = None if on_segment is None else (
@@ -189,9 +192,8 @@ def train_steps(segment_fn: Callable[..., Any], state: TrainState, data: DeviceD
 def train_lanes(segment_fn: Callable[..., Any], state: TrainState, data: DeviceData, keys: Array,
                 start: int, stop: int, *, spe: int, eval_every: int, total: Optional[int] = None,
                 windows: Optional[list[early_stopping.EvalWindow]] = None, best_vals: Optional[list[float]] = None,
-                on_segment: Optional[Callable[[TrainState, list[list[early_stopping.EvalRecord]], int, list[early_stopping.EvalWindow]],
-                                              None]] = None,
-                label: str = '', seeds: Optional[Sequence[int]] = None) -> tuple[TrainState, list[list[early_stopping.EvalRecord]]]:
+                on_segment: Optional[LanesCallback] = None, label: str = '',
+                seeds: Optional[Sequence[int]] = None) -> tuple[TrainState, list[list[EvalRecord]]]:
     """Trains global steps [start, stop) of N lanes (seeds) at once and returns the new state and each
     lane's eval records.
 
@@ -227,8 +229,8 @@ def train_lanes(segment_fn: Callable[..., Any], state: TrainState, data: DeviceD
                             first_loss[lane], recent[lane], t + length)
         new_any = False
         for lane in range(num_lanes):
-            new, windows[lane] = early_stopping.records_from_metrics({k: np.asarray(v)[lane] for k, v in metrics.items()},
-                                                       t, windows[lane])
+            lane_metrics = {k: np.asarray(v)[lane] for k, v in metrics.items()}
+            new, windows[lane] = early_stopping.records_from_metrics(lane_metrics, t, windows[lane])
             records[lane].extend(new)
             new_any = new_any or bool(new)
         t += length

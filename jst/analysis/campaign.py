@@ -1,0 +1,166 @@
+"""A study's campaign: its cells trained part by part, each finished part's records copied (and committed) at once.
+
+A part is one ``launch/main.py`` process: a cell's seeds as lanes, or k of them for a study with
+``lanes_per_run=k``. ``run_study`` trains the parts in ``part_order`` (seed parts outermost), skips a part whose
+``summary.json`` is under ``records/`` and resumes an unfinished one from the checkpoints in its workdir
+(``<workdir_root>/<study>/<budget>/<policy>[/seed_S]``, outside the repository). SIGTERM or Ctrl-C stops the
+training (it keeps its last checkpoint) and raises ``Paused``; the same call continues. ``launch/study.py`` is its
+command line.
+"""
+
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from typing import Callable, Optional, Sequence
+
+from jst import errors
+from jst.analysis import study as study_lib
+
+Part = tuple[int, int]  # (first seed, number of seeds): one launch/main.py process
+RECORD_FILES = ('config.json', 'metrics.jsonl', 'summary.json')  # copied from a finished workdir (every evaluation)
+
+
+class Paused(Exception):
+    """SIGTERM or Ctrl-C reached the runner: the training was stopped and keeps its checkpoints."""
+
+
+class CampaignError(errors.UserError, ValueError):
+    """A campaign asked for something its study does not have (a policy, a budget, a shard)."""
+
+
+def main_args(repo: str, study: study_lib.Study, policy: str, budget: int, workdir: str, part: Part) -> list[str]:
+    """The ``launch/main.py`` command line (``sys.executable`` first) that trains ``part`` of a cell."""
+    first, n = part
+    return [sys.executable, os.path.join(repo, 'launch', 'main.py'), f'--config={study.config}',
+            f'--config.seed={first}', f'--config.num_seeds={n}', '--config.juvenility=False',
+            '--config.write_report=False', *study.flags(policy, budget).split(), f'--workdir={workdir}']
+
+
+def run_child(args: Sequence[str], cwd: str) -> None:
+    """Runs ``args`` in ``cwd``; SIGTERM/SIGINT to this process stop the child and raise ``Paused``; a failed
+    child raises ``subprocess.CalledProcessError``."""
+    print(' '.join(args[1:]), flush=True)
+    child = subprocess.Popen(list(args), cwd=cwd)
+    stop = {'signal': None}
+
+    def forward(signum, _frame):
+        stop['signal'] = signum
+        child.send_signal(signal.SIGTERM)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        code = child.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if stop['signal'] is not None:
+        raise Paused()
+    if code != 0:
+        raise subprocess.CalledProcessError(code, list(args))
+
+
+def machine_name() -> str:
+    """The GPU's name (nvidia-smi) or the CPU's, and the core count: where a part's records were made."""
+    try:
+        gpu = subprocess.run(['nvidia-smi', '--query-gpu=name', '--format=csv,noheader'], capture_output=True,
+                             text=True, timeout=30).stdout.strip().splitlines()
+    except (OSError, subprocess.SubprocessError):
+        gpu = []
+    return gpu[0] if gpu else f'{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs'
+
+
+def head_commit(repo: str) -> str:
+    """The checkout's commit ('' outside git)."""
+    proc = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=repo, capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 else ''
+
+
+def copy_records(workdir: str, out: str, run_info: dict) -> None:
+    """Copies a finished workdir's records and ``run_info`` (as ``run.json``) into ``out``, ``summary.json`` last:
+    a part counts as finished only when all its files are there (an interrupted copy is redone)."""
+    os.makedirs(out, exist_ok=True)
+    for name in RECORD_FILES:
+        shutil.copy(os.path.join(workdir, name), os.path.join(out, f'.{name}.tmp'))
+    with open(os.path.join(out, '.run.json.tmp'), 'w') as f:
+        json.dump(run_info, f, indent=1)
+    for name in ('config.json', 'metrics.jsonl', 'run.json', 'summary.json'):
+        os.replace(os.path.join(out, f'.{name}.tmp'), os.path.join(out, name))
+
+
+def commit_paths(repo: str, paths: Sequence[str], message: str) -> None:
+    """``git add`` and commit only ``paths``; when git refuses (e.g. another command holds the index) the files
+    stay and a line says how to commit them by hand."""
+    try:
+        subprocess.run(['git', 'add', *paths], cwd=repo, check=True)
+        subprocess.run(['git', 'commit', '-q', '-m', message, '--', *paths], cwd=repo, check=True)
+    except subprocess.CalledProcessError:
+        print(f'campaign: could not commit {paths[0]}; commit it by hand ({message!r}).', file=sys.stderr)
+
+
+def run_part(repo: str, study: study_lib.Study, policy: str, budget: int, part: Part, results_dir: str,
+             workdir_root: str, commit: bool = False,
+             after_records: Optional[Callable[[], list[str]]] = None) -> bool:
+    """Trains (or resumes) one part of a cell and copies its records under ``records/``; False when its records
+    were already there (nothing trained). ``after_records`` (e.g. regenerating the page) returns more paths to
+    commit with them."""
+    out = study_lib.records_dir(results_dir, study, budget, policy, part)
+    if os.path.exists(os.path.join(out, 'summary.json')):
+        return False
+    workdir = os.path.join(workdir_root, study.workdir(policy, budget, part))
+    args = main_args(repo, study, policy, budget, workdir, part)
+    t0 = time.time()
+    run_child(args, cwd=repo)
+    copy_records(workdir, out, {
+        'workdir': workdir, 'command': ' '.join(args[1:]), 'seconds_this_process': round(time.time() - t0, 1),
+        'finished': time.strftime('%Y-%m-%d %H:%M:%S %Z'), 'jst_commit': head_commit(repo),
+        'machine': machine_name()})
+    paths = [out] + (after_records() if after_records else [])
+    if commit:
+        first, n = part
+        commit_paths(repo, paths, f'{study.name}: records of {policy} at {budget} steps/round, seeds '
+                                  f'{first}-{first + n - 1}; page regenerated')
+    return True
+
+
+def part_order(study: study_lib.Study) -> list[tuple[int, str, Part]]:
+    """(budget, policy, part) in the order a campaign trains them: seed parts outermost, so that a campaign cut
+    short holds every policy for its first seeds (paired comparisons need both sides)."""
+    cells = [(b, p, study.parts(p)) for b in study.budgets for p, _, _ in study.policies]
+    depth = max(len(parts) for _, _, parts in cells)
+    return [(b, p, parts[i]) for i in range(depth) for b, p, parts in cells if i < len(parts)]
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'I/N' -> (I, N) with 0 <= I < N."""
+    try:
+        index, count = (int(x) for x in text.split('/'))
+    except ValueError:
+        index, count = -1, 0
+    if not 0 <= index < count:
+        raise CampaignError(f'--shard={text!r} must be I/N with 0 <= I < N (e.g. 0/2 and 1/2 for two runners).')
+    return index, count
+
+
+def run_study(repo: str, study: study_lib.Study, results_dir: str, workdir_root: str, policy: Optional[str] = None,
+              budget: Optional[int] = None, commit: bool = False, max_parts: int = 0,
+              shard: tuple[int, int] = (0, 1), after_records: Optional[Callable[[], list[str]]] = None) -> int:
+    """Advances ``study`` part by part in ``part_order``; returns the parts trained. ``shard=(i, n)``: only parts
+    i, i + n, i + 2n, ... of that order (n runners side by side never share a part)."""
+    policies = [p for p, _, _ in study.policies]
+    if policy is not None and policy not in policies:
+        raise CampaignError(f'--policy={policy!r} is not a policy of {study.name}; choose one of {policies}')
+    if budget is not None and budget not in study.budgets:
+        raise CampaignError(f'--budget={budget} is not a budget of {study.name}; choose one of {list(study.budgets)}')
+    trained = 0
+    for b, p, part in part_order(study)[shard[0]::shard[1]]:
+        if (policy or p) != p or (budget or b) != b:
+            continue
+        if max_parts and trained >= max_parts:
+            return trained
+        trained += run_part(repo, study, p, b, part, results_dir, workdir_root, commit, after_records)
+    return trained

@@ -1,0 +1,179 @@
+"""Every page under docs/results/ (and the README's headline blocks) from the committed records, deterministically.
+
+``render`` picks a study's page kind (policies x budgets, levels, juvenility) and returns its Markdown and a
+function writing its figure; ``planned_page`` stands in until a study has records; ``speed_page`` collects the
+committed benchmark tables. ``launch/study.py page NAME`` writes them; ``--check`` compares (``tests/test_results.py``).
+"""
+
+import glob
+import json
+import os
+from typing import Callable
+
+from jst import errors
+from jst.analysis import compute
+from jst.analysis import figures
+from jst.analysis import level_study
+from jst.analysis import report
+from jst.analysis import study as study_lib
+from jst.run.records import Record
+
+README_HEADLINES = ('paper_mnist', 'lenet300')  # the studies whose headline the README shows
+COMPUTE_FAIR_HEADLINES = {'paper_mnist': ('grow_dense_new', 'weight_reset')}  # the paper's question, compute-fair
+STEPS_PER_EPOCH_CIFAR = 351  # the dense curve's epochs column: 45,000 training images / batch 128
+
+JUVENILITY_READING = '''
+Every round records, at its start, on a fixed probe batch of 512 training examples: gradient norm and gradient SNR
+across 8 mini-batches, dead-ReLU fraction and effective rank per layer, surviving-weight magnitudes, a Hutchinson
+Hessian trace (8 probes), sharpness (rho = 0.05) and the learning potential (validation-accuracy gain after 50 fixed
+steps from the round's start). Each cell: Pearson r of the diagnostic at a round's start with that round's
+validation gain / the same within rounds (each round's mean removed from both, so the trend over rounds, common to
+every diagnostic, drops out) / r with the run's final test accuracy, over (seed, round >= 1) pairs. These pool
+pairs that are not independent (each run gives 5), so they describe, not test: for inference see the clustered
+table below. Final test accuracy has one value per run, so its sample is the runs.
+'''
+JUVENILITY_CLUSTERED = '''
+Clustered by run: the within-round correlation of each diagnostic with the round's gain, computed inside each run
+(seed; its 5 rounds, each round's mean over the policy's runs removed) and averaged over the runs (Fisher z), with a
+t-based 95% CI over the runs, the independent units. A diagnostic predicts what a round gains, beyond the round
+index, only where its interval excludes 0 (uncorrected for the table's many intervals).
+'''
+SPEED_SECTIONS = (  # (title, command, benchmarks/results/ file)
+    ('Training loop: jst vs a minimal JAX loop vs PyTorch (LeNet-300-100, one epoch)',
+     'pip install torch==2.13.0 && python benchmarks/bench_lenet.py --manual_dir=../shared/datasets/mnist --full',
+     'lenet_cpu.md'),
+    ('Seeds as lanes of one program vs one process per seed (the paper\'s MNIST)',
+     'python benchmarks/bench_seeds.py --manual_dir=../shared/datasets/mnist --seeds=1,5,16', 'seeds_cpu.md'),
+    ('Seeds as lanes vs one after another for conv nets (the paper\'s CIFAR-10 ResNet)',
+     'python benchmarks/bench_conv_lanes.py --manual_dir=../shared/datasets/cifar10-jpeg75 --lanes=3',
+     'conv_lanes_cpu.md'),
+    ('One Adam step of a conv net: jst vs a minimal JAX loop vs PyTorch (NCHW and channels_last)',
+     'pip install torch==2.13.0 && python benchmarks/bench_conv.py', 'conv_cpu.md'),
+    ('Cost of the juvenility diagnostics (the paper\'s MNIST)',
+     'python benchmarks/bench_juvenility.py --manual_dir=../shared/datasets/mnist', 'juvenility_cpu.md'),
+)
+
+
+class PageError(errors.UserError, ValueError):
+    """The records or the README cannot give a page (mixed batch sizes, missing headline markers)."""
+
+
+def batch_size(results_dir: str, study: study_lib.Study) -> int:
+    """The batch size of the study's committed runs (their ``config.json``; one for the whole study)."""
+    sizes = set()
+    for path in glob.glob(os.path.join(results_dir, study.name, 'records', '**', 'config.json'), recursive=True):
+        with open(path) as f:
+            sizes.add(json.load(f)['batch_size'])
+    if len(sizes) != 1:
+        raise PageError(f'{study.name}: its records hold batch sizes {sorted(sizes)}; one was expected.')
+    return sizes.pop()
+
+
+def all_records(results_dir: str, study: study_lib.Study) -> list[Record]:
+    """Every committed record of ``study``, controls included, in one list (a levels study has one cell)."""
+    return [r for rs in study_lib.load_records(results_dir, study, controls=True).values() for r in rs]
+
+
+def render(results_dir: str, study: study_lib.Study) -> tuple[str, Callable[[], None]]:
+    """The study's page and a function writing its figure (under ``results_dir/<study>/``), from the records."""
+    if study.page == 'levels':
+        records = all_records(results_dir, study)
+        if not records:
+            return planned_page(study), lambda: None
+        return (level_study.render_levels_page(study, records),
+                lambda: figures.plot_level_curves(
+                    {level_study.NAMES[c]: level_study.level_curves(records, c) for c in level_study.CONTROLS},
+                    os.path.join(results_dir, study.name, 'levels.png')))
+    runs = study_lib.load_records(results_dir, study)
+    if not runs:
+        return planned_page(study), lambda: None
+    extra = []
+    if study.page == 'juvenility':
+        records = [{**r, 'variant': policy, 'workdir': f'{budget}/{policy}'} for (budget, policy), rs in runs.items()
+                   for r in rs]
+        extra = ['## Juvenility diagnostics against the next round\'s gain', '', JUVENILITY_READING.strip(), '',
+                 report.juvenility_table(records), '', '### Clustered by run', '', JUVENILITY_CLUSTERED.strip(), '',
+                 report.juvenility_clustered_table(records)]
+    if study.dense_policy and study.lanes_per_run:
+        extra += dense_curve(results_dir, study)
+    batch = batch_size(results_dir, study)
+    extra += compute.budget_choice_section(runs, study.comparisons, batch)
+    return (study_lib.render_page(study, runs, extra=extra),
+            lambda: figures.plot_budget_curves(compute.budget_curves(study, runs, batch),
+                                              os.path.join(results_dir, study.name, 'accuracy_vs_steps.png')))
+
+
+def planned_page(study: study_lib.Study) -> str:
+    """The page of a study with no committed records yet: its setup and the command that runs it."""
+    policies = [f'- `{name}`: {description} (`{study.command(name, budget)}`)' for budget in study.budgets
+                for name, _, description in study.policies]
+    return '\n'.join([f'# {study.title}', '', study.notes.strip(), '', '**No records are committed yet.** '
+                      f'`python launch/study.py run {study.name}` trains its cells ({study.num_seeds} seeds, '
+                      f'{", ".join(f"{b:,}" for b in study.budgets)} steps per round):', '', *policies]) + '\n'
+
+
+def dense_curve(results_dir: str, study: study_lib.Study) -> list[str]:
+    """The dense network's (``dense_policy``'s round 0) validation loss and accuracy at every evaluation, mean over
+    the seeds whose ``metrics.jsonl`` is committed: the curve a budget is chosen from."""
+    by_step: dict[int, list[tuple[float, float]]] = {}
+    for budget in study.budgets:
+        for part in study.parts(study.dense_policy):
+            path = os.path.join(study_lib.records_dir(results_dir, study, budget, study.dense_policy, part),
+                                'metrics.jsonl')
+            if not os.path.exists(path):
+                continue
+            with open(path) as f:
+                for row in map(json.loads, f):
+                    if row['round'] == 0 and row['control'] == 'none' and row['step'] > 0:
+                        by_step.setdefault(row['step'], []).append((row['val_loss'], row['val_accuracy']))
+    if not by_step:
+        return []
+    lines = ['## The dense network\'s validation curve', '', '| step | epochs | val loss | val acc (%) | seeds |',
+             '|---|---|---|---|---|']
+    for step, values in sorted(by_step.items()):
+        loss, acc = (sum(v[i] for v in values) / len(values) for i in (0, 1))
+        lines.append(f'| {step:,} | {step / STEPS_PER_EPOCH_CIFAR:.2f} | {loss:.4f} | {100 * acc:.2f} | '
+                     f'{len(values)} |')
+    return lines
+
+
+def headline_markers(study: study_lib.Study) -> tuple[str, str]:
+    """The README comments around a study's generated headline block."""
+    return (f'<!-- {study.name} headline: generated by `python launch/study.py page {study.name}` -->',
+            f'<!-- end of {study.name} headline -->')
+
+
+def headline_block(results_dir: str, study: study_lib.Study) -> str:
+    """The README's block for ``study``: its headline table and sentence (a levels study: its summary sentence,
+    with the study's equivalence margin, exactly as its page states it)."""
+    if study.page == 'levels':
+        levels = level_study.by_level(all_records(results_dir, study))
+        return level_study.summary_sentence(levels, level_study.level_comparisons(levels, study.equivalence_margin))
+    runs = study_lib.load_records(results_dir, study)
+    block = '\n'.join(study_lib.headline_table(study, runs) + ['', study_lib.headline_sentence(study, runs)])
+    if study.name in COMPUTE_FAIR_HEADLINES:
+        block += '\n\n' + compute.chosen_budget_sentence(runs, *COMPUTE_FAIR_HEADLINES[study.name])
+    return block
+
+
+def readme_with_headline(readme: str, results_dir: str, study: study_lib.Study) -> str:
+    """``readme`` with the block between the study's headline markers regenerated from its records."""
+    begin, end = headline_markers(study)
+    if begin not in readme or end not in readme:
+        raise PageError(f'README.md lacks the markers {begin!r} ... {end!r} around the headline table')
+    head, rest = readme.split(begin, 1)
+    return f'{head}{begin}\n{headline_block(results_dir, study)}\n{end}{rest.split(end, 1)[1]}'
+
+
+def speed_page(benchmark_results_dir: str) -> str:
+    """docs/results/speed.md: the committed benchmark tables (``benchmarks/results/*.md``, written by each
+    benchmark from the same measurement as its ``.json``), each with its command."""
+    lines = ['# Speed', '', 'Measured by the benchmarks in `benchmarks/` on this project\'s 2-core CPU (no GPU '
+             'was lent), every variant side by side in one run, reported as ratios. Regenerate this page: '
+             '`python launch/study.py page speed`; the raw measurements are `benchmarks/results/*.json`.']
+    for title, command, name in SPEED_SECTIONS:
+        with open(os.path.join(benchmark_results_dir, name)) as f:
+            table = f.read().strip().replace('\n# ', '\n### ')
+        lines += ['', f'## {title}', '', f'`{command}` ([{name}](../../benchmarks/results/{name}))', '',
+                  table.lstrip('# ') if table.startswith('# ') else table]
+    return '\n'.join(lines) + '\n'
