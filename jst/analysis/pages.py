@@ -18,7 +18,7 @@ from jst.analysis import report
 from jst.analysis import study as study_lib
 from jst.run.records import Record
 
-README_HEADLINES = ('paper_mnist', 'lenet300')  # the studies whose headline the README shows
+README_HEADLINES = ('paper_mnist', 'lenet300', 'cifar10_paper')  # the studies whose headline the README shows
 COMPUTE_FAIR_HEADLINES = {'paper_mnist': ('grow_dense_new', 'weight_reset')}  # the paper's question, compute-fair
 STEPS_PER_EPOCH_CIFAR = 351  # the dense curve's epochs column: 45,000 training images / batch 128
 

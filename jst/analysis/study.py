@@ -126,7 +126,8 @@ def final_by_seed(records: Sequence[Record]) -> dict[int, Record]:
 
 
 def _pct(mean: float, ci: float) -> str:
-    return f'{100 * mean:.2f} ± {100 * ci:.2f}'
+    """'mean ± CI' in percent; the mean alone for one seed (no interval; the table shows n), not '± nan'."""
+    return f'{100 * mean:.2f}' if np.isnan(ci) else f'{100 * mean:.2f} ± {100 * ci:.2f}'
 
 
 def final_table(study: Study, runs: dict[tuple[int, str], list[Record]], budget: int) -> list[str]:
