@@ -151,6 +151,46 @@ def test_replicated_segments_match_individual_runs():
         np.testing.assert_allclose(metrics['val_loss'][i], m['val_loss'], rtol=1e-5)
 
 
+def _count_primitive(jaxpr, name):
+    """How many equations named ``name`` a (closed) jaxpr holds, nested ones (scan, cond, jit bodies) included."""
+    jaxpr = getattr(jaxpr, 'jaxpr', jaxpr)
+    count = 0
+    for eqn in jaxpr.eqns:
+        count += eqn.primitive.name == name
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                if hasattr(sub, 'eqns') or hasattr(getattr(sub, 'jaxpr', None), 'eqns'):
+                    count += _count_primitive(sub, name)
+    return count
+
+
+def test_lanes_evaluate_the_test_split_only_where_a_lane_has_a_new_minimum():
+    """Seeds as lanes: the test split is a branch taken when any lane reaches a new validation minimum (vmap of a
+    per-lane predicate would turn it into a select that evaluates it at every evaluation), and each lane reports
+    test metrics exactly where it alone would."""
+    spec = specs.MLPSpec((16,))
+    ds = _dataset()
+    data = T.device_data(ds)
+    trainer = T.Trainer(networks.build_model(spec), T.make_optimizer('adam', 1e-2), 30,
+                        functools.partial(D.preprocess, dataset='mnist'))
+    states = [T.create_train_state(networks.init_variables(spec, jax.random.key(s), (8, 8, 1)),
+                                   M.create_masks(networks.init_variables(spec, jax.random.key(s), (8, 8, 1))['params']),
+                                   trainer.tx) for s in range(3)]
+    keys = jnp.stack([jax.random.key(10 + s) for s in range(3)])
+    best = jnp.array([jnp.inf, -jnp.inf, jnp.inf])  # lane 1 can never reach a new minimum: no test evaluation
+    span = L.Span(0, 0, 0, 20, 5)
+    rep = L.make_replicated_segment_fn(trainer, len(ds.train))
+    jaxpr = jax.make_jaxpr(functools.partial(rep, length=20))(pytrees.stack(states), data, keys, span, best)
+    assert _count_primitive(jaxpr, 'cond') == 2, 'the test evaluation is no longer a branch under vmap'
+    _, lanes = rep(pytrees.stack(states), data, keys, span, best, length=20)
+    seg = L.make_segment_fn(trainer, len(ds.train))
+    for i, state in enumerate(states):
+        _, alone = seg(state, data, keys[i], span, best[i], length=20)
+        np.testing.assert_array_equal(np.isnan(lanes['test_acc'][i]), np.isnan(alone['test_acc']))
+        np.testing.assert_allclose(lanes['test_loss'][i], alone['test_loss'], rtol=1e-5)
+    assert np.isnan(lanes['test_acc'][1]).all() and not np.isnan(lanes['test_acc'][0]).all()
+
+
 def test_python_step_loop_matches_scan():
     spec = specs.ResNetSpec((4,), stem_channels=4)
     ds, trainer, state = _setup(spec, (8, 8, 3))

@@ -33,6 +33,7 @@ Array = jax.Array
 PyTree = Any
 EvalRecord, EvalWindow = early_stopping.EvalRecord, early_stopping.EvalWindow
 SegmentCallback = Callable[[TrainState, list[EvalRecord], int, EvalWindow], None]  # after each segment
+LANE_AXIS = 'lanes'  # the vmap axis of seeds as lanes
 LanesCallback = Callable[[TrainState, list[list[EvalRecord]], int, list[EvalWindow]], None]  # per lane
 
 
@@ -65,7 +66,8 @@ def make_segment_fn(trainer: Trainer, num_train: int, mesh: Optional[Any] = None
     ``best_val`` (lowest validation loss so far, carried between segments).
     With ``test_at_best`` the test split is evaluated only where the
     validation loss reaches a new minimum: the only points early stopping can
-    report, at a third of the evaluation cost. With a ``mesh``, each batch is
+    report, at a third of the evaluation cost (over lanes: where any lane
+    reaches one; the others report NaN there, as they would alone). With a ``mesh``, each batch is
     split across its devices (data parallelism). ``step_loop='python'`` runs
     the same jitted step from a Python loop (dispatch is asynchronous: still no
     host sync per step), for convolutions on CPU. ``lanes=True``: see
@@ -80,10 +82,13 @@ def make_segment_fn(trainer: Trainer, num_train: int, mesh: Optional[Any] = None
         def evaluate_all(s, b):
             vl, va = evaluate(s.params, s.batch_stats, data.val_x, data.val_y, data.val_w)
             need_test = jnp.logical_or(vl < b, not test_at_best)
+            # Over lanes, a per-lane predicate would make vmap turn the cond into a select that evaluates the
+            # test split at every evaluation; one predicate for all lanes (any new minimum) keeps it a branch.
+            any_need = jax.lax.psum(need_test.astype(jnp.int32), LANE_AXIS) > 0 if lanes else need_test
             test = jax.lax.cond(
-                need_test, lambda q: jnp.stack(evaluate(q.params, q.batch_stats, data.test_x, data.test_y,
-                                                        data.test_w)), lambda q: nan2, s)
-            return jnp.concatenate([jnp.stack([vl, va]), test]), jnp.minimum(vl, b)
+                any_need, lambda q: jnp.stack(evaluate(q.params, q.batch_stats, data.test_x, data.test_y,
+                                                       data.test_w)), lambda q: nan2, s)
+            return jnp.concatenate([jnp.stack([vl, va]), jnp.where(need_test, test, nan2)]), jnp.minimum(vl, b)
 
         x = parallel.shard_batch(data.train_x[batch_idx], mesh)
         y = parallel.shard_batch(data.train_y[batch_idx], mesh)
@@ -113,12 +118,12 @@ def make_segment_fn(trainer: Trainer, num_train: int, mesh: Optional[Any] = None
         return state, as_metrics(loss, acc, ev, best_val)
 
     if lanes:  # a leading seed axis on state, key and best_val; data and the span shared
-        vmapped = jax.vmap(segment, in_axes=(0, None, 0, None, 0, None))
+        vmapped = jax.vmap(segment, in_axes=(0, None, 0, None, 0, None), axis_name=LANE_AXIS)
         segment = lambda state, data, key, span, best_val, length: vmapped(state, data, key, span, best_val, length)
     if step_loop == 'scan':
         return jax.jit(segment, static_argnames=('length',))
 
-    lane_axes = (lambda *axes: jax.vmap(*axes)) if lanes else (lambda f, _: f)
+    lane_axes = (lambda f, axes: jax.vmap(f, axes, axis_name=LANE_AXIS)) if lanes else (lambda f, _: f)
     permutation = jax.jit(lane_axes(epoch_permutation, (0, None)))
     one_step = jax.jit(lane_axes(lambda st, best, data, perm, i, t, total, eval_every: step_with_eval(
         st, best, data, jax.lax.dynamic_slice(perm, (i * bsz,), (bsz,)), t, total, eval_every),
