@@ -96,11 +96,18 @@ def _flatten(d, prefix=''):
 
 
 @pytest.fixture(scope='module')
-def lth_baseline(mnist_dir, tmp_path_factory):
+def finished_lth(mnist_dir, tmp_path_factory):
+    """The workdir of one uninterrupted run of ``_args`` (weight reset): tests copy it instead of retraining."""
     workdir = str(tmp_path_factory.mktemp('baseline_lth'))
     code, _, err = _run(_args(mnist_dir, workdir))
     assert code == 0, err[-2000:]
-    return _final(workdir)
+    return workdir
+
+
+@pytest.fixture(scope='module')
+def lth_baseline(finished_lth):
+    """That run's records and final masks (``_final``): what every interrupted run must reach."""
+    return _final(finished_lth)
 
 
 @pytest.mark.parametrize('moment', ['save:4', 'after_save:9', 'random'])
@@ -140,9 +147,9 @@ def test_killed_and_resumed(method, num_seeds, moment, extra, mnist_dir, tmp_pat
     _assert_same(final, _final(base))
 
 
-def test_other_config_in_workdir_is_refused(mnist_dir, tmp_path, lth_baseline):
+def test_other_config_in_workdir_is_refused(mnist_dir, tmp_path, finished_lth, lth_baseline):
     workdir = str(tmp_path / 'run')
-    assert _run(_args(mnist_dir, workdir))[0] == 0
+    shutil.copytree(finished_lth, workdir)
     code, _, err = _run(_args(mnist_dir, workdir) + ['--config.learning_rate=0.001'])
     assert code != 0
     assert 'holds a run of a different config: learning_rate: 0.0012 in the workdir, 0.001 now' in err
@@ -241,13 +248,6 @@ def test_checkpoint_of_an_older_layout_is_refused_naming_the_fix(mnist_dir, tmp_
     assert [(r['round'], r['cumulative_steps']) for r in records] == [(0, 20)]
 
 
-def _reference(mnist_dir, tmp_path, name='reference'):
-    workdir = str(tmp_path / name)
-    code, _, err = _run(_args(mnist_dir, workdir))
-    assert code == 0, err[-2000:]
-    return _final(workdir)
-
-
 def _flip_bytes(folder):
     """Same-size corruption: every array file of the checkpoint has its bytes reversed."""
     for root, _, files in os.walk(os.path.join(folder, 'arrays')):
@@ -258,11 +258,11 @@ def _flip_bytes(folder):
                 open(path, 'wb').write(data[:32] + data[32:][::-1])
 
 
-def test_same_size_corruption_is_detected_and_the_good_checkpoint_survives(mnist_dir, tmp_path):
+def test_same_size_corruption_is_detected_and_the_good_checkpoint_survives(mnist_dir, tmp_path,
+                                                                           lth_baseline):
     """Finding 3: flipped bytes in the newest checkpoint load without error on the old code; the checksums
     catch them, the run resumes from the older one, which the next saves do not rotate away."""
-    _corrupt_newest_and_resume(mnist_dir, str(tmp_path / 'run'), _reference(mnist_dir, tmp_path), _flip_bytes,
-                               'unreadable')
+    _corrupt_newest_and_resume(mnist_dir, str(tmp_path / 'run'), lth_baseline, _flip_bytes, 'unreadable')
 
 
 def _corrupt_newest_and_resume(mnist_dir, workdir, reference, corrupt, message):
@@ -300,10 +300,11 @@ def test_checkpoint_knows_its_config_whatever_config_json_says(mnist_dir, tmp_pa
     assert {r['seed'] for r in json.load(open(os.path.join(workdir, 'summary.json')))} == {5}
 
 
-def test_deleted_records_of_a_finished_run_are_rebuilt(mnist_dir, tmp_path):
+def test_deleted_records_of_a_finished_run_are_rebuilt(mnist_dir, tmp_path, finished_lth, lth_baseline):
     """Finding 4: summary.json and metrics.jsonl deleted after the run ended come back on a rerun."""
-    reference = _reference(mnist_dir, tmp_path, 'run')
+    reference = lth_baseline
     workdir = str(tmp_path / 'run')
+    shutil.copytree(finished_lth, workdir)
     metrics = open(os.path.join(workdir, 'metrics.jsonl')).read()
     os.remove(os.path.join(workdir, 'summary.json'))
     os.remove(os.path.join(workdir, 'metrics.jsonl'))
@@ -360,11 +361,11 @@ def test_nothing_readable_then_overwrite_really_starts_over(mnist_dir, tmp_path)
     assert [r['val_loss'] for r in again] == [r['val_loss'] for r in first]
 
 
-def test_tampered_meta_is_detected_and_the_good_checkpoint_survives(mnist_dir, tmp_path):
+def test_tampered_meta_is_detected_and_the_good_checkpoint_survives(mnist_dir, tmp_path, lth_baseline):
     """Issue 20 (a): the meta item (progress, records) is checksummed too. A changed round number or a changed
     stored accuracy in the newest checkpoint's meta is caught: that checkpoint is set aside and the run resumes
     from the older one to the same records, instead of rebuilding summary.json from the tampered values."""
-    reference = _reference(mnist_dir, tmp_path)
+    reference = lth_baseline
     tampers = (lambda text: text.replace('"round": 1', '"round": 0', 1).replace('"round":1', '"round":0', 1),
                lambda text: re.sub(r'("test_accuracy": ?0\.)(\d)', lambda m: m.group(1) + str(
                    (int(m.group(2)) + 1) % 10), text, count=1))
