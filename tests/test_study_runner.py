@@ -127,6 +127,28 @@ def test_a_part_counts_as_finished_only_with_all_its_records(tmp_path):
     assert json.load(open(out / 'run.json')) == {'workdir': str(workdir)}
 
 
+def test_large_metrics_are_committed_compressed_and_read_back(tmp_path, monkeypatch):
+    """A metrics.jsonl over the threshold becomes metrics.jsonl.gz, byte-identical on a second copy (no time in
+    the gzip header), and campaign.read_metrics gives back every row; a small one stays plain."""
+    workdir = tmp_path / 'work'
+    workdir.mkdir()
+    rows = [{'round': 0, 'step': 100 * i, 'val_loss': 1.0 / (i + 1)} for i in range(50)]
+    (workdir / 'config.json').write_text('{}')
+    (workdir / 'summary.json').write_text('[]')
+    (workdir / 'metrics.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in rows))
+    monkeypatch.setattr(campaign, 'GZIP_METRICS_ABOVE', 100)
+    campaign.copy_records(str(workdir), str(tmp_path / 'a'), {})
+    time.sleep(1.1)
+    campaign.copy_records(str(workdir), str(tmp_path / 'b'), {})
+    assert sorted(os.listdir(tmp_path / 'a')) == ['config.json', 'metrics.jsonl.gz', 'run.json', 'summary.json']
+    assert (tmp_path / 'a' / 'metrics.jsonl.gz').read_bytes() == (tmp_path / 'b' / 'metrics.jsonl.gz').read_bytes()
+    assert campaign.read_metrics(str(tmp_path / 'a')) == rows
+    monkeypatch.setattr(campaign, 'GZIP_METRICS_ABOVE', 1 << 20)
+    campaign.copy_records(str(workdir), str(tmp_path / 'c'), {})
+    assert campaign.read_metrics(str(tmp_path / 'c')) == rows and (tmp_path / 'c' / 'metrics.jsonl').exists()
+    assert campaign.read_metrics(str(tmp_path)) == []
+
+
 def test_campaign_refuses_what_its_study_lacks(tmp_path):
     """A policy or budget the study does not have is named with the choices, before anything trains."""
     study = STUDIES['cifar10_paper']

@@ -8,6 +8,7 @@ training (it keeps its last checkpoint) and raises ``Paused``; the same call con
 command line.
 """
 
+import gzip
 import json
 import os
 import platform
@@ -16,13 +17,14 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from jst import errors
 from jst.analysis import study as study_lib
 
 Part = tuple[int, int]  # (first seed, number of seeds): one launch/main.py process
 RECORD_FILES = ('config.json', 'metrics.jsonl', 'summary.json')  # copied from a finished workdir (every evaluation)
+GZIP_METRICS_ABOVE = 1 << 20  # bytes: a larger metrics.jsonl is committed as metrics.jsonl.gz (read_metrics)
 
 
 class Paused(Exception):
@@ -82,14 +84,36 @@ def head_commit(repo: str) -> str:
 
 def copy_records(workdir: str, out: str, run_info: dict) -> None:
     """Copies a finished workdir's records and ``run_info`` (as ``run.json``) into ``out``, ``summary.json`` last:
-    a part counts as finished only when all its files are there (an interrupted copy is redone)."""
+    a part counts as finished only when all its files are there (an interrupted copy is redone). A
+    ``metrics.jsonl`` over ``GZIP_METRICS_ABOVE`` bytes (e.g. 5 lanes x 46 trainings validated every 100 steps)
+    is stored as ``metrics.jsonl.gz`` (deterministic: no name or time in the header)."""
     os.makedirs(out, exist_ok=True)
+    names = []
     for name in RECORD_FILES:
-        shutil.copy(os.path.join(workdir, name), os.path.join(out, f'.{name}.tmp'))
+        source = os.path.join(workdir, name)
+        if name == 'metrics.jsonl' and os.path.getsize(source) > GZIP_METRICS_ABOVE:
+            name += '.gz'
+            with open(source, 'rb') as f, open(os.path.join(out, f'.{name}.tmp'), 'wb') as raw:
+                with gzip.GzipFile(filename='', mode='wb', fileobj=raw, mtime=0) as packed:
+                    shutil.copyfileobj(f, packed)
+        else:
+            shutil.copy(source, os.path.join(out, f'.{name}.tmp'))
+        names.append(name)
     with open(os.path.join(out, '.run.json.tmp'), 'w') as f:
         json.dump(run_info, f, indent=1)
-    for name in ('config.json', 'metrics.jsonl', 'run.json', 'summary.json'):
+    for name in sorted(names + ['run.json'], key=lambda n: n == 'summary.json'):  # summary.json last
         os.replace(os.path.join(out, f'.{name}.tmp'), os.path.join(out, name))
+
+
+def read_metrics(folder: str) -> list[dict[str, Any]]:
+    """Every evaluation row of a part's records: ``metrics.jsonl``, or ``metrics.jsonl.gz`` for a large one; []
+    when the part has neither (records made before metrics were committed)."""
+    path = os.path.join(folder, 'metrics.jsonl')
+    for opener, name in ((open, path), (gzip.open, path + '.gz')):
+        if os.path.exists(name):
+            with opener(name, 'rt') as f:
+                return [json.loads(line) for line in f if line.strip()]
+    return []
 
 
 def commit_paths(repo: str, paths: Sequence[str], message: str) -> None:

@@ -11,6 +11,7 @@ import os
 from typing import Callable
 
 from jst import errors
+from jst.analysis import campaign
 from jst.analysis import compute
 from jst.analysis import figures
 from jst.analysis import level_study
@@ -118,14 +119,10 @@ def dense_curve(results_dir: str, study: study_lib.Study) -> list[str]:
     by_step: dict[int, list[tuple[float, float]]] = {}
     for budget in study.budgets:
         for part in study.parts(study.dense_policy):
-            path = os.path.join(study_lib.records_dir(results_dir, study, budget, study.dense_policy, part),
-                                'metrics.jsonl')
-            if not os.path.exists(path):
-                continue
-            with open(path) as f:
-                for row in map(json.loads, f):
-                    if row['round'] == 0 and row['control'] == 'none' and row['step'] > 0:
-                        by_step.setdefault(row['step'], []).append((row['val_loss'], row['val_accuracy']))
+            folder = study_lib.records_dir(results_dir, study, budget, study.dense_policy, part)
+            for row in campaign.read_metrics(folder):
+                if row['round'] == 0 and row['control'] == 'none' and row['step'] > 0:
+                    by_step.setdefault(row['step'], []).append((row['val_loss'], row['val_accuracy']))
     if not by_step:
         return []
     lines = ['## The dense network\'s validation curve', '', '| step | epochs | val loss | val acc (%) | seeds |',
