@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -157,3 +158,24 @@ def test_campaign_refuses_what_its_study_lacks(tmp_path):
     with pytest.raises(campaign.CampaignError, match='choose one of'):
         campaign.run_study(REPO, study, str(tmp_path), str(tmp_path), budget=1)
     assert not os.listdir(tmp_path)
+
+
+def test_commit_is_retried_while_the_index_is_held_and_commits_only_its_paths(tmp_path, monkeypatch):
+    """Two runners side by side commit their parts at once: a held index (index.lock) is waited for; other
+    changes in the checkout stay uncommitted."""
+    for key in ('GIT_AUTHOR_NAME', 'GIT_COMMITTER_NAME', 'GIT_AUTHOR_EMAIL', 'GIT_COMMITTER_EMAIL'):
+        monkeypatch.setenv(key, 'test@example.com' if 'EMAIL' in key else 'test')
+    repo = tmp_path / 'repo'
+    repo.mkdir()
+    git = lambda *a: subprocess.run(['git', *a], cwd=repo, check=True, capture_output=True, text=True).stdout
+    git('init', '-q')
+    (repo / 'other.txt').write_text('not mine')
+    (repo / 'records').mkdir()
+    (repo / 'records' / 'summary.json').write_text('[]')
+    lock = repo / '.git' / 'index.lock'
+    lock.write_text('')
+    threading.Timer(1.0, lock.unlink).start()  # the other runner's commit ends after a second
+    assert campaign.commit_paths(str(repo), [str(repo / 'records')], 'records', attempts=5, wait_s=0.5)
+    assert not campaign.commit_paths(str(repo), [str(repo / 'missing')], 'nothing', attempts=2, wait_s=0.1)
+    assert git('log', '--format=%s').split() == ['records']
+    assert git('status', '--porcelain').strip() == '?? other.txt'

@@ -116,14 +116,19 @@ def read_metrics(folder: str) -> list[dict[str, Any]]:
     return []
 
 
-def commit_paths(repo: str, paths: Sequence[str], message: str) -> None:
-    """``git add`` and commit only ``paths``; when git refuses (e.g. another command holds the index) the files
-    stay and a line says how to commit them by hand."""
-    try:
-        subprocess.run(['git', 'add', *paths], cwd=repo, check=True)
-        subprocess.run(['git', 'commit', '-q', '-m', message, '--', *paths], cwd=repo, check=True)
-    except subprocess.CalledProcessError:
-        print(f'campaign: could not commit {paths[0]}; commit it by hand ({message!r}).', file=sys.stderr)
+def commit_paths(repo: str, paths: Sequence[str], message: str, attempts: int = 5, wait_s: float = 3.0) -> bool:
+    """``git add`` and commit only ``paths``, retried while another git command (e.g. a second runner's commit)
+    holds the index; when git still refuses, the files stay and a line says how to commit them by hand."""
+    for attempt in range(attempts):
+        try:
+            subprocess.run(['git', 'add', *paths], cwd=repo, check=True)
+            subprocess.run(['git', 'commit', '-q', '-m', message, '--', *paths], cwd=repo, check=True)
+            return True
+        except subprocess.CalledProcessError:
+            if attempt + 1 < attempts:
+                time.sleep(wait_s)
+    print(f'campaign: could not commit {paths[0]}; commit it by hand ({message!r}).', file=sys.stderr)
+    return False
 
 
 def run_part(repo: str, study: study_lib.Study, policy: str, budget: int, part: Part, results_dir: str,
