@@ -96,6 +96,14 @@ def test_levels_page_highlights_the_validation_best_level():
     assert 'ticket 2 of 6, random re-init 0 of 4, random pruning 0 of 4' in level_study.truncation_sentence(levels)
 
 
+def test_level_lists_join_runs_of_consecutive_levels():
+    from jst.analysis import level_study  # pylint: disable=g-import-not-at-top
+    assert level_study.at_levels([]) == 'at no level'
+    assert level_study.at_levels([3]) == 'at level 3'
+    assert level_study.at_levels([4, 5]) == 'at levels 4, 5'
+    assert level_study.at_levels([15, 1, 2, 3, 12, 13, 14, 7]) == 'at levels 1-3, 7 and 12-15'
+
+
 def test_levels_page_changes_with_a_number():
     from jst.analysis import level_study  # pylint: disable=g-import-not-at-top
     study = STUDIES['lenet300']

@@ -111,11 +111,11 @@ def summary_sentence(levels: dict[tuple[int, str], dict[int, Record]], rows: Seq
     r0 = next(iter(levels[(best, 'none')].values()))
     sparsest = max(lv for lv, _ in levels)
     f_min = 100 * next(iter(levels[(sparsest, 'none')].values()))['fraction_remaining']
-    return (f"Levels 0-{sparsest} (down to {f_min:.2f}% of weights). The ticket beats random re-initialisation at "
-            f"levels {_levels(beats('random re-init'))}, random pruning at levels {_levels(beats('random pruning'))} "
-            f"and the dense network at levels {_levels(beats('dense'))} (test accuracy, paired over seeds, Holm "
-            f"p < 0.05 within each family); it is equivalent to the dense network at levels "
-            f"{_levels(beats('dense', 'is equivalent to'))} (TOST, below). Chosen on validation accuracy, the best "
+    return (f"Levels 0-{sparsest} (down to {f_min:.2f}% of weights). The ticket beats random re-initialisation "
+            f"{at_levels(beats('random re-init'))}, random pruning {at_levels(beats('random pruning'))} and the "
+            f"dense network {at_levels(beats('dense'))} (test accuracy, paired over seeds, Holm p < 0.05 within "
+            f"each family); it is equivalent to the dense network {at_levels(beats('dense', 'is equivalent to'))} "
+            f"(TOST, below). Chosen on validation accuracy, the best "
             f"ticket is level {best} ({100 * r0['fraction_remaining']:.2f}% of weights): test "
             f"{_cell(levels[(best, 'none')], 'test_accuracy')}% against the dense network's "
             f"{_cell(levels[(0, 'none')], 'test_accuracy')}%. {truncation_sentence(levels)}")
@@ -132,8 +132,19 @@ def truncation_sentence(levels: dict[tuple[int, str], dict[int, Record]]) -> str
             'their accuracy and early-stop iteration are bounds): ' + ', '.join(parts) + '.')
 
 
-def _levels(levels: Sequence[int]) -> str:
-    return ', '.join(map(str, levels)) or 'none'
+def at_levels(levels: Sequence[int]) -> str:
+    """'at levels 1-9 and 12-15' (runs of consecutive levels joined), 'at level 3', or 'at no level'."""
+    runs: list[list[int]] = []
+    for lv in sorted(levels):
+        if runs and lv == runs[-1][-1] + 1:
+            runs[-1].append(lv)
+        else:
+            runs.append([lv])
+    if not runs:
+        return 'at no level'
+    names = [str(r[0]) if len(r) == 1 else f'{r[0]}, {r[1]}' if len(r) == 2 else f'{r[0]}-{r[-1]}' for r in runs]
+    joined = names[0] if len(names) == 1 else ', '.join(names[:-1]) + ' and ' + names[-1]
+    return f'at level {joined}' if len(levels) == 1 else f'at levels {joined}'
 
 
 def render_levels_page(study: study_lib.Study, records: Sequence[Record]) -> str:
