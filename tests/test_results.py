@@ -11,6 +11,7 @@ import pytest
 from tests.helpers import REPO
 
 from jst.analysis import pages
+from jst.analysis import policy_study
 from jst.analysis import study as study_lib
 from jst.analysis.studies import STUDIES
 
@@ -31,7 +32,7 @@ def test_every_cell_has_its_seeds(name):
     one run in one process per cell must have every cell."""
     study = STUDIES[name]
     for budget in study.budgets:
-        for policy, _, _ in study.policies:
+        for policy in study.policy_names:
             for part in study.parts(policy):
                 cell = study_lib.records_dir(RESULTS, study, budget, policy, part)
                 if study.lanes_per_run and not os.path.exists(os.path.join(cell, 'summary.json')):
@@ -61,11 +62,11 @@ def test_a_changed_number_is_caught(tmp_path, monkeypatch):
     from jst.analysis import study as study_lib  # pylint: disable=g-import-not-at-top
     study = STUDIES['paper_mnist']
     runs = study_lib.load_records(RESULTS, study)
-    page = study_lib.render_page(study, runs)
+    page = policy_study.render_page(study, runs)
     key = next(iter(runs))
     runs[key] = [dict(r) for r in runs[key]]
     runs[key][-1]['test_accuracy'] += 0.01
-    assert study_lib.render_page(study, runs) != page
+    assert policy_study.render_page(study, runs) != page
 
 
 def _level_records():
@@ -163,7 +164,7 @@ def test_truncation_counts_by_hand():
     runs = {(100, 'a'): [{'best_step': 100, 'steps': 100}, {'best_step': 60, 'steps': 100}],
             (100, 'b'): [{'best_step': 100, 'steps': 80}, {'best_step': 80, 'steps': 80}],  # rewound to step 20
             (100, 'c'): [{'best_step': 600, 'steps': 600}, {'best_step': 300, 'steps': 600}]}
-    assert study_lib.truncation_sentence(study, runs, 100).endswith(': a 1 of 2, b 1 of 2, c 1 of 2.')
+    assert policy_study.truncation_sentence(study, runs, 100).endswith(': a 1 of 2, b 1 of 2, c 1 of 2.')
 
 
 def test_a_campaign_with_one_seed_per_policy_renders_without_comparisons():
@@ -176,8 +177,8 @@ def test_a_campaign_with_one_seed_per_policy_renders_without_comparisons():
               'params_remaining': 5, 'cumulative_steps': 10, 'val_accuracy': 0.5, 'test_accuracy': 0.5,
               'best_step': 10, 'steps': 10}
     runs = {(10, 'a'): [record], (10, 'b'): [dict(record, test_accuracy=0.6)]}
-    assert study_lib.comparison_rows(study, runs, 10) == []
-    assert 'Not run yet (a paired test needs >= 2 seeds of both)' in study_lib.headline_sentence(study, runs)
+    assert policy_study.comparison_rows(study, runs, 10) == []
+    assert 'Not run yet (a paired test needs >= 2 seeds of both)' in policy_study.headline_sentence(study, runs)
 
 
 def test_tost_by_hand():

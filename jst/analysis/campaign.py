@@ -159,7 +159,7 @@ def run_part(repo: str, study: study_lib.Study, policy: str, budget: int, part: 
 def part_order(study: study_lib.Study) -> list[tuple[int, str, Part]]:
     """(budget, policy, part) in the order a campaign trains them: seed parts outermost, so that a campaign cut
     short holds every policy for its first seeds (paired comparisons need both sides)."""
-    cells = [(b, p, study.parts(p)) for b in study.budgets for p, _, _ in study.policies]
+    cells = [(b, p, study.parts(p)) for b in study.budgets for p in study.policy_names]
     depth = max(len(parts) for _, _, parts in cells)
     return [(b, p, parts[i]) for i in range(depth) for b, p, parts in cells if i < len(parts)]
 
@@ -180,7 +180,7 @@ def run_study(repo: str, study: study_lib.Study, results_dir: str, workdir_root:
               shard: tuple[int, int] = (0, 1), after_records: Optional[Callable[[], list[str]]] = None) -> int:
     """Advances ``study`` part by part in ``part_order``; returns the parts trained. ``shard=(i, n)``: only parts
     i, i + n, i + 2n, ... of that order (n runners side by side never share a part)."""
-    policies = [p for p, _, _ in study.policies]
+    policies = [p for p in study.policy_names]
     if policy is not None and policy not in policies:
         raise CampaignError(f'--policy={policy!r} is not a policy of {study.name}; choose one of {policies}')
     if budget is not None and budget not in study.budgets:

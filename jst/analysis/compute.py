@@ -18,6 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
+from jst.analysis import policy_study
 from jst.analysis import statistics
 from jst.analysis import study as study_lib
 from jst.data import readers
@@ -82,9 +83,9 @@ def budget_curves(study: study_lib.Study, runs: dict[tuple[int, str], list[Recor
     out: dict[int, list[tuple[str, dict[str, list[float]]]]] = {}
     for budget in study.budgets:
         out[budget] = []
-        for policy, _, _ in study.policies:
+        for policy in study.policy_names:
             if (budget, policy) in runs:
-                steps = study_lib.steps_curve(runs, policy, budget)
+                steps = policy_study.steps_curve(runs, policy, budget)
                 macs = macs_curve(runs[(budget, policy)], batch_size)
                 out[budget].append((policy, {'steps': steps['steps'], 'sparse': macs['sparse'],
                                              'dense': macs['dense'], 'test': [100 * v for v in steps['test']],

@@ -151,14 +151,13 @@ def render_levels_page(study: study_lib.Study, records: Sequence[Record]) -> str
     """The study's Markdown page from all its records (ticket and controls), deterministic."""
     levels = by_level(records)
     rows = level_comparisons(levels, study.equivalence_margin)
-    budget, (policy, flags, description) = study.budgets[0], study.policies[0]
-    seeds = f'{study.first_seed}-{study.first_seed + study.num_seeds - 1}'
-    how = 'one process each' if study.lanes_per_run else 'lanes of one process'
+    budget, policy = study.budgets[0], study.policies[0]
+    seeds = f'{study.first_seed}-{study.first_seed + study.num_seeds - 1} ({study_lib.lanes_phrase(study)})'
     lines = [f'# {study.title}', '', study.notes.strip(), '',
-             f'{description}. Seeds {seeds} ({how}), {budget:,} iterations per level; accuracies '
-             'and early-stop iterations: mean ± t-based 95% CI over seeds, at each training\'s minimum validation '
+             f'{policy.description}. Seeds {seeds}, {budget:,} iterations per level; accuracies and early-stop '
+             'iterations: mean ± t-based 95% CI over seeds, at each training\'s minimum validation '
              f'loss. Regenerate this page from the committed records: `python launch/study.py page {study.name}`; '
-             f'rerun: `python launch/study.py run {study.name}` (`{study.command(policy, budget)}`).', '',
+             f'rerun: `python launch/study.py run {study.name}` (`{study.command(policy.name, budget)}`).', '',
              summary_sentence(levels, rows), '',
              *([claims.margin_sentence(study.equivalence_margin, study.margin_fixed), '']
                if study.equivalence_margin > 0 else []),

@@ -15,6 +15,7 @@ from jst.analysis import campaign
 from jst.analysis import compute
 from jst.analysis import figures
 from jst.analysis import level_study
+from jst.analysis import policy_study
 from jst.analysis import report
 from jst.analysis import study as study_lib
 from jst.run.records import Record
@@ -99,7 +100,7 @@ def render(results_dir: str, study: study_lib.Study) -> tuple[str, Callable[[], 
         extra += dense_curve(results_dir, study)
     batch = batch_size(results_dir, study)
     extra += compute.budget_choice_section(runs, study.comparisons, batch)
-    return (study_lib.render_page(study, runs, extra=extra),
+    return (policy_study.render_page(study, runs, extra=extra),
             lambda: figures.plot_budget_curves(compute.budget_curves(study, runs, batch),
                                               os.path.join(results_dir, study.name, 'accuracy_vs_steps.png')))
 
@@ -147,7 +148,7 @@ def headline_block(results_dir: str, study: study_lib.Study) -> str:
         levels = level_study.by_level(all_records(results_dir, study))
         return level_study.summary_sentence(levels, level_study.level_comparisons(levels, study.equivalence_margin))
     runs = study_lib.load_records(results_dir, study)
-    block = '\n'.join(study_lib.headline_table(study, runs) + ['', study_lib.headline_sentence(study, runs)])
+    block = '\n'.join(policy_study.headline_table(study, runs) + ['', policy_study.headline_sentence(study, runs)])
     if study.name in COMPUTE_FAIR_HEADLINES:
         block += '\n\n' + compute.chosen_budget_sentence(runs, *COMPUTE_FAIR_HEADLINES[study.name])
     return block

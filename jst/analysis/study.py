@@ -1,33 +1,27 @@
-"""Results pages from committed records: a study is policies x per-round budgets x seeds.
+"""A study: a base config, seeds, per-round budgets and policies (config overrides), and its committed records.
 
-A ``Study`` names its base config, seeds, budgets (steps per round) and
-policies (config overrides). Its records live in
-``docs/results/<name>/records/<budget>/<policy>/summary.json`` (one
-``num_seeds`` run each, as written by ``launch/main.py``); ``render_page``
-turns them into the study's Markdown page, deterministically, so a test can
-regenerate the page and fail when a published number differs.
-
-Every table is full (every policy, every round); nothing is chosen on the
-test split: comparisons are fixed in code (``Study.comparisons``; those added after a study's first records
-are committed before their own) at the final round and use paired t-tests over seeds with Holm's correction
-across the comparisons of one budget.
+Its records live in ``docs/results/<name>/records/<budget>/<policy>[/<part>]/summary.json`` (as written by
+``launch/main.py``); ``policy_study`` and ``level_study`` turn them into the study's Markdown page, deterministically,
+so a test can regenerate the page and fail when a published number differs. ``jst/analysis/studies.py`` holds the
+studies; ``campaign`` trains them part by part.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import json
 import os
-from typing import Any, Sequence
+from typing import NamedTuple, Sequence
 
-import numpy as np
-
-from jst.analysis import claims
-from jst.analysis import report
-from jst.analysis import statistics
 from jst.run.records import Record
 
+
+class Policy(NamedTuple):
+    """One arm of a study: its name (a records and workdir folder), its ``launch/main.py`` flags (``{budget}``,
+    ``{total}`` and ``{rewind_3pct}`` filled per budget) and a one-line description for its page."""
+    name: str
+    flags: str
+    description: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +32,7 @@ class Study:
     first_seed: int
     num_seeds: int
     budgets: tuple[int, ...]           # steps per round
-    policies: tuple[tuple[str, str, str], ...]  # (name, flags, one-line description)
+    policies: tuple[Policy, ...]       # plain (name, flags, description) tuples become ``Policy``s
     comparisons: tuple[tuple[str, str], ...]    # (a, b): a - b at the final round, paired over seeds
     headline: tuple[str, str] = ('', '')        # the comparison the page's first sentence answers
     headline_question: str = ''
@@ -56,13 +50,20 @@ class Study:
     equivalence_margin: float = 0.0    # TOST margin (accuracy fraction) for pairs that do not differ (claims)
     margin_fixed: str = ''             # when the margin was fixed, relative to the records (stated on the page)
 
+    def __post_init__(self):
+        object.__setattr__(self, 'policies', tuple(Policy(*p) for p in self.policies))
+
+    @property
+    def policy_names(self) -> list[str]:
+        return [p.name for p in self.policies]
+
     def seeds_of(self, policy: str) -> int:
         """How many seeds (from ``first_seed``) ``policy`` runs."""
         return dict(self.policy_seeds).get(policy, self.num_seeds)
 
     def flags(self, policy: str, budget: int) -> str:
         """The policy's flags at ``budget`` (``--config.steps_per_round`` unless the policy sets it)."""
-        flags = dict((p, f) for p, f, _ in self.policies)[policy].format(
+        flags = {p.name: p.flags for p in self.policies}[policy].format(
             budget=budget, total=self.trainings * budget, rewind_3pct=round(0.03 * self.trainings * budget))
         flags = f'{self.base_flags} {flags}'.strip()
         return flags if 'steps_per_round' in flags else f'--config.steps_per_round={budget} {flags}'
@@ -104,7 +105,7 @@ def load_records(results_dir: str, study: Study, controls: bool = False) -> dict
     run in parts joins the records of its committed parts (in seed order)."""
     out = {}
     for budget in study.budgets:
-        for policy, _, _ in study.policies:
+        for policy in study.policy_names:
             records = []
             for part in study.parts(policy):
                 path = os.path.join(records_dir(results_dir, study, budget, policy, part), 'summary.json')
@@ -125,185 +126,9 @@ def final_by_seed(records: Sequence[Record]) -> dict[int, Record]:
     return last
 
 
-def _pct(mean: float, ci: float) -> str:
-    """'mean ± CI' in percent; the mean alone for one seed (no interval; the table shows n), not '± nan'."""
-    return f'{100 * mean:.2f}' if np.isnan(ci) else f'{100 * mean:.2f} ± {100 * ci:.2f}'
-
-
-def final_table(study: Study, runs: dict[tuple[int, str], list[Record]], budget: int) -> list[str]:
-    """Markdown rows: each policy's last round at ``budget`` (mean ± 95% CI over seeds)."""
-    lines = ['| policy | seeds | architecture | % weights | params | cumulative steps | val acc (%) | '
-             'test acc (%) |', '|---|---|---|---|---|---|---|---|']
-    for policy, _, _ in study.policies:
-        if (budget, policy) not in runs:
-            lines.append(f'| {policy} | not run | | | | | | |')
-            continue
-        fin = list(final_by_seed(runs[(budget, policy)]).values())
-        val, test = [r['val_accuracy'] for r in fin], [r['test_accuracy'] for r in fin]
-        archs = ' / '.join(sorted({r['architecture'] for r in fin}))
-        remaining = 100 * np.mean([r['fraction_remaining'] for r in fin])
-        lines.append(f"| {policy} | {len(fin)} | {archs} | {remaining:.2f} | "
-                     f"{np.mean([r['params_remaining'] for r in fin]):,.0f} | "
-                     f"{np.mean([r['cumulative_steps'] for r in fin]):,.0f} | "
-                     f"{_pct(np.mean(val), statistics.ci95(val))} | {_pct(np.mean(test), statistics.ci95(test))} |")
-    return lines
-
-
-def comparison_rows(study: Study, runs: dict[tuple[int, str], list[Record]],
-                    budget: int) -> list[dict[str, Any]]:
-    """The study's comparisons at ``budget``'s final round: test accuracy a - b over shared seeds, Holm-adjusted."""
-    rows, values = [], []
-    for a, b in study.comparisons:
-        if (budget, a) not in runs or (budget, b) not in runs:
-            continue
-        fa, fb = final_by_seed(runs[(budget, a)]), final_by_seed(runs[(budget, b)])
-        seeds = sorted(set(fa) & set(fb))
-        if len(seeds) < 2:  # a paired test needs two seeds of both (a campaign in progress)
-            continue
-        values.append(([fa[s]['test_accuracy'] for s in seeds], [fb[s]['test_accuracy'] for s in seeds]))
-        rows.append({'a': a, 'b': b, 'comparison': statistics.paired_comparison(*values[-1]),
-                     'params': (np.mean([fa[s]['params_remaining'] for s in seeds]),
-                                np.mean([fb[s]['params_remaining'] for s in seeds])),
-                     'steps': (np.mean([fa[s]['cumulative_steps'] for s in seeds]),
-                               np.mean([fb[s]['cumulative_steps'] for s in seeds]))})
-    return claims.add_tests(rows, values, ['budget'] * len(rows), study.equivalence_margin)
-
-
-def headline_sentence(study: Study, runs: dict[tuple[int, str], list[Record]]) -> str:
-    """'**Question** At B steps per round, a beats / loses to / is equivalent to / is inconclusive against b (...)'."""
-    parts = []
-    for budget in study.budgets:
-        row = next((r for r in comparison_rows(study, runs, budget) if (r['a'], r['b']) == study.headline), None)
-        if row is not None:
-            c = row['comparison']
-            parts.append(f"at {budget:,} steps per round, {row['a']} {claims.verdict(row)} {row['b']} "
-                         f"({100 * c.mean_difference:+.2f} ± {100 * c.ci95:.2f} points of test accuracy, Holm "
-                         f"p = {row['p_holm']:.2g}{claims.tost_phrase(row)}, {row['params'][0]:,.0f} vs "
-                         f"{row['params'][1]:,.0f} params, "
-                         f"{row['steps'][0]:,.0f} vs {row['steps'][1]:,.0f} steps)")
-    text = '; '.join(parts) or 'not run yet (a paired test needs >= 2 seeds of both)'
-    return f'**{study.headline_question}** {text[0].upper()}{text[1:]}.'
-
-
-def headline_table(study: Study, runs: dict[tuple[int, str], list[Record]]) -> list[str]:
-    """Markdown rows: each policy's final-round test accuracy at every budget (mean ± 95% CI) and params."""
-    lines = ['| policy | params at the end | ' + ' | '.join(f'{b:,} steps/round' for b in study.budgets) + ' |',
-             '|---|---|' + '---|' * len(study.budgets)]
-    for policy, _, _ in study.policies:
-        cells, params = [], []
-        for budget in study.budgets:
-            fin = list(final_by_seed(runs.get((budget, policy), [])).values())
-            test = [r['test_accuracy'] for r in fin]
-            cells.append(f'{_pct(np.mean(test), statistics.ci95(test))} (n={len(fin)})' if fin else 'not run')
-            params.append(f"{np.mean([r['params_remaining'] for r in fin]):,.0f}" if fin else '-')
-        shown = params[0] if len(set(params)) == 1 else ' / '.join(params)
-        lines.append(f'| {policy} | {shown} | ' + ' | '.join(cells) + ' |')
-    return lines
-
-
-def convergence_sentence(study: Study, runs: dict[tuple[int, str], list[Record]]) -> str:
-    """Where the dense network (``dense_policy``'s round 0) reaches its minimum validation loss, per budget."""
-    parts = []
-    for budget in study.budgets:
-        dense = [r['best_step'] for r in runs.get((budget, study.dense_policy), []) if r['round'] == 0]
-        if len(dense) > 1:
-            parts.append(f'step {np.mean(dense):,.0f} ± {statistics.ci95(dense):,.0f} of {budget:,}')
-        elif dense:
-            parts.append(f'step {dense[0]:,} of {budget:,} (one seed so far)')
-    return (f'Where the dense network ({study.dense_policy}, round 0) reaches its minimum validation loss: '
-            + '; '.join(parts) + '. A budget whose minimum lies well before its end has converged.') if parts else ''
-
-
-def truncation_sentence(study: Study, runs: dict[tuple[int, str], list[Record]], budget: int) -> str:
-    """How many trainings of each policy at ``budget`` had their minimum validation loss at their last step (still
-    improving when the budget ended: their accuracy and early-stop step are bounds). A round ends at ``budget``
-    (rewound rounds start later but end there); a one-round policy's training ends at its own ``steps``."""
-    parts = []
-    for policy, _, _ in study.policies:
-        cell = runs.get((budget, policy), [])
-        if cell:
-            at_end = sum(r['best_step'] >= max(r['steps'], budget) for r in cell)
-            parts.append(f'{policy} {at_end} of {len(cell)}')
-    return ('Trainings still improving at their last step (minimum validation loss at the end of the round, so '
-            'their accuracy is a bound): ' + ', '.join(parts) + '.') if parts else ''
-
-
-def comparison_table(rows: Sequence[dict[str, Any]]) -> list[str]:
-    lines = ['| a | b | params a / b | steps a / b | test acc a - b (points) | 95% CI | p (paired t) | '
-             'p (Holm) | effect size d_z | TOST p | verdict |', '|---|---|---|---|---|---|---|---|---|---|---|']
-    for r in rows:
-        c = r['comparison']
-        lines.append(f"| {r['a']} | {r['b']} | {r['params'][0]:,.0f} / {r['params'][1]:,.0f} | "
-                     f"{r['steps'][0]:,.0f} / {r['steps'][1]:,.0f} | {100 * c.mean_difference:+.2f} | "
-                     f"± {100 * c.ci95:.2f} | {c.p_value:.3g} | {r['p_holm']:.3g} | {c.effect_size:+.2f} | "
-                     f"{claims.equivalence_cell(r)} | a {claims.verdict(r)} b |")
-    return lines
-
-
-def full_table(runs: dict[tuple[int, str], list[Record]], budget: int, policies: Sequence[str]) -> list[str]:
-    """Every round of every policy at ``budget`` (``report.aggregate_table``)."""
-    records = [{**r, 'name': p, 'variant': p} for p in policies for r in runs.get((budget, p), [])]
-    return report.aggregate_table(records).splitlines() if records else []
-
-
-def _lanes_phrase(study: Study) -> str:
+def lanes_phrase(study: Study) -> str:
+    """How the study's seeds run: as lanes of one process, or one process (of k lanes) after another."""
     k = study.lanes_per_run
-    return ('seeds as lanes of one process per policy and budget' if k <= 0 else 'one process per seed, one after '
-            'another' if k == 1 else f'{k} seeds as lanes per process, processes one after another')
-
-
-def render_page(study: Study, runs: dict[tuple[int, str], list[Record]], headline: str = '',
-                extra: Sequence[str] = ()) -> str:
-    """The study's Markdown page (deterministic in the records); ``extra`` lines go before the commands."""
-    seeds = f'{study.first_seed}-{study.first_seed + study.num_seeds - 1}'
-    more = ''.join(f'; {p}: {study.first_seed}-{study.first_seed + n - 1}' for p, n in study.policy_seeds)
-    lines = [f'# {study.title}', '', study.notes.strip(), '',
-             f'Seeds {seeds}{more} ({_lanes_phrase(study)}), per-round budgets '
-             f'{", ".join(f"{b:,}" for b in study.budgets)} steps. Accuracies: mean ± t-based 95% CI over seeds, '
-             'at each round\'s early-stopping point (minimum validation loss). Regenerate this page from the '
-             f'committed records: `python launch/study.py page {study.name}`; rerun a cell: '
-             f'`python launch/study.py run {study.name} --policy=NAME --budget=STEPS`.', '']
-    if headline or study.headline[0]:
-        lines += [headline or headline_sentence(study, runs), '']
-    if study.dense_policy:
-        lines += [convergence_sentence(study, runs), '']
-    if study.equivalence_margin > 0:
-        lines += [claims.margin_sentence(study.equivalence_margin, study.margin_fixed), '']
-    lines += ['## Policies', '', '| policy | what it does | flags (besides the budget) |', '|---|---|---|']
-    lines += [f'| {p} | {d} | `{f}` |' for p, f, d in study.policies]
-    if study.base_flags:
-        lines += ['', f'Every policy also runs with `{study.base_flags}`.']
-    lines += ['', f'![accuracy vs steps and multiply-adds]({study.name}/accuracy_vs_steps.png)', '', 'The figure: '
-              'test accuracy per round against cumulative steps, sparse and dense-equivalent training multiply-adds '
-              '(rows; `jst/analysis/compute.py`), one column per budget.']
-    for budget in study.budgets:
-        lines += ['', f'## {budget:,} steps per round', '', '### Final round', '']
-        lines += final_table(study, runs, budget)
-        truncated = truncation_sentence(study, runs, budget)
-        lines += ['', truncated] if truncated else []
-        rows = comparison_rows(study, runs, budget)
-        if rows:
-            lines += ['', '### Comparisons at the final round (test accuracy, paired over seeds, Holm across '
-                      'this table)', '']
-            lines += comparison_table(rows)
-        lines += ['', '### Every round', '']
-        lines += full_table(runs, budget, [p for p, _, _ in study.policies])
-    lines += ['', *extra, '', '## Commands', '']
-    lines += [f'- `{study.command(p, b, "STUDY_DIR/" + study.workdir(p, b, part), part)}`'
-              for b in study.budgets for p, _, _ in study.policies for part in study.parts(p)]
-    lines += ['', '`STUDY_DIR`: `launch/study.py --workdir_root` (default `$JST_STUDY_DIR`, else '
-              '`~/.cache/jst/studies`), outside the repository.']
-    return '\n'.join(lines).replace('\n\n\n', '\n\n') + '\n'
-
-
-def steps_curve(runs: dict[tuple[int, str], list[Record]], policy: str, budget: int) -> dict[str, list[float]]:
-    """Mean cumulative steps, test accuracy and its CI per round of one policy (for the figure)."""
-    by_round = collections.defaultdict(list)
-    for r in runs.get((budget, policy), []):
-        by_round[r['round']].append(r)
-    out = {'steps': [], 'test': [], 'ci': []}
-    for _, rs in sorted(by_round.items()):
-        out['steps'].append(float(np.mean([r['cumulative_steps'] for r in rs])))
-        out['test'].append(float(np.mean([r['test_accuracy'] for r in rs])))
-        out['ci'].append(float(np.nan_to_num(statistics.ci95([r['test_accuracy'] for r in rs]))))
-    return out
+    whole = k <= 0 or k >= max(study.seeds_of(p) for p in study.policy_names)
+    return ('as lanes of one process per policy and budget' if whole else 'one process per seed, one after '
+            'another' if k == 1 else f'{k} as lanes per process, processes one after another')
