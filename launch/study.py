@@ -2,6 +2,7 @@
 
     python launch/study.py run paper_mnist [--policy=NAME] [--budget=STEPS] [--commit]  # runs missing cells
     python launch/study.py page paper_mnist [--check]                                   # docs/results/paper_mnist.md
+    python launch/study.py status conv2                       # each part: done, running, paused or not started
 
 ``run`` advances a study part by part (``jst.analysis.campaign``): each (budget, policy) cell is one
 ``launch/main.py`` process with all its seeds as lanes, or, for a study with ``lanes_per_run=k``, processes of k
@@ -110,8 +111,9 @@ def run(study: study_lib.Study) -> None:
 
 
 def main(argv):
-    if len(argv) != 3 or argv[1] not in ('run', 'page'):
-        raise app.UsageError('usage: python launch/study.py run|page STUDY [--policy=..] [--budget=..] [--check]')
+    if len(argv) != 3 or argv[1] not in ('run', 'page', 'status'):
+        raise app.UsageError('usage: python launch/study.py run|page|status STUDY [--policy=..] [--budget=..] '
+                             '[--check]')
     try:
         if argv[1:] == ['page', 'speed']:
             speed = pages.speed_page(os.path.join(REPO, 'benchmarks', 'results'))
@@ -119,6 +121,8 @@ def main(argv):
         study = _study(argv[2])
         if argv[1] == 'run':
             return run(study)
+        if argv[1] == 'status':
+            return print(campaign.status_table(study, _RESULTS_DIR.value or RESULTS, _WORKDIR_ROOT.value))
         write_pages(study, check=_CHECK.value)
     except errors.UserError as e:
         raise app.UsageError(str(e)) from e

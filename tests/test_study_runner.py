@@ -179,3 +179,33 @@ def test_commit_is_retried_while_the_index_is_held_and_commits_only_its_paths(tm
     assert not campaign.commit_paths(str(repo), [str(repo / 'missing')], 'nothing', attempts=2, wait_s=0.1)
     assert git('log', '--format=%s').split() == ['records']
     assert git('status', '--porcelain').strip() == '?? other.txt'
+
+
+def test_status_tells_done_running_paused_and_not_started_parts(tmp_path):
+    import fcntl  # pylint: disable=g-import-not-at-top
+    from jst.analysis.studies import TEST_STUDIES  # pylint: disable=g-import-not-at-top
+    study, results, root = TEST_STUDIES['toy'], str(tmp_path / 'results'), str(tmp_path / 'work')
+    done = os.path.join(results, 'toy', 'records', '40', 'lth', 'seed_0')
+    os.makedirs(done)
+    open(os.path.join(done, 'summary.json'), 'w').write('[]')
+    paused = os.path.join(root, 'toy', '40', 'prune_continue', 'seed_0')
+    os.makedirs(paused)
+    json.dump([{'round': 0, 'control': 'none'}, {'round': 1, 'control': 'none'}],
+              open(os.path.join(paused, 'summary.json'), 'w'))
+    rows = [{'round': 1, 'control': 'none', 'step': s} for s in (20, 40)] + [{'round': 2, 'control': 'none',
+                                                                            'step': 20}]
+    open(os.path.join(paused, 'metrics.jsonl'), 'w').write(''.join(json.dumps(r) + '\n' for r in rows) + '\n')
+    running = os.path.join(root, 'toy', '40', 'lth', 'seed_1')
+    os.makedirs(running)
+    from jst.run import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+    with open(os.path.join(running, workdir_lib.LOCK_FILE), 'w') as lock:  # held as by another process
+        lock.write('pid 123 on host h\n')
+        lock.flush()
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        text = campaign.status_table(study, results, root)
+    lines = text.splitlines()
+    assert lines[1].split()[:5] == ['0', '40', 'lth', 'seed_0', 'done'], text
+    assert lines[2].endswith('paused       2 trainings finished; last evaluation: round 2 step 20'), text
+    assert lines[3].split()[4:] == ['running', 'pid', '123', 'on', 'host', 'h'], text
+    assert lines[4].split()[4:] == ['not', 'started'], text
+    assert lines[-1] == '1 done, 1 running, 1 paused, 1 not started', text

@@ -4,10 +4,11 @@ A part is one ``launch/main.py`` process: a cell's seeds as lanes, or k of them 
 ``lanes_per_run=k``. ``run_study`` trains the parts in ``part_order`` (seed parts outermost), skips a part whose
 ``summary.json`` is under ``records/`` and resumes an unfinished one from the checkpoints in its workdir
 (``<workdir_root>/<study>/<budget>/<policy>[/seed_S]``, outside the repository). SIGTERM or Ctrl-C stops the
-training (it keeps its last checkpoint) and raises ``Paused``; the same call continues. ``launch/study.py`` is its
-command line.
+training (it keeps its last checkpoint) and raises ``Paused``; the same call continues. ``status_table`` says
+where each part stands. ``launch/study.py`` is its command line.
 """
 
+import collections
 import gzip
 import json
 import os
@@ -21,6 +22,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from jst import errors
 from jst.analysis import study as study_lib
+from jst.run import workdir as workdir_lib
 
 Part = tuple[int, int]  # (first seed, number of seeds): one launch/main.py process
 RECORD_FILES = ('config.json', 'metrics.jsonl', 'summary.json')  # copied from a finished workdir (every evaluation)
@@ -193,3 +195,49 @@ def run_study(repo: str, study: study_lib.Study, results_dir: str, workdir_root:
             return trained
         trained += run_part(repo, study, p, b, part, results_dir, workdir_root, commit, after_records)
     return trained
+
+
+def last_line(path: str, block: int = 1 << 14) -> str:
+    """The last non-empty line of a text file ('' when it has none), read from its end (metrics grow to MBs)."""
+    with open(path, 'rb') as f:
+        f.seek(0, os.SEEK_END)
+        end = f.tell()
+        f.seek(max(0, end - block))
+        lines = [line for line in f.read().splitlines() if line.strip()]
+    return lines[-1].decode(errors='replace') if lines else ''
+
+
+def part_state(study: study_lib.Study, budget: int, policy: str, part: Part, results_dir: str,
+               workdir_root: str) -> tuple[str, str]:
+    """(state, detail) of one part: 'done' (records under ``records/``), 'running' (a process holds its workdir),
+    'paused' (a workdir without records: the next ``run`` resumes it) or 'not started'; the detail says how far
+    a workdir got (trainings finished, the last evaluation)."""
+    if os.path.exists(os.path.join(study_lib.records_dir(results_dir, study, budget, policy, part), 'summary.json')):
+        return 'done', ''
+    workdir = os.path.join(workdir_root, study.workdir(policy, budget, part))
+    if not os.path.isdir(workdir):
+        return 'not started', ''
+    details = []
+    summary, metrics = os.path.join(workdir, 'summary.json'), os.path.join(workdir, 'metrics.jsonl')
+    if os.path.exists(summary):
+        with open(summary) as f:
+            details.append(f'{len({(r["round"], r["control"]) for r in json.load(f)})} trainings finished')
+    if os.path.exists(metrics) and last_line(metrics):
+        row = json.loads(last_line(metrics))
+        control = '' if row.get('control', 'none') == 'none' else f' ({row["control"]})'
+        details.append(f'last evaluation: round {row["round"]}{control} step {row["step"]}')
+    holder = workdir_lib.running_holder(workdir)
+    return ('running', '; '.join(details + [holder])) if holder else ('paused', '; '.join(details))
+
+
+def status_table(study: study_lib.Study, results_dir: str, workdir_root: str) -> str:
+    """One line per part in ``part_order`` (its shard index first) and a count per state: where a campaign stands."""
+    order = part_order(study)
+    states = [part_state(study, b, p, part, results_dir, workdir_root) for b, p, part in order]
+    lines = [f'{study.name}: {len(order)} parts; workdirs under {os.path.join(workdir_root, study.name)}']
+    for i, ((b, p, part), (state, detail)) in enumerate(zip(order, states)):
+        name = study.part_name(part) or f'seeds {part[0]}-{part[0] + part[1] - 1}'
+        lines.append(f'  {i:>3}  {b:>6}  {p:<22} {name:<14} {state:<12} {detail}'.rstrip())
+    counts = collections.Counter(state for state, _ in states)
+    lines.append(', '.join(f'{counts[s]} {s}' for s in ('done', 'running', 'paused', 'not started')))
+    return '\n'.join(lines)
