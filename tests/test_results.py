@@ -167,6 +167,23 @@ def test_truncation_counts_by_hand():
     assert policy_study.truncation_sentence(study, runs, 100).endswith(': a 1 of 2, b 1 of 2, c 1 of 2.')
 
 
+def test_convergence_sentence_by_hand():
+    """The dense network's round 0 per budget, and each one-round policy at its own (cumulative) steps."""
+    study = study_lib.Study(name='t', title='t', config='c', first_seed=0, num_seeds=2, budgets=(100,),
+                            policies=(('dense', '', ''), ('grow', '', ''), ('once', '', '')), comparisons=(),
+                            dense_policy='dense')
+    runs = {(100, 'dense'): [{'round': 0, 'best_step': 100, 'steps': 100}, {'round': 0, 'best_step': 80,
+                                                                          'steps': 100},
+                             {'round': 1, 'best_step': 10, 'steps': 100}],
+            (100, 'grow'): [{'round': 0, 'best_step': 50, 'steps': 100}, {'round': 1, 'best_step': 50, 'steps': 100}],
+            (100, 'once'): [{'round': 0, 'best_step': 300, 'steps': 600}, {'round': 0, 'best_step': 500, 'steps': 600}]}
+    # mean 90, t(1) 95% half-width 12.706 * 14.142 / sqrt(2) = 127.1; mean 400, 12.706 * 141.42 / sqrt(2) = 1,270.6
+    assert policy_study.convergence_sentence(study, runs) == (
+        'Where the dense network (dense, round 0) reaches its minimum validation loss: step 90 ± 127 of 100. '
+        'Trained once: once at 100 steps per round, step 400 ± 1,271 of 600. A budget whose minimum lies well '
+        'before its end has converged.')
+
+
 def test_a_campaign_with_one_seed_per_policy_renders_without_comparisons():
     """A paired test needs >= 2 seeds of both policies: with one, the page shows the cells and no comparison
     (the runner crashed here while regenerating cifar10_paper's page after its second part)."""

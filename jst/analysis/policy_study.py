@@ -97,16 +97,26 @@ def headline_table(study: study_lib.Study, runs: dict[tuple[int, str], list[Reco
 
 
 def convergence_sentence(study: study_lib.Study, runs: dict[tuple[int, str], list[Record]]) -> str:
-    """Where the dense network (``dense_policy``'s round 0) reaches its minimum validation loss, per budget."""
-    parts = []
+    """Where the dense network (``dense_policy``'s round 0) reaches its minimum validation loss, per budget, and
+    where each policy trained once (one round, e.g. the dense network for the cumulative steps) reaches its own."""
+    def where(best_steps: list[int], budget: int) -> str:
+        if len(best_steps) > 1:
+            return f'step {np.mean(best_steps):,.0f} ± {statistics.ci95(best_steps):,.0f} of {budget:,}'
+        return f'step {best_steps[0]:,} of {budget:,} (one seed so far)'
+    parts, once = [], []
     for budget in study.budgets:
         dense = [r['best_step'] for r in runs.get((budget, study.dense_policy), []) if r['round'] == 0]
-        if len(dense) > 1:
-            parts.append(f'step {np.mean(dense):,.0f} ± {statistics.ci95(dense):,.0f} of {budget:,}')
-        elif dense:
-            parts.append(f'step {dense[0]:,} of {budget:,} (one seed so far)')
+        parts += [where(dense, budget)] if dense else []
+        for policy in study.policy_names:
+            records = runs.get((budget, policy), [])
+            if policy != study.dense_policy and records and all(r['round'] == 0 for r in records):
+                once.append(f'{policy} at {budget:,} steps per round, '
+                            f'{where([r["best_step"] for r in records], records[0]["steps"])}')
+    if not parts:
+        return ''
     return (f'Where the dense network ({study.dense_policy}, round 0) reaches its minimum validation loss: '
-            + '; '.join(parts) + '. A budget whose minimum lies well before its end has converged.') if parts else ''
+            + '; '.join(parts) + '.' + (f' Trained once: {"; ".join(once)}.' if once else '')
+            + ' A budget whose minimum lies well before its end has converged.')
 
 
 def truncation_sentence(study: study_lib.Study, runs: dict[tuple[int, str], list[Record]], budget: int) -> str:
