@@ -184,6 +184,25 @@ def test_convergence_sentence_by_hand():
         'before its end has converged.')
 
 
+def test_comparisons_sentence_by_hand():
+    """Two comparisons of one table, Holm across both: a - b = +10 ± 2.48 points (t = 17.32, df 2, p = 0.0033,
+    Holm 2 x 0.0033 = 0.0066); c - b = -0.67 points (t = -4.0, p = 0.057, Holm max(0.057, 0.0066) = 0.057)."""
+    study = study_lib.Study(name='t', title='t', config='c', first_seed=0, num_seeds=3, budgets=(10,),
+                            policies=(('a', '', ''), ('b', '', ''), ('c', '', '')), comparisons=(('a', 'b'), ('c', 'b')),
+                            headline=('a', 'b'), headline_question='Q?')
+    def cell(accuracies, params):
+        return [{'round': 0, 'seed': s, 'test_accuracy': acc, 'params_remaining': params, 'cumulative_steps': 10}
+                for s, acc in enumerate(accuracies)]
+    runs = {(10, 'a'): cell([0.60, 0.61, 0.62], 5), (10, 'b'): cell([0.50, 0.52, 0.51], 7),
+            (10, 'c'): cell([0.49, 0.515, 0.505], 7)}
+    assert policy_study.comparisons_sentence(study, runs, 'Two?', [('a', 'b'), ('c', 'b')]) == (
+        '**Two?** At 10 steps per round, a beats b (+10.00 ± 2.48 points of test accuracy, Holm p = 0.0066, 5 vs 7 '
+        'params, 10 vs 10 steps); c is inconclusive against b (-0.67 ± 0.72 points of test accuracy, Holm p = 0.057, '
+        '7 vs 7 params, 10 vs 10 steps).')
+    assert policy_study.headline_sentence(study, runs) == policy_study.comparisons_sentence(
+        study, runs, 'Q?', [('a', 'b')])
+
+
 def test_a_campaign_with_one_seed_per_policy_renders_without_comparisons():
     """A paired test needs >= 2 seeds of both policies: with one, the page shows the cells and no comparison
     (the runner crashed here while regenerating cifar10_paper's page after its second part)."""

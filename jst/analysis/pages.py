@@ -22,6 +22,11 @@ from jst.run.records import Record
 
 README_HEADLINES = ('paper_mnist', 'lenet300', 'cifar10_paper')  # the studies whose headline the README shows
 COMPUTE_FAIR_HEADLINES = {'paper_mnist': ('grow_dense_new', 'weight_reset')}  # the paper's question, compute-fair
+# More comparisons a README block states (from the study's own table): where the paper's growth stands against the
+# controls that keep the trained weights.
+README_COMPARISONS = {'cifar10_paper': ('Is it the growth, or the trained weights it keeps?', (
+    ('grow_dense_new', 'prune_continue'), ('grow_sparse_new', 'prune_continue'),
+    ('grow_dense_new', 'dense_same_steps')))}
 STEPS_PER_EPOCH_CIFAR = 351  # the dense curve's epochs column: 45,000 training images / batch 128
 
 JUVENILITY_READING = '''
@@ -151,6 +156,8 @@ def headline_block(results_dir: str, study: study_lib.Study) -> str:
     block = '\n'.join(policy_study.headline_table(study, runs) + ['', policy_study.headline_sentence(study, runs)])
     if study.name in COMPUTE_FAIR_HEADLINES:
         block += '\n\n' + compute.chosen_budget_sentence(runs, *COMPUTE_FAIR_HEADLINES[study.name])
+    if study.name in README_COMPARISONS:
+        block += '\n\n' + policy_study.comparisons_sentence(study, runs, *README_COMPARISONS[study.name])
     return block
 
 

@@ -64,20 +64,30 @@ def comparison_rows(study: study_lib.Study, runs: dict[tuple[int, str], list[Rec
     return claims.add_tests(rows, values, ['budget'] * len(rows), study.equivalence_margin)
 
 
-def headline_sentence(study: study_lib.Study, runs: dict[tuple[int, str], list[Record]]) -> str:
-    """'**Question** At B steps per round, a beats / loses to / is equivalent to / is inconclusive against b (...)'."""
+def comparison_phrase(row: dict[str, Any]) -> str:
+    """'a beats / loses to / is equivalent to / is inconclusive against b (difference, Holm p, TOST, params, steps)'."""
+    c = row['comparison']
+    return (f"{row['a']} {claims.verdict(row)} {row['b']} ({100 * c.mean_difference:+.2f} ± {100 * c.ci95:.2f} points "
+            f"of test accuracy, Holm p = {row['p_holm']:.2g}{claims.tost_phrase(row)}, {row['params'][0]:,.0f} vs "
+            f"{row['params'][1]:,.0f} params, {row['steps'][0]:,.0f} vs {row['steps'][1]:,.0f} steps)")
+
+
+def comparisons_sentence(study: study_lib.Study, runs: dict[tuple[int, str], list[Record]], question: str,
+                         pairs: Sequence[tuple[str, str]]) -> str:
+    """'**question** At B steps per round, a beats b (...); c loses to d (...).': ``pairs`` (of
+    ``Study.comparisons``, Holm-corrected across that table) at each budget."""
     parts = []
     for budget in study.budgets:
-        row = next((r for r in comparison_rows(study, runs, budget) if (r['a'], r['b']) == study.headline), None)
-        if row is not None:
-            c = row['comparison']
-            parts.append(f"at {budget:,} steps per round, {row['a']} {claims.verdict(row)} {row['b']} "
-                         f"({100 * c.mean_difference:+.2f} ± {100 * c.ci95:.2f} points of test accuracy, Holm "
-                         f"p = {row['p_holm']:.2g}{claims.tost_phrase(row)}, {row['params'][0]:,.0f} vs "
-                         f"{row['params'][1]:,.0f} params, "
-                         f"{row['steps'][0]:,.0f} vs {row['steps'][1]:,.0f} steps)")
+        rows = {(r['a'], r['b']): r for r in comparison_rows(study, runs, budget)}
+        found = [comparison_phrase(rows[pair]) for pair in pairs if pair in rows]
+        parts += [f'at {budget:,} steps per round, ' + '; '.join(found)] if found else []
     text = '; '.join(parts) or 'not run yet (a paired test needs >= 2 seeds of both)'
-    return f'**{study.headline_question}** {text[0].upper()}{text[1:]}.'
+    return f'**{question}** {text[0].upper()}{text[1:]}.'
+
+
+def headline_sentence(study: study_lib.Study, runs: dict[tuple[int, str], list[Record]]) -> str:
+    """The page's first sentence: the answer to ``study.headline_question`` (``study.headline``) at each budget."""
+    return comparisons_sentence(study, runs, study.headline_question, [study.headline])
 
 
 def headline_table(study: study_lib.Study, runs: dict[tuple[int, str], list[Record]]) -> list[str]:

@@ -238,7 +238,7 @@ rounds are truncated (counted below) and the continuing policies gain from their
 `prune_continue` and `dense_same_steps` control for; a converged budget needs a GPU. CIFAR-10 here is the JPEG q75
 copy (`../shared/datasets/cifar10-jpeg75`): accuracies sit below published CIFAR-10 figures; compare policies with
 each other. Seeds run one process each, seed by seed across policies (lanes of vmapped convolutions cost 4.7x
-per lane on this CPU: `benchmarks/results/conv_lanes_cpu.md`); the page shows the seeds committed so far.
+per lane on this CPU: `benchmarks/results/conv_lanes_cpu.md`), two runners side by side (`--shard`).
 Validation every {CIFAR_EVAL_EVERY} steps. In the flags, `{{total}}` stands for 8 x the per-round budget.
 ''',
     ),
