@@ -12,8 +12,8 @@
 #   2. the device-touching tests: training step and segments, masks, expansion, seeds as lanes, a tiny
 #      end-to-end search without TensorFlow;
 #   3. the seeds benchmark of the paper's MNIST: 1, 16, 64 seeds as lanes of one program (goal: 64 <= 2x one);
-#   4. as many convolutional cells as fit: cifar10_paper's missing parts (committed ones are skipped), records
-#      under OUT/results (then copy them into docs/results/ and regenerate the page);
+#   4. as many convolutional cells as fit: cifar10_paper's missing parts, then conv2's (committed ones are
+#      skipped), records under OUT/results (then copy them into docs/results/ and regenerate the pages);
 #   5. OUT/gpu_check.tar.gz: all of the above in one archive.
 # JST_GPU_CHECK_SCALE=toy runs the same steps at toy scale on any machine (tests/test_gpu_pack.py, on CPU).
 set -uo pipefail
@@ -48,11 +48,11 @@ step machine bash -c 'nvidia-smi -L 2> /dev/null; python3 -c "import jax; print(
 # 2. Device-touching tests.
 if [ "$scale" = toy ]; then
   tests=(tests/test_train.py::test_pruned_weights_stay_exactly_zero tests/test_sparsity.py)
-  seeds=1,2 steps=20 study=toy cifar="$data/mnist" max_parts=1
+  seeds=1,2 steps=20 studies=(toy) cifar="$data/mnist" max_parts=1
 else
   tests=(tests/test_train.py tests/test_masks.py tests/test_expand.py tests/test_library_refusals.py
          tests/test_sparsity.py tests/test_seeds.py tests/test_no_tensorflow.py)
-  seeds=1,16,64 steps=0 study=cifar10_paper cifar="$data/cifar10-jpeg75" max_parts=0
+  seeds=1,16,64 steps=0 studies=(cifar10_paper conv2) cifar="$data/cifar10-jpeg75" max_parts=0
 fi
 step tests python3 -m pytest -q -p no:cacheprovider "${tests[@]}"
 
@@ -60,11 +60,14 @@ step tests python3 -m pytest -q -p no:cacheprovider "${tests[@]}"
 step seeds python3 benchmarks/bench_seeds.py --lanes_only --policies=juvenile --seeds="$seeds" \
   --steps_per_round="$steps" --out="$out/bench"
 
-# 4. Convolutional cells: the study's committed records are copied first, so only missing parts train.
+# 4. Convolutional cells, study after study (CIFAR-10 paper policies first, then Conv-2): each study's committed
+#    records are copied first, so only its missing parts train, while time is left.
 mkdir -p "$out/results"
-[ -d "docs/results/$study" ] && cp -r "docs/results/$study" "$out/results/"
-JST_MANUAL_DIR="$cifar" step cells python3 launch/study.py run "$study" --results_dir="$out/results" \
-  --workdir_root="$out/studies" --max_parts="$max_parts"
+for study in "${studies[@]}"; do
+  [ -d "docs/results/$study" ] && cp -r "docs/results/$study" "$out/results/"
+  JST_MANUAL_DIR="$cifar" step "cells_$study" python3 launch/study.py run "$study" --results_dir="$out/results" \
+    --workdir_root="$out/studies" --max_parts="$max_parts"
+done
 
 # 5. One archive of everything but checkpoints.
 tar -czf "$out/gpu_check.tar.gz" -C "$out" steps.txt logs bench results 2> /dev/null

@@ -26,7 +26,7 @@ def test_data_parts_reassemble_and_the_check_runs_every_step(tmp_path, mnist_dir
     env = {**os.environ, 'JST_GPU_CHECK_SCALE': 'toy', 'JST_GPU_CHECK_BUDGET_S': '900'}
     subprocess.run(['bash', 'launch/gpu_check.sh', str(out), str(data)], cwd=REPO, env=env, check=True)
     steps = (out / 'steps.txt').read_text()
-    for name in ('machine', 'tests', 'seeds', 'cells'):
+    for name in ('machine', 'tests', 'seeds', 'cells_toy'):
         assert f'{name} rc=0' in steps, steps
     with tarfile.open(out / 'gpu_check.tar.gz') as archive:
         names = archive.getnames()
