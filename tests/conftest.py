@@ -51,6 +51,7 @@ FAST_TESTS = ('test_train.py::test_lanes_evaluate_the_test_split_only_where_a_la
                'test_study_runner.py::test_commit_is_retried_while_the_index_is_held_and_commits_only_its_paths',
                'test_results.py::test_truncation_counts_by_hand',
                'test_results.py::test_convergence_sentence_by_hand',
+               'test_results.py::test_a_study_naming_a_policy_it_lacks_is_refused',
                'test_results.py::test_comparisons_sentence_by_hand',
                'test_results.py::test_readme_headline_needs_its_markers',
                'test_results.py::test_a_study_without_records_gets_its_planned_page',

@@ -167,6 +167,16 @@ def test_truncation_counts_by_hand():
     assert policy_study.truncation_sentence(study, runs, 100).endswith(': a 1 of 2, b 1 of 2, c 1 of 2.')
 
 
+def test_a_study_naming_a_policy_it_lacks_is_refused():
+    """A typo in a comparison would silently drop its row (comparison_rows skips pairs without records)."""
+    with pytest.raises(ValueError, match=r"names \['grow'\], which are not among its policies \['a', 'b'\]"):
+        study_lib.Study(name='t', title='t', config='c', first_seed=0, num_seeds=2, budgets=(10,),
+                        policies=(('a', '', ''), ('b', '', '')), comparisons=(('grow', 'b'),))
+    with pytest.raises(ValueError, match='dense_policy'):
+        study_lib.Study(name='t', title='t', config='c', first_seed=0, num_seeds=2, budgets=(10,),
+                        policies=(('a', '', ''),), comparisons=(), dense_policy='dense')
+
+
 def test_convergence_sentence_by_hand():
     """The dense network's round 0 per budget, and each one-round policy at its own (cumulative) steps."""
     study = study_lib.Study(name='t', title='t', config='c', first_seed=0, num_seeds=2, budgets=(100,),

@@ -26,6 +26,8 @@ class Policy(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class Study:
+    """A published (or test) study: what ``campaign`` trains and ``policy_study`` / ``level_study`` render. Its
+    comparisons, headline, dense policy and extra seeds must name its policies (checked when it is made)."""
     name: str
     title: str
     config: str                        # config file, relative to the repository
@@ -52,6 +54,12 @@ class Study:
 
     def __post_init__(self):
         object.__setattr__(self, 'policies', tuple(Policy(*p) for p in self.policies))
+        named = [*(n for pair in self.comparisons for n in pair), *(n for n in self.headline if n),
+                 *([self.dense_policy] if self.dense_policy else []), *(p for p, _ in self.policy_seeds)]
+        unknown = sorted(set(named) - set(self.policy_names))
+        if unknown:
+            raise ValueError(f'study {self.name!r} names {unknown}, which are not among its policies '
+                             f'{self.policy_names}: fix its comparisons, headline, dense_policy or policy_seeds.')
 
     @property
     def policy_names(self) -> list[str]:
