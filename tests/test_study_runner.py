@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from jst.analysis import campaign
@@ -192,9 +193,9 @@ def test_status_tells_done_running_paused_and_not_started_parts(tmp_path):
     os.makedirs(paused)
     json.dump([{'round': 0, 'control': 'none'}, {'round': 1, 'control': 'none'}],
               open(os.path.join(paused, 'summary.json'), 'w'))
-    rows = [{'round': 1, 'control': 'none', 'step': s} for s in (20, 40)] + [{'round': 2, 'control': 'none',
-                                                                            'step': 20}]
-    open(os.path.join(paused, 'metrics.jsonl'), 'w').write(''.join(json.dumps(r) + '\n' for r in rows) + '\n')
+    from jst.run import checkpoint_io  # pylint: disable=g-import-not-at-top
+    checkpoint_io.RunCheckpointer(paused, {}).save(
+        {'progress': {'round': 2}, 'training': {'tag': 'round2/none', 'step': 1200}}, {'w': np.zeros(2)})
     running = os.path.join(root, 'toy', '40', 'lth', 'seed_1')
     os.makedirs(running)
     from jst.run import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
@@ -205,7 +206,7 @@ def test_status_tells_done_running_paused_and_not_started_parts(tmp_path):
         text = campaign.status_table(study, results, root)
     lines = text.splitlines()
     assert lines[1].split()[:5] == ['0', '40', 'lth', 'seed_0', 'done'], text
-    assert lines[2].endswith('paused       2 trainings finished; last evaluation: round 2 step 20'), text
+    assert lines[2].endswith('paused       2 trainings finished; checkpoint: round2/none step 1,200'), text
     assert lines[3].split()[4:] == ['running', 'pid', '123', 'on', 'host', 'h'], text
     assert lines[4].split()[4:] == ['not', 'started'], text
     assert lines[-1] == '1 done, 1 running, 1 paused, 1 not started', text

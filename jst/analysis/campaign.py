@@ -22,6 +22,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from jst import errors
 from jst.analysis import study as study_lib
+from jst.run import checkpoint_io
 from jst.run import workdir as workdir_lib
 
 Part = tuple[int, int]  # (first seed, number of seeds): one launch/main.py process
@@ -197,35 +198,26 @@ def run_study(repo: str, study: study_lib.Study, results_dir: str, workdir_root:
     return trained
 
 
-def last_line(path: str, block: int = 1 << 14) -> str:
-    """The last non-empty line of a text file ('' when it has none), read from its end (metrics grow to MBs)."""
-    with open(path, 'rb') as f:
-        f.seek(0, os.SEEK_END)
-        end = f.tell()
-        f.seek(max(0, end - block))
-        lines = [line for line in f.read().splitlines() if line.strip()]
-    return lines[-1].decode(errors='replace') if lines else ''
-
-
 def part_state(study: study_lib.Study, budget: int, policy: str, part: Part, results_dir: str,
                workdir_root: str) -> tuple[str, str]:
     """(state, detail) of one part: 'done' (records under ``records/``), 'running' (a process holds its workdir),
     'paused' (a workdir without records: the next ``run`` resumes it) or 'not started'; the detail says how far
-    a workdir got (trainings finished, the last evaluation)."""
+    a workdir got (trainings finished, where its newest checkpoint stands: what a resume starts from)."""
     if os.path.exists(os.path.join(study_lib.records_dir(results_dir, study, budget, policy, part), 'summary.json')):
         return 'done', ''
     workdir = os.path.join(workdir_root, study.workdir(policy, budget, part))
     if not os.path.isdir(workdir):
         return 'not started', ''
     details = []
-    summary, metrics = os.path.join(workdir, 'summary.json'), os.path.join(workdir, 'metrics.jsonl')
+    summary = os.path.join(workdir, 'summary.json')
     if os.path.exists(summary):
         with open(summary) as f:
             details.append(f'{len({(r["round"], r["control"]) for r in json.load(f)})} trainings finished')
-    if os.path.exists(metrics) and last_line(metrics):
-        row = json.loads(last_line(metrics))
-        control = '' if row.get('control', 'none') == 'none' else f' ({row["control"]})'
-        details.append(f'last evaluation: round {row["round"]}{control} step {row["step"]}')
+    meta = checkpoint_io.RunCheckpointer(workdir, None).latest_meta() or {}
+    if meta.get('training'):
+        details.append(f'checkpoint: {meta["training"]["tag"]} step {meta["training"]["step"]:,}')
+    elif meta.get('progress'):
+        details.append(f'checkpoint: round {meta["progress"].get("round")}, between trainings')
     holder = workdir_lib.running_holder(workdir)
     return ('running', '; '.join(details + [holder])) if holder else ('paused', '; '.join(details))
 

@@ -72,6 +72,18 @@ class RunCheckpointer:
         _maybe_crash_for_test('after_save', index)
         return index
 
+    def latest_meta(self) -> Optional[dict[str, Any]]:
+        """The meta item (progress, the training in progress) of the newest checkpoint, without its arrays or any
+        check; None when there is none or it cannot be read. For status views; a resume verifies everything."""
+        self._manager.reload()
+        step = self._manager.latest_step()
+        if step is None:
+            return None
+        try:
+            return self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+        except Exception:  # pylint: disable=broad-except
+            return None
+
     def restore_latest(self) -> Optional[tuple[dict[str, Any], dict[str, Any]]]:
         """(meta, arrays) of the newest readable checkpoint, or None when there is none."""
         self._manager.reload()
