@@ -40,6 +40,7 @@ _MANUAL_DIR = flags.DEFINE_string('manual_dir', os.environ.get('JST_MANUAL_DIR',
 _SEEDS = flags.DEFINE_list('seeds', ['1', '5', '16'], 'Numbers of seeds N.')
 _POLICIES = flags.DEFINE_list('policies', ['juvenile', 'lth'], 'config.method values.')
 _STEPS = flags.DEFINE_integer('steps_per_round', 0, '>0: steps per round (0: the config\'s 1,287).')
+_ROUNDS = flags.DEFINE_integer('num_rounds', 0, '>0: pruning rounds (0: the config\'s 5, i.e. 6 trainings).')
 _LANES_ONLY = flags.DEFINE_bool('lanes_only', False, 'Only the one-program arm; ratios against its first N '
                                 '(the GPU pack: 64 seeds as lanes against 1).')
 _OUT = flags.DEFINE_string('out', os.path.join(REPO, 'benchmarks', 'results'), 'Output folder.')
@@ -54,6 +55,8 @@ def _run(workdir: str, policy: str, extra: list[str]) -> float:
         args.append(f'--config.manual_dir={_MANUAL_DIR.value}')
     if _STEPS.value:
         args.append(f'--config.steps_per_round={_STEPS.value}')
+    if _ROUNDS.value:
+        args.append(f'--config.num_rounds={_ROUNDS.value}')
     env = {k: v for k, v in os.environ.items() if k != 'JAX_COMPILATION_CACHE_DIR'}
     t0 = time.time()
     proc = subprocess.run(args + extra, capture_output=True, text=True, env=env, cwd=REPO)
@@ -105,7 +108,8 @@ def main(argv):
                 print(json.dumps(row), flush=True)
                 rows.append(row)
     steps = _STEPS.value or 1287
-    result = {'machine': _machine(), 'config': 'configs/mnist.py', 'steps_per_round': steps, 'rows': rows}
+    result = {'machine': _machine(), 'config': 'configs/mnist.py', 'steps_per_round': steps,
+              'num_rounds': _ROUNDS.value or 5, 'rows': rows}
     os.makedirs(_OUT.value, exist_ok=True)
     name = f"seeds_{result['machine']['platform']}" + ('_lanes' if _LANES_ONLY.value else '')
     with open(os.path.join(_OUT.value, name + '.json'), 'w') as f:
@@ -114,10 +118,11 @@ def main(argv):
     title = 'Seeds as lanes of one program' if _LANES_ONLY.value else 'Seeds in one program vs one process per seed'
     lines = [f"# {title} ({m['platform']}, {m['device']}, "
              f"{m['cpu_count']} CPUs, jax {m['jax']}, {m['date']})", '',
-             f'`configs/mnist.py`, 6 rounds of {steps} steps, juvenility off; wall time of whole processes '
-             '(start-up, data, compilation, training, checkpoints). Command: `python benchmarks/bench_seeds.py '
-             f'--seeds={",".join(_SEEDS.value)}' + (' --lanes_only' if _LANES_ONLY.value else '') + (f' --steps_per_round={_STEPS.value}' if _STEPS.value else '')
-             + '`.', '',
+             f'`configs/mnist.py`, {(_ROUNDS.value or 5) + 1} rounds of {steps} steps, juvenility off; wall time of '
+             'whole processes (start-up, data, compilation, training, checkpoints). Command: `python '
+             f'benchmarks/bench_seeds.py --seeds={",".join(_SEEDS.value)}' + (' --lanes_only' if _LANES_ONLY.value else '')
+             + (f' --steps_per_round={_STEPS.value}' if _STEPS.value else '')
+             + (f' --num_rounds={_ROUNDS.value}' if _ROUNDS.value else '') + '`.', '',
              '| policy | seeds N | one program (s) | N processes (s) | ratio | max test-acc difference |',
              '|---|---|---|---|---|---|']
     if _LANES_ONLY.value:

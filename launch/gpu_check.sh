@@ -48,17 +48,17 @@ step machine bash -c 'nvidia-smi -L 2> /dev/null; python3 -c "import jax; print(
 # 2. Device-touching tests.
 if [ "$scale" = toy ]; then
   tests=(tests/test_train.py::test_pruned_weights_stay_exactly_zero tests/test_sparsity.py)
-  seeds=1,2 steps=20 studies=(toy) cifar="$data/mnist" max_parts=1
+  seeds=1,2 steps=20 rounds=1 studies=(toy) cifar="$data/mnist" max_parts=1
 else
   tests=(tests/test_train.py tests/test_masks.py tests/test_expand.py tests/test_library_refusals.py
          tests/test_sparsity.py tests/test_seeds.py tests/test_no_tensorflow.py)
-  seeds=1,16,64 steps=0 studies=(cifar10_paper conv2) cifar="$data/cifar10-jpeg75" max_parts=0
+  seeds=1,16,64 steps=0 rounds=0 studies=(cifar10_paper conv2) cifar="$data/cifar10-jpeg75" max_parts=0
 fi
 step tests python3 -m pytest -q -p no:cacheprovider "${tests[@]}"
 
 # 3. Seeds as lanes: the paper's MNIST growth, 1 vs 16 vs 64 seeds in one program.
 step seeds python3 benchmarks/bench_seeds.py --lanes_only --policies=juvenile --seeds="$seeds" \
-  --steps_per_round="$steps" --out="$out/bench"
+  --steps_per_round="$steps" --num_rounds="$rounds" --out="$out/bench"
 
 # 4. Convolutional cells, study after study (CIFAR-10 paper policies first, then Conv-2): each study's committed
 #    records are copied first, so only its missing parts train, while time is left.
