@@ -104,7 +104,7 @@ def test_shards_split_the_parts_without_overlap():
     """--shard=I/N: N runners side by side train disjoint parts that together cover the study."""
     study = STUDIES['cifar10_paper']
     order = campaign.part_order(study)
-    assert [p for _, p, _ in order[:5]] == [p for p in study.policy_names]  # seed 42 of every policy first
+    assert [p for _, p, _ in order[:5]] == study.policy_names  # seed 42 of every policy first
     halves = [order[i::2] for i in range(2)]
     assert sorted(halves[0] + halves[1]) == sorted(order) and not set(halves[0]) & set(halves[1])
     assert campaign.parse_shard('1/2') == (1, 2)

@@ -140,9 +140,9 @@ def run_part(repo: str, study: study_lib.Study, policy: str, budget: int, part: 
     """Trains (or resumes) one part of a cell and copies its records under ``records/``; False when its records
     were already there (nothing trained). ``after_records`` (e.g. regenerating the page) returns more paths to
     commit with them."""
-    out = study_lib.records_dir(results_dir, study, budget, policy, part)
-    if os.path.exists(os.path.join(out, 'summary.json')):
+    if part_done(study, budget, policy, part, results_dir):
         return False
+    out = study_lib.records_dir(results_dir, study, budget, policy, part)
     workdir = os.path.join(workdir_root, study.workdir(policy, budget, part))
     args = main_args(repo, study, policy, budget, workdir, part)
     t0 = time.time()
@@ -183,7 +183,7 @@ def run_study(repo: str, study: study_lib.Study, results_dir: str, workdir_root:
               shard: tuple[int, int] = (0, 1), after_records: Optional[Callable[[], list[str]]] = None) -> int:
     """Advances ``study`` part by part in ``part_order``; returns the parts trained. ``shard=(i, n)``: only parts
     i, i + n, i + 2n, ... of that order (n runners side by side never share a part)."""
-    policies = [p for p in study.policy_names]
+    policies = study.policy_names
     if policy is not None and policy not in policies:
         raise CampaignError(f'--policy={policy!r} is not a policy of {study.name}; choose one of {policies}')
     if budget is not None and budget not in study.budgets:
@@ -198,12 +198,18 @@ def run_study(repo: str, study: study_lib.Study, results_dir: str, workdir_root:
     return trained
 
 
+def part_done(study: study_lib.Study, budget: int, policy: str, part: Part, results_dir: str) -> bool:
+    """Whether the part's records are complete under ``records/`` (``copy_records`` writes ``summary.json`` last)."""
+    return os.path.exists(os.path.join(study_lib.records_dir(results_dir, study, budget, policy, part),
+                                       'summary.json'))
+
+
 def part_state(study: study_lib.Study, budget: int, policy: str, part: Part, results_dir: str,
                workdir_root: str) -> tuple[str, str]:
     """(state, detail) of one part: 'done' (records under ``records/``), 'running' (a process holds its workdir),
     'paused' (a workdir without records: the next ``run`` resumes it) or 'not started'; the detail says how far
     a workdir got (trainings finished, where its newest checkpoint stands: what a resume starts from)."""
-    if os.path.exists(os.path.join(study_lib.records_dir(results_dir, study, budget, policy, part), 'summary.json')):
+    if part_done(study, budget, policy, part, results_dir):
         return 'done', ''
     workdir = os.path.join(workdir_root, study.workdir(policy, budget, part))
     if not os.path.isdir(workdir):

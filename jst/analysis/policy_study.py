@@ -196,7 +196,7 @@ def render_page(study: study_lib.Study, runs: dict[tuple[int, str], list[Record]
                       'this table)', '']
             lines += comparison_table(rows)
         lines += ['', '### Every round', '']
-        lines += full_table(runs, budget, [p for p in study.policy_names])
+        lines += full_table(runs, budget, study.policy_names)
     lines += ['', *extra, '', '## Commands', '']
     lines += [f'- `{study.command(p, b, "STUDY_DIR/" + study.workdir(p, b, part), part)}`'
               for b in study.budgets for p in study.policy_names for part in study.parts(p)]
