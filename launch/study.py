@@ -22,6 +22,7 @@ import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -122,6 +123,7 @@ def main(argv):
         if argv[1] == 'run':
             return run(study)
         if argv[1] == 'status':
+            logging.set_verbosity(logging.WARNING)  # orbax's restore logs would bury the table
             return print(campaign.status_table(study, _RESULTS_DIR.value or RESULTS, _WORKDIR_ROOT.value))
         write_pages(study, check=_CHECK.value)
     except errors.UserError as e:

@@ -218,7 +218,8 @@ def part_state(study: study_lib.Study, budget: int, policy: str, part: Part, res
     summary = os.path.join(workdir, 'summary.json')
     if os.path.exists(summary):
         with open(summary) as f:
-            details.append(f'{len({(r["round"], r["control"]) for r in json.load(f)})} trainings finished')
+            finished = len({(r['round'], r['control']) for r in json.load(f)})
+        details.append(f'{finished}{_of_trainings(os.path.join(workdir, "config.json"))} trainings finished')
     meta = checkpoint_io.RunCheckpointer(workdir, None).latest_meta() or {}
     if meta.get('training'):
         details.append(f'checkpoint: {meta["training"]["tag"]} step {meta["training"]["step"]:,}')
@@ -226,6 +227,18 @@ def part_state(study: study_lib.Study, budget: int, policy: str, part: Part, res
         details.append(f'checkpoint: round {meta["progress"].get("round")}, between trainings')
     holder = workdir_lib.running_holder(workdir)
     return ('running', '; '.join(details + [holder])) if holder else ('paused', '; '.join(details))
+
+
+def _of_trainings(config_path: str) -> str:
+    """' of N' (the trainings a run makes: rounds 0..num_rounds, and each control from round 1 for the lottery
+    ticket search) from the run's ``config.json``; '' when it has none."""
+    if not os.path.exists(config_path):
+        return ''
+    with open(config_path) as f:
+        config = json.load(f)
+    controls = [c for c in str(config.get('control') or '').split(',') if c and c != 'none']
+    rounds = int(config['num_rounds'])
+    return f' of {rounds + 1 + (rounds * len(controls) if config.get("method") == "lth" else 0)}'
 
 
 def status_table(study: study_lib.Study, results_dir: str, workdir_root: str) -> str:
