@@ -57,6 +57,7 @@ FAST_TESTS = ('test_train.py::test_lanes_evaluate_the_test_split_only_where_a_la
                'test_results.py::test_a_study_without_records_gets_its_planned_page',
                'test_results.py::test_readme_states_each_levels_headline_as_its_page_does',
                'test_results.py::test_level_lists_join_runs_of_consecutive_levels',
+               'test_results.py::test_a_levels_page_of_one_seed_renders_without_tests_or_intervals',
                'test_study_runner.py::test_status_tells_done_running_paused_and_not_started_parts')
 
 

@@ -114,6 +114,18 @@ def test_levels_page_changes_with_a_number():
     assert level_study.render_levels_page(study, records) != page
 
 
+def test_a_levels_page_of_one_seed_renders_without_tests_or_intervals():
+    """A seed-by-seed campaign's page after its first seed (conv2 once crashed its runner here): the numbers
+    without a ± (one value has no interval), and no comparison claimed."""
+    from jst.analysis import level_study  # pylint: disable=g-import-not-at-top
+    records = [r for r in _level_records() if r['seed'] == 0]
+    page = level_study.render_levels_page(STUDIES['lenet300'], records)
+    assert '1 seed so far: the paired comparisons need at least 2, so nothing is tested yet.' in page
+    assert 'None yet: 1 seed; a paired comparison needs at least 2.' in page
+    assert '| **1** | 80.00 | 900 | 97.00 | 96.00 | 94.00 | 94.00 | 2,000 | 2,000 | 2,000 |' in page, page
+    assert '±' not in page.split('## Every level')[1] and 'beats' not in page
+
+
 def test_readme_headline_needs_its_markers():
     study = STUDIES['paper_mnist']
     with pytest.raises(Exception, match='lacks the markers'):

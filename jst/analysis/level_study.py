@@ -41,7 +41,9 @@ def _cell(cell: dict[int, Record] | None, field: str, scale: float = 100.0, digi
     if not cell:
         return ''
     values = [scale * r[field] for r in cell.values()]
-    return f'{np.mean(values):,.{digits}f} ± {np.nan_to_num(statistics.ci95(values)):,.{digits}f}'
+    if len(values) < 2:  # one seed has no interval
+        return f'{values[0]:,.{digits}f}'
+    return f'{np.mean(values):,.{digits}f} ± {statistics.ci95(values):,.{digits}f}'
 
 
 def best_level(levels: dict[tuple[int, str], dict[int, Record]]) -> int:
@@ -74,16 +76,17 @@ def _paired(a: dict[int, Record], b: dict[int, Record], field: str) -> statistic
 
 
 def level_comparisons(levels: dict[tuple[int, str], dict[int, Record]], margin: float = 0.0) -> list[dict[str, Any]]:
-    """Ticket - random re-init, ticket - random pruning and ticket - dense, test accuracy, every level >= 1; Holm
-    within the families 'dense' and 'controls', TOST against ``margin`` (``claims.add_tests``)."""
+    """Ticket - random re-init, ticket - random pruning and ticket - dense, test accuracy, every level >= 1 where
+    the two share >= 2 seeds (none while a campaign has one); Holm within the families 'dense' and 'controls', TOST
+    against ``margin`` (``claims.add_tests``)."""
     rows, values = [], []
     dense = levels[(0, 'none')]
     for lv in sorted({lv for lv, _ in levels if lv > 0}):
         ticket = levels[(lv, 'none')]
         for other, cell in (('random re-init', levels.get((lv, 'random_reinit'))),
                             ('random pruning', levels.get((lv, 'random_prune'))), ('dense', dense)):
-            if cell:
-                seeds = sorted(set(ticket) & set(cell))
+            seeds = sorted(set(ticket) & set(cell or {}))
+            if len(seeds) >= 2:
                 values.append(([ticket[s]['test_accuracy'] for s in seeds], [cell[s]['test_accuracy'] for s in seeds]))
                 rows.append({'level': lv, 'b': other, 'comparison': _paired(ticket, cell, 'test_accuracy'),
                              'steps': _paired(ticket, cell, 'best_step')})
@@ -111,14 +114,21 @@ def summary_sentence(levels: dict[tuple[int, str], dict[int, Record]], rows: Seq
     r0 = next(iter(levels[(best, 'none')].values()))
     sparsest = max(lv for lv, _ in levels)
     f_min = 100 * next(iter(levels[(sparsest, 'none')].values()))['fraction_remaining']
-    return (f"Levels 0-{sparsest} (down to {f_min:.2f}% of weights). The ticket beats random re-initialisation "
-            f"{at_levels(beats('random re-init'))}, random pruning {at_levels(beats('random pruning'))} and the "
-            f"dense network {at_levels(beats('dense'))} (test accuracy, paired over seeds, Holm p < 0.05 within "
-            f"each family); it is equivalent to the dense network {at_levels(beats('dense', 'is equivalent to'))} "
-            f"(TOST, below). Chosen on validation accuracy, the best "
+    tests = (f"The ticket beats random re-initialisation {at_levels(beats('random re-init'))}, random pruning "
+             f"{at_levels(beats('random pruning'))} and the dense network {at_levels(beats('dense'))} (test accuracy, "
+             "paired over seeds, Holm p < 0.05 within each family); it is equivalent to the dense network "
+             f"{at_levels(beats('dense', 'is equivalent to'))} (TOST, below)." if rows else
+             f"{_seed_count(levels)} so far: the paired comparisons need at least 2, so nothing is tested yet.")
+    return (f"Levels 0-{sparsest} (down to {f_min:.2f}% of weights). {tests} Chosen on validation accuracy, the best "
             f"ticket is level {best} ({100 * r0['fraction_remaining']:.2f}% of weights): test "
             f"{_cell(levels[(best, 'none')], 'test_accuracy')}% against the dense network's "
             f"{_cell(levels[(0, 'none')], 'test_accuracy')}%. {truncation_sentence(levels)}")
+
+
+def _seed_count(levels: dict[tuple[int, str], dict[int, Record]]) -> str:
+    """'1 seed' / 'N seeds': how many seeds the dense level has."""
+    n = len(levels[(0, 'none')])
+    return f'{n} seed' if n == 1 else f'{n} seeds'
 
 
 def truncation_sentence(levels: dict[tuple[int, str], dict[int, Record]]) -> str:
@@ -166,7 +176,8 @@ def render_levels_page(study: study_lib.Study, records: Sequence[Record]) -> str
     lines += levels_table(levels)
     lines += ['', '## Comparisons (paired over seeds; Holm within two families: ticket vs dense (one test per '
               'level), ticket vs the controls (two per level))', '']
-    lines += comparisons_table(rows)
+    lines += comparisons_table(rows) if rows else [f'None yet: {_seed_count(levels)}; a paired comparison needs at '
+                                                   'least 2.']
     return '\n'.join(lines) + '\n'
 
 
