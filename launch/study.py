@@ -9,7 +9,8 @@
 seeds one after another. A part whose records are already under ``docs/results/<study>/records/`` is skipped; an
 unfinished part resumes from the checkpoints in its workdir (``--workdir_root/<study>/<budget>/<policy>[/seed_S]``,
 outside the repository). A finished part's ``summary.json``, ``config.json`` and ``metrics.jsonl`` (every
-evaluation; gzipped above 1 MB) are copied under ``records/`` with ``run.json`` (workdir, command, seconds, commit), and
+evaluation; one over 1 MB stays in the workdir, named by its sha256 in ``run.json``) are copied under ``records/``
+with ``run.json`` (workdir, command, seconds, commit), and
 the study's page is regenerated; ``--commit`` commits them at once. SIGTERM (or Ctrl-C) pauses: the training stops,
 keeps its last checkpoint, and the same command continues. ``--shard=I/N`` lets N runners share a study.
 ``page`` renders the page and the figure from the records only (``jst.analysis.pages``); ``--check`` exits 1 when

@@ -129,23 +129,25 @@ def test_a_part_counts_as_finished_only_with_all_its_records(tmp_path):
     assert json.load(open(out / 'run.json')) == {'workdir': str(workdir)}
 
 
-def test_large_metrics_are_committed_compressed_and_read_back(tmp_path, monkeypatch):
-    """A metrics.jsonl over the threshold becomes metrics.jsonl.gz, byte-identical on a second copy (no time in
-    the gzip header), and campaign.read_metrics gives back every row; a small one stays plain."""
+def test_large_metrics_stay_in_the_workdir_named_by_their_digest(tmp_path, monkeypatch):
+    """A metrics.jsonl over the bound is not copied (no data files in the repository): run.json names its path,
+    size and sha256, and campaign.read_metrics gives []; a small one is copied and read back row for row."""
+    import hashlib  # pylint: disable=g-import-not-at-top
     workdir = tmp_path / 'work'
     workdir.mkdir()
     rows = [{'round': 0, 'step': 100 * i, 'val_loss': 1.0 / (i + 1)} for i in range(50)]
     (workdir / 'config.json').write_text('{}')
     (workdir / 'summary.json').write_text('[]')
-    (workdir / 'metrics.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in rows))
-    monkeypatch.setattr(campaign, 'GZIP_METRICS_ABOVE', 100)
-    campaign.copy_records(str(workdir), str(tmp_path / 'a'), {})
-    time.sleep(1.1)
-    campaign.copy_records(str(workdir), str(tmp_path / 'b'), {})
-    assert sorted(os.listdir(tmp_path / 'a')) == ['config.json', 'metrics.jsonl.gz', 'run.json', 'summary.json']
-    assert (tmp_path / 'a' / 'metrics.jsonl.gz').read_bytes() == (tmp_path / 'b' / 'metrics.jsonl.gz').read_bytes()
-    assert campaign.read_metrics(str(tmp_path / 'a')) == rows
-    monkeypatch.setattr(campaign, 'GZIP_METRICS_ABOVE', 1 << 20)
+    text = ''.join(json.dumps(r) + '\n' for r in rows)
+    (workdir / 'metrics.jsonl').write_text(text)
+    monkeypatch.setattr(campaign, 'COMMIT_METRICS_UP_TO', 100)
+    campaign.copy_records(str(workdir), str(tmp_path / 'a'), {'workdir': str(workdir)})
+    assert sorted(os.listdir(tmp_path / 'a')) == ['config.json', 'run.json', 'summary.json']
+    assert json.load(open(tmp_path / 'a' / 'run.json')) == {'workdir': str(workdir), 'metrics_not_committed': {
+        'path': str(workdir / 'metrics.jsonl'), 'bytes': len(text),
+        'sha256': hashlib.sha256(text.encode()).hexdigest()}}
+    assert campaign.read_metrics(str(tmp_path / 'a')) == []
+    monkeypatch.setattr(campaign, 'COMMIT_METRICS_UP_TO', 1 << 20)
     campaign.copy_records(str(workdir), str(tmp_path / 'c'), {})
     assert campaign.read_metrics(str(tmp_path / 'c')) == rows and (tmp_path / 'c' / 'metrics.jsonl').exists()
     assert campaign.read_metrics(str(tmp_path)) == []

@@ -9,7 +9,7 @@ where each part stands. ``launch/study.py`` is its command line.
 """
 
 import collections
-import gzip
+import hashlib
 import json
 import os
 import platform
@@ -27,7 +27,7 @@ from jst.run import workdir as workdir_lib
 
 Part = tuple[int, int]  # (first seed, number of seeds): one launch/main.py process
 RECORD_FILES = ('config.json', 'metrics.jsonl', 'summary.json')  # copied from a finished workdir (every evaluation)
-GZIP_METRICS_ABOVE = 1 << 20  # bytes: a larger metrics.jsonl is committed as metrics.jsonl.gz (read_metrics)
+COMMIT_METRICS_UP_TO = 1 << 20  # bytes: a larger metrics.jsonl stays in the workdir; run.json names its sha256
 
 
 class Paused(Exception):
@@ -88,19 +88,19 @@ def head_commit(repo: str) -> str:
 def copy_records(workdir: str, out: str, run_info: dict) -> None:
     """Copies a finished workdir's records and ``run_info`` (as ``run.json``) into ``out``, ``summary.json`` last:
     a part counts as finished only when all its files are there (an interrupted copy is redone). A
-    ``metrics.jsonl`` over ``GZIP_METRICS_ABOVE`` bytes (e.g. 5 lanes x 46 trainings validated every 100 steps)
-    is stored as ``metrics.jsonl.gz`` (deterministic: no name or time in the header)."""
+    ``metrics.jsonl`` over ``COMMIT_METRICS_UP_TO`` bytes (e.g. 5 lanes x 46 trainings validated every 100 steps:
+    32 MB) is not copied: a repository holds no data files; ``run.json`` names its path, size and sha256."""
     os.makedirs(out, exist_ok=True)
     names = []
     for name in RECORD_FILES:
         source = os.path.join(workdir, name)
-        if name == 'metrics.jsonl' and os.path.getsize(source) > GZIP_METRICS_ABOVE:
-            name += '.gz'
-            with open(source, 'rb') as f, open(os.path.join(out, f'.{name}.tmp'), 'wb') as raw:
-                with gzip.GzipFile(filename='', mode='wb', fileobj=raw, mtime=0) as packed:
-                    shutil.copyfileobj(f, packed)
-        else:
-            shutil.copy(source, os.path.join(out, f'.{name}.tmp'))
+        if name == 'metrics.jsonl' and os.path.getsize(source) > COMMIT_METRICS_UP_TO:
+            with open(source, 'rb') as f:
+                digest = hashlib.file_digest(f, 'sha256').hexdigest()
+            run_info = {**run_info, 'metrics_not_committed': {'path': source, 'bytes': os.path.getsize(source),
+                                                              'sha256': digest}}
+            continue
+        shutil.copy(source, os.path.join(out, f'.{name}.tmp'))
         names.append(name)
     with open(os.path.join(out, '.run.json.tmp'), 'w') as f:
         json.dump(run_info, f, indent=1)
@@ -109,14 +109,13 @@ def copy_records(workdir: str, out: str, run_info: dict) -> None:
 
 
 def read_metrics(folder: str) -> list[dict[str, Any]]:
-    """Every evaluation row of a part's records: ``metrics.jsonl``, or ``metrics.jsonl.gz`` for a large one; []
-    when the part has neither (records made before metrics were committed)."""
+    """Every evaluation row of a part's records (``metrics.jsonl``); [] when it has none (records made before
+    metrics were committed, or too large to commit: ``copy_records``)."""
     path = os.path.join(folder, 'metrics.jsonl')
-    for opener, name in ((open, path), (gzip.open, path + '.gz')):
-        if os.path.exists(name):
-            with opener(name, 'rt') as f:
-                return [json.loads(line) for line in f if line.strip()]
-    return []
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
 
 
 def commit_paths(repo: str, paths: Sequence[str], message: str, attempts: int = 5, wait_s: float = 3.0) -> bool:
