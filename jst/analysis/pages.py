@@ -20,7 +20,8 @@ from jst.analysis import report
 from jst.analysis import study as study_lib
 from jst.run.records import Record
 
-README_HEADLINES = ('paper_mnist', 'lenet300_fc', 'cifar10_paper')  # the studies whose headline the README shows
+# The studies whose headline the README shows.
+README_HEADLINES = ('paper_mnist', 'lenet300_fc', 'cifar10_paper', 'conv2')
 COMPUTE_FAIR_HEADLINES = {'paper_mnist': ('grow_dense_new', 'weight_reset')}  # the paper's question, compute-fair
 # More comparisons a README block states (from the study's own table): where the paper's growth stands against the
 # controls that keep the trained weights.

@@ -261,7 +261,8 @@ Dense 256, 256, 10), Glorot init, Adam 2e-4, batch 60; per level the convs lose 
 output 10% of their remaining weights (layerwise magnitude), survivors reset to theta_0. Reduced schedule for a
 2-core CPU (one Adam step of Conv-2 takes 157 ms here: `docs/results/speed.md`): {CONV2_BUDGET:,} iterations per
 level (F&C: 20,000) with validation every 500, and 5 levels (to 59% of conv and 33% of dense weights), so trainings
-are truncated (counted below); F&C's schedule waits for a GPU. Seeds run one process each, one after another.
+are truncated (counted below); F&C's schedule waits for a GPU. Seeds run one process each (lanes of vmapped
+convolutions cost 4.7x per lane on this CPU), two runners side by side (`--shard`).
 ''',
     ),
 }
