@@ -53,7 +53,9 @@ def make_record(*, round_index: int, method: str, control: str, variant: str, da
                 diverged: bool = False, **extra: Any) -> Record:
     """One ``summary.json`` record: a round's early-stopping point ``best`` and last evaluation ``final``
     (``early_stopping.EvalRecord``), its network's sparsity and size, the start-of-round measures, and whether
-    the round's training diverged (``early_stopping.diverged``; such a run ends with a non-zero exit code)."""
+    the round's training diverged (``early_stopping.diverged``; such a run ends with a non-zero exit code).
+    ``seconds`` is wall-clock since this process started or resumed the training: a resumed one counts its last
+    part only, so compare compute by ``steps``, never by ``seconds``."""
     stats = masks_lib.sparsity_stats(masks)
     start = start or {}
     record = {
