@@ -1,18 +1,28 @@
-"""One Adam step of a convolutional net, side by side in one process: jst vs a minimal JAX loop vs PyTorch.
+"""One Adam step of a convolutional net, side by side in one run: jst (XLA's kernels and the YNNPACK/XNNPACK
+kernels of ``config.cpu_kernels``), a minimal JAX loop, PyTorch, and the roofline floor of this CPU.
 
     pip install torch==2.13.0   # the benchmark's own dependency (CPU build here); jst never imports it
     python benchmarks/bench_conv.py [--steps=10] [--notorch]
+
+Every JAX loop runs in a fresh child process (XLA:CPU reads its kernel flags once per process), one after
+another, so all loops see the same machine state within one run.
 
 Networks (random inputs; the data never matters for the time of a step):
 
 * ``resnet``: the seed paper's CIFAR-10 ResNet (7x7 stem 3->8, 7 BasicBlocks of 8 channels, BatchNorm), batch 128;
 * ``conv2``: Frankle & Carbin's Conv-2 (conv 64, conv 64, max-pool, dense 256, 256, 10), batch 60.
 
-Loops: ``jst`` (``Trainer.train_step``: masked Adam, what jst's training loop runs per step on CPU conv nets),
-``minimal_jax`` (the same Flax module under a bare ``jax.jit`` of loss, grad and ``optax.adam``; no masks),
-``pytorch_nchw`` and ``pytorch_channels_last`` (eager PyTorch, Adam, the same layers; channels_last is PyTorch's
-fast CPU layout). Each: median wall time of ``--steps`` steps after two warm-up (compiling) steps, and the
-ratio to jst. Results: ``--out/conv_<platform>.json`` and ``.md``; ``docs/results/speed.md`` shows the table.
+Loops: ``jst`` (``Trainer.train_step``: masked Adam, what jst's training loop runs per step on CPU conv nets,
+with XLA's own kernels: ``cpu_kernels='xla'``, jst before this knob), ``jst_fast`` (the same with
+``cpu_kernels='library'``, the default for conv nets), ``minimal_jax`` (the same Flax module under a bare
+``jax.jit`` of loss, grad and ``optax.adam``; no masks), ``pytorch_nchw`` and ``pytorch_channels_last`` (eager
+PyTorch, Adam, the same layers; channels_last is PyTorch's fast CPU layout), ``pytorch_compile``
+(``torch.compile`` of the NCHW model, where it works offline). Each: median wall time of ``--steps`` steps after
+two warm-up (compiling) steps, and the ratio to jst. The roofline floor: the step's multiply-adds (forward,
+input gradient, weight gradient of every conv and dense layer) at this CPU's measured FP32 GEMM rate, or its
+bytes (each such layer's input and output read or written once by each of the three) at the measured copy
+bandwidth, whichever is slower: a lower bound no implementation can beat. Results:
+``--out/conv_<platform>.json`` and ``.md``; ``docs/results/speed.md`` shows the table.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from typing import Any, Callable
@@ -40,6 +51,7 @@ from jst.data import datasets
 from jst.models import networks
 from jst.models import specs
 from jst.ops import masks as masks_lib
+from jst.training import cpu_kernels
 from jst.training import train as train_lib
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -47,6 +59,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _STEPS = flags.DEFINE_integer('steps', 10, 'Timed steps per loop (after two warm-up steps).')
 _TORCH = flags.DEFINE_bool('torch', True, 'Include the PyTorch loops (needs torch installed).')
 _NETWORKS = flags.DEFINE_list('networks', ['resnet', 'conv2'], 'Which networks.')
+_CHILD = flags.DEFINE_string('child', '', 'Internal: run one JAX loop (network:loop) and print its step time.')
 _OUT = flags.DEFINE_string('out', os.path.join(REPO, 'benchmarks', 'results'), 'Output folder.')
 
 LR = 1e-3
@@ -141,7 +154,9 @@ def _torch_model(name: str) -> Any:
                          *[Block(8) for _ in range(7)], nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
 
 
-def bench_pytorch(name: str, batch: int, steps: int, channels_last: bool) -> float:
+def bench_pytorch(name: str, batch: int, steps: int, channels_last: bool,
+                  compile_model: bool = False) -> float | None:
+    """PyTorch's step time; None where ``torch.compile`` fails (no compiler reachable, say)."""
     import torch  # pylint: disable=g-import-not-at-top
     torch.manual_seed(0)
     torch.set_num_threads(os.cpu_count() or 1)
@@ -152,45 +167,137 @@ def bench_pytorch(name: str, batch: int, steps: int, channels_last: bool) -> flo
     if channels_last:
         model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=LR)
+    forward = torch.compile(model) if compile_model else model
     loss_fn = torch.nn.CrossEntropyLoss()
     model.train()
 
     def step():
         opt.zero_grad()
-        loss_fn(model(x), y).backward()
+        loss_fn(forward(x), y).backward()
         opt.step()
 
-    return _median_step_s(step, steps)
+    try:
+        return _median_step_s(step, steps)
+    except Exception as e:  # pylint: disable=broad-except
+        if not compile_model:
+            raise
+        print(f'torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:120]}); row left out')
+        return None
 
 
-def run(names: list[str], steps: int, with_torch: bool) -> list[dict[str, Any]]:
+JAX_LOOPS = {'jst': 'xla', 'jst_fast': 'library', 'minimal_jax': 'xla'}  # loop: its cpu_kernels
+
+
+def _child_step_s(name: str, loop: str, steps: int) -> float:
+    """The median step time of one JAX loop, measured in a fresh process with that loop's kernels."""
+    env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+    if cpu_kernels.wants_library_kernels(JAX_LOOPS[loop], True):
+        env['XLA_FLAGS'] = cpu_kernels.xla_flags_with_library('')
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), f'--child={name}:{loop}', f'--steps={steps}'],
+                         env=env, capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def _layer_sizes(spec: specs.ModelSpec, batch: int) -> list[tuple[int, int, int, bool]]:
+    """(multiply-adds, input elements, output elements, is the first layer) per conv/dense layer, one batch."""
+    variables = networks.abstract_variables(spec, (32, 32, 3))
+    rows, first = [], True
+    for path, (weights, positions) in networks.kernel_positions(spec, (32, 32, 3)).items():
+        node = variables['intermediates']
+        for part in path.split('/')[:-1]:
+            node = node[part]
+        out_elems = int(np.prod(node['__call__'][0].shape[1:]))
+        kernel = variables['params']
+        for part in path.split('/'):
+            kernel = kernel[part]
+        in_elems = out_elems // kernel.shape[-1] * kernel.shape[-2] if len(kernel.shape) == 4 else kernel.shape[0]
+        rows.append((batch * weights * positions, batch * in_elems, batch * out_elems, first))
+        first = False
+    return rows
+
+
+def step_counts(spec: specs.ModelSpec, batch: int) -> dict[str, float]:
+    """Multiply-adds (forward, input gradient, weight gradient) and bytes of one training step's conv and dense
+    layers; the first layer's input gradient is not needed and not counted."""
+    layers = _layer_sizes(spec, batch)
+    fwd = sum(m for m, _, _, _ in layers)
+    dx = sum(m for m, _, _, first in layers if not first)
+    io = sum(i + o for _, i, o, _ in layers)
+    return {'macs_forward': fwd, 'macs_input_grad': dx, 'macs_weight_grad': fwd, 'bytes': 4 * 3 * io}
+
+
+def machine_limits() -> dict[str, float]:
+    """This CPU's attainable FP32 GEMM GFLOP/s (a 2048^3 jitted matmul) and copy bandwidth (GB/s, read +
+    write of a 256 MB NumPy copy), medians of 5."""
+    a = jnp.ones((2048, 2048), jnp.float32)
+    matmul = jax.jit(lambda a: a @ a)
+    gemm = _median_step_s(lambda: matmul(a).block_until_ready(), 5)
+    src = np.ones(64 * 2 ** 20, np.float32)
+    dst = np.empty_like(src)
+    copy = _median_step_s(lambda: np.copyto(dst, src), 5)
+    return {'gemm_gflops': 2 * 2048 ** 3 / gemm / 1e9, 'copy_gbs': 2 * src.nbytes / copy / 1e9}
+
+
+def roofline_s(counts: dict[str, float], limits: dict[str, float]) -> float:
+    """The step's lower bound: its multiply-adds at the GEMM rate or its bytes at the copy bandwidth."""
+    macs = counts['macs_forward'] + counts['macs_input_grad'] + counts['macs_weight_grad']
+    return max(2 * macs / (limits['gemm_gflops'] * 1e9), counts['bytes'] / (limits['copy_gbs'] * 1e9))
+
+
+def run(names: list[str], steps: int, with_torch: bool, limits: dict[str, float]) -> list[dict[str, Any]]:
     rows = []
     for name in names:
         make_spec, batch = NETWORKS[name]
-        spec = make_spec()
-        times = {'jst': bench_jst(spec, batch, steps), 'minimal_jax': bench_minimal_jax(spec, batch, steps)}
+        counts = step_counts(make_spec(), batch)
+        times = {loop: _child_step_s(name, loop, steps) for loop in JAX_LOOPS}
         if with_torch:
             times['pytorch_nchw'] = bench_pytorch(name, batch, steps, channels_last=False)
             times['pytorch_channels_last'] = bench_pytorch(name, batch, steps, channels_last=True)
+            compiled = bench_pytorch(name, batch, steps, channels_last=False, compile_model=True)
+            if compiled is not None:
+                times['pytorch_compile'] = compiled
+        times['roofline_floor'] = roofline_s(counts, limits)
         for loop, seconds in times.items():
             rows.append({'network': name, 'batch': batch, 'loop': loop, 'step_ms': round(1000 * seconds, 2),
-                         'relative_to_jst': round(seconds / times['jst'], 3)})
+                         'relative_to_jst': round(seconds / times['jst'], 3), **counts})
     return rows
 
 
 def render(result: dict[str, Any]) -> str:
-    """The markdown table of a results JSON (``docs/results/speed.md`` includes it)."""
-    m = result['machine']
+    """The markdown tables of a results JSON (``docs/results/speed.md`` includes them)."""
+    m, lim = result['machine'], result['limits']
     lines = [f"One Adam step, median of {result['steps']} ({m['backend']}, {m['cpus']} CPUs, jax {m['jax']}"
-             + (f", torch {m['torch']}" if m.get('torch') else '') + f", {result['date']})", '',
-             '| network, batch | loop | step (ms) | relative to jst |', '|---|---|---|---|']
-    lines += [f"| {r['network']}, {r['batch']} | {r['loop']} | {r['step_ms']:.1f} | {r['relative_to_jst']:.2f}x |"
-              for r in result['rows']]
+             + (f", torch {m['torch']}" if m.get('torch') else '') + f", {result['date']}). This CPU: FP32 GEMM "
+             f"{lim['gemm_gflops']:.0f} GFLOP/s, copy {lim['copy_gbs']:.1f} GB/s (measured in the same run).", '',
+             '| network, batch | forward / input-grad / weight-grad multiply-adds (M) | bytes (MB) |', '|---|---|---|']
+    seen = set()
+    for r in result['rows']:
+        if r['network'] not in seen:
+            seen.add(r['network'])
+            lines.append(f"| {r['network']}, {r['batch']} | {r['macs_forward'] / 1e6:,.0f} / "
+                         f"{r['macs_input_grad'] / 1e6:,.0f} / {r['macs_weight_grad'] / 1e6:,.0f} | "
+                         f"{r['bytes'] / 1e6:,.0f} |")
+    lines += ['', '| network, batch | loop | step (ms) | relative to jst | GFLOP/s |', '|---|---|---|---|---|']
+    for r in result['rows']:
+        flops = 2 * (r['macs_forward'] + r['macs_input_grad'] + r['macs_weight_grad'])
+        lines.append(f"| {r['network']}, {r['batch']} | {r['loop']} | {r['step_ms']:.1f} | "
+                     f"{r['relative_to_jst']:.2f}x | {flops / r['step_ms'] / 1e6:.0f} |")
     return '\n'.join(lines) + '\n'
+
+
+def child(which: str, steps: int) -> None:
+    """``--child=network:loop``: one JAX loop's median step time (s) on stdout's last line."""
+    name, loop = which.split(':')
+    make_spec, batch = NETWORKS[name]
+    bench = {'jst': bench_jst, 'jst_fast': bench_jst, 'minimal_jax': bench_minimal_jax}[loop]
+    print(bench(make_spec(), batch, steps))
 
 
 def main(argv):
     del argv
+    if _CHILD.value:
+        child(_CHILD.value, _STEPS.value)
+        return
     torch_version = None
     if _TORCH.value:
         import torch  # pylint: disable=g-import-not-at-top
@@ -198,7 +305,8 @@ def main(argv):
     result = {'steps': _STEPS.value, 'date': time.strftime('%Y-%m-%d'),
               'machine': {'backend': jax.default_backend(), 'cpus': os.cpu_count(), 'jax': jax.__version__,
                           'torch': torch_version, 'processor': platform.processor() or platform.machine()},
-              'rows': run(_NETWORKS.value, _STEPS.value, _TORCH.value)}
+              'limits': machine_limits()}
+    result['rows'] = run(_NETWORKS.value, _STEPS.value, _TORCH.value, result['limits'])
     os.makedirs(_OUT.value, exist_ok=True)
     stem = os.path.join(_OUT.value, f'conv_{jax.default_backend()}')
     with open(stem + '.json', 'w') as f:

@@ -14,6 +14,7 @@ from jst.run import configuration
 from jst.run import context as context_lib
 from jst.run import workdir as workdir_lib
 from jst.searches import registry
+from jst.training import cpu_kernels
 
 
 class _QuietOrbax:
@@ -62,6 +63,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
     and, with ``config.write_report``, a report with plots (``report/``).
     """
     quiet_orbax_logs()
+    if config.get('cpu_kernels') in cpu_kernels.CPU_KERNELS:  # before JAX starts (validate_config starts it)
+        convs = any(configuration.start_spec(config, m).has_convolutions for m in COMPARED_METHODS)
+        in_effect = cpu_kernels.apply_cpu_kernels(config.cpu_kernels, convs)
+        logging.info('XLA:CPU kernels: %s (config.cpu_kernels=%r).', in_effect, config.cpu_kernels)
     configuration.validate_config(config)
     if config.method == 'compare':
         return compare_methods(config, workdir)

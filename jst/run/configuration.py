@@ -1,13 +1,10 @@
 """Every knob of a run: defaults, allowed values and validation, in one place.
 
-Config files in ``configs/`` start from ``default_config()`` and change a few
-fields; every field can be overridden on the command line
-(``--config.num_rounds=3``). ``validate_config`` checks everything that needs
-no data before any data is read or anything is written;
-``validate_against_data`` what needs the training split's size. The allowed
-values of a knob are defined once: here for run-level choices, and as
-``Literal`` types beside the code that implements an option (``expand``,
-``train``, ``readers``, ``specs``), from which ``CHOICES`` is built.
+Config files in ``configs/`` start from ``default_config()`` and change a few fields; every field can be
+overridden on the command line (``--config.num_rounds=3``). ``validate_config`` checks everything that needs no
+data before any data is read or anything is written; ``validate_against_data`` what needs the training split's
+size. The allowed values of a knob are defined once: here for run-level choices, and as ``Literal`` types beside
+the code that implements an option (``expand``, ``train``, ``readers``, ``specs``), from which ``CHOICES`` is built.
 """
 
 from __future__ import annotations
@@ -27,6 +24,7 @@ from jst.models import networks
 from jst.models import specs
 from jst.ops import expand
 from jst.ops import masks
+from jst.training import cpu_kernels
 from jst.training import pruning
 from jst.training import train as train_lib
 
@@ -43,6 +41,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     'level_schedule': pruning.LEVEL_SCHEDULES,
     'optimizer': train_lib.OPTIMIZERS,
     'step_loop': train_lib.STEP_LOOPS,
+    'cpu_kernels': cpu_kernels.CPU_KERNELS,
     'eval_test': ('at_best', 'always'),
     'growth': typing.get_args(Growth),
     'new_layer_mask': typing.get_args(expand.NewMask),
@@ -94,6 +93,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.eval_test = 'at_best'    # test split evaluated where validation loss hits a new minimum; 'always'
     c.step_loop = 'auto'       # 'scan' | 'python' | 'auto' (python loop for conv nets on CPU: XLA:CPU is slow
                                # with convolutions inside scan)
+    c.cpu_kernels = 'auto'     # 'auto' | 'library' | 'xla': YNN/XNNPACK kernels for CPU conv nets (cpu_kernels.py)
     c.num_devices = 1          # data parallelism over this many devices (-1: all, incl. other hosts)
     # Pruning.
     c.pruning = 'imp'          # 'imp': fraction of remaining; 'level': each layer to a target sparsity
