@@ -66,10 +66,10 @@ def test_library_kernels_match_xla_on_forward_and_gradients(tmp_path, family):
         assert np.all(np.isfinite(got))
 
 
-@pytest.mark.parametrize('choice,has_convolutions,wanted', [
+@pytest.mark.parametrize('choice,library_wins,wanted', [
     ('auto', True, True), ('auto', False, False), ('library', False, True), ('xla', True, False)])
-def test_choice_asks_for_library_kernels_where_it_should(choice, has_convolutions, wanted):
-    assert cpu_kernels.wants_library_kernels(choice, has_convolutions) is wanted
+def test_choice_asks_for_library_kernels_where_it_should(choice, library_wins, wanted):
+    assert cpu_kernels.wants_library_kernels(choice, library_wins) is wanted
 
 
 def test_unknown_choice_is_refused_by_name():

@@ -8,8 +8,9 @@ XLA:CPU (jaxlib 0.10.2) can hand dots, elementwise ops and reductions to the YNN
 measures it). The flags are process-wide and are read once, when JAX first starts its CPU backend, so
 ``apply_cpu_kernels`` must run before any JAX computation (``launch/main.py`` calls it first).
 
-* ``cpu_kernels='auto'``: the library kernels where the network has convolutions, XLA's own otherwise
-  (dense MLPs: measured no faster);
+* ``cpu_kernels='auto'``: the library kernels for the families in ``LIBRARY_WINS_FOR`` (Conv-2/4/6: one step
+  1.22x faster in ``docs/results/speed.md``), XLA's own otherwise (the paper's ResNet: 1.01x in jst's step in
+  the same run, so not on by default; dense MLPs: not measured faster);
 * ``'library'``: always; ``'xla'``: never (how every record before this knob was made).
 """
 
@@ -20,15 +21,16 @@ from typing import Literal
 
 CpuKernels = Literal['auto', 'library', 'xla']
 CPU_KERNELS: tuple[str, ...] = ('auto', 'library', 'xla')
+LIBRARY_WINS_FOR: tuple[str, ...] = ('conv',)  # model families where 'auto' picks the library kernels
 LIBRARY_FLAGS: tuple[str, ...] = ('--xla_cpu_experimental_ynn_fusion_type=dot,eltwise,reduce',
                                   '--xla_cpu_experimental_xnn_fusion_type=dot,eltwise,reduce')
 
 
-def wants_library_kernels(choice: CpuKernels, has_convolutions: bool) -> bool:
-    """Whether ``choice`` asks for the YNNPACK/XNNPACK kernels for a network with or without convolutions."""
+def wants_library_kernels(choice: CpuKernels, library_wins: bool) -> bool:
+    """Whether ``choice`` asks for the YNNPACK/XNNPACK kernels, for a network where they win or not."""
     if choice not in CPU_KERNELS:
         raise ValueError(f'cpu_kernels must be one of {CPU_KERNELS}, not {choice!r}.')
-    return choice == 'library' or (choice == 'auto' and has_convolutions)
+    return choice == 'library' or (choice == 'auto' and library_wins)
 
 
 def xla_flags_with_library(xla_flags: str) -> str:
@@ -49,11 +51,11 @@ def backend_started() -> bool:
     return xla_bridge.backends_are_initialized()
 
 
-def apply_cpu_kernels(choice: CpuKernels, has_convolutions: bool) -> str:
+def apply_cpu_kernels(choice: CpuKernels, library_wins: bool) -> str:
     """Sets ``XLA_FLAGS`` for ``choice`` before JAX starts; returns what is in effect ('library' or 'xla').
 
     Once the backend has started (a notebook or test that already ran JAX), nothing changes and the answer says
     what that process runs with."""
-    if wants_library_kernels(choice, has_convolutions) and not backend_started():
+    if wants_library_kernels(choice, library_wins) and not backend_started():
         os.environ['XLA_FLAGS'] = xla_flags_with_library(os.environ.get('XLA_FLAGS', ''))
     return 'library' if library_kernels_active() else 'xla'
