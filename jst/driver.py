@@ -64,7 +64,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
     """
     quiet_orbax_logs()
     if config.get('cpu_kernels') in cpu_kernels.CPU_KERNELS:  # before JAX starts (validate_config starts it)
-        wins = any(configuration.start_spec(config, m).family in cpu_kernels.LIBRARY_WINS_FOR for m in COMPARED_METHODS)
+        families = {configuration.start_spec(config, m).family for m in COMPARED_METHODS}
+        wins = bool(families & set(cpu_kernels.LIBRARY_WINS_FOR))
         in_effect = cpu_kernels.apply_cpu_kernels(config.cpu_kernels, wins)
         logging.info('XLA:CPU kernels: %s (config.cpu_kernels=%r).', in_effect, config.cpu_kernels)
     configuration.validate_config(config)

@@ -1,12 +1,12 @@
 """Which XLA:CPU kernels run a network's convolutions: the one place that knows XLA:CPU's fusion flags.
 
 XLA:CPU (jaxlib 0.10.2) can hand dots, elementwise ops and reductions to the YNNPACK and XNNPACK libraries
-(``--xla_cpu_experimental_ynn_fusion_type``, ``--xla_cpu_experimental_xnn_fusion_type``). For the seed paper's
-8-channel ResNet and Frankle & Carbin's Conv-2 this makes one Adam step faster with the same math (same
-``lax.conv_general_dilated``, same parameters; only the kernels' summation order differs:
+(``--xla_cpu_experimental_ynn_fusion_type``, ``--xla_cpu_experimental_xnn_fusion_type``). For Frankle &
+Carbin's Conv-2 this makes one Adam step faster with the same math (same ``lax.conv_general_dilated``, same
+parameters; only the kernels' summation order differs:
 ``tests/test_cpu_kernels.py`` bounds forward and gradients within 1e-5 relative; ``docs/results/speed.md``
 measures it). The flags are process-wide and are read once, when JAX first starts its CPU backend, so
-``apply_cpu_kernels`` must run before any JAX computation (``launch/main.py`` calls it first).
+``apply_cpu_kernels`` must run before any JAX computation (``driver.train_and_evaluate`` calls it first).
 
 * ``cpu_kernels='auto'``: the library kernels for the families in ``LIBRARY_WINS_FOR`` (Conv-2/4/6: one step
   1.22x faster in ``docs/results/speed.md``), XLA's own otherwise (the paper's ResNet: 1.01x in jst's step in
