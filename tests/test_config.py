@@ -47,7 +47,7 @@ def test_invalid_diagnostics_settings_are_named():
     ('model.widths', (0, 100), r'config.model.widths=\(0, 100\) must hold positive sizes'),
     ('num_devices', 5, r'config.num_devices=5, but 1 device\(s\) are visible'),
     ('data_order', 'random', r"config.data_order='random' is unknown"),
-    ('log_level', 'bogus', r"config.log_level='bogus' is unknown"),
+    ('init_from_masks', 'bogus', r"config.init_from_masks='bogus' is unknown"),
     ('momentum', float('nan'), r'config.momentum=nan must be a finite number'),
     ('momentum', -5.0, r'config.momentum=-5.0 must be in \[0, 1\)'),
     ('noise_scale', float('inf'), r'config.noise_scale=inf must be a finite number'),

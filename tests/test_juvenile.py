@@ -210,3 +210,38 @@ def test_init_from_another_split_is_refused(mnist_dir, tmp_path):
                                                        init_from=source, permute_pixels=True),
                                         str(tmp_path / 'permuted'))
     assert records[0]['dataset'] == 'mnist_permuted'
+
+
+def test_random_reinit_and_random_mask_controls_of_a_grown_ticket(mnist_dir, tmp_path):
+    """Issue 35: the controls of a grown ticket (``init_from`` its workdir with random weights, and random masks
+    with its per-layer kept counts) train the grown architecture at the ticket's sparsity, from other weights."""
+    from jst.run import journal as journal_lib  # pylint: disable=g-import-not-at-top
+    source = str(tmp_path / 'grown')
+    grown = driver.train_and_evaluate(_tiny_juvenile(mnist_dir, num_rounds=1, steps_per_round=20), source)
+    spec, _, ticket_masks = journal_lib.FinishedRun.read(source).ticket(0)
+    runs = {}
+    for masks in ('ticket', 'random'):
+        config = _tiny_juvenile(mnist_dir, method='lth', num_rounds=0, steps_per_round=40, init_from=source,
+                                init_from_weights='fresh', init_from_masks=masks)
+        runs[masks] = driver.train_and_evaluate(config, str(tmp_path / masks))[-1]
+        _, _, masks_out = journal_lib.FinishedRun.read(str(tmp_path / masks)).ticket(0)
+        counts = lambda tree: [int(np.sum(m)) for m in jax.tree.leaves(tree)]
+        assert counts(masks_out) == counts(ticket_masks)
+        same = all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(masks_out), jax.tree.leaves(ticket_masks)))
+        assert same == (masks == 'ticket')
+    for record in runs.values():
+        assert record['architecture'] == grown[-1]['architecture'] == spec.describe()
+        assert record['params_remaining'] == grown[-1]['params_remaining']
+        assert record['layers'] == grown[-1]['layers']  # per-layer (kept, total) counts are the ticket's
+    def first_layer(weights):  # after one step from the ticket's masks and `weights`
+        workdir = str(tmp_path / f'start_{weights}')
+        driver.train_and_evaluate(_tiny_juvenile(mnist_dir, method='lth', num_rounds=0, steps_per_round=1,
+                                                 init_from=source, init_from_weights=weights), workdir)
+        return np.asarray(journal_lib.FinishedRun.read(workdir).ticket(0)[1]['params']['hidden_0']['kernel'])
+    assert not np.allclose(first_layer('fresh'), first_layer('random'))  # 'fresh': not the seed's init key
+
+
+def test_random_masks_without_a_ticket_are_refused(mnist_dir, tmp_path):
+    import pytest  # pylint: disable=g-import-not-at-top
+    with pytest.raises(Exception, match='init_from_masks=.random. needs config.init_from'):
+        driver.train_and_evaluate(_tiny_juvenile(mnist_dir, init_from_masks='random'), str(tmp_path / 'w'))

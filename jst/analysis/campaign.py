@@ -38,12 +38,14 @@ class CampaignError(errors.UserError, ValueError):
     """A campaign asked for something its study does not have (a policy, a budget, a shard)."""
 
 
-def main_args(repo: str, study: study_lib.Study, policy: str, budget: int, workdir: str, part: Part) -> list[str]:
+def main_args(repo: str, study: study_lib.Study, policy: str, budget: int, workdir: str, part: Part,
+              workdir_root: str = 'STUDY_DIR') -> list[str]:
     """The ``launch/main.py`` command line (``sys.executable`` first) that trains ``part`` of a cell."""
     first, n = part
     return [sys.executable, os.path.join(repo, 'launch', 'main.py'), f'--config={study.config}',
             f'--config.seed={first}', f'--config.num_seeds={n}', '--config.juvenility=False',
-            '--config.write_report=False', *study.flags(policy, budget).split(), f'--workdir={workdir}']
+            '--config.write_report=False', *study.flags(policy, budget, workdir_root, part).split(),
+            f'--workdir={workdir}']
 
 
 def run_child(args: Sequence[str], cwd: str) -> None:
@@ -143,7 +145,10 @@ def run_part(repo: str, study: study_lib.Study, policy: str, budget: int, part: 
         return False
     out = study_lib.records_dir(results_dir, study, budget, policy, part)
     workdir = os.path.join(workdir_root, study.workdir(policy, budget, part))
-    args = main_args(repo, study, policy, budget, workdir, part)
+    source = study.source_workdir(policy, budget, workdir_root, part)
+    if source and not run_finished(source):  # e.g. on a fresh machine: (re)train it first
+        run_child(main_args(repo, study, dict(study.sources)[policy], budget, source, part, workdir_root), cwd=repo)
+    args = main_args(repo, study, policy, budget, workdir, part, workdir_root)
     t0 = time.time()
     run_child(args, cwd=repo)
     copy_records(workdir, out, {
@@ -156,6 +161,14 @@ def run_part(repo: str, study: study_lib.Study, policy: str, budget: int, part: 
         commit_paths(repo, paths, f'{study.name}: records of {policy} at {budget} steps/round, seeds '
                                   f'{first}-{first + n - 1}; page regenerated')
     return True
+
+
+def run_finished(workdir: str) -> bool:
+    """Whether ``workdir``'s newest checkpoint is of a finished run (its final tickets are there)."""
+    if not os.path.isdir(workdir):
+        return False
+    meta = checkpoint_io.RunCheckpointer(workdir, None).latest_meta() or {}
+    return (meta.get('progress') or {}).get('phase') == 'done'
 
 
 def part_order(study: study_lib.Study) -> list[tuple[int, str, Part]]:

@@ -22,6 +22,8 @@ CIFAR_PILOT_STEPS = 2808  # 8 epochs of 351 steps: the dense network's validatio
 # TOST margins (jst.analysis.claims): the smallest test-accuracy difference we would call real. MNIST sits near its
 # ceiling (~98%), where half a point is a fifth of the remaining error; CIFAR-10 here sits near 50%, where one point is.
 MNIST_MARGIN, CIFAR_MARGIN = 0.005, 0.01
+CONFIRM_MARGIN = 0.002  # paper_mnist_confirm: +-0.2 points, fixed in its pre-registration before its records
+CONFIRM_PREREGISTRATION = 'docs/results/preregistration/paper_mnist_confirm.md'
 MNIST_MARGIN_FIXED = 'on 2026-11-29, after these records were committed (not pre-registered)'
 CIFAR_MARGIN_FIXED = ('on 2026-11-29, after seed 42\'s records and before any second seed (the first comparison '
                       'needs two)')
@@ -92,6 +94,49 @@ batch 128, level pruning of every Dense kernel to 95% sparsity at the last of 5 
 does growth beat *keeping the trained weights* (prune and continue on the final architecture), at matched steps?
 `grow_sparse_new` and `prune_continue` end with the same architecture, the same number of weights and the same
 cumulative steps. In the flags, `{total}` stands for 6 x the per-round budget.
+''',
+    ),
+    'paper_mnist_confirm': study_lib.Study(
+        name='paper_mnist_confirm', preregistration=CONFIRM_PREREGISTRATION,
+        title="Confirmation, pre-registered: the seed paper's MNIST experiment on ten new seeds",
+        config='configs/mnist.py', first_seed=52, num_seeds=10, budgets=(429, 1287, 3861), lanes_per_run=10,
+        policies=(
+            ('weight_reset', '--config.method=lth', 'classic lottery ticket: 6 hidden layers from the start, '
+             'level pruning each round, survivors reset to theta_0'),
+            ('prune_continue', f'--config.method=juvenile --config.growth=none {FINAL_ARCH}',
+             'the final architecture from the start, pruned each round, trained weights kept (no reset, '
+             'no growth): the control for growth'),
+            ('grow_dense_new', '--config.method=juvenile',
+             'the paper: prune, then insert a dense identity layer, weights kept'),
+            ('grow_sparse_new', '--config.method=juvenile --config.new_layer_mask=sparse',
+             'as the paper, the new layer starts at the network\'s current density'),
+            ('dense_same_steps', '--config.method=lth --config.num_rounds=0 --config.steps_per_round={total}',
+             'the dense final architecture trained once for the cumulative steps of the 6 rounds'),
+            ('grown_random_reinit', '--config.method=lth --config.num_rounds=0 --config.steps_per_round={total} '
+             '--config.init_from={source} --config.init_from_weights=fresh',
+             'the final grown ticket of grow_dense_new (same seed): its architecture and masks, a fresh random '
+             'init (a key no other run of the seed draws), trained once for the cumulative steps of the 6 rounds (Frankle & Carbin\'s random re-init)'),
+            ('grown_random_mask', '--config.method=lth --config.num_rounds=0 --config.steps_per_round={total} '
+             '--config.init_from={source} --config.init_from_weights=fresh --config.init_from_masks=random',
+             'as grown_random_reinit, with random masks of the same per-layer kept counts (random pruning)'),
+        ),
+        sources=(('grown_random_reinit', 'grow_dense_new'), ('grown_random_mask', 'grow_dense_new')),
+        comparisons=(('grow_dense_new', 'weight_reset'), ('grow_sparse_new', 'prune_continue'),
+                     ('grow_dense_new', 'prune_continue'), ('prune_continue', 'weight_reset'),
+                     ('grow_dense_new', 'grown_random_reinit'), ('grow_dense_new', 'grown_random_mask'),
+                     ('grow_dense_new', 'dense_same_steps')),
+        dense_policy='weight_reset',
+        headline=('grow_dense_new', 'weight_reset'),
+        headline_question="Does the paper's growth beat the weight-reset lottery ticket (confirmatory)?",
+        equivalence_margin=CONFIRM_MARGIN,
+        margin_fixed=f'in the pre-registration (`{CONFIRM_PREREGISTRATION}`), committed before any of its records',
+        notes='''
+The confirmatory run of `paper_mnist` (which stays the exploratory study), fixed in its pre-registration before
+any record existed: `configs/mnist.py` as there, ten seeds none of the exploratory studies used, a fresh batch
+order every round (the exploratory records replayed round 0's), and two controls the exploratory study lacked:
+the grown ticket's architecture and masks with a fresh random init, and with random masks of the same per-layer
+counts, each trained once for the grown ticket's cumulative steps. One family of comparisons across all budgets
+(Holm over every comparison of the page), a ±0.2-point margin, and the wording rules of `jst/analysis/claims.py`.
 ''',
     ),
     'lenet300': study_lib.Study(

@@ -51,15 +51,25 @@ class Study:
     base_flags: str = ''               # flags every policy gets (before its own)
     equivalence_margin: float = 0.0    # TOST margin (accuracy fraction) for pairs that do not differ (claims)
     margin_fixed: str = ''             # when the margin was fixed, relative to the records (stated on the page)
+    # (policy, source policy): ``{source}`` in the policy's flags is the source's workdir at the same budget and
+    # seeds (e.g. ``--config.init_from={source}`` for the controls of a grown ticket); the campaign trains it first
+    sources: tuple[tuple[str, str], ...] = ()
+    preregistration: str = ''          # the file (relative to the repository) that fixed the design before records
 
     def __post_init__(self):
         object.__setattr__(self, 'policies', tuple(Policy(*p) for p in self.policies))
         named = [*(n for pair in self.comparisons for n in pair), *(n for n in self.headline if n),
-                 *([self.dense_policy] if self.dense_policy else []), *(p for p, _ in self.policy_seeds)]
+                 *([self.dense_policy] if self.dense_policy else []), *(p for p, _ in self.policy_seeds),
+                 *(n for pair in self.sources for n in pair)]
         unknown = sorted(set(named) - set(self.policy_names))
         if unknown:
             raise ValueError(f'study {self.name!r} names {unknown}, which are not among its policies '
                              f'{self.policy_names}: fix its comparisons, headline, dense_policy or policy_seeds.')
+        for policy, source in self.sources:
+            if self.seeds_of(policy) != self.seeds_of(source) or self.policy_names.index(source) > \
+                    self.policy_names.index(policy):
+                raise ValueError(f'study {self.name!r}: source {source!r} of {policy!r} must come before it in the '
+                                 'policies and run the same seeds.')
 
     @property
     def policy_names(self) -> list[str]:
@@ -69,10 +79,17 @@ class Study:
         """How many seeds (from ``first_seed``) ``policy`` runs."""
         return dict(self.policy_seeds).get(policy, self.num_seeds)
 
-    def flags(self, policy: str, budget: int) -> str:
-        """The policy's flags at ``budget`` (``--config.steps_per_round`` unless the policy sets it)."""
+    def source_workdir(self, policy: str, budget: int, root: str, part: tuple[int, int] | None = None) -> str:
+        """The workdir (under ``root``) of the run whose ticket ``policy`` starts from; '' when it has none."""
+        source = dict(self.sources).get(policy)
+        return f'{root}/{self.workdir(source, budget, part)}' if source else ''
+
+    def flags(self, policy: str, budget: int, root: str = 'STUDY_DIR', part: tuple[int, int] | None = None) -> str:
+        """The policy's flags at ``budget`` (``--config.steps_per_round`` unless the policy sets it); ``{source}``
+        is filled with ``source_workdir`` under ``root``."""
         flags = {p.name: p.flags for p in self.policies}[policy].format(
-            budget=budget, total=self.trainings * budget, rewind_3pct=round(0.03 * self.trainings * budget))
+            budget=budget, total=self.trainings * budget, rewind_3pct=round(0.03 * self.trainings * budget),
+            source=self.source_workdir(policy, budget, root, part))
         flags = f'{self.base_flags} {flags}'.strip()
         return flags if 'steps_per_round' in flags else f'--config.steps_per_round={budget} {flags}'
 
@@ -97,7 +114,7 @@ class Study:
     def command(self, policy: str, budget: int, workdir: str = 'WORKDIR', part: tuple[int, int] | None = None) -> str:
         first, n = part or (self.first_seed, self.seeds_of(policy))
         return (f'python launch/main.py --config={self.config} --config.seed={first} '
-                f'--config.num_seeds={n} {self.flags(policy, budget)} --workdir={workdir}')
+                f'--config.num_seeds={n} {self.flags(policy, budget, part=part)} --workdir={workdir}')
 
 
 def records_dir(results_dir: str, study: Study, budget: int, policy: str,

@@ -50,8 +50,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     'optimizer_state_on_growth': ('carry', 'reset'),
     'prune_weights': ('final', 'best'),
     'data_order': ('per_round', 'replay'),
-    'log_level': ('debug', 'info', 'warning', 'error'),
-    'init_from_weights': ('trained', 'initial', 'random'),
+    'init_from_weights': ('trained', 'initial', 'random', 'fresh'),
+    'init_from_masks': ('ticket', 'random'),
 }
 
 
@@ -128,14 +128,14 @@ def default_config() -> ml_collections.ConfigDict:
     c.learning_potential_steps = 50
     # Transfer: start from another run's final ticket.
     c.init_from = ''           # workdir of a finished run
-    c.init_from_weights = 'trained'  # 'trained' | 'initial' (that run's theta_0, LTH only) | 'random'
+    c.init_from_weights = 'trained'  # 'trained' | 'initial' (its theta_0, LTH only) | 'random' | 'fresh'
+    c.init_from_masks = 'ticket'  # 'ticket' | 'random' (random masks with the ticket's per-layer counts)
     # Bookkeeping.
     c.name = ''                # label of this variant in reports ('' = the method)
     c.overwrite = False
     c.checkpoint_every_epochs = 1  # also at the end of every round/phase; 0 = only those
     c.checkpoint_min_interval_s = 30.0  # ...but inside a training at most this often (0: no limit)
     c.write_report = True          # report.md + PNG plots in WORKDIR/report at the end
-    c.log_level = 'info'
     return c
 
 
@@ -184,8 +184,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     for field in ('train_limit', 'steps_per_round', 'eval_every'):
         _check(c[field] >= 0, f'config.{field}={c[field]} must be >= 0 (0 means: {_ZERO_MEANS[field]}).')
     _check(c.epochs_per_round >= 0, f'config.epochs_per_round={c.epochs_per_round} must be >= 0.')
-    _check(c.steps_per_round > 0 or c.epochs_per_round > 0,
-           'Set config.steps_per_round > 0 or config.epochs_per_round > 0.')
+    _check(c.steps_per_round > 0 or c.epochs_per_round > 0, 'Set config.steps_per_round or epochs_per_round > 0.')
     for knob, default, why in (('growth', 'paper', 'does not grow'),
                                ('optimizer_state_on_growth', 'carry', 'restarts the optimizer every round')):
         _check(c[knob] == default or c.method == 'juvenile', f"config.{knob}={c[knob]!r} applies to method='juvenile' "
@@ -207,6 +206,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
            '(early stopping and selection use the validation split only).')
     _check(not c.init_from or os.path.isdir(c.init_from),
            f'config.init_from={c.init_from!r} is not a folder: give the workdir of a finished run.')
+    _check(c.init_from or c.init_from_masks == 'ticket', "config.init_from_masks='random' needs config.init_from.")
     for field, holds in (('data_dir', 'where TFDS keeps prepared data'), ('manual_dir', 'of the dataset files')):
         _check(not c[field] or not os.path.isfile(c[field]), f'config.{field}={c[field]!r} is a file: give a folder '
                f'({holds}).')

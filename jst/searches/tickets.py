@@ -2,8 +2,12 @@
 stores each run's final tickets, ``jst.run.journal``).
 
 ``config.init_from_weights``: 'trained' (that run's final weights), 'initial'
-(its theta_0; weight-reset runs only) or 'random' (a fresh init of the same
-structure with this run's seed).
+(its theta_0; weight-reset runs only), 'random' (an init of the same structure
+from this run's init key: layers whose names and shapes the source's round 0 had
+start at that round's values when the seeds match) or 'fresh' (an init from a key
+no other draw of this seed uses). ``config.init_from_masks``: 'ticket' (its masks)
+or 'random' (random masks with the ticket's per-layer kept counts): with random
+weights, the random re-init and random-mask controls of a grown ticket.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from jst.run import journal as journal_lib
 from jst.training import pruning
 
 PyTree = Any
+FRESH_KEY = 1 << 20  # folded into a lane's control key for init_from_weights='fresh' (controls fold in rounds < it)
 
 
 def start_network(ctx: context_lib.RunContext, method: configuration.Method, lane: int,
@@ -29,8 +34,13 @@ def start_network(ctx: context_lib.RunContext, method: configuration.Method, lan
     ``method``'s start architecture freshly initialised (the lane's init key) with all-True masks."""
     init = lambda spec: ctx.init_variables(spec, ctx.key('init', lane))
     if ctx.config.init_from:
-        return load_ticket(ctx.config.init_from, ctx.config.init_from_weights, init, lane,
-                           split=ctx.data_identity.get('split'))
+        if ctx.config.init_from_weights == 'fresh':
+            init = lambda spec: ctx.init_variables(spec, jax.random.fold_in(ctx.key('control', lane), FRESH_KEY))
+        spec, variables, masks = load_ticket(ctx.config.init_from, ctx.config.init_from_weights, init, lane,
+                                             split=ctx.data_identity.get('split'))
+        if ctx.config.init_from_masks == 'random':
+            masks = pruning.random_prune_masks(masks, jax.random.fold_in(ctx.key('init', lane), 1))
+        return spec, variables, masks
     spec = configuration.start_spec(ctx.config, method)
     variables = init(spec)
     masks = pruning.initial_masks(pruning.PruningPlan.from_config(ctx.config), variables['params'],
