@@ -3,6 +3,8 @@
     python launch/study.py run paper_mnist [--policy=NAME] [--budget=STEPS] [--commit]  # runs missing cells
     python launch/study.py page paper_mnist [--check]                                   # docs/results/paper_mnist.md
     python launch/study.py status conv2                       # each part: done, running, paused or not started
+    python launch/study.py status                             # every study: parts committed
+    python launch/study.py page index [--check]               # docs/results/README.md and the README's verdict
 
 ``run`` advances a study part by part (``jst.analysis.campaign``): each (budget, policy) cell is one
 ``launch/main.py`` process with all its seeds as lanes, or, for a study with ``lanes_per_run=k``, processes of k
@@ -30,6 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from jst import errors
 from jst.analysis import campaign
 from jst.analysis import pages
+from jst.analysis import results_index
 from jst.analysis import study as study_lib
 from jst.analysis.studies import STUDIES, TEST_STUDIES, TRANSFER_SOURCE
 # pylint: enable=g-import-not-at-top,wrong-import-position
@@ -70,7 +73,16 @@ def write_pages(study: study_lib.Study, check: bool = False) -> list[str]:
     if check:
         return list(outputs)
     write_figure()
-    return list(outputs) + [os.path.join(RESULTS, study.name)]
+    return list(outputs) + [os.path.join(RESULTS, study.name)] + write_index()
+
+
+def write_index(check: bool = False) -> list[str]:
+    """Writes (or checks) docs/results/README.md and the README's verdict block from every study's records."""
+    with open(README) as f:
+        readme = results_index.readme_with_verdict(f.read(), RESULTS, STUDIES)
+    outputs = {os.path.join(RESULTS, 'README.md'): results_index.index_page(RESULTS, STUDIES), README: readme}
+    write_or_check(outputs, 'index', check)
+    return list(outputs)
 
 
 def write_or_check(outputs: dict[str, str], page: str, check: bool = False) -> None:
@@ -113,10 +125,18 @@ def run(study: study_lib.Study) -> None:
 
 
 def main(argv):
+    if argv[1:] == ['status']:
+        for name, study in STUDIES.items():
+            done, total = results_index.parts_done(_RESULTS_DIR.value or RESULTS, study)
+            print(f'{name:<22} {done:>3} of {total:>3} parts committed')
+        return None
     if len(argv) != 3 or argv[1] not in ('run', 'page', 'status'):
         raise app.UsageError('usage: python launch/study.py run|page|status STUDY [--policy=..] [--budget=..] '
-                             '[--check]')
+                             f'[--check]; STUDY: one of {sorted(STUDIES)}, or index / speed for page; status alone '
+                             'lists every study')
     try:
+        if argv[1:] == ['page', 'index']:
+            return write_index(_CHECK.value)
         if argv[1:] == ['page', 'speed']:
             speed = pages.speed_page(os.path.join(REPO, 'benchmarks', 'results'))
             return write_or_check({os.path.join(RESULTS, 'speed.md'): speed}, 'speed', _CHECK.value)

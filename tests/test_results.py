@@ -18,7 +18,7 @@ from jst.analysis.studies import STUDIES
 RESULTS = os.path.join(REPO, 'docs', 'results')
 
 
-@pytest.mark.parametrize('name', sorted(STUDIES) + ['speed'])
+@pytest.mark.parametrize('name', sorted(STUDIES) + ['speed', 'index'])
 def test_published_page_matches_its_records(name):
     proc = subprocess.run([sys.executable, os.path.join(REPO, 'launch', 'study.py'), 'page', name, '--check'],
                           capture_output=True, text=True, cwd=REPO, timeout=300)
@@ -123,7 +123,8 @@ def test_a_levels_page_of_one_seed_renders_without_tests_or_intervals():
     assert '1 seed so far: the paired comparisons need at least 2, so nothing is tested yet.' in page
     assert 'None yet: 1 seed; a paired comparison needs at least 2.' in page
     assert '| **1** | 80.00 | 900 | 97.00 | 96.00 | 94.00 | 94.00 | 2,000 | 2,000 | 2,000 |' in page, page
-    assert '±' not in page.split('## Every level')[1] and 'beats' not in page
+    tables = page.split('## Every level')[1]
+    assert '±' not in tables and 'beats' not in tables and 'beats' not in page.split('Wording')[0]
 
 
 def test_readme_headline_needs_its_markers():
@@ -264,23 +265,39 @@ def test_holm_by_family_by_hand():
 
 
 def test_claims_words_by_hand():
-    """'beats' needs Holm p < 0.05 within the family; 'is equivalent to' a TOST inside the margin; else
-    'is inconclusive against' (what used to read 'does not differ significantly from')."""
+    """Issue 35's rules, one family of six: 'beats' needs a Holm-adjusted t-test p < 0.05 and a difference not
+    shown inside the margin; a significant difference inside it is 'ahead / behind, within ±0.2 points';
+    'equivalent' needs a Holm-adjusted TOST; else 'inconclusive'."""
     from jst.analysis import claims  # pylint: disable=g-import-not-at-top
-    a = [[0.981, 0.979, 0.982, 0.980], [0.951, 0.949, 0.952, 0.950], [0.990, 0.960, 0.985, 0.955]]
-    b = [[0.980, 0.980, 0.980, 0.980], [0.980, 0.980, 0.980, 0.980], [0.975, 0.975, 0.975, 0.975]]
     from jst.analysis import statistics  # pylint: disable=g-import-not-at-top
-    rows = [{'comparison': statistics.paired_comparison(x, y)} for x, y in zip(a, b)]
-    rows = claims.add_tests(rows, list(zip(a, b)), ['dense', 'dense', 'controls'], margin=0.005)
-    # Family 'dense' holds rows 0 and 1 only: row 1's raw p doubles at most; row 2 (family 'controls') is alone.
-    assert rows[1]['p_holm'] == pytest.approx(min(1.0, 2 * rows[1]['comparison'].p_value))
-    assert rows[2]['p_holm'] == pytest.approx(rows[2]['comparison'].p_value)
-    assert claims.verdict(rows[1]) == 'loses to'  # -3 points, tight
-    assert claims.verdict(rows[0]) == 'is equivalent to'  # +0.05 points, 90% CI well inside +-0.5
-    assert rows[0]['equivalence'].p_value < 0.05
-    assert claims.verdict(rows[2]) == 'is inconclusive against'  # +0.75 +- 2.5 points: no difference shown, no tie
-    assert claims.equivalence_cell(rows[0]).startswith(f"{rows[0]['equivalence'].p_value:.2g} (90% CI ")
-    assert claims.verdict({**rows[0], 'equivalence': None}) == 'is inconclusive against'  # no margin: no tie
+    b = [0.97, 0.96, 0.975, 0.965]
+    diffs = [[0.0010, 0.0011, 0.0009, 0.0010],      # +0.1 points, tight: real, but inside ±0.2
+             [0.030, 0.031, 0.029, 0.030],          # +3 points, tight
+             [0.0005, -0.0005, 0.0004, -0.0004],    # 0, tight: a tie
+             [0.02, -0.015, 0.01, -0.012],          # +0.08 ± 3 points: nothing shown
+             [-0.0010, -0.0011, -0.0009, -0.0010],  # -0.1 points, tight
+             [0.0013, -0.0013, 0.0013, -0.0013]]    # 0, sd 0.15 points: raw TOST p = 0.038, not after Holm
+    values = [([x + d for x, d in zip(b, ds)], b) for ds in diffs]
+    rows = [{'a': 'a', 'b': 'b', 'comparison': statistics.paired_comparison(x, y)} for x, y in values]
+    rows = claims.add_tests(rows, values, [claims.STUDY_WIDE] * len(rows), margin=0.002)
+    assert [r['p_holm'] for r in rows] == pytest.approx(statistics.holm([r['comparison'].p_value for r in rows]))
+    assert [r['p_tost_holm'] for r in rows] == pytest.approx(statistics.holm([r['equivalence'].p_value
+                                                                              for r in rows]))
+    # Row 5 by hand: d = +-0.0013, sd = 0.0013 sqrt(4/3), se = sd / 2, t = 0.002 / se = 2.665 on 3 df -> p = 0.038;
+    # its TOST p is the 4th smallest of 6, so Holm multiplies it by 3 (0.114).
+    assert rows[5]['equivalence'].p_value == pytest.approx(0.0381, abs=5e-4)
+    assert rows[5]['p_tost_holm'] == pytest.approx(3 * rows[5]['equivalence'].p_value)
+    assert [claims.verdict(r) for r in rows] == ['is ahead of', 'beats', 'is equivalent to', 'is inconclusive against',
+                                               'is behind', 'is inconclusive against']
+    assert claims.claim(rows[0]) == 'a is ahead of b, within ±0.2 points'
+    assert claims.claim(rows[1], 'growth', 'reset') == 'growth beats reset'
+    assert claims.claim(rows[2]) == 'a is equivalent to b, within ±0.2 points'
+    assert claims.claim(rows[4]) == 'a is behind b, within ±0.2 points'
+    assert claims.claim(rows[3]) == 'a is inconclusive against b'
+    assert claims.equivalence_cell(rows[0]).startswith(f"{rows[0]['equivalence'].p_value:.2g} / Holm ")
+    no_margin = claims.add_tests([dict(r) for r in rows], values, [claims.STUDY_WIDE] * len(rows), margin=0.0)
+    assert [claims.verdict(r) for r in no_margin] == ['beats', 'beats', 'is inconclusive against',
+                                                    'is inconclusive against', 'loses to', 'is inconclusive against']
 
 
 def test_clustered_correlation_by_hand():
@@ -304,7 +321,7 @@ def test_clustered_correlation_by_hand():
         np.corrcoef([-0.5, -1, -1.5, 0.5, 1, 1.5], [-1, 0, 1.25, 1, 0, -1.25])[0, 1])
 
 
-def test_compute_fair_choice_by_hand():
+def test_validation_chosen_budgets_by_hand():
     from jst.analysis import compute  # pylint: disable=g-import-not-at-top
     def run(budget, seed, vals, tests, params):
         return [{'round': r, 'seed': seed, 'control': 'none', 'cumulative_steps': budget * (r + 1),
@@ -321,6 +338,7 @@ def test_compute_fair_choice_by_hand():
     sentence = compute.chosen_budget_sentence(runs, 'a', 'b')
     # a - b: (0.80 - 0.75, 0.82 - 0.77) = +5.00 points, sd 0 -> CI 0.
     assert 'a (100 steps/round: 200 steps' in sentence and '+5.00 ± 0.00 points' in sentence, sentence
+    assert '3.0x apart in weight-steps' in sentence  # a: 100 x 10 + 100 x 5; b: 300 x 10 + 300 x 5
     section = '\n'.join(compute.budget_choice_section(runs, [('a', 'b')], batch_size=2))
     assert '| a - b | 100 vs 300 | 2 | +5.00 ± 0.00 |' in section, section
 
@@ -366,3 +384,38 @@ def test_sparse_training_table_is_what_its_committed_record_gives(tmp_path):
     _render(tmp_path / 'r.json')
     with open(committed + '.md') as f:
         assert (tmp_path / 'r.md').read_text() != f.read()
+
+
+def test_hand_written_results_prose_holds_no_number():
+    """Issue 35: every number of the results index and of the README's results section is generated; the words
+    around the generated blocks state none."""
+    from jst.analysis import results_index  # pylint: disable=g-import-not-at-top
+    with open(os.path.join(RESULTS, 'README.md')) as f:
+        assert results_index.numbers_outside_generated(f.read()) == []
+    with open(os.path.join(REPO, 'README.md')) as f:
+        readme = f.read()
+    section = readme.split('\n## Results\n', 1)[1].split('\n## ', 1)[0]
+    assert results_index.GENERATED[0] in section
+    markers = [pages.headline_markers(STUDIES[name]) for name in pages.README_HEADLINES]
+    assert results_index.numbers_outside_generated(section, markers) == []
+    assert results_index.numbers_outside_generated('a 2-core CPU\n') == ['a 2-core CPU']  # the check can fail
+    assert results_index.numbers_outside_generated('at 3.5% of weights\n') == ['at 3.5% of weights']
+    assert results_index.numbers_outside_generated('CIFAR-10, LeNet-300-100, q75, `k=3` [a](b2.md)\n') == []
+
+
+def test_a_changed_record_changes_the_index_and_the_verdict(monkeypatch):
+    from jst.analysis import results_index  # pylint: disable=g-import-not-at-top
+    before = results_index.index_page(RESULTS, STUDIES)
+    real = study_lib.load_records
+
+    def shifted(results_dir, study, controls=False):
+        runs = real(results_dir, study, controls)
+        if study.name == 'cifar10_paper':
+            runs = {k: [{**r, 'test_accuracy': r['test_accuracy'] + (0.05 if k[1] == 'weight_reset' else 0)}
+                        for r in rs] for k, rs in runs.items()}
+        return runs
+    monkeypatch.setattr(study_lib, 'load_records', shifted)
+    after = results_index.index_page(RESULTS, STUDIES)
+    assert after != before
+    verdict = results_index.verdict_paragraph(RESULTS, STUDIES)
+    assert verdict in after and 'On CIFAR-10' in verdict and 'weight_reset' in verdict

@@ -1,5 +1,6 @@
-"""Compute-fair views of a study: each policy at the budget its validation accuracy chooses, with its steps and
-its training compute, and paired comparisons there; training multiply-adds per round for the figures.
+"""Budget-chosen views of a study (not compute-matched): each policy at the budget its validation accuracy
+chooses, with its steps and its training compute, and paired comparisons there; training multiply-adds per round
+for the figures.
 
 A study with several per-round budgets measures every policy at each; a reviewer asks what each policy reaches at
 its own best budget (chosen on validation, never test) and at what cost. Compute is counted two ways:
@@ -118,10 +119,12 @@ def chosen_budget_sentence(runs: dict[tuple[int, str], list[Record]], a: str, b:
     cost = {p: (np.mean([finals[p][s]['cumulative_steps'] for s in seeds]),
                 np.mean([weight_steps([r for r in runs[(chosen[p], p)] if r['seed'] == s]) for s in seeds]) / 1e9)
             for p in (a, b)}
-    return (f'**Compute-fair**: each at the budget its validation accuracy chooses, {a} ({chosen[a]:,} steps/round: '
-            f'{cost[a][0]:,.0f} steps, {cost[a][1]:.2f}e9 weight-steps) against {b} ({chosen[b]:,} steps/round: '
-            f'{cost[b][0]:,.0f} steps, {cost[b][1]:.2f}e9 weight-steps): {100 * c.mean_difference:+.2f} ± '
-            f'{100 * c.ci95:.2f} points of test accuracy (paired t-test over {c.n} seeds, p = {c.p_value:.2g}).')
+    ratio = max(cost[a][1], cost[b][1]) / min(cost[a][1], cost[b][1])
+    return (f'**Each at its validation-chosen budget** (not compute-matched: {ratio:.1f}x apart in weight-steps): '
+            f'{a} ({chosen[a]:,} steps/round: {cost[a][0]:,.0f} steps, {cost[a][1]:.2f}e9 weight-steps) against {b} '
+            f'({chosen[b]:,} steps/round: {cost[b][0]:,.0f} steps, {cost[b][1]:.2f}e9 weight-steps): '
+            f'{100 * c.mean_difference:+.2f} ± {100 * c.ci95:.2f} points of test accuracy (paired t-test over {c.n} '
+            f'seeds, p = {c.p_value:.2g}, uncorrected: descriptive).')
 
 
 def budget_choice_section(runs: dict[tuple[int, str], list[Record]], comparisons: Sequence[tuple[str, str]],

@@ -6,10 +6,9 @@ ticket (``control='none'``), the same mask with a fresh random init
 (``random_prune``), each as mean ± 95% CI over seeds of test accuracy and of
 the early-stopping iteration (``best_step``, the step of minimum validation
 loss: F&C's "learns faster" measure). Comparisons are paired over seeds at
-every level (ticket - each control, ticket - the dense network) with Holm's
-correction within two families (the ticket against the dense network; the
-ticket against its controls), and a TOST against the study's margin where they
-do not differ (``jst.analysis.claims``); the highlighted level is chosen by the
+every level (ticket - each control, ticket - the dense network), t-test and
+TOST against the study's margin each Holm-corrected over every comparison of
+the study (``jst.analysis.claims``); the highlighted level is chosen by the
 ticket's mean *validation* accuracy, never test.
 """
 
@@ -77,8 +76,8 @@ def _paired(a: dict[int, Record], b: dict[int, Record], field: str) -> statistic
 
 def level_comparisons(levels: dict[tuple[int, str], dict[int, Record]], margin: float = 0.0) -> list[dict[str, Any]]:
     """Ticket - random re-init, ticket - random pruning and ticket - dense, test accuracy, every level >= 1 where
-    the two share >= 2 seeds (none while a campaign has one); Holm within the families 'dense' and 'controls', TOST
-    against ``margin`` (``claims.add_tests``)."""
+    the two share >= 2 seeds (none while a campaign has one); t-test and TOST against ``margin``, each Holm-corrected
+    over all of them (``claims.add_tests``)."""
     rows, values = [], []
     dense = levels[(0, 'none')]
     for lv in sorted({lv for lv, _ in levels if lv > 0}):
@@ -90,34 +89,45 @@ def level_comparisons(levels: dict[tuple[int, str], dict[int, Record]], margin: 
                 values.append(([ticket[s]['test_accuracy'] for s in seeds], [cell[s]['test_accuracy'] for s in seeds]))
                 rows.append({'level': lv, 'b': other, 'comparison': _paired(ticket, cell, 'test_accuracy'),
                              'steps': _paired(ticket, cell, 'best_step')})
-    families = ['dense' if r['b'] == 'dense' else 'controls' for r in rows]
-    return claims.add_tests(rows, values, families, margin)
+    return claims.add_tests(rows, values, [claims.STUDY_WIDE] * len(rows), margin)
 
 
 def comparisons_table(rows: Sequence[dict[str, Any]]) -> list[str]:
-    lines = ['| level | ticket vs | test acc difference (points) | p (Holm, family) | d_z | TOST p | verdict | '
+    lines = ['| level | ticket vs | test acc difference (points) | p (Holm) | d_z | TOST p / Holm (90% CI) | verdict | '
              'early-stop iteration difference |', '|---|---|---|---|---|---|---|---|']
     for r in rows:
         c, s = r['comparison'], r['steps']
         lines.append(f"| {r['level']} | {r['b']} | {100 * c.mean_difference:+.2f} ± {100 * c.ci95:.2f} | "
                      f"{r['p_holm']:.2g} | {c.effect_size:+.2f} | {claims.equivalence_cell(r)} | "
-                     f"ticket {claims.verdict(r)} {r['b']} | "
+                     f"{claims.claim(r, 'ticket')} | "
                      f"{s.mean_difference:+,.0f} ± {s.ci95:,.0f} |")
     return lines
 
 
+def verdicts_by_level(rows: Sequence[dict[str, Any]], b: str) -> str:
+    """'beats it at levels 7-15, is ahead of it (within ±0.2 points) at level 4, is inconclusive at levels 1-3':
+    the ticket's verdict against ``b`` at each level, grouped (``jst.analysis.claims``)."""
+    parts = []
+    for word in claims.VERDICTS:
+        levels = [r['level'] for r in rows if r['b'] == b and claims.verdict(r) == word]
+        if levels:
+            short = {'is inconclusive against': 'is inconclusive'}.get(word, f'{word} it')
+            margin = next(claims.margin_clause(r) for r in rows if r['b'] == b and claims.verdict(r) == word)
+            parts.append(f'{short}{margin} {at_levels(levels)}')
+    return ', '.join(parts) if parts else 'is not compared at any level'
+
+
 def summary_sentence(levels: dict[tuple[int, str], dict[int, Record]], rows: Sequence[dict[str, Any]]) -> str:
-    """Where the ticket beats both controls and the dense network (Holm p < 0.05), and its validation-best level."""
-    def beats(b: str, word: str = 'beats') -> list[int]:
-        return [r['level'] for r in rows if r['b'] == b and claims.verdict(r) == word]
+    """The ticket's verdicts against both controls and the dense network at every level, and its validation-best
+    level."""
     best = best_level(levels)
     r0 = next(iter(levels[(best, 'none')].values()))
     sparsest = max(lv for lv, _ in levels)
     f_min = 100 * next(iter(levels[(sparsest, 'none')].values()))['fraction_remaining']
-    tests = (f"The ticket beats random re-initialisation {at_levels(beats('random re-init'))}, random pruning "
-             f"{at_levels(beats('random pruning'))} and the dense network {at_levels(beats('dense'))} (test accuracy, "
-             "paired over seeds, Holm p < 0.05 within each family); it is equivalent to the dense network "
-             f"{at_levels(beats('dense', 'is equivalent to'))} (TOST, below)." if rows else
+    tests = (f"Against random re-initialisation the ticket {verdicts_by_level(rows, 'random re-init')}; against "
+             f"random pruning it {verdicts_by_level(rows, 'random pruning')}; against the dense network it "
+             f"{verdicts_by_level(rows, 'dense')} (test accuracy, paired over seeds; t-test and TOST each "
+             f"Holm-corrected over all {len(rows)} comparisons of the study)." if rows else
              f"{_seed_count(levels)} so far: the paired comparisons need at least 2, so nothing is tested yet.")
     return (f"Levels 0-{sparsest} (down to {f_min:.2f}% of weights). {tests} Chosen on validation accuracy, the best "
             f"ticket is level {best} ({100 * r0['fraction_remaining']:.2f}% of weights): test "
@@ -169,13 +179,14 @@ def render_levels_page(study: study_lib.Study, records: Sequence[Record]) -> str
              f'loss. Regenerate this page from the committed records: `python launch/study.py page {study.name}`; '
              f'rerun: `python launch/study.py run {study.name}` (`{study.command(policy.name, budget)}`).', '',
              summary_sentence(levels, rows), '',
-             *([claims.margin_sentence(study.equivalence_margin, study.margin_fixed), '']
+             *([claims.margin_sentence(study.equivalence_margin, study.margin_fixed, study.margin_why,
+                                       f'all {len(rows)} comparisons of this page (one family)'), '']
                if study.equivalence_margin > 0 else []),
              f'![accuracy and early-stop iteration vs weights remaining]({study.name}/levels.png)', '',
              '## Every level', '', 'Bold: the level chosen by the ticket\'s validation accuracy.', '']
     lines += levels_table(levels)
-    lines += ['', '## Comparisons (paired over seeds; Holm within two families: ticket vs dense (one test per '
-              'level), ticket vs the controls (two per level))', '']
+    lines += ['', '## Comparisons (paired over seeds; t-test and TOST each Holm-corrected over every row of this '
+              'table)', '']
     lines += comparisons_table(rows) if rows else [f'None yet: {_seed_count(levels)}; a paired comparison needs at '
                                                    'least 2.']
     return '\n'.join(lines) + '\n'

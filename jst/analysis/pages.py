@@ -22,7 +22,7 @@ from jst.run.records import Record
 
 # The studies whose headline the README shows.
 README_HEADLINES = ('paper_mnist', 'lenet300_fc', 'cifar10_paper', 'conv2')
-COMPUTE_FAIR_HEADLINES = {'paper_mnist': ('grow_dense_new', 'weight_reset')}  # the paper's question, compute-fair
+CHOSEN_BUDGET_HEADLINES = {'paper_mnist': ('grow_dense_new', 'weight_reset')}  # each at its validation-chosen budget
 # More comparisons a README block states (from the study's own table): where the paper's growth stands against the
 # controls that keep the trained weights.
 README_COMPARISONS = {'cifar10_paper': ('Is it the growth, or the trained weights it keeps?', (
@@ -155,8 +155,8 @@ def headline_block(results_dir: str, study: study_lib.Study) -> str:
         return level_study.summary_sentence(levels, level_study.level_comparisons(levels, study.equivalence_margin))
     runs = study_lib.load_records(results_dir, study)
     block = '\n'.join(policy_study.headline_table(study, runs) + ['', policy_study.headline_sentence(study, runs)])
-    if study.name in COMPUTE_FAIR_HEADLINES:
-        block += '\n\n' + compute.chosen_budget_sentence(runs, *COMPUTE_FAIR_HEADLINES[study.name])
+    if study.name in CHOSEN_BUDGET_HEADLINES:
+        block += '\n\n' + compute.chosen_budget_sentence(runs, *CHOSEN_BUDGET_HEADLINES[study.name])
     if study.name in README_COMPARISONS:
         block += '\n\n' + policy_study.comparisons_sentence(study, runs, *README_COMPARISONS[study.name])
     return block

@@ -2,7 +2,7 @@
 
 Every table is full (every policy, every round); nothing is chosen on the test split: comparisons are fixed in code
 (``Study.comparisons``; those added after a study's first records are committed before their own) at the final
-round and use paired t-tests over seeds with Holm's correction across the comparisons of one budget. The peer of
+round and use paired t-tests and TOSTs over seeds, each Holm-corrected over every comparison of the study. The peer of
 ``level_study`` (pruning levels with controls).
 """
 
@@ -45,29 +45,32 @@ def final_table(study: study_lib.Study, runs: dict[tuple[int, str], list[Record]
 
 
 def comparison_rows(study: study_lib.Study, runs: dict[tuple[int, str], list[Record]],
-                    budget: int) -> list[dict[str, Any]]:
-    """The study's comparisons at ``budget``'s final round: test accuracy a - b over shared seeds, Holm-adjusted."""
+                    budget: int | None = None) -> list[dict[str, Any]]:
+    """The study's comparisons at each budget's final round (``budget``'s only, when given): test accuracy a - b
+    over shared seeds; Holm (t-test and TOST) over every comparison of the study, all budgets together."""
     rows, values = [], []
-    for a, b in study.comparisons:
-        if (budget, a) not in runs or (budget, b) not in runs:
-            continue
-        fa, fb = study_lib.final_by_seed(runs[(budget, a)]), study_lib.final_by_seed(runs[(budget, b)])
-        seeds = sorted(set(fa) & set(fb))
-        if len(seeds) < 2:  # a paired test needs two seeds of both (a campaign in progress)
-            continue
-        values.append(([fa[s]['test_accuracy'] for s in seeds], [fb[s]['test_accuracy'] for s in seeds]))
-        rows.append({'a': a, 'b': b, 'comparison': statistics.paired_comparison(*values[-1]),
-                     'params': (np.mean([fa[s]['params_remaining'] for s in seeds]),
-                                np.mean([fb[s]['params_remaining'] for s in seeds])),
-                     'steps': (np.mean([fa[s]['cumulative_steps'] for s in seeds]),
-                               np.mean([fb[s]['cumulative_steps'] for s in seeds]))})
-    return claims.add_tests(rows, values, ['budget'] * len(rows), study.equivalence_margin)
+    for b_steps in study.budgets:
+        for a, b in study.comparisons:
+            if (b_steps, a) not in runs or (b_steps, b) not in runs:
+                continue
+            fa, fb = study_lib.final_by_seed(runs[(b_steps, a)]), study_lib.final_by_seed(runs[(b_steps, b)])
+            seeds = sorted(set(fa) & set(fb))
+            if len(seeds) < 2:  # a paired test needs two seeds of both (a campaign in progress)
+                continue
+            values.append(([fa[s]['test_accuracy'] for s in seeds], [fb[s]['test_accuracy'] for s in seeds]))
+            rows.append({'a': a, 'b': b, 'budget': b_steps, 'comparison': statistics.paired_comparison(*values[-1]),
+                         'params': (np.mean([fa[s]['params_remaining'] for s in seeds]),
+                                    np.mean([fb[s]['params_remaining'] for s in seeds])),
+                         'steps': (np.mean([fa[s]['cumulative_steps'] for s in seeds]),
+                                   np.mean([fb[s]['cumulative_steps'] for s in seeds]))})
+    rows = claims.add_tests(rows, values, [claims.STUDY_WIDE] * len(rows), study.equivalence_margin)
+    return [r for r in rows if budget is None or r['budget'] == budget]
 
 
 def comparison_phrase(row: dict[str, Any]) -> str:
-    """'a beats / loses to / is equivalent to / is inconclusive against b (difference, Holm p, TOST, params, steps)'."""
+    """'a beats / is ahead of ... / is equivalent to ... b (difference, Holm p, Holm TOST p, params, steps)'."""
     c = row['comparison']
-    return (f"{row['a']} {claims.verdict(row)} {row['b']} ({100 * c.mean_difference:+.2f} ± {100 * c.ci95:.2f} points "
+    return (f"{claims.claim(row)} ({100 * c.mean_difference:+.2f} ± {100 * c.ci95:.2f} points "
             f"of test accuracy, Holm p = {row['p_holm']:.2g}{claims.tost_phrase(row)}, {row['params'][0]:,.0f} vs "
             f"{row['params'][1]:,.0f} params, {row['steps'][0]:,.0f} vs {row['steps'][1]:,.0f} steps)")
 
@@ -75,7 +78,7 @@ def comparison_phrase(row: dict[str, Any]) -> str:
 def comparisons_sentence(study: study_lib.Study, runs: dict[tuple[int, str], list[Record]], question: str,
                          pairs: Sequence[tuple[str, str]]) -> str:
     """'**question** At B steps per round, a beats b (...); c loses to d (...).': ``pairs`` (of
-    ``Study.comparisons``, Holm-corrected across that table) at each budget."""
+    ``Study.comparisons``, Holm-corrected over the study) at each budget."""
     parts = []
     for budget in study.budgets:
         rows = {(r['a'], r['b']): r for r in comparison_rows(study, runs, budget)}
@@ -145,13 +148,14 @@ def truncation_sentence(study: study_lib.Study, runs: dict[tuple[int, str], list
 
 def comparison_table(rows: Sequence[dict[str, Any]]) -> list[str]:
     lines = ['| a | b | params a / b | steps a / b | test acc a - b (points) | 95% CI | p (paired t) | '
-             'p (Holm) | effect size d_z | TOST p | verdict |', '|---|---|---|---|---|---|---|---|---|---|---|']
+             'p (Holm) | effect size d_z | TOST p / Holm (90% CI) | verdict |',
+             '|---|---|---|---|---|---|---|---|---|---|---|']
     for r in rows:
         c = r['comparison']
         lines.append(f"| {r['a']} | {r['b']} | {r['params'][0]:,.0f} / {r['params'][1]:,.0f} | "
                      f"{r['steps'][0]:,.0f} / {r['steps'][1]:,.0f} | {100 * c.mean_difference:+.2f} | "
                      f"± {100 * c.ci95:.2f} | {c.p_value:.3g} | {r['p_holm']:.3g} | {c.effect_size:+.2f} | "
-                     f"{claims.equivalence_cell(r)} | a {claims.verdict(r)} b |")
+                     f"{claims.equivalence_cell(r)} | {claims.claim(r, 'a', 'b')} |")
     return lines
 
 
@@ -177,7 +181,9 @@ def render_page(study: study_lib.Study, runs: dict[tuple[int, str], list[Record]
     if study.dense_policy:
         lines += [convergence_sentence(study, runs), '']
     if study.equivalence_margin > 0:
-        lines += [claims.margin_sentence(study.equivalence_margin, study.margin_fixed), '']
+        lines += [claims.margin_sentence(study.equivalence_margin, study.margin_fixed, study.margin_why,
+                                         f'all {len(comparison_rows(study, runs))} comparisons of this page, every '
+                                         'budget (one family)'), '']
     lines += ['## Policies', '', '| policy | what it does | flags (besides the budget) |', '|---|---|---|']
     lines += [f'| {p.name} | {p.description} | `{p.flags}` |' for p in study.policies]
     if study.base_flags:
@@ -192,8 +198,8 @@ def render_page(study: study_lib.Study, runs: dict[tuple[int, str], list[Record]
         lines += ['', truncated] if truncated else []
         rows = comparison_rows(study, runs, budget)
         if rows:
-            lines += ['', '### Comparisons at the final round (test accuracy, paired over seeds, Holm across '
-                      'this table)', '']
+            lines += ['', '### Comparisons at the final round (test accuracy, paired over seeds, Holm over every '
+                      'comparison of this page)', '']
             lines += comparison_table(rows)
         lines += ['', '### Every round', '']
         lines += full_table(runs, budget, study.policy_names)

@@ -51,6 +51,7 @@ class Study:
     base_flags: str = ''               # flags every policy gets (before its own)
     equivalence_margin: float = 0.0    # TOST margin (accuracy fraction) for pairs that do not differ (claims)
     margin_fixed: str = ''             # when the margin was fixed, relative to the records (stated on the page)
+    margin_why: str = ''               # why the margin has its size: the effect it is tied to (stated on the page)
     # (policy, source policy): ``{source}`` in the policy's flags is the source's workdir at the same budget and
     # seeds (e.g. ``--config.init_from={source}`` for the controls of a grown ticket); the campaign trains it first
     sources: tuple[tuple[str, str], ...] = ()

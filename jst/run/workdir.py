@@ -150,7 +150,8 @@ def check_writable(workdir: str) -> None:
 _ABSENT = '<absent>'  # a field one of two config dicts lacks
 # Knobs added after runs were made, with the value that reproduces those runs: a saved config that lacks one
 # matches a current config holding that value (so adding a knob never strands a run in progress).
-ADDED_KNOBS = {'prune_weights': 'final', 'cpu_kernels': 'xla', 'init_from_masks': 'ticket'}  # knob: its value in runs made before it
+# knob: its value in runs made before it
+ADDED_KNOBS = {'prune_weights': 'final', 'cpu_kernels': 'xla', 'init_from_masks': 'ticket'}
 
 
 def _differing_fields(saved: dict[str, Any], current: dict[str, Any],
