@@ -136,7 +136,8 @@ def main(argv):
                              'lists every study')
     try:
         if argv[1:] == ['page', 'index']:
-            return write_index(_CHECK.value)
+            write_index(_CHECK.value)
+            return None
         if argv[1:] == ['page', 'speed']:
             speed = pages.speed_page(os.path.join(REPO, 'benchmarks', 'results'))
             return write_or_check({os.path.join(RESULTS, 'speed.md'): speed}, 'speed', _CHECK.value)
