@@ -174,6 +174,10 @@ def render(results: dict[str, Any]) -> str:
              f'iterations. Command: `python benchmarks/bench_sparse_training.py --seeds={seeds} --steps={steps} '
              f'--level={level}`; this table again from the committed JSON: `python benchmarks/bench_sparse_training.py '
              '--render=benchmarks/results/sparse_training_cpu.json`.', '',
+             f'**Iterations are not matched**: IMP trains {(level + 1) * 8000:,} iterations in all to find its masks '
+             f'({(level + 1) * 8000 / steps:.1f}x the {steps:,} of each other method), and only its last training, of '
+             '8,000, is at this sparsity; the rows compare each method\'s whole training cost as run, not matched '
+             'iterations.', '',
              '| method | seeds | % weights remaining | iterations | test acc (%) | val acc (%) | test: method − IMP '
              '(points, Welch 95% CI) | p (Holm, 3 tests) |', '|---|---|---|---|---|---|---|---|']
     groups = {'imp': imp, **{m: [r for r in rows if r['method'] == m] for m in METHODS}}

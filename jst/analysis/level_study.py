@@ -146,10 +146,9 @@ def truncation_sentence(levels: dict[tuple[int, str], dict[int, Record]]) -> str
     parts = []
     for control in CONTROLS:
         cells = [r for (_, c), cell in levels.items() if c == control for r in cell.values()]
-        at_end = sum(r['best_step'] >= r['steps'] for r in cells)
+        at_end = sum(study_lib.still_improving(r) for r in cells)
         parts.append(f'{NAMES[control]} {at_end} of {len(cells)}')
-    return ('Trainings still improving at their last step (minimum validation loss at the end of the budget, so '
-            'their accuracy and early-stop iteration are bounds): ' + ', '.join(parts) + '.')
+    return (f'Trainings {study_lib.TRUNCATION_RULE}: ' + ', '.join(parts) + '.')
 
 
 def at_levels(levels: Sequence[int]) -> str:

@@ -133,17 +133,16 @@ def convergence_sentence(study: study_lib.Study, runs: dict[tuple[int, str], lis
 
 
 def truncation_sentence(study: study_lib.Study, runs: dict[tuple[int, str], list[Record]], budget: int) -> str:
-    """How many trainings of each policy at ``budget`` had their minimum validation loss at their last step (still
-    improving when the budget ended: their accuracy and early-stop step are bounds). A round ends at ``budget``
+    """How many trainings of each policy at ``budget`` are still improving at their end (``study.still_improving``:
+    their accuracy and early-stop step are bounds). A round ends at ``budget``
     (rewound rounds start later but end there); a one-round policy's training ends at its own ``steps``."""
     parts = []
     for policy in study.policy_names:
         cell = runs.get((budget, policy), [])
         if cell:
-            at_end = sum(r['best_step'] >= max(r['steps'], budget) for r in cell)
+            at_end = sum(study_lib.still_improving(r, budget) for r in cell)
             parts.append(f'{policy} {at_end} of {len(cell)}')
-    return ('Trainings still improving at their last step (minimum validation loss at the end of the round, so '
-            'their accuracy is a bound): ' + ', '.join(parts) + '.') if parts else ''
+    return (f'Trainings {study_lib.TRUNCATION_RULE}: ' + ', '.join(parts) + '.') if parts else ''
 
 
 def comparison_table(rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -169,6 +168,10 @@ def render_page(study: study_lib.Study, runs: dict[tuple[int, str], list[Record]
                 extra: Sequence[str] = ()) -> str:
     """The study's Markdown page (deterministic in the records); ``extra`` lines go before the commands."""
     seeds = f'{study.first_seed}-{study.first_seed + study.num_seeds - 1}'
+    measured = sorted({r['seed'] for rs in runs.values() for r in rs})
+    planned = sorted({study.first_seed + i for p in study.policy_names for i in range(study.seeds_of(p))})
+    if measured != planned:
+        seeds += f' planned, {", ".join(map(str, measured)) or "none"} measured so far'
     more = ''.join(f'; {p}: {study.first_seed}-{study.first_seed + n - 1}' for p, n in study.policy_seeds)
     lines = [f'# {study.title}', '', study.notes.strip(), '',
              f'Seeds {seeds}{more} ({study_lib.lanes_phrase(study)}), per-round budgets '

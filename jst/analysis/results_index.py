@@ -99,7 +99,7 @@ def finding(results_dir: str, studies: dict[str, study_lib.Study], claim: PaperC
 def truncated(runs: dict[tuple[int, str], list[Record]], policy: str, budget: int) -> tuple[int, int]:
     """(trainings of ``policy`` at ``budget`` whose minimum validation loss is at their last step, trainings)."""
     cell = runs.get((budget, policy), [])
-    return sum(r['best_step'] >= max(r['steps'], budget) for r in cell), len(cell)
+    return sum(study_lib.still_improving(r, budget) for r in cell), len(cell)
 
 
 def peak_phrase(runs: dict[tuple[int, str], list[Record]], policy: str, budget: int) -> str:
@@ -138,9 +138,8 @@ def verdict_paragraph(results_dir: str, studies: dict[str, study_lib.Study]) -> 
             n_end, n = truncated(runs, 'weight_reset', budget)
             counts += [f'{n_end} of {n} at {budget:,} steps per round'] if n and n_end else []
         if counts:
-            why.append('weight-reset trainings still improving at their end (minimum validation loss at the last '
-                       'evaluation: shorter than the paper\'s premise of pruning after convergence): '
-                       + ', '.join(counts))
+            why.append('weight-reset trainings still improving at their end (minimum validation loss in their last '
+                       'tenth: shorter than the paper\'s premise of pruning after convergence): ' + ', '.join(counts))
         rows = {(r['budget'], r['a'], r['b']): r for r in policy_study.comparison_rows(study, runs)}
         for (budget, a, b), row in rows.items():
             if (a, b) == ('prune_continue', 'weight_reset') and claims.verdict(row) == 'beats':

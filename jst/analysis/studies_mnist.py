@@ -30,7 +30,7 @@ MNIST_STUDIES = {
         title="The seed paper's MNIST experiment: growth against its controls",
         config='configs/mnist.py', first_seed=42, num_seeds=5, budgets=(429, 1287, 3861),
         policies=(
-            ('weight_reset', '--config.method=lth', 'classic lottery ticket: 5 hidden layers from the start, '
+            ('weight_reset', '--config.method=lth', 'classic lottery ticket: 6 hidden layers from the start, '
              'level pruning each round, survivors reset to theta_0'),
             ('weight_rewind', '--config.method=lth --config.rewind_step=100',
              'as weight_reset, survivors rewound to step 100 of round 0 (late rewinding)'),
@@ -49,10 +49,11 @@ MNIST_STUDIES = {
             ('dense_same_steps', '--config.method=lth --config.num_rounds=0 '
              '--config.steps_per_round={total}', 'the dense final architecture trained once for the '
              'cumulative steps of the 6 rounds'),
-            ('lr_rewind', f'--config.method=juvenile --config.growth=none {FINAL_ARCH} '
-             '--config.optimizer_state_on_growth=reset', 'learning-rate rewinding (Renda et al. 2020): as '
-             'prune_continue, but each round restarts the optimizer (Adam\'s constant-rate schedule and moments) '
-             'from its start; the trained weights are kept'),
+            ('optimizer_reset', f'--config.method=juvenile --config.growth=none {FINAL_ARCH} '
+             '--config.optimizer_state_on_growth=reset', 'as prune_continue, but each round restarts Adam (its '
+             'moments and step count; the trained weights are kept). Named lr_rewind until 2026-12-04: under '
+             'Adam\'s constant learning rate this is only an optimizer reset, not Renda et al.\'s learning-rate '
+             'rewinding, which rewinds a decaying schedule'),
             ('weight_rewind_3pct', '--config.method=lth --config.rewind_step={rewind_3pct}',
              'weight rewinding at a matched fraction of training: survivors rewound to the weights after 3% of '
              'the total training (0.03 x 6 x budget steps into round 0)'),
@@ -63,20 +64,20 @@ MNIST_STUDIES = {
              'as grow_dense_new, but each round prunes, grows and continues from its early-stopped weights'),
             ('grow_dense_new_reset', '--config.method=juvenile --config.optimizer_state_on_growth=reset',
              'as grow_dense_new, but each round restarts Adam (moments and step count) instead of carrying it: '
-             'the optimizer-treatment ablation (its prune_continue twin is lr_rewind)'),
+             'the optimizer-treatment ablation (its prune_continue twin is optimizer_reset)'),
         ),
         comparisons=(('grow_dense_new', 'prune_continue'), ('grow_sparse_new', 'prune_continue'),
                      ('grow_dense_new', 'weight_reset'), ('prune_continue', 'weight_reset'),
                      ('weight_rewind', 'weight_reset'), ('grow_dense_new', 'grow_no_prune'),
                      ('grow_dense_new', 'dense_same_steps'), ('grow_search', 'prune_continue'),
                      # added (committed before their records) for the baselines a reviewer names:
-                     ('grow_sparse_new', 'lr_rewind'), ('grow_dense_new', 'lr_rewind'),
+                     ('grow_sparse_new', 'optimizer_reset'), ('grow_dense_new', 'optimizer_reset'),
                      ('weight_rewind_3pct', 'weight_reset'),
                      # added (committed before their records): which weights are pruned, end-of-round or early-stopped
                      ('weight_reset_best', 'weight_reset'), ('grow_dense_new_best', 'grow_dense_new'),
                      ('grow_dense_new_best', 'weight_reset_best'),
                      # added (committed before their records): the optimizer treatment, carried or reset each round
-                     ('grow_dense_new_reset', 'grow_dense_new'), ('grow_dense_new_reset', 'lr_rewind')),
+                     ('grow_dense_new_reset', 'grow_dense_new'), ('grow_dense_new_reset', 'optimizer_reset')),
         # 10 seeds for the policies of the comparisons whose differences are under a point
         policy_seeds=(('prune_continue', 10), ('grow_sparse_new', 10), ('grow_dense_new', 10), ('weight_reset', 10)),
         dense_policy='weight_reset',
@@ -173,9 +174,9 @@ x 3 networks fit a 2-core CPU; 15 levels reach 3.6% of weights, F&C's sparsest L
         comparisons=(),
         notes=f'''
 `lenet300` at Frankle & Carbin's own schedule (2019, Figure 3): {FC_LENET_ITERATIONS:,} iterations per level with
-validation every 100 (`lenet300`: 8,000, every 500). At 8,000 iterations 18 of 75 re-initialised and 30 of 75
-randomly pruned trainings were still improving at their last step (`lenet300.md`), so "the ticket beats its
-controls" at sparse levels was partly a budget effect; here every network gets the schedule the lottery-ticket claim
+validation every 100 (`lenet300`: 8,000, every 500). At 8,000 iterations many re-initialised and randomly pruned
+trainings were still improving at their end (`lenet300.md` counts them), so "the ticket beats its controls" at
+sparse levels could be a budget effect; here every network gets the schedule the lottery-ticket claim
 was made at. LeNet-300-100, Glorot init, Adam 1.2e-3, batch 60, 20% of the hidden layers' and 10% of the output
 layer's remaining weights pruned per level (layerwise magnitude), survivors reset to theta_0, 15 levels to 3.6% of
 weights, 5,000 training images held out for validation, a fresh batch order every level. The 5 seeds run as lanes of
@@ -210,7 +211,7 @@ the same policies in `paper_mnist.md` up to float summation order.
         config='configs/mnist.py', first_seed=42, num_seeds=5, budgets=(1287,), trainings=3,
         policies=(
             ('from_ticket', f'--config.method=juvenile --config.permute_pixels=True --config.num_rounds=2 '
-             f'--config.init_from={TRANSFER_SOURCE}', 'the final MNIST ticket of the paper\'s growth (5 hidden '
+             f'--config.init_from={TRANSFER_SOURCE}', 'the final MNIST ticket of the paper\'s growth (6 hidden '
              'layers, 13.5% of weights), its trained weights, growing on'),
             ('from_ticket_random', f'--config.method=juvenile --config.permute_pixels=True --config.num_rounds=2 '
              f'--config.init_from={TRANSFER_SOURCE} --config.init_from_weights=random',

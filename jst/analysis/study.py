@@ -143,6 +143,18 @@ def load_records(results_dir: str, study: Study, controls: bool = False) -> dict
     return out
 
 
+LATE_FRACTION = 0.9  # a training whose minimum validation loss lies in its last tenth counts as still improving
+TRUNCATION_RULE = ('still improving at their end (minimum validation loss in the last tenth of their steps: a curve '
+                   'still falling over its last evaluations counts, not only a minimum at the very last one; their '
+                   'accuracy and early-stop step are bounds)')
+
+
+def still_improving(record: Record, end: int = 0) -> bool:
+    """Whether a training (a record) is truncated by ``TRUNCATION_RULE``; it ends at ``max(steps, end)`` (a
+    rewound round starts later but ends at the round's budget)."""
+    return record['best_step'] > LATE_FRACTION * max(record['steps'], end)
+
+
 def final_by_seed(records: Sequence[Record]) -> dict[int, Record]:
     """{seed: the record of its last round}."""
     last: dict[int, Record] = {}
