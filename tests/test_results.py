@@ -419,3 +419,20 @@ def test_a_changed_record_changes_the_index_and_the_verdict(monkeypatch):
     assert after != before
     verdict = results_index.verdict_paragraph(RESULTS, STUDIES)
     assert verdict in after and 'On CIFAR-10' in verdict and 'weight_reset' in verdict
+
+
+def test_budget_from_curve_by_hand():
+    """The converged CIFAR-10 study's pre-registered rule: the first whole epoch within 2% of the minimum mean
+    validation loss; nothing while the minimum is in the curve's last tenth."""
+    from jst.analysis import compute  # pylint: disable=g-import-not-at-top
+    # Means: 2.0, 1.2, 1.03, 1.01, 1.0 (step 500), then 1.05 ... 1.1 up to step 1000. Within 2% of 1.0: <= 1.02,
+    # first at step 400 -> rounded up to whole epochs of 351: 702.
+    curve = {100: [2.1, 1.9], 200: [1.2, 1.2], 300: [1.03, 1.03], 400: [1.0, 1.02], 500: [1.0, 1.0],
+             600: [1.05, 1.05], 1000: [1.1, 1.1]}
+    assert compute.budget_from_curve(curve, steps_per_epoch=351) == 702
+    assert compute.budget_from_curve(curve, steps_per_epoch=100) == 400
+    curve[1000] = [0.99, 0.99]  # the minimum is now the last evaluation: still improving
+    assert compute.budget_from_curve(curve, steps_per_epoch=351) is None
+    curve[950], curve[1000] = [0.9, 0.9], [0.95, 0.95]  # minimum at 950 > 0.9 x 1000: still in the last tenth
+    assert compute.budget_from_curve(curve, steps_per_epoch=351) is None
+    assert compute.budget_from_curve({}, steps_per_epoch=351) is None

@@ -10,6 +10,8 @@ CIFAR_EVAL_EVERY = 234  # validation every 2/3 epoch (each costs 5,000 forward p
 CIFAR_PILOT_EVAL_EVERY = 117  # three validations per epoch for the budget's curve
 CONV2_BUDGET = 3000  # iterations per level: a CPU-reduced schedule (Frankle & Carbin: 20,000)
 CIFAR_PILOT_STEPS = 2808  # 8 epochs of 351 steps: the dense network's validation curve (cifar10_budget)
+CIFAR_CURVE_STEPS = 40 * 351  # the dense curve the converged study's budget is read from (cifar10_dense_curve)
+CIFAR_PREREGISTRATION = 'docs/results/preregistration/cifar10_converged.md'
 # TOST margin (jst.analysis.claims): CIFAR-10 here sits near 35-70% test accuracy.
 CIFAR_MARGIN = 0.01
 CIFAR_MARGIN_FIXED = ('on 2026-11-29, after seed 42\'s records and before any second seed (the first comparison '
@@ -35,6 +37,25 @@ validation loss still falls at 8 epochs (the sentence and curve below), so no bu
 CPU for 8 trainings x 5 policies x 3 seeds: `cifar10_paper` uses a stated reduced budget of {CIFAR_BUDGET:,} steps
 per round and counts its truncated trainings; a converged budget waits for a GPU. Seeds run one process each, one
 after another; the page lists the seeds measured so far.
+''',
+    ),
+    'cifar10_dense_curve': study_lib.Study(
+        name='cifar10_dense_curve', preregistration=CIFAR_PREREGISTRATION,
+        title="The CIFAR-10 budget, to convergence: the paper's dense residual net for 40 epochs (CIFAR-10, JPEG q75 "
+              'copy)',
+        config='configs/cifar10.py', first_seed=42, num_seeds=3, budgets=(CIFAR_CURVE_STEPS,), trainings=1,
+        lanes_per_run=1,
+        policies=(('dense', '--config.method=lth --config.num_rounds=0 --config.eval_every=351',
+                   'the dense 7-block network (the weight-reset policy\'s round 0), trained once for 40 epochs, '
+                   'validated every epoch'),),
+        comparisons=(), dense_policy='dense',
+        notes=f'''
+Issue 34's budget, chosen before the converged study by the rule its pre-registration (`{CIFAR_PREREGISTRATION}`)
+fixed before this study's first record: `jst.analysis.compute.budget_from_curve` over this curve's mean validation
+loss (the first whole epoch within 2% of its minimum; none while the minimum lies in the curve's last tenth, which
+extends the curve instead). `configs/cifar10.py`'s 7-block residual net, Adam 1e-3, batch 128, 45,000 training
+images (351 steps per epoch), a fresh batch order each epoch; validation only, test never enters the choice. One
+process per seed, one after another, each short enough to finish within one working session on this CPU.
 ''',
     ),
     'cifar10_paper': study_lib.Study(
