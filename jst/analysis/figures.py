@@ -1,7 +1,7 @@
 """Report figures (PNG, matplotlib) from summary records and metric rows; no file reading here.
 
 * ``plot_accuracy_vs_sparsity``: test accuracy against % weights remaining,
-  one line per (variant, control), mean and std band over seeds: the classic
+  one line per (variant, control), mean and 95% CI band over seeds: the classic
   lottery-ticket figure.
 * ``plot_training_curves``: the seed paper's curves: train/validation accuracy
   and loss over the steps of each round, one colour per round, one column per
@@ -42,6 +42,16 @@ def _pyplot() -> Any:
     return plt
 
 
+MARKERS = ('o', 's', '^', 'D', 'v', 'P', 'X', '*', '<', '>', 'h', 'p')
+
+
+def style(i: int) -> dict[str, Any]:
+    """Line ``i``'s colour (tab20: 20 colours), marker and line style: distinct for any 20 lines, and the
+    (colour, marker) pair distinct far beyond."""
+    color = _pyplot().get_cmap('tab20')(i % 20)
+    return {'color': color, 'marker': MARKERS[i % len(MARKERS)], 'linestyle': ('-', '--', ':', '-.')[(i // 20) % 4]}
+
+
 def _save(fig: Any, path: str, dpi: int) -> str:
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)
@@ -58,13 +68,18 @@ def plot_accuracy_vs_sparsity(aggregated: Sequence[Record], path: str, title: st
     for a in aggregated:
         by_label[label(a)].append(a)
     scale = 100.0 if x_key == 'fraction_remaining' else 1.0
-    for name, rows in sorted(by_label.items()):
+    for i, (name, rows) in enumerate(sorted(by_label.items())):
         rows.sort(key=lambda a: a['round'])  # the trajectory, round by round
         x = np.array([scale * a[x_key] for a in rows])
         y = np.array([100 * a['test'] for a in rows])
-        sd = np.nan_to_num(np.array([100 * a['test_ci'] for a in rows]))  # 95% CI half-width (0 for one seed)
-        ax.plot(x, y, marker='o', label=f'{name} (n={rows[0]["seeds"]})')
-        ax.fill_between(x, y - sd, y + sd, alpha=0.2)
+        ci = np.nan_to_num(np.array([100 * a['test_ci'] for a in rows]))  # 95% CI half-width (0 for one seed)
+        ax.plot(x, y, label=f'{name} (n={rows[0]["seeds"]})', **style(i))
+        ax.fill_between(x, np.clip(y - ci, 0, 100), np.clip(y + ci, 0, 100), color=style(i)['color'], alpha=0.2)
+    xs = [scale * a[x_key] for a in aggregated]
+    if max(xs) < 2 * min(xs):  # few levels close together: a log axis would show one tick
+        ax.invert_xaxis()
+        ax.set_xlabel('% of prunable weights remaining' if x_key == 'fraction_remaining' else 'parameters remaining')
+        return _finish_accuracy_axes(ax, fig, path, title)
     ax.set_xscale('log')
     ticks = [t for t in ((100, 50, 20, 10, 5, 2, 1, 0.5, 0.2) if x_key == 'fraction_remaining' else
                          (1e7, 3e6, 1e6, 3e5, 1e5, 5e4, 2e4, 1e4, 5e3, 2e3, 1e3))]
@@ -76,7 +91,11 @@ def plot_accuracy_vs_sparsity(aggregated: Sequence[Record], path: str, title: st
     ax.invert_xaxis()
     ax.set_xlabel('% of prunable weights remaining (log scale)' if x_key == 'fraction_remaining'
                   else 'parameters remaining (log scale)')
-    ax.set_ylabel('test accuracy at early stopping (%)')
+    return _finish_accuracy_axes(ax, fig, path, title)
+
+
+def _finish_accuracy_axes(ax: Any, fig: Any, path: str, title: str) -> str:
+    ax.set_ylabel('test accuracy at early stopping (%),\nmean and 95% CI band over n seeds')
     ax.set_title(title or 'Test accuracy vs. sparsity')
     ax.grid(True, which='both', alpha=0.3)
     ax.legend(fontsize=8)
@@ -114,7 +133,7 @@ def plot_training_curves(metrics: Sequence[Record], path: str, title: str = '',
                     ax.fill_between(steps, mean - sd, mean + sd, color=cmap(ri), alpha=0.15)
             if 'loss' in key:
                 ax.set_yscale('log')
-            ax.set_ylabel(label)
+            ax.set_ylabel(f'{label} (mean ± sd over seeds)')
             ax.grid(True, alpha=0.3)
             if row == 0:
                 ax.set_title(method)
@@ -136,13 +155,13 @@ def plot_lineage(summary: Sequence[Record], path: str, title: str = '') -> str:
         widths = spec.get('widths') or spec.get('block_widths') or spec.get('conv_channels') or []
         by_label[label(r)].setdefault(r['round'], []).append(
             (len(widths), sum(widths), r['params_remaining']))
-    for name, rounds in sorted(by_label.items()):
+    ylabels = ('depth (Dense layers before the output / blocks)', 'total hidden width', 'parameters remaining')
+    for j, (name, rounds) in enumerate(sorted(by_label.items())):
         xs = sorted(rounds)
-        for ax, i, name in zip(axes, range(3), ('depth (Dense layers before the output / blocks)', 'total hidden width',
-                                                 'parameters remaining')):
-            ax.plot(xs, [np.mean([v[i] for v in rounds[x]]) for x in xs], marker='o', label=name)
+        for ax, i, ylabel in zip(axes, range(3), ylabels):
+            ax.plot(xs, [np.mean([v[i] for v in rounds[x]]) for x in xs], label=name, **style(j))
             ax.set_xlabel('round')
-            ax.set_ylabel(name)
+            ax.set_ylabel(f'{ylabel} (mean over seeds)')
             ax.grid(True, alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle(title or 'Architecture lineage')
@@ -154,14 +173,14 @@ def plot_juvenility(rows: Sequence[Record], factors: Sequence[str], path: str, t
     the rows of ``report.juvenility_rows``."""
     fig, axes = _pyplot().subplots(2, 4, figsize=(16, 7))
     for ax, f in zip(axes.ravel(), factors):
-        for v in sorted({r['variant'] for r in rows}):
+        for j, v in enumerate(sorted({r['variant'] for r in rows})):
             pts = collections.defaultdict(list)
             for r in rows:
                 if r['variant'] == v and r.get(f) is not None and np.isfinite(r[f]):
                     pts[r['round']].append(r[f])
             xs = sorted(pts)
-            ax.plot(xs, [np.mean(pts[x]) for x in xs], marker='o', label=v)
-        ax.set_title(f)
+            ax.plot(xs, [np.mean(pts[x]) for x in xs], label=v, **style(j))
+        ax.set_title(f'{f} (mean over seeds)')
         ax.set_xlabel('round')
         if f in ('grad_snr', 'hessian_trace', 'sharpness'):
             ax.set_yscale('log')
@@ -179,12 +198,13 @@ def plot_budget_curves(curves: dict[int, list[tuple[str, dict[str, list[float]]]
     rows = (('steps', 'cumulative training steps'), ('sparse', 'training multiply-adds, sparse (weights kept)'),
             ('dense', 'training multiply-adds, dense-equivalent (all weights)'))
     for col, (budget, lines) in enumerate(curves.items()):
-        for policy, c in lines:
+        for i, (policy, c) in enumerate(lines):
             for row, (key, _) in enumerate(rows):
-                axes[row][col].errorbar(c[key], c['test'], yerr=c['ci'], marker='o', capsize=3, label=policy)
+                axes[row][col].errorbar(c[key], c['test'], yerr=c['ci'], capsize=3, label=policy, **style(i))
         for row, (_, xlabel) in enumerate(rows):
             ax = axes[row][col]
-            ax.set(xlabel=xlabel, ylabel='test accuracy (%), mean ± 95% CI', title=f'{budget:,} steps per round')
+            ax.set(xlabel=xlabel, ylabel='test accuracy (%), mean ± 95% CI over seeds',
+                   title=f'{budget:,} steps per round')
             ax.set_xscale('log' if row else 'linear')
             ax.xaxis.set_minor_formatter(plt.matplotlib.ticker.NullFormatter())  # decades only: labels collide
             ax.grid(alpha=0.3)
@@ -199,11 +219,11 @@ def plot_level_curves(curves: dict[str, dict[str, list[float]]], path: str) -> N
     ``{label: level_study.level_curves(...)}``; written to ``path``."""
     plt = _pyplot()
     fig, (acc, steps) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for label_, c in curves.items():
-        acc.errorbar(c['percent'], c['test'], yerr=c['test_ci'], marker='o', capsize=3, label=label_)
-        steps.errorbar(c['percent'], c['steps'], yerr=c['steps_ci'], marker='o', capsize=3, label=label_)
+    for i, (label_, c) in enumerate(curves.items()):
+        acc.errorbar(c['percent'], c['test'], yerr=c['test_ci'], capsize=3, label=label_, **style(i))
+        steps.errorbar(c['percent'], c['steps'], yerr=c['steps_ci'], capsize=3, label=label_, **style(i))
     for ax, ylabel in ((acc, 'test accuracy (%)'), (steps, 'early-stop iteration')):
-        ax.set(xscale='log', xlabel='% of weights remaining', ylabel=f'{ylabel}, mean ± 95% CI')
+        ax.set(xscale='log', xlabel='% of weights remaining', ylabel=f'{ylabel}, mean ± 95% CI over seeds')
         ax.invert_xaxis()
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
