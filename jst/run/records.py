@@ -126,10 +126,11 @@ def make_metric_writer(workdir: str) -> Any:
 
 
 def write_round_scalars(writer: Any, record: Record, evals: Sequence[Record]) -> None:
-    """Per-evaluation and per-round scalars, tagged ``variant/control/name``, step = cumulative steps."""
+    """Per-evaluation and per-round scalars, tagged ``variant/control/seed_S/name`` (one curve per seed, its steps
+    rising), step = cumulative steps."""
     if writer is None:
         return
-    prefix = f"{record.get('variant', record['method'])}/{record['control']}"
+    prefix = f"{record.get('variant', record['method'])}/{record['control']}/seed_{record['seed']}"
     offset = record['cumulative_steps'] - record.get('steps', 0)
     for e in evals:
         values = {f'{prefix}/{k}': v for k, v in e.items()
