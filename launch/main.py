@@ -12,6 +12,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from jst import driver
 from jst import errors
+from jst.run import configuration
 from jst.run import records as records_lib
 from jst.training import parallel
 # pylint: enable=g-import-not-at-top,wrong-import-position
@@ -21,6 +22,9 @@ CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a config file.', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where results and checkpoints go '
                                '(default: runs/<config name>).')
+_CONFIG_HELP = flags.DEFINE_bool('config_help', False, 'Print every knob of --config (value and meaning, from '
+                                 'docs/configs.md) and exit.')
+KNOB_DOCS = os.path.join(os.path.dirname(CONFIGS), 'docs', 'configs.md')
 
 
 def _config_files() -> list[str]:
@@ -37,13 +41,31 @@ def parse_flags(argv: list[str]) -> list[str]:
     try:
         return flags.FLAGS(argv)
     except flags.Error as e:
-        _fail(f'{str(e).splitlines()[0]} (see --helpshort; every knob: docs/configs.md)')
+        _fail(flag_error_message(str(e)))
     except (AttributeError, KeyError) as e:
-        unknown = str(e).strip('"\'')
-        given = [a.split('=')[0] for a in argv if a.startswith('--config.') and a.split('=')[0].endswith(unknown)]
-        _fail(f'{given[0] if given else unknown}: the config has no knob {unknown!r} (a typo? every knob and its '
-              'values: docs/configs.md).')
+        _fail(unknown_knob_message(str(e.args[0]) if e.args else str(e), argv))
     return []
+
+
+def flag_error_message(text: str) -> str:
+    """absl's flag error in one line: its first line and, when that ends before the cause (a config file whose
+    ``get_config`` raised), the traceback's last line."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    head = lines[0] if lines else 'invalid flag'
+    cause = lines[-1] if len(lines) > 1 and head.endswith(':') else ''
+    return f'{head} {cause} (every knob and its values: --config_help or docs/configs.md)'.replace('  ', ' ')
+
+
+def unknown_knob_message(text: str, argv: list[str]) -> str:
+    """'--config.num_round: the config has no knob 'num_round'. Did you mean "num_rounds"? (...)': from
+    ml_collections' KeyError text (the name, and on its next line a suggestion), as plain text."""
+    text = text.strip('"\'').replace("\\'", "'").replace('\\n', '\n')  # ml_collections nests a KeyError's repr
+    lines = text.splitlines()
+    unknown = lines[0].strip().strip('"\'') if lines else text
+    hint = f' {lines[1].strip()}' if len(lines) > 1 else ' A typo?'
+    given = [a.split('=')[0] for a in argv if a.startswith('--config.') and a.split('=')[0].endswith(unknown)]
+    return (f'{given[0] if given else unknown}: the config has no knob {unknown!r}.{hint} (every knob and its '
+            'values: --config_help or docs/configs.md)')
 
 
 def main(argv):
@@ -57,6 +79,9 @@ def main(argv):
     except OSError:
         _fail(f'cannot load --config={flags.FLAGS["config"].config_filename}: no such config file (configs are '
               f'Python files such as configs/mnist.py; available: {", ".join(_config_files())}).')
+    if _CONFIG_HELP.value:
+        print(configuration.config_help(config, configuration.knob_docs(KNOB_DOCS)))
+        return
     if os.environ.get('JST_DISTRIBUTED'):  # multi-host: coordinator and ids from the cluster env (parallel.py)
         parallel.initialize_distributed()
     config_path = flags.FLAGS['config'].config_filename

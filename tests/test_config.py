@@ -9,7 +9,7 @@ import pytest
 from jst.run import configuration as C
 from jst import driver
 from jst.run import workdir
-from tests.helpers import load_config, set_fields
+from tests.helpers import REPO, load_config, set_fields
 
 
 def test_invalid_diagnostics_settings_are_named():
@@ -248,7 +248,12 @@ def test_a_diverged_run_is_marked_and_exits_non_zero(mnist_dir, tmp_path):
 
 @pytest.mark.parametrize('args, expected', [
     (['--config=configs/mnst.py'], 'jst: cannot load --config=configs/mnst.py: no such config file'),
-    (['--config=configs/tiny.py', '--config.model.nosuch=3'], "jst: --config.model.nosuch: the config has no knob"),
+    (['--config=configs/tiny.py', '--config.model.nosuch=3'],
+     "jst: --config.model.nosuch: the config has no knob 'nosuch'."),
+    (['--config=configs/tiny.py', '--config.num_round=3'],
+     'the config has no knob \'num_round\'. Did you mean "num_rounds" instead of "num_round"? (every knob and its '
+     'values: --config_help'),
+    (['--config=configs/cifar10.py:conv8'], 'get_config() takes 0 positional arguments but 1 was given'),
     (['--config=configs/tiny.py', '--config.learning_rate=abc'], "could not convert string to float: 'abc'"),
 ])
 @pytest.mark.slow  # launches the CLI
@@ -302,3 +307,22 @@ def test_a_knob_added_later_does_not_strand_a_run_made_before_it():
     assert workdir.config_differences(saved, {**saved, 'prune_weights': 'best'}) == [
         "prune_weights: '<absent>' in the workdir, 'best' now"]
     assert workdir.config_differences(saved, {**saved, 'brand_new': 1}) == ["brand_new: '<absent>' in the workdir, 1 now"]
+
+
+@pytest.mark.parametrize('name', sorted(os.path.splitext(f)[0] for f in os.listdir(os.path.join(REPO, 'configs'))
+                                        if f.endswith('.py')))
+def test_config_help_gives_every_knob_a_meaning(name):
+    """``--config_help`` lists every (dotted) knob of each config file with its meaning from docs/configs.md."""
+    config = load_config(name)
+    text = C.config_help(config, C.knob_docs(os.path.join(REPO, 'docs', 'configs.md')))
+    assert '(no entry in docs/configs.md)' not in text, [l for l in text.splitlines() if 'no entry' in l]
+    assert f'--config.model.family={config.model.family!r}' in text
+    assert text.count('\n  --config.') + 1 >= len(config.keys())
+
+
+def test_config_help_names_an_undocumented_knob():
+    config = load_config('tiny')
+    config.unlock()
+    config.brand_new_knob = 1
+    text = C.config_help(config, C.knob_docs(os.path.join(REPO, 'docs', 'configs.md')))
+    assert "--config.brand_new_knob=1\n      (no entry in docs/configs.md)" in text
