@@ -436,3 +436,27 @@ def test_budget_from_curve_by_hand():
     curve[950], curve[1000] = [0.9, 0.9], [0.95, 0.95]  # minimum at 950 > 0.9 x 1000: still in the last tenth
     assert compute.budget_from_curve(curve, steps_per_epoch=351) is None
     assert compute.budget_from_curve({}, steps_per_epoch=351) is None
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(['git', *args], capture_output=True, text=True, cwd=REPO, check=True).stdout.strip()
+
+
+@pytest.mark.parametrize('name', sorted(n for n, s in STUDIES.items() if s.preregistration))
+def test_a_preregistration_precedes_every_record_of_its_study(name):
+    """The commit a confirmatory page names added its pre-registration, and every commit that added one of its
+    records descends from it (strictly): the order its page states, checked in ``git log``."""
+    if not os.path.isdir(os.path.join(REPO, '.git')) or _git('rev-parse', '--is-shallow-repository') == 'true':
+        pytest.skip('needs the full git history (a clone, not an archive or a shallow clone)')
+    study = STUDIES[name]
+    added = _git('log', '--diff-filter=A', '--format=%H', '--', study.preregistration).splitlines()
+    assert added, f'{study.preregistration} is not committed'
+    assert study.preregistered_in and added[-1].startswith(study.preregistered_in), (
+        f'{name}: preregistered_in={study.preregistered_in!r}, but {study.preregistration} was added in {added[-1][:7]}')
+    record_commits = set(_git('log', '--diff-filter=A', '--format=%H', '--',
+                              f'docs/results/{name}/records').splitlines())
+    for commit in record_commits:
+        assert commit != added[-1], f'{name}: a record was committed with its pre-registration ({commit[:7]})'
+        ancestor = subprocess.run(['git', 'merge-base', '--is-ancestor', added[-1], commit], cwd=REPO)
+        assert ancestor.returncode == 0, f'{name}: record commit {commit[:7]} does not descend from the ' \
+                                         f'pre-registration {added[-1][:7]}'

@@ -115,7 +115,8 @@ def planned_page(study: study_lib.Study) -> str:
     """The page of a study with no committed records yet: its setup and the command that runs it."""
     policies = [f'- `{name}`: {description} (`{study.command(name, budget)}`)' for budget in study.budgets
                 for name, _, description in study.policies]
-    return '\n'.join([f'# {study.title}', '', study.notes.strip(), '', '**No records are committed yet.** '
+    prereg = [study_lib.preregistration_sentence(study), ''] if study.preregistration else []
+    return '\n'.join([f'# {study.title}', '', study.notes.strip(), '', *prereg, '**No records are committed yet.** '
                       f'`python launch/study.py run {study.name}` trains its cells ({study.num_seeds} seeds, '
                       f'{", ".join(f"{b:,}" for b in study.budgets)} steps per round):', '', *policies]) + '\n'
 

@@ -179,6 +179,8 @@ def render_page(study: study_lib.Study, runs: dict[tuple[int, str], list[Record]
              'at each round\'s early-stopping point (minimum validation loss). Regenerate this page from the '
              f'committed records: `python launch/study.py page {study.name}`; rerun a cell: '
              f'`python launch/study.py run {study.name} --policy=NAME --budget=STEPS`.', '']
+    if study.preregistration:
+        lines += [study_lib.preregistration_sentence(study), '']
     if headline or study.headline[0]:
         lines += [headline or headline_sentence(study, runs), '']
     if study.dense_policy:

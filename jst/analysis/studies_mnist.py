@@ -95,7 +95,7 @@ cumulative steps. In the flags, `{total}` stands for 6 x the per-round budget.
 ''',
     ),
     'paper_mnist_confirm': study_lib.Study(
-        name='paper_mnist_confirm', preregistration=CONFIRM_PREREGISTRATION,
+        name='paper_mnist_confirm', preregistration=CONFIRM_PREREGISTRATION, preregistered_in='c21e145',
         title="Confirmation, pre-registered: the seed paper's MNIST experiment on ten new seeds",
         config='configs/mnist.py', first_seed=52, num_seeds=10, budgets=(429, 1287, 3861), lanes_per_run=10,
         policies=(

@@ -56,6 +56,7 @@ class Study:
     # seeds (e.g. ``--config.init_from={source}`` for the controls of a grown ticket); the campaign trains it first
     sources: tuple[tuple[str, str], ...] = ()
     preregistration: str = ''          # the file (relative to the repository) that fixed the design before records
+    preregistered_in: str = ''         # the commit (abbreviated) that added it; tests/test_results.py checks the order
 
     def __post_init__(self):
         object.__setattr__(self, 'policies', tuple(Policy(*p) for p in self.policies))
@@ -170,3 +171,14 @@ def lanes_phrase(study: Study) -> str:
     whole = k <= 0 or k >= max(study.seeds_of(p) for p in study.policy_names)
     return ('as lanes of one process per policy and budget' if whole else 'one process per seed, one after '
             'another' if k == 1 else f'{k} as lanes per process, processes one after another')
+
+
+def preregistration_sentence(study: Study) -> str:
+    """The commit order a confirmatory page states (checked against ``git log`` by tests/test_results.py)."""
+    if not study.preregistration:
+        return ''
+    records = f'docs/results/{study.name}/records'
+    return (f'**Commit order.** The pre-registration (`{study.preregistration}`) was committed in '
+            f'`{study.preregistered_in}`, and every record of this page after it: `git log --diff-filter=A '
+            f"--format='%h %ad %s' -- {study.preregistration} {records}` lists it last.")
+
