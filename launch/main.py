@@ -12,7 +12,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from jst import driver
 from jst import errors
-from jst.run import configuration
+from jst.run import knob_docs
 from jst.run import records as records_lib
 from jst.training import parallel
 # pylint: enable=g-import-not-at-top,wrong-import-position
@@ -80,7 +80,7 @@ def main(argv):
         _fail(f'cannot load --config={flags.FLAGS["config"].config_filename}: no such config file (configs are '
               f'Python files such as configs/mnist.py; available: {", ".join(_config_files())}).')
     if _CONFIG_HELP.value:
-        print(configuration.config_help(config, configuration.knob_docs(KNOB_DOCS)))
+        print(knob_docs.config_help(config, knob_docs.knob_docs(KNOB_DOCS)))
         return
     if os.environ.get('JST_DISTRIBUTED'):  # multi-host: coordinator and ids from the cluster env (parallel.py)
         parallel.initialize_distributed()

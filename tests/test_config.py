@@ -8,6 +8,7 @@ import pytest
 
 from jst.run import configuration as C
 from jst import driver
+from jst.run import knob_docs
 from jst.run import workdir
 from tests.helpers import REPO, load_config, set_fields
 
@@ -314,7 +315,7 @@ def test_a_knob_added_later_does_not_strand_a_run_made_before_it():
 def test_config_help_gives_every_knob_a_meaning(name):
     """``--config_help`` lists every (dotted) knob of each config file with its meaning from docs/configs.md."""
     config = load_config(name)
-    text = C.config_help(config, C.knob_docs(os.path.join(REPO, 'docs', 'configs.md')))
+    text = knob_docs.config_help(config, knob_docs.knob_docs(os.path.join(REPO, 'docs', 'configs.md')))
     assert '(no entry in docs/configs.md)' not in text, [l for l in text.splitlines() if 'no entry' in l]
     assert f'--config.model.family={config.model.family!r}' in text
     assert text.count('\n  --config.') + 1 >= len(config.keys())
@@ -324,5 +325,5 @@ def test_config_help_names_an_undocumented_knob():
     config = load_config('tiny')
     config.unlock()
     config.brand_new_knob = 1
-    text = C.config_help(config, C.knob_docs(os.path.join(REPO, 'docs', 'configs.md')))
+    text = knob_docs.config_help(config, knob_docs.knob_docs(os.path.join(REPO, 'docs', 'configs.md')))
     assert "--config.brand_new_knob=1\n      (no entry in docs/configs.md)" in text
