@@ -37,6 +37,13 @@ def test_bench_juvenility(mnist_dir, tmp_path):
     assert any(n.startswith('juvenility_') for n in os.listdir(tmp_path))
 
 
+def test_bench_conv_forms(tmp_path):
+    _run('bench_conv_forms.py', '--repeats=1', '--batch_scale=0.02', f'--out={tmp_path}')
+    with open(tmp_path / 'conv_forms_cpu.json') as f:
+        layers = json.load(f)['layers']
+    assert all(m['max_relative_error'] < 1e-4 for forms in layers.values() for m in forms.values())
+
+
 def test_bench_conv_lanes(cifar10_dir, tmp_path):
     _run('bench_conv_lanes.py', f'--manual_dir={cifar10_dir}', '--lanes=2', '--steps=1', f'--out={tmp_path}')
     assert any(n.startswith('conv_lanes_') for n in os.listdir(tmp_path))

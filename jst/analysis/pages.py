@@ -57,6 +57,8 @@ SPEED_SECTIONS = (  # (title, command, benchmarks/results/ file)
      'conv_lanes_cpu.md'),
     ('One Adam step of a conv net: jst vs a minimal JAX loop vs PyTorch (NCHW and channels_last)',
      'pip install torch==2.13.0 && python benchmarks/bench_conv.py', 'conv_cpu.md'),
+    ('Which form of the same convolution XLA:CPU runs fastest (the layers of the ResNet and Conv-2)',
+     'python benchmarks/bench_conv_forms.py', 'conv_forms_cpu.md'),
     ('Cost of the juvenility diagnostics (the paper\'s MNIST)',
      'python benchmarks/bench_juvenility.py --manual_dir=../shared/datasets/mnist', 'juvenility_cpu.md'),
 )
@@ -183,4 +185,36 @@ def speed_page(benchmark_results_dir: str) -> str:
             table = f.read().strip().replace('\n# ', '\n### ')
         lines += ['', f'## {title}', '', f'`{command}` ([{name}](../../benchmarks/results/{name}))', '',
                   table.lstrip('# ') if table.startswith('# ') else table]
-    return '\n'.join(lines) + '\n'
+    return '\n'.join(lines + conv_target_lines(benchmark_results_dir)) + '\n'
+
+
+def conv_target_lines(benchmark_results_dir: str, network: str = 'resnet') -> list[str]:
+    """Issue 34's target (the ResNet step within 1.3x of PyTorch's best) against the convolutions alone: the sum of
+    every conv of one step in its fastest form (conv_forms_cpu.json) next to the whole steps of conv_cpu.json."""
+    try:
+        with open(os.path.join(benchmark_results_dir, 'conv_forms_cpu.json')) as f:
+            forms = json.load(f)
+        with open(os.path.join(benchmark_results_dir, 'conv_cpu.json')) as f:
+            steps = json.load(f)
+    except FileNotFoundError:
+        return []
+    best_form, convs_ms = min(forms['step_sums_ms'][network].items(), key=lambda kv: kv[1])
+    rows = {r['loop']: r['step_ms'] for r in steps['rows'] if r['network'] == network}
+    torch_best = min(v for k, v in rows.items() if k.startswith('pytorch'))
+    target = 1.3 * torch_best
+    sums = forms['step_sums_ms'][network]
+    slower = [f for f in ('im2col_dot', 'shifted_dots', 'broadcast_reduce') if sums[f] > sums['xla_nhwc']]
+    above = convs_ms > target
+    return ['', f'## The {network} step against the target of issue 34', '',
+            f'Target: within 1.3x of PyTorch\'s best step ({torch_best:.1f} ms in conv_cpu.json), i.e. '
+            f'{target:.1f} ms; jst\'s step there: {rows["jst"]:.1f} ms, a minimal JAX loop\'s '
+            f'{rows["minimal_jax"]:.1f} ms. The convolutions of one step alone (forward and backward, the fastest '
+            'of the five forms: '
+            f'{best_form}, conv_forms_cpu.json) take {convs_ms:.1f} ms, '
+            + ('already above the target before any BatchNorm, ReLU, loss or Adam update: no reformulation of the '
+               'same math measured here reaches it with XLA:CPU\'s kernels in the pinned jaxlib. ' if above else
+               'below the target: the rest of the step is where the remaining time goes. ')
+            + (f'Slower than XLA\'s own NHWC convolution, summed over the step: {", ".join(slower)}. '
+               if slower else '')
+            + '(The two files are separate runs on the same machine.)']
+
