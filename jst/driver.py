@@ -17,17 +17,24 @@ from jst.searches import registry
 from jst.training import cpu_kernels
 
 
-class _QuietOrbax:
-    """Drops orbax's INFO chatter (one line per save) from the absl log; keeps its warnings."""
+NOISY_LIBRARIES = ('orbax', 'tensorflow_datasets', 'xla_bridge')  # INFO chatter dropped at default verbosity
+
+
+class _QuietLibraries:
+    """Drops the INFO lines of orbax (one per save), TFDS (dataset info, readers) and JAX's backend probe (the
+    libtpu line) from the absl log at default verbosity; keeps their warnings, and everything with --verbosity=1."""
 
     def filter(self, record) -> bool:  # pylint: disable=missing-function-docstring
-        return 'orbax' not in record.pathname or record.levelno >= std_logging.WARNING
+        noisy = any(name in record.pathname for name in NOISY_LIBRARIES)
+        return not noisy or record.levelno >= std_logging.WARNING or logging.get_verbosity() >= 1
 
 
-def quiet_orbax_logs() -> None:
-    logger = std_logging.getLogger('absl')
-    if not any(isinstance(f, _QuietOrbax) for f in logger.filters):
-        logger.addFilter(_QuietOrbax())
+def quiet_library_logs() -> None:
+    """Installs the filter on the absl logger and handler (JAX logs through its own logger to the root handler)."""
+    targets = [std_logging.getLogger('absl'), logging.get_absl_handler()]
+    for target in targets:
+        if not any(isinstance(f, _QuietLibraries) for f in target.filters):
+            target.addFilter(_QuietLibraries())
 
 
 COMPARED_METHODS = ('juvenile', 'lth')  # method='compare': the paper's growth against the weight-reset ticket
@@ -62,7 +69,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
     process, is refused (see ``config.overwrite``). Returns the summary records; writes ``summary.md``
     and, with ``config.write_report``, a report with plots (``report/``).
     """
-    quiet_orbax_logs()
+    quiet_library_logs()
     if config.get('cpu_kernels') in cpu_kernels.CPU_KERNELS:  # before JAX starts (validate_config starts it)
         families = {configuration.start_spec(config, m).family for m in COMPARED_METHODS}
         wins = bool(families & set(cpu_kernels.LIBRARY_WINS_FOR))

@@ -4,6 +4,14 @@ import os
 import signal
 import sys
 
+# TensorFlow's C++ start-up lines unless --verbosity is given, set before any import can load TensorFlow (TFDS
+# does): its oneDNN notice (absl-logged before InitializeLog, so no log level hides it) goes with oneDNN's TF
+# graph rewrites, which jst never runs (TensorFlow only reads and decodes data; tests/test_data.py checks TFDS
+# and the numpy reader give identical arrays).
+if not any(a.startswith(('--verbosity', '-v')) for a in sys.argv):
+    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+    os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
+
 from absl import app
 from absl import flags
 from ml_collections import config_flags

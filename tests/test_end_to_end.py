@@ -46,6 +46,10 @@ def test_command_line(mnist_dir, tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert '| round | method |' in out.stdout
     assert len(json.load(open(tmp_path / 'summary.json'))) == 2
+    noise = [line for line in out.stderr.splitlines()  # default verbosity: no TF/TFDS/XLA start-up chatter
+             if any(n in line for n in ('port.cc', 'oneDNN', 'absl::InitializeLog', 'xla_bridge', 'dataset_info',
+                                         'dataset_builder', 'tensorflow_datasets', 'tf.data'))]
+    assert not noise, noise
 
 
 def test_sweep_script(mnist_dir, tmp_path):
