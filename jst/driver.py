@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging as std_logging
 import os
+import sys
 from typing import Any
 
 import ml_collections
@@ -12,6 +13,7 @@ from absl import logging
 from jst.analysis import report
 from jst.run import configuration
 from jst.run import context as context_lib
+from jst.run import provenance
 from jst.run import workdir as workdir_lib
 from jst.searches import registry
 from jst.training import cpu_kernels
@@ -81,6 +83,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
     workdir_lib.check_writable(workdir)
     with workdir_lib.WorkdirLock(workdir):
         workdir_lib.claim(workdir, configuration.config_to_dict(config), config.overwrite)
+        if workdir_lib.is_primary_process():
+            provenance.record_invocation(workdir, sys.argv)
         with context_lib.make_context(config, workdir) as ctx:
             logging.info('%d train / %d validation / %d test examples; %d steps per round (%d per epoch).',
                          ctx.num_train, len(ctx.dataset.validation), len(ctx.dataset.test),

@@ -46,6 +46,7 @@ def test_command_line(mnist_dir, tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert '| round | method |' in out.stdout
     assert len(json.load(open(tmp_path / 'summary.json'))) == 2
+    assert json.load(open(tmp_path / 'run.json'))['invocations'][0]['command'][-1] == f'--workdir={tmp_path}'
     noise = [line for line in out.stderr.splitlines()  # default verbosity: no TF/TFDS/XLA start-up chatter
              if any(n in line for n in ('port.cc', 'oneDNN', 'absl::InitializeLog', 'xla_bridge', 'dataset_info',
                                          'dataset_builder', 'tensorflow_datasets', 'tf.data'))]

@@ -34,7 +34,8 @@ UNREADABLE_CHECKPOINT_DIR = 'checkpoints_unreadable'  # checkpoints that failed 
 LOCK_FILE = '.lock'
 REPORT_DIR = 'report'
 TENSORBOARD_DIR = 'tensorboard'
-RECORD_FILES = (SUMMARY_FILE, METRICS_FILE, SUMMARY_TABLE_FILE)
+RUN_FILE = 'run.json'  # provenance, one entry per invocation (jst.run.provenance)
+RECORD_FILES = (SUMMARY_FILE, METRICS_FILE, SUMMARY_TABLE_FILE, RUN_FILE)
 # Config fields that may change between a run and its resumption.
 RESUMABLE_FIELDS = ('overwrite', 'log_level', 'checkpoint_every_epochs', 'checkpoint_min_interval_s',
                     'manual_dir', 'data_dir', 'data_backend', 'write_report')
