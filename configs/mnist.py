@@ -5,10 +5,11 @@ PyTorch's default init (the paper used PyTorch). Adam 1e-3, seed 42,
 cross-entropy, NNI-style level pruning of every Dense kernel, reaching 95%
 sparsity at the last of 5 rounds.
 
-* ``method='compare'`` (default): the paper's question, both policies below
-  side by side (``WORKDIR/juvenile``, ``WORKDIR/lth``), 3 seeds as lanes of one
-  program each, one table with 95% intervals and their paired difference
-  (about 6 minutes on a 2-core CPU).
+* ``method='compare'`` (default): the paper's question and its control, side by
+  side: weight reset, growth and prune-and-continue on the final architecture
+  (``WORKDIR/weight_reset``, ``WORKDIR/grow``, ``WORKDIR/prune_continue``), 3 seeds
+  as lanes of one program each, one table with 95% intervals and the paired
+  comparisons in the results pages' wording (about 5 minutes on a 2-core CPU).
 * ``--config.method=juvenile``, ``growth='paper'``: the "structure growing
   policy": start with no hidden layer; after each round's training and
   pruning insert one Dense(128,128) with identity weight and zero bias; never

@@ -10,6 +10,7 @@ from typing import Any
 import ml_collections
 from absl import logging
 
+from jst.analysis import paired
 from jst.analysis import report
 from jst.run import configuration
 from jst.run import context as context_lib
@@ -39,30 +40,50 @@ def quiet_library_logs() -> None:
             target.addFilter(_QuietLibraries())
 
 
-COMPARED_METHODS = ('juvenile', 'lth')  # method='compare': the paper's growth against the weight-reset ticket
+COMPARED_METHODS = ('juvenile', 'lth')  # the methods method='compare' runs (its policies below)
+# method='compare' (configs/mnist.py's default): the paper's question and its control, each policy's overrides
+COMPARED_POLICIES: dict[str, dict[str, Any]] = {
+    'weight_reset': {'method': 'lth'},                           # the classic lottery ticket
+    'grow': {'method': 'juvenile'},                              # config.growth (the paper's: an identity layer)
+    'prune_continue': {'method': 'juvenile', 'growth': 'none'},  # the final architecture, weights kept, no growth
+}
+COMPARED_PAIRS = (('grow', 'weight_reset'), ('grow', 'prune_continue'), ('prune_continue', 'weight_reset'))
+
+
+def compared_config(config: ml_collections.ConfigDict, policy: str) -> ml_collections.ConfigDict:
+    """The config of one policy of method='compare': its overrides, its name, and for prune_continue the
+    architecture weight reset starts from (``lth_model``, else ``model``)."""
+    one = config.copy_and_resolve_references()
+    for key, value in COMPARED_POLICIES[policy].items():
+        one[key] = value
+    one.name, one.write_report = policy, False
+    if policy == 'prune_continue' and len(config.lth_model):
+        one.model = config.lth_model.copy_and_resolve_references()
+    return one
 
 
 def compare_methods(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, Any]]:
-    """``method='compare'``: each of ``COMPARED_METHODS`` in ``WORKDIR/<method>`` (its seeds as lanes; each
-    resumes on its own), then one table of both with 95% intervals, their paired final-round difference
-    (``WORKDIR/summary.md``) and one report of both."""
+    """``method='compare'``: each of ``COMPARED_POLICIES`` in ``WORKDIR/<policy>`` (its seeds as lanes; each
+    resumes on its own), then one table of all with 95% intervals, the paired final-round comparisons of
+    ``COMPARED_PAIRS`` in the results pages' wording (``WORKDIR/summary.md``) and one report."""
     records = []
-    for method in COMPARED_METHODS:
-        one = config.copy_and_resolve_references()
-        one.method, one.write_report = method, False
-        records += train_and_evaluate(one, os.path.join(workdir, method))
-    text = report.aggregate_table(records) + '\n\n' + report.paired_final_rounds(records, *COMPARED_METHODS)
+    for i, policy in enumerate(COMPARED_POLICIES):
+        logging.info('Policy %d/%d: %s.', i + 1, len(COMPARED_POLICIES), policy)
+        records += train_and_evaluate(compared_config(config, policy), os.path.join(workdir, policy), print_table=False)
+    margin = paired.MAIN_COMMAND_MARGINS.get(config.dataset, max(paired.MAIN_COMMAND_MARGINS.values()))
+    text = report.aggregate_table(records) + '\n\n' + paired.paired_claims(records, COMPARED_PAIRS, margin)
     print(text, flush=True)
     workdir_lib.atomic_write_text(os.path.join(workdir, workdir_lib.SUMMARY_TABLE_FILE), text + '\n')
     if config.write_report and workdir_lib.is_primary_process():
-        path = report.write_report([os.path.join(workdir, m) for m in COMPARED_METHODS],
+        path = report.write_report([os.path.join(workdir, p) for p in COMPARED_POLICIES],
                                    os.path.join(workdir, workdir_lib.REPORT_DIR),
-                                   f'{" vs ".join(COMPARED_METHODS)} on {config.dataset}')
+                                   f'{" vs ".join(COMPARED_POLICIES)} on {config.dataset}')
         logging.info('Report: %s', path)
     return records
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, Any]]:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, print_table: bool = True
+                       ) -> list[dict[str, Any]]:
     """Validates the config, claims the workdir, loads data, runs (or resumes) ``config.method``
     (``'compare'``: ``compare_methods``).
 
@@ -91,7 +112,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
                          ctx.steps_per_round, ctx.steps_per_epoch)
             records = registry.run(ctx)
         table = report.summary_table(records) if config.num_seeds == 1 else report.aggregate_table(records)
-        print(table, flush=True)
+        if print_table:  # method='compare' prints one table of all its policies instead
+            print(table, flush=True)
         workdir_lib.atomic_write_text(os.path.join(workdir, workdir_lib.SUMMARY_TABLE_FILE), table + '\n')
         if config.write_report and workdir_lib.is_primary_process():
             path = report.write_report([workdir], os.path.join(workdir, workdir_lib.REPORT_DIR),

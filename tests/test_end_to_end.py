@@ -98,22 +98,29 @@ def test_sweep_script_without_arguments_prints_usage():
     assert proc.stderr.startswith('usage: bash launch/sweep.sh OUT_DIR CONFIG') and 'unbound' not in proc.stderr
 
 
-def test_compare_runs_both_policies_and_pairs_them_by_seed(mnist_dir, tmp_path):
-    """method='compare' (configs/mnist.py's default): growth and weight reset in WORKDIR/<method>, one table of
-    both and their paired final-round difference with an interval; one seed says what is missing instead."""
+def test_compare_runs_the_papers_question_and_its_control_paired_by_seed(mnist_dir, tmp_path):
+    """method='compare' (configs/mnist.py's default): weight reset, growth and prune-and-continue in
+    WORKDIR/<policy>, one table of all and the paired final-round comparisons in the pages' wording (Holm over the
+    three, TOST); one seed says what is missing instead."""
+    from jst.analysis import claims  # pylint: disable=g-import-not-at-top
     config = load_config('tiny')
     config.manual_dir, config.method, config.num_seeds = mnist_dir, 'compare', 2
     config.num_rounds, config.steps_per_round, config.write_report = 1, 50, False
     records = driver.train_and_evaluate(config, str(tmp_path))
-    assert {r['method'] for r in records} == set(driver.COMPARED_METHODS)
-    for method in driver.COMPARED_METHODS:
-        with open(tmp_path / method / 'summary.json') as f:
+    assert {r['variant'] for r in records} == set(driver.COMPARED_POLICIES)
+    for policy in driver.COMPARED_POLICIES:
+        with open(tmp_path / policy / 'summary.json') as f:
             assert {r['seed'] for r in json.load(f)} == {0, 1}
+    with open(tmp_path / 'prune_continue' / 'config.json') as f:
+        assert json.load(f)['growth'] == 'none'
     text = (tmp_path / 'summary.md').read_text()
-    juvenile = {r['seed']: r['test_accuracy'] for r in records if r['method'] == 'juvenile' and r['round'] == 1}
-    lth = {r['seed']: r['test_accuracy'] for r in records if r['method'] == 'lth' and r['round'] == 1}
-    difference = 100 * np.mean([juvenile[s] - lth[s] for s in (0, 1)])
-    assert f'test {difference:+.2f} ± ' in text and '(n = 2 seeds, 95% CI)' in text, text
+    final = {p: {r['seed']: r['test_accuracy'] for r in records if r['variant'] == p and r['round'] == 1}
+             for p in driver.COMPARED_POLICIES}
+    for a, b in driver.COMPARED_PAIRS:
+        difference = 100 * np.mean([final[a][s] - final[b][s] for s in (0, 1)])
+        line = next(l for l in text.splitlines() if l.startswith(f'- {a} ') and f' {b}' in l.split(':')[0])
+        assert f': {difference:+.2f} ± ' in line and '(n = 2 seeds, Holm p = ' in line, text
+        assert any(f'{a} {v} {b}' in line for v in claims.VERDICTS), line
     one = load_config('tiny')
     one.manual_dir, one.method, one.num_rounds, one.steps_per_round, one.write_report = mnist_dir, 'compare', 1, 50, False
     driver.train_and_evaluate(one, str(tmp_path / 'one_seed'))

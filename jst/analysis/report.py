@@ -164,28 +164,6 @@ def aggregate_table(summary: Sequence[Record]) -> str:
     return '\n'.join(lines + (['', f'**Diverged**: {", ".join(bad)}.'] if bad else []))
 
 
-def paired_final_rounds(summary: Sequence[Record], a: str, b: str) -> str:
-    """One sentence: method ``a`` minus ``b`` at each one's final round, paired by seed, on validation and test
-    accuracy (points, 95% CI, paired t-test p); what is missing when fewer than two seeds pair up."""
-    finals = {}
-    for m in (a, b):
-        rs = [r for r in summary if r['method'] == m and r['control'] == 'none']
-        last = max((r['round'] for r in rs), default=None)
-        finals[m] = {r['seed']: r for r in rs if r['round'] == last}
-    seeds = sorted(set(finals[a]) & set(finals[b]))
-    head = f'**{a} − {b}, final rounds, paired by seed**'
-    if len(seeds) < 2:
-        return f'{head}: needs >= 2 seeds run by both for an interval (--config.num_seeds=3); {len(seeds)} here.'
-    parts = []
-    for key, name in (('val_accuracy', 'validation'), ('test_accuracy', 'test')):
-        c = statistics.paired_comparison([finals[a][s][key] for s in seeds], [finals[b][s][key] for s in seeds])
-        parts.append(f'{name} {100 * c.mean_difference:+.2f} ± {100 * c.ci95:.2f} points (p = {c.p_value:.3g})')
-    sizes = ', '.join(f"{m} {100 * np.mean([finals[m][s]['fraction_remaining'] for s in seeds]):.2f}% of its "
-                      f"prunable weights ({np.mean([finals[m][s]['params_remaining'] for s in seeds]):,.0f} params) "
-                      f"after {finals[m][seeds[0]]['cumulative_steps']:,} steps" for m in (a, b))
-    return f'{head} (n = {len(seeds)} seeds, 95% CI): ' + '; '.join(parts) + f'. Final rounds: {sizes}.'
-
-
 JUVENILITY_FACTORS = ('learning_potential', 'grad_norm', 'grad_snr', 'hessian_trace', 'sharpness',
                       'dead_fraction_mean', 'effective_rank_mean', 'weight_mean_abs')
 

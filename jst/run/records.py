@@ -148,7 +148,8 @@ def write_round_scalars(writer: Any, record: Record, evals: Sequence[Record]) ->
 
 def round_line(r: Record) -> str:
     """One readable line for a finished round."""
-    return (f"[{r['method']}/{r['control']}] round {r['round']}: {r['architecture']}  "
+    return (f"[{r.get('variant') or r['method']}/{r['control']} seed {r['seed']}] round {r['round']}: "
+            f"{r['architecture']}  "
             f"{100 * r['fraction_remaining']:.2f}% weights remaining  "
             f"val {100 * r['val_accuracy']:.2f}%  test {100 * r['test_accuracy']:.2f}%  "
             f"(early-stop step {r['best_step']}, cumulative steps {r['cumulative_steps']})"
