@@ -28,7 +28,6 @@ bandwidth, whichever is slower: a lower bound no implementation can beat. Result
 from __future__ import annotations
 
 import functools
-import json
 import os
 import platform
 import statistics
@@ -53,6 +52,7 @@ from jst.models import specs
 from jst.ops import masks as masks_lib
 from jst.training import cpu_kernels
 from jst.training import train as train_lib
+import results_files
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -307,13 +307,7 @@ def main(argv):
                           'torch': torch_version, 'processor': platform.processor() or platform.machine()},
               'limits': machine_limits()}
     result['rows'] = run(_NETWORKS.value, _STEPS.value, _TORCH.value, result['limits'])
-    os.makedirs(_OUT.value, exist_ok=True)
-    stem = os.path.join(_OUT.value, f'conv_{jax.default_backend()}')
-    with open(stem + '.json', 'w') as f:
-        json.dump(result, f, indent=1)
-    with open(stem + '.md', 'w') as f:
-        f.write(render(result))
-    print(render(result))
+    results_files.write_results(_OUT.value, f'conv_{jax.default_backend()}', result, render(result))
 
 
 if __name__ == '__main__':

@@ -23,7 +23,6 @@ convolutions of one training step (the ResNet: the stem and 14 block convs; Conv
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import statistics
@@ -39,6 +38,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax
 from jax import lax
 import jax.numpy as jnp
+import results_files
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -167,13 +167,7 @@ def main(argv):
                                                 _REPEATS.value)
         print(layer, {n: round(m['forward_backward_ms'], 2) for n, m in result['layers'][layer].items()}, flush=True)
     result['step_sums_ms'] = step_sums(result)
-    os.makedirs(_OUT.value, exist_ok=True)
-    stem = os.path.join(_OUT.value, f'conv_forms_{result["platform"]}')
-    with open(stem + '.json', 'w') as f:
-        json.dump(result, f, indent=1)
-    with open(stem + '.md', 'w') as f:
-        f.write(render(result))
-    print(render(result))
+    results_files.write_results(_OUT.value, f'conv_forms_{result["platform"]}', result, render(result))
 
 
 if __name__ == '__main__':
