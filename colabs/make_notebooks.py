@@ -22,28 +22,57 @@ def project_url() -> str:
 
 
 URL = project_url()
-INSTALL = (f"""    subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', 'git+{URL}'], check=True)""" if URL else
-           """    raise ImportError('jst is not installed here. It has no public home yet: from a checkout, build a wheel '
-                      '(python -m pip wheel --no-deps -w dist .), upload it to this runtime (or to Drive) and run '
-                      '!pip install jst-*.whl; or mount Drive and !pip install -e /content/drive/MyDrive/jst.')""")
-SETUP = '''# One knob: 'cpu' (a few minutes on a CPU runtime), 'gpu' (GPU/TPU runtimes), 'ci' (seconds, for tests).
-import os
-SCALE = os.environ.get('JST_NOTEBOOK_SCALE', 'cpu')
+PUBLIC_HOME = f"\n    found.append('git+{URL}')  # the project's public home (setup.cfg url)" if URL else ''
+# Cell 1, standard library only: installs jst where it is missing (tests/test_notebooks.py runs it in a fresh venv).
+INSTALL = """# Installs jst where it is missing (a fresh Colab runtime). Sources, first found wins: $JST_SOURCE (installed even
+# over an existing jst: a wheel, a checkout folder or a pip requirement), a jst wheel uploaded to /content or to
+# Drive, a checkout at /content/drive/MyDrive/jst. Make the wheel in a checkout: python -m pip wheel --no-deps -w dist .
+# (it carries the library and configs/, as jst.configs).
+import glob, importlib, importlib.util, os, subprocess, sys
 
-import importlib.util, subprocess, sys
-if importlib.util.find_spec('jst') is None:  # e.g. a fresh Colab runtime
-''' + INSTALL + '''
+
+def jst_source() -> str:
+    \"\"\"The first place jst can be installed from, or '' when there is none.\"\"\"
+    found = [os.environ.get('JST_SOURCE', '')]
+    found += sorted(glob.glob('/content/jst-*.whl') + glob.glob('/content/drive/MyDrive/jst-*.whl'), reverse=True)
+    found += [d for d in ('/content/drive/MyDrive/jst',) if os.path.isfile(os.path.join(d, 'setup.cfg'))]""" + \
+    PUBLIC_HOME + """
+    return next((s for s in found if s), '')
+
+
+if os.environ.get('JST_SOURCE') or importlib.util.find_spec('jst') is None:
+    source = jst_source()
+    if not source:
+        raise ImportError('jst is not installed here and no source was found: upload a wheel (python -m pip wheel '
+                          '--no-deps -w dist . in a checkout) to /content, or set JST_SOURCE to a wheel or checkout.')
+    subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', source], check=True)
+    importlib.invalidate_caches()
+print('jst from', importlib.util.find_spec('jst').origin)"""
+SETUP = """import jax
+
+# One knob, from the devices unless JST_NOTEBOOK_SCALE says: 'cpu' (a few minutes), 'gpu' (any accelerator: the
+# paper's schedule, 5 seeds), 'ci' (seconds, for tests).
+SCALE = os.environ.get('JST_NOTEBOOK_SCALE') or ('cpu' if jax.default_backend() == 'cpu' else 'gpu')
+# Runs go where a disconnect does not lose them: Drive when mounted (from google.colab import drive;
+# drive.mount('/content/drive')), else ~/jst_runs; JST_WORKDIR_ROOT overrides. Re-running resumes a run.
+DRIVE = '/content/drive/MyDrive'
+WORKDIR_ROOT = os.environ.get('JST_WORKDIR_ROOT') or os.path.join(
+    DRIVE if os.path.isdir(DRIVE) else os.path.expanduser('~'), 'jst_runs')
 MANUAL_DIR = os.environ.get('JST_MANUAL_DIR', '')  # offline: folder with the MNIST files; '' = TFDS downloads
-'''
+print(f'devices {jax.devices()}; SCALE={SCALE!r}; runs under {WORKDIR_ROOT}')"""
 
 
 def badge(name: str) -> list:
-    """An Open-in-Colab badge cell, only when the project has a public GitHub home."""
+    """An Open-in-Colab badge when the project has a public GitHub home; until then, a line saying how to open it."""
     if not URL.startswith('https://github.com/'):
-        return []
+        return [new_markdown_cell('*Open in Colab*: jst has no public home yet, so no badge. At '
+                                  'colab.research.google.com, File → Upload notebook (this file), then upload a jst '
+                                  'wheel (`python -m pip wheel --no-deps -w dist .` in a checkout) to `/content`; the '
+                                  'first cell installs it.')]
     path = URL.removeprefix('https://github.com/').removesuffix('.git')
     return [new_markdown_cell(f'[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]'
                               f'(https://colab.research.google.com/github/{path}/blob/main/colabs/{name})')]
+
 
 QUICKSTART = [
     new_markdown_cell('''# jst quickstart: lottery tickets that keep growing
@@ -53,55 +82,51 @@ The classic **lottery-ticket** loop (Frankle & Carbin, 2019) trains a network, p
 
 The **juvenile** (recursive) ticket of arXiv 2109.03862 keeps the learned weights instead: after each round's
 training and pruning it *inserts a new layer initialised to the identity* (so the network computes the same
-function), and trains and prunes again. This notebook runs both on MNIST and compares them.
+function), and trains and prunes again. This notebook runs both on MNIST, with the control that separates
+growth from keeping the trained weights (prune-and-continue on the final architecture), and compares them.
 
-Set `SCALE` in the next cell (or the `JST_NOTEBOOK_SCALE` environment variable): `'cpu'` runs in a few minutes
-on a CPU runtime, `'gpu'` uses the paper's full schedule on a GPU/TPU runtime with 5 seeds, trained as lanes of
-one compiled program (`num_seeds`), and reports mean ± 95% confidence intervals.'''),
+The first cell installs jst when the runtime lacks it. `SCALE` (second cell) follows the devices: on a CPU
+runtime a few minutes with 3 seeds; on a GPU/TPU runtime the paper's full schedule with 5 seeds, trained as lanes
+of one compiled program (`num_seeds`); `JST_NOTEBOOK_SCALE` overrides it. Results carry 95% confidence
+intervals.'''),
+    new_code_cell(INSTALL),
     new_code_cell(SETUP),
-    new_code_cell('''import jax
-from jst.run import configuration
-from jst import driver
+    new_code_cell('''from jst import driver
 from jst.analysis import report
-print('JAX devices:', jax.devices())
+from jst.configs import mnist  # configs/mnist.py: the command line's main run
 
-SETTINGS = {  # (training examples, rounds, steps per round, seeds trained together in one program)
+SETTINGS = {  # (training examples, rounds, steps per round, seeds trained together as lanes of one program)
     'ci': dict(train_limit=3000, num_rounds=2, steps_per_round=60, eval_every=30, num_seeds=2),
-    'cpu': dict(train_limit=20000, num_rounds=3, steps_per_round=600, eval_every=100, num_seeds=1),
+    'cpu': dict(train_limit=20000, num_rounds=3, steps_per_round=600, eval_every=100, num_seeds=3),
     'gpu': dict(train_limit=0, num_rounds=5, steps_per_round=1287, eval_every=108, num_seeds=5),
 }[SCALE]
 
 
-def paper_config(method):
-    """The seed paper's MNIST setting (configs/mnist.py), shortened by SETTINGS; seeds 42, 43, ..."""
-    c = configuration.default_config()
-    c.dataset, c.manual_dir, c.seed = 'mnist', MANUAL_DIR, 42
-    c.method, c.growth = method, 'paper'
-    c.model = {'family': 'mlp', 'widths': (128,), 'init': 'torch_default'}
-    c.lth_model = {'family': 'mlp', 'widths': (128,) * (1 + SETTINGS['num_rounds']), 'init': 'torch_default'}
-    c.batch_size, c.learning_rate = 128, 1e-3
-    c.pruning, c.target_sparsity = 'level', 0.95
+def paper_config():
+    """configs/mnist.py (the seed paper's MNIST setting, method='compare'), shortened by SETTINGS."""
+    c = mnist.get_config()
+    c.manual_dir, c.write_report = MANUAL_DIR, False
+    c.lth_model.widths = (128,) * (1 + SETTINGS['num_rounds'])  # weight reset starts at growth's final depth
     c.validation_size = 5000 if SCALE != 'ci' else 1000
     for k, v in SETTINGS.items():
         c[k] = v
-    c.write_report = False
     return c'''),
-    new_markdown_cell('''## Run both policies
+    new_markdown_cell('''## Run the paper's question and its control
 
-`train_and_evaluate(config, workdir)` is the same function the command line runs
-(`python launch/main.py --config=configs/mnist.py`). Each round appends a record to `WORKDIR/summary.json`.'''),
-    new_code_cell('''import tempfile
-workdirs = {m: tempfile.mkdtemp(prefix=f'jst_{m}_') for m in ('juvenile', 'lth')}
-records = {m: driver.train_and_evaluate(paper_config(m), workdirs[m]) for m in workdirs}'''),
+`train_and_evaluate(config, workdir)` is the function the command line runs
+(`python launch/main.py --config=configs/mnist.py`). With `method='compare'` it trains weight reset, the paper's
+growth and prune-and-continue on the final architecture (each in `WORKDIR/<policy>`, every seed a lane), then
+prints one table and the three paired comparisons in the results pages' wording.'''),
+    new_code_cell('''workdir = os.path.join(WORKDIR_ROOT, f'quickstart_{SCALE}')
+records = driver.train_and_evaluate(paper_config(), workdir)'''),
     new_markdown_cell('''## Results
 
 `% weights remaining` counts prunable kernels. The growing network gains one identity-initialised layer per
-round and never resets; the weight-reset ticket has its final depth from the start.'''),
+round and never resets; weight reset and prune-and-continue have the final depth from the start.'''),
     new_code_cell('''from IPython.display import Image, Markdown, display
-summary, metrics = report.load_runs(workdirs.values())
-display(Markdown(report.aggregate_table(summary)))'''),
-    new_code_cell('''out = tempfile.mkdtemp(prefix='jst_report_')
-report.write_report(list(workdirs.values()), out, 'quickstart')
+display(Markdown(open(os.path.join(workdir, 'summary.md')).read()))
+out = os.path.join(workdir, 'report')
+report.write_report([os.path.join(workdir, p) for p in driver.COMPARED_POLICIES], out, 'quickstart')
 for name in ('training_curves.png', 'accuracy_vs_params.png'):
     display(Image(os.path.join(out, name)))'''),
     new_markdown_cell('''## What to try next
@@ -121,6 +146,7 @@ This notebook takes a plain Flax MLP and a plain optax loop and adds, with jst's
 1. magnitude pruning with masks kept *beside* the parameters (`jst.ops.masks`),
 2. an optax wrapper that keeps pruned weights at exactly zero (two lines),
 3. a function-preserving deepening: insert an identity layer into your own module (`jst.ops.expand`).'''),
+    new_code_cell(INSTALL),
     new_code_cell(SETUP),
     new_code_cell('''import flax.linen as nn
 import jax

@@ -36,7 +36,7 @@ KNOB_DOCS = os.path.join(os.path.dirname(CONFIGS), 'docs', 'configs.md')
 
 
 def _config_files() -> list[str]:
-    return sorted(f for f in os.listdir(CONFIGS) if f.endswith('.py'))
+    return sorted(f for f in os.listdir(CONFIGS) if f.endswith('.py') and not f.startswith('_'))
 
 
 def _fail(message: str, code: int = 2) -> None:

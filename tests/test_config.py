@@ -311,7 +311,7 @@ def test_a_knob_added_later_does_not_strand_a_run_made_before_it():
 
 
 @pytest.mark.parametrize('name', sorted(os.path.splitext(f)[0] for f in os.listdir(os.path.join(REPO, 'configs'))
-                                        if f.endswith('.py')))
+                                        if f.endswith('.py') and not f.startswith('_')))
 def test_config_help_gives_every_knob_a_meaning(name):
     """``--config_help`` lists every (dotted) knob of each config file with its meaning from docs/configs.md."""
     config = load_config(name)
