@@ -5,19 +5,22 @@ from __future__ import annotations
 import logging as std_logging
 import os
 import sys
-from typing import Any
+from typing import Any, Optional
 
 import ml_collections
 from absl import logging
 
 from jst.analysis import paired
 from jst.analysis import report
+from jst.data import datasets as data_lib
 from jst.run import configuration
 from jst.run import context as context_lib
 from jst.run import provenance
 from jst.run import workdir as workdir_lib
 from jst.searches import registry
 from jst.training import cpu_kernels
+from jst.training import progress as progress_lib
+from jst.training import pruning
 
 
 NOISY_LIBRARIES = ('orbax', 'tensorflow_datasets', 'xla_bridge')  # INFO chatter dropped at default verbosity
@@ -66,10 +69,12 @@ def compare_methods(config: ml_collections.ConfigDict, workdir: str) -> list[dic
     """``method='compare'``: each of ``COMPARED_POLICIES`` in ``WORKDIR/<policy>`` (its seeds as lanes; each
     resumes on its own), then one table of all with 95% intervals, the paired final-round comparisons of
     ``COMPARED_PAIRS`` in the results pages' wording (``WORKDIR/summary.md``) and one report."""
-    records = []
-    for i, policy in enumerate(COMPARED_POLICIES):
-        logging.info('Policy %d/%d: %s.', i + 1, len(COMPARED_POLICIES), policy)
-        records += train_and_evaluate(compared_config(config, policy), os.path.join(workdir, policy), print_table=False)
+    records, configs = [], {policy: compared_config(config, policy) for policy in COMPARED_POLICIES}
+    dataset = context_lib.load_run_data(config)  # once for all policies (they differ in method and model only)
+    with progress_lib.running([(policy, _planned_trainings(c)) for policy, c in configs.items()]):
+        for i, (policy, one) in enumerate(configs.items()):
+            logging.info('Policy %d/%d: %s.', i + 1, len(configs), policy)
+            records += train_and_evaluate(one, os.path.join(workdir, policy), print_table=False, dataset=dataset)
     margin = paired.MAIN_COMMAND_MARGINS.get(config.dataset, max(paired.MAIN_COMMAND_MARGINS.values()))
     text = report.aggregate_table(records) + '\n\n' + paired.paired_claims(records, COMPARED_PAIRS, margin)
     print(text, flush=True)
@@ -82,15 +87,20 @@ def compare_methods(config: ml_collections.ConfigDict, workdir: str) -> list[dic
     return records
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, print_table: bool = True
-                       ) -> list[dict[str, Any]]:
+def _planned_trainings(config: ml_collections.ConfigDict) -> int:
+    return progress_lib.planned_trainings(config.method, config.num_rounds, len(pruning.control_names(config.control)))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, print_table: bool = True,
+                       dataset: Optional[data_lib.Dataset] = None) -> list[dict[str, Any]]:
     """Validates the config, claims the workdir, loads data, runs (or resumes) ``config.method``
     (``'compare'``: ``compare_methods``).
 
     Running again on the same workdir resumes from the last checkpoint; a
     workdir holding a run of a different config, or in use by another
     process, is refused (see ``config.overwrite``). Returns the summary records; writes ``summary.md``
-    and, with ``config.write_report``, a report with plots (``report/``).
+    and, with ``config.write_report``, a report with plots (``report/``). ``dataset``: already loaded data of
+    this config (``context.load_run_data``), else loaded here.
     """
     quiet_library_logs()
     if config.get('cpu_kernels') in cpu_kernels.CPU_KERNELS:  # before JAX starts (validate_config starts it)
@@ -106,10 +116,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, print
         workdir_lib.claim(workdir, configuration.config_to_dict(config), config.overwrite)
         if workdir_lib.is_primary_process():
             provenance.record_invocation(workdir, sys.argv)
-        with context_lib.make_context(config, workdir) as ctx:
+        name = config.name or config.method
+        with context_lib.make_context(config, workdir, dataset) as ctx, \
+                progress_lib.running([(name, _planned_trainings(config))]):
             logging.info('%d train / %d validation / %d test examples; %d steps per round (%d per epoch).',
                          ctx.num_train, len(ctx.dataset.validation), len(ctx.dataset.test),
                          ctx.steps_per_round, ctx.steps_per_epoch)
+            progress_lib.start_policy(name, ctx.steps_per_round)
             records = registry.run(ctx)
         table = report.summary_table(records) if config.num_seeds == 1 else report.aggregate_table(records)
         if print_table:  # method='compare' prints one table of all its policies instead

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from jst import driver
+from jst.run import context as context_lib
 from jst.run import records as records_lib
+from jst.training import train_loop
 from tests.helpers import REPO, load_config
 
 
@@ -98,7 +100,7 @@ def test_sweep_script_without_arguments_prints_usage():
     assert proc.stderr.startswith('usage: bash launch/sweep.sh OUT_DIR CONFIG') and 'unbound' not in proc.stderr
 
 
-def test_compare_runs_the_papers_question_and_its_control_paired_by_seed(mnist_dir, tmp_path):
+def test_compare_runs_the_papers_question_and_its_control_paired_by_seed(mnist_dir, tmp_path, monkeypatch):
     """method='compare' (configs/mnist.py's default): weight reset, growth and prune-and-continue in
     WORKDIR/<policy>, one table of all and the paired final-round comparisons in the pages' wording (Holm over the
     three, TOST); one seed says what is missing instead."""
@@ -106,7 +108,16 @@ def test_compare_runs_the_papers_question_and_its_control_paired_by_seed(mnist_d
     config = load_config('tiny')
     config.manual_dir, config.method, config.num_seeds = mnist_dir, 'compare', 2
     config.num_rounds, config.steps_per_round, config.write_report = 1, 50, False
+    loads, lines, real_load = [], [], context_lib.load_run_data
+    monkeypatch.setattr(context_lib, 'load_run_data', lambda c: loads.append(c.dataset) or real_load(c))
+    monkeypatch.setattr(train_loop.logging, 'info', lambda fmt, *args: lines.append(fmt % args if args else fmt))
     records = driver.train_and_evaluate(config, str(tmp_path))
+    assert loads == ['mnist'], 'the data loads once for all policies of a main run'
+    progress = [l for l in lines if ' round ' in l and ' step ' in l]
+    assert progress and all(l.startswith(('policy 1/3 weight_reset · lth round ', 'policy 2/3 grow · juvenile round ',
+                                          'policy 3/3 prune_continue · juvenile round ')) for l in progress), progress
+    assert any(l.startswith('policy 3/3 prune_continue · juvenile round 1/1 step 50/50') for l in progress), progress
+    assert all('mean of seeds 0, 1' in l for l in progress) and 'run ETA' in progress[-2], progress
     assert {r['variant'] for r in records} == set(driver.COMPARED_POLICIES)
     for policy in driver.COMPARED_POLICIES:
         with open(tmp_path / policy / 'summary.json') as f:

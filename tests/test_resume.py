@@ -209,12 +209,12 @@ def test_nan_stops_with_round_and_keeps_last_good_checkpoint(mnist_dir, tmp_path
     real = train_lib.train_lanes
 
     def failing(*args, label='', **kw):
-        if label == 'lth round 1':
-            raise train_lib.NonFiniteLossError('lth round 1: non-finite training loss at step 3 (epoch 0, seed 0).')
+        if label == 'lth round 1/2':
+            raise train_lib.NonFiniteLossError('lth round 1/2: non-finite training loss at step 3 (epoch 0, seed 0).')
         return real(*args, label=label, **kw)
 
     monkeypatch.setattr(train_lib, 'train_lanes', failing)
-    with pytest.raises(train_lib.NonFiniteLossError, match=r'lth round 1: non-finite training loss at step \d+ \(epoch 0'):
+    with pytest.raises(train_lib.NonFiniteLossError, match=r'lth round 1/2: non-finite training loss at step \d+ \(epoch 0'):
         driver.train_and_evaluate(config, str(tmp_path))
     monkeypatch.setattr(train_lib, 'train_lanes', real)
     records = driver.train_and_evaluate(config, str(tmp_path))  # resumes at round 1
@@ -226,7 +226,7 @@ def test_real_nan_message(mnist_dir, tmp_path):
     config = load_config('tiny')
     config.manual_dir = mnist_dir
     config.optimizer, config.learning_rate = 'sgd', 1e12
-    with pytest.raises(train_lib.NonFiniteLossError, match=r'lth round 0: non-finite training loss at step \d+ \(epoch \d+, seed 0\)'):
+    with pytest.raises(train_lib.NonFiniteLossError, match=r'lth round 0/\d+: non-finite training loss at step \d+ \(epoch \d+, seed 0\)'):
         driver.train_and_evaluate(config, str(tmp_path))
 
 

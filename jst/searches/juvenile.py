@@ -22,6 +22,7 @@ from jst.run import journal as journal_lib
 from jst.searches import prune_and_grow
 from jst.searches import rounds
 from jst.searches import tickets
+from jst.training import progress as progress_lib
 
 ArrayKey = checkpointing.ArrayKey
 
@@ -73,7 +74,9 @@ def _run_group(ctx: context_lib.RunContext, journal: journal_lib.Journal, group:
     r, spec = progress.lanes[group[0]].round, progress.lanes[group[0]].model_spec()
     tx = ctx.trainer(spec).tx
     states = [journal.state(ArrayKey.ROUND_STATE, i, tx) for i in group]
-    label = f'juvenile round {r}' + (f' (seeds {[ctx.seeds[i] for i in group]})' if len(group) < len(ctx.lanes) else '')
+    progress_lib.at_training(r)
+    label = f'juvenile round {r}/{ctx.config.num_rounds}' + (
+        f' (seeds {[ctx.seeds[i] for i in group]})' if len(group) < len(ctx.lanes) else '')
     results = rounds.train_round(ctx, journal, spec, states, group, round_index=r, label=label,
                                  tag=f'round{r}/lanes{"-".join(map(str, group))}')
     finals = []

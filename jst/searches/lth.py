@@ -22,6 +22,7 @@ from jst.run import context as context_lib
 from jst.run import journal as journal_lib
 from jst.searches import rounds
 from jst.searches import tickets
+from jst.training import progress as progress_lib
 from jst.training import pruning
 
 ArrayKey = checkpointing.ArrayKey
@@ -61,6 +62,11 @@ def _masks(journal: journal_lib.Journal, lane: int) -> Any:
     return journal.masks(ArrayKey.MASKS, lane, journal.variables(ArrayKey.THETA0, lane)['params'])
 
 
+def _training_index(r: int, k: int, num_controls: int) -> int:
+    """Weight reset's training order: round r's ticket (k = 0), then its controls (k = 1..); none at round 0."""
+    return r + max(r - 1, 0) * num_controls + k
+
+
 def _train_ticket(ctx: context_lib.RunContext, journal: journal_lib.Journal) -> None:
     """Trains round r's ticket of every lane from theta_0 (or the rewind point), records it, prunes for r + 1."""
     progress, config, lanes = journal.progress, ctx.config, ctx.lanes
@@ -73,9 +79,10 @@ def _train_ticket(ctx: context_lib.RunContext, journal: journal_lib.Journal) -> 
 
     start_variables = lambda i: _rewind_point(journal, i) if r > 0 else journal.variables(ArrayKey.THETA0, i)
     states = [ctx.new_state(spec, start_variables(i), _masks(journal, i)) for i in lanes]
+    progress_lib.at_training(_training_index(r, 0, len(pruning.control_names(config.control))))
     results = rounds.train_round(
         ctx, journal, spec, states, lanes, round_index=r, start=config.rewind_step if r > 0 else 0,
-        label=f'lth round {r}',
+        label=f'lth round {r}/{config.num_rounds}',
         tag=f'round{r}/none', snapshot_at=config.rewind_step if r == 0 else 0, on_snapshot=store_rewind)
     progress.cumulative['none'] += results[0].steps
     plan, next_masks = pruning.PruningPlan.from_config(config), {}
@@ -110,8 +117,9 @@ def _run_controls(ctx: context_lib.RunContext, journal: journal_lib.Journal, con
     while r > 0 and progress.control_index < len(controls):
         control = controls[progress.control_index]
         states = [_control_start(ctx, journal, control, spec, lane, r) for lane in lanes]
-        results = rounds.train_round(ctx, journal, spec, states, lanes, round_index=r,
-                                     start=ctx.config.rewind_step, label=f'lth round {r} ({control})',
+        progress_lib.at_training(_training_index(r, 1 + progress.control_index, len(controls)))
+        results = rounds.train_round(ctx, journal, spec, states, lanes, round_index=r, start=ctx.config.rewind_step,
+                                     label=f'lth round {r}/{ctx.config.num_rounds} ({control})',
                                      tag=f'round{r}/{control}')
         progress.cumulative[control] += results[0].steps
         for lane, result in zip(lanes, results):

@@ -27,6 +27,7 @@ from jst import errors
 from jst.ops import pytrees
 from jst.training import early_stopping
 from jst.training import parallel
+from jst.training import progress
 from jst.training.train import DeviceData, TrainState, Trainer, track_best  # the types these loops take
 
 Array = jax.Array
@@ -242,7 +243,7 @@ def train_lanes(segment_fn: Callable[..., Any], state: TrainState, data: DeviceD
         if on_segment is not None:
             on_segment(state, records, t, windows)
         if new_any:
-            _log_progress(label, t, start, stop, total, t_begin, [r[-1] for r in records if r])
+            _log_progress(label, t, start, stop, total, t_begin, [r[-1] for r in records if r], seeds)
     return state, records
 
 
@@ -257,7 +258,7 @@ def _check_finite(loss: np.ndarray, t: int, epoch: int, label: str, seeds: Seque
 
 
 def _log_progress(label: str, t: int, start: int, stop: int, total: int, t_begin: float,
-                  latest: list[early_stopping.EvalRecord]) -> None:
+                  latest: list[early_stopping.EvalRecord], seeds: Sequence[int]) -> None:
     done = (t - start) / max(stop - start, 1)
     elapsed = time.time() - t_begin
     eta = elapsed / done - elapsed if done > 0 else math.nan
@@ -265,8 +266,14 @@ def _log_progress(label: str, t: int, start: int, stop: int, total: int, t_begin
         values = [v for v in (getattr(r, name) for r in latest) if np.isfinite(v)]
         return float(np.mean(values)) if values else math.nan
     test = mean('test_accuracy')  # '-': not evaluated here (eval_test='at_best': only at new validation minima)
-    logging.info('%s step %d/%d  train_loss %.4f  val_acc %.4f  test_acc %s  (%s%.1fs, ETA %.0fs)',
-                 label, t, total, mean('train_loss'), mean('val_accuracy'), f'{test:.4f}' if np.isfinite(test) else '-',
-                 f'mean of {len(latest)} seeds, ' if len(latest) > 1 else '', elapsed, eta)
+    who = f'mean of seeds {_seed_range(seeds)}, ' if len(latest) > 1 else f'seed {seeds[0]}, ' if seeds else ''
+    logging.info('%s%s step %d/%d  train_loss %.4f  val_acc %.4f  test_acc %s  (%s%.1fs, ETA %.0fs%s)',
+                 progress.run_prefix(), label, t, total, mean('train_loss'), mean('val_accuracy'),
+                 f'{test:.4f}' if np.isfinite(test) else '-', who, elapsed, eta, progress.run_eta(t))
 
 
+def _seed_range(seeds: Sequence[int]) -> str:
+    """'42-44' for consecutive seeds, else '42, 50'."""
+    seeds = list(seeds)
+    consecutive = seeds == list(range(seeds[0], seeds[0] + len(seeds)))
+    return f'{seeds[0]}-{seeds[-1]}' if consecutive and len(seeds) > 2 else ', '.join(map(str, seeds))
