@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging as std_logging
 import os
 import sys
 from typing import Any, Optional
@@ -15,32 +14,13 @@ from jst.analysis import report
 from jst.data import datasets as data_lib
 from jst.run import configuration
 from jst.run import context as context_lib
+from jst.run import logs
 from jst.run import provenance
 from jst.run import workdir as workdir_lib
 from jst.searches import registry
 from jst.training import cpu_kernels
 from jst.training import progress as progress_lib
 from jst.training import pruning
-
-
-NOISY_LIBRARIES = ('orbax', 'tensorflow_datasets', 'xla_bridge')  # INFO chatter dropped at default verbosity
-
-
-class _QuietLibraries:
-    """Drops the INFO lines of orbax (one per save), TFDS (dataset info, readers) and JAX's backend probe (the
-    libtpu line) from the absl log at default verbosity; keeps their warnings, and everything with --verbosity=1."""
-
-    def filter(self, record) -> bool:  # pylint: disable=missing-function-docstring
-        noisy = any(name in record.pathname for name in NOISY_LIBRARIES)
-        return not noisy or record.levelno >= std_logging.WARNING or logging.get_verbosity() >= 1
-
-
-def quiet_library_logs() -> None:
-    """Installs the filter on the absl logger and handler (JAX logs through its own logger to the root handler)."""
-    targets = [std_logging.getLogger('absl'), logging.get_absl_handler()]
-    for target in targets:
-        if not any(isinstance(f, _QuietLibraries) for f in target.filters):
-            target.addFilter(_QuietLibraries())
 
 
 COMPARED_METHODS = ('juvenile', 'lth')  # the methods method='compare' runs (its policies below)
@@ -75,7 +55,7 @@ def compare_methods(config: ml_collections.ConfigDict, workdir: str) -> list[dic
         for i, (policy, one) in enumerate(configs.items()):
             logging.info('Policy %d/%d: %s.', i + 1, len(configs), policy)
             records += train_and_evaluate(one, os.path.join(workdir, policy), print_table=False, dataset=dataset)
-    margin = paired.MAIN_COMMAND_MARGINS.get(config.dataset, max(paired.MAIN_COMMAND_MARGINS.values()))
+    margin = paired.margin_for([config.dataset])
     text = report.aggregate_table(records) + '\n\n' + paired.paired_claims(records, COMPARED_PAIRS, margin)
     print(text, flush=True)
     workdir_lib.atomic_write_text(os.path.join(workdir, workdir_lib.SUMMARY_TABLE_FILE), text + '\n')
@@ -102,12 +82,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, print
     and, with ``config.write_report``, a report with plots (``report/``). ``dataset``: already loaded data of
     this config (``context.load_run_data``), else loaded here.
     """
-    quiet_library_logs()
+    logs.quiet_library_logs()
     if config.get('cpu_kernels') in cpu_kernels.CPU_KERNELS:  # before JAX starts (validate_config starts it)
         families = {configuration.start_spec(config, m).family for m in COMPARED_METHODS}
         wins = bool(families & set(cpu_kernels.LIBRARY_WINS_FOR))
         in_effect = cpu_kernels.apply_cpu_kernels(config.cpu_kernels, wins)
-        logging.info('XLA:CPU kernels: %s (config.cpu_kernels=%r).', in_effect, config.cpu_kernels)
+        if dataset is None:  # else a policy of a main run (compare), which said it once
+            logging.info('XLA:CPU kernels: %s (config.cpu_kernels=%r).', in_effect, config.cpu_kernels)
     configuration.validate_config(config)
     if config.method == 'compare':
         return compare_methods(config, workdir)

@@ -7,7 +7,8 @@
 #   bash launch/sweep.sh runs/paper_mnist configs/mnist.py "42-46" \
 #     "juvenile:--config.method=juvenile" "lth:--config.method=lth"
 # Extra flags for every run (e.g. the offline data folder) come from $JST_FLAGS; a variant's own
-# overrides come after them and win. Rerunning the same command resumes unfinished variants.
+# overrides come after them and win. Rerunning the same command resumes unfinished variants. It prints each
+# variant's progress lines and ends with a paired table: every variant against the first (final rounds, by seed).
 set -euo pipefail
 usage() {
   echo 'usage: bash launch/sweep.sh OUT_DIR CONFIG "SEEDS" "NAME:--overrides ..." ["NAME:--overrides ..." ...]' >&2
@@ -42,14 +43,20 @@ mkdir -p "$out"
 export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-$out/xla_cache}"
 here="$(cd "$(dirname "$0")" && pwd)"
 dirs=()
+total=$#; i=0; began=$SECONDS
 for variant in "$@"; do
-  name=${variant%%:*}; overrides=${variant#*:}
-  dir="$out/$name"
+  i=$((i + 1)); name=${variant%%:*}; overrides=${variant#*:}
+  dir="$out/$name"; t0=$SECONDS
+  echo "variant $i/$total: $name (seeds $first-$last) -> $dir (full log: $dir.log)"
+  # Progress lines (round, step, ETA) go to the terminal without absl's prefix; everything goes to the log.
   # shellcheck disable=SC2086
   python "$here/main.py" --config="$config" --config.seed="$first" --config.num_seeds="$num_seeds" \
-    --config.name="$name" ${JST_FLAGS:-} $overrides --config.write_report=False --workdir="$dir" \
-    > "$dir.log" 2>&1 || { echo "FAILED: $dir (see $dir.log)"; exit 1; }
-  echo "done: $dir (seeds $first-$last)"
+    --config.name="$name" ${JST_FLAGS:-} $overrides --config.write_report=False --workdir="$dir" 2>&1 \
+    | tee "$dir.log" | { grep --line-buffered -E ' step [0-9]+/[0-9]+ .*ETA' || true; } \
+    | sed -u -E "s/^[IWEF][0-9]{4} [0-9:.]+ +[0-9]+ [^]]*\] /  /" \
+    || { echo "FAILED: $dir (see $dir.log)"; exit 1; }
+  echo "done $i/$total: $dir (seeds $first-$last) in $((SECONDS - t0)) s; sweep $((SECONDS - began)) s so far"
   dirs+=("$dir")
 done
+# The report; with several variants it ends with each one paired against the first (final rounds, by seed).
 python "$here/report.py" "${dirs[@]}" --out="$out/report" --title="$(basename "$out")"

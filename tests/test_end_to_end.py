@@ -57,7 +57,7 @@ def test_command_line(mnist_dir, tmp_path):
 
 def test_sweep_script(mnist_dir, tmp_path):
     """launch/sweep.sh: one process per variant training its seeds together, a variant's overrides win over
-    $JST_FLAGS, one report, shared XLA cache."""
+    $JST_FLAGS, progress per variant on the terminal, one report, shared XLA cache, and a paired table at the end."""
     out = tmp_path / 'sweep'
     env = {k: v for k, v in os.environ.items() if k != 'JAX_COMPILATION_CACHE_DIR'}
     env['JST_FLAGS'] = f'--config.manual_dir={mnist_dir} --config.num_rounds=1 --config.steps_per_round=40'
@@ -73,6 +73,11 @@ def test_sweep_script(mnist_dir, tmp_path):
                       'zero': [('zero', 1, 0), ('zero', 2, 0)]}
     assert os.path.exists(out / 'report' / 'report.md')
     assert os.path.isdir(out / 'xla_cache')
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith('variant 1/2: one (seeds 1-2)') and any(l.startswith('done 2/2: ') for l in lines)
+    assert any(l.startswith('  lth round 1/1 step 40/40 ') and 'ETA' in l for l in lines), proc.stdout
+    paired = next(l for l in lines if l.startswith('- zero '))  # the last table: each variant against the first
+    assert ' against one: ' in paired and '(n = 2 seeds' in paired, proc.stdout
 
 
 def test_sweep_script_refuses_seeds_that_are_not_consecutive(tmp_path):

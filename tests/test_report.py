@@ -156,3 +156,39 @@ def test_report_cli_out_that_is_a_file_or_unwritable_is_one_line(tmp_path):
         proc = subprocess.run([sys.executable, os.path.join(REPO, 'launch', 'report.py'), run, f'--out={out}'],
                               capture_output=True, text=True, timeout=300, cwd=REPO)
         assert proc.returncode == 2 and message in proc.stderr and 'Traceback' not in proc.stderr, proc.stderr
+
+
+def _sweep_variant(path, name, test_by_seed):
+    """A workdir of variant ``name``: seeds as lanes, rounds 0-3 with juvenility diagnostics, known final tests."""
+    os.makedirs(path)
+    config = load_config('tiny')
+    config.name, config.seed, config.num_seeds = name, 0, len(test_by_seed)
+    with open(os.path.join(path, 'config.json'), 'w') as f:
+        json.dump(configuration.config_to_dict(config), f)
+    records = [{'round': r, 'method': 'juvenile', 'control': 'none', 'variant': name, 'dataset': 'mnist', 'seed': s,
+                'architecture': 'MLP[300-100-10]', 'fraction_remaining': 0.5 ** r, 'params_remaining': 1000 >> r,
+                'val_accuracy': 0.8 + 0.02 * r + 0.01 * ((r * s + r * r) % 3), 'test_accuracy': test if r == 3 else 0.5,
+                'best_step': 10, 'cumulative_steps': 10 * (r + 1),
+                'juvenility': {'start': {'grad_norm': float((7 * r + 3 * s) % 5 + r)}, 'learning_potential': 0.1 * r}}
+               for s, test in enumerate(test_by_seed) for r in range(4)]
+    with open(os.path.join(path, 'summary.json'), 'w') as f:
+        json.dump(records, f)
+    return str(path)
+
+
+def test_report_pairs_each_variant_with_the_first_and_gives_juvenility_intervals(tmp_path):
+    """Issue 37 (sweep.sh): the report of several variants ends with each paired against the first workdir's, by
+    seed at final rounds (b - a = +0.9, +1.0, +1.1 points here); its juvenility block gives r with a 95% CI
+    over runs, not the pooled (run, round) correlations the study pages warn against."""
+    a = _sweep_variant(tmp_path / 'a', 'ref', [0.90, 0.91, 0.92])
+    b = _sweep_variant(tmp_path / 'b', 'new', [0.909, 0.92, 0.931])
+    text = open(report.write_report([a, b], str(tmp_path / 'out'))).read()
+    section = text.split('## Paired across variants')[1].split('##')[0]
+    assert '- new beats ref: +1.00 ± 0.25 points (n = 3 seeds' in section, section  # t(2) 4.303 * 0.1 / sqrt(3)
+    assert 'one comparison, no correction' in section
+    juvenility = text.split('## Juvenility')[1]
+    row = next(line for line in juvenility.splitlines() if line.startswith('| grad_norm |'))
+    assert row.count(' runs)') == 2 and row.count(' [') == 2, row  # r [95% CI] (k runs) per variant
+    assert 'r(gain)' not in text, 'the pooled table stays on the study pages'
+    assert report.write_report([a], str(tmp_path / 'one')) and 'Paired across' not in open(
+        tmp_path / 'one' / 'report.md').read()

@@ -17,6 +17,12 @@ from jst.run.records import Record
 MAIN_COMMAND_MARGINS = {'mnist': studies_mnist.MNIST_MARGIN, 'cifar10': studies_cifar.CIFAR_MARGIN}
 
 
+def margin_for(datasets: Sequence[str]) -> float:
+    """The TOST margin of runs on ``datasets``: the widest of their pages' margins (the widest known for others)."""
+    widest = max(MAIN_COMMAND_MARGINS.values())
+    return max((MAIN_COMMAND_MARGINS.get(d, widest) for d in datasets), default=widest)
+
+
 def _final_rounds(summary: Sequence[Record], name: str) -> dict[int, Record]:
     """{seed: record} of variant ``name``'s last round (the ticket, not a control)."""
     rs = [r for r in summary if figures.variant(r) == name and r['control'] == 'none']
@@ -27,7 +33,8 @@ def _final_rounds(summary: Sequence[Record], name: str) -> dict[int, Record]:
 def paired_claims(summary: Sequence[Record], pairs: Sequence[tuple[str, str]], margin: float) -> str:
     """One line per pair (a, b): a minus b in test accuracy at each one's final round, paired by seed, worded by
     ``jst.analysis.claims`` (Holm over the pairs, TOST against ``margin``), with the params and steps of both."""
-    head = (f'**Paired over seeds, final rounds, test accuracy** (Holm over these {len(pairs)} comparisons; '
+    family = f'Holm over these {len(pairs)} comparisons' if len(pairs) > 1 else 'one comparison, no correction'
+    head = (f'**Paired over seeds, final rounds, test accuracy** ({family}; '
             f'TOST margin ±{100 * margin:g} points; wording of the results pages, `jst/analysis/claims.py`):')
     rows, values, notes = [], [], []
     for a, b in pairs:
@@ -50,3 +57,18 @@ def paired_claims(summary: Sequence[Record], pairs: Sequence[tuple[str, str]], m
                      f"{len(r['seeds'])} seeds, Holm p = {r['p_holm']:.2g}{claims.tost_phrase(r)}; "
                      f"{pa:,.0f} vs {pb:,.0f} params, {sa:,} vs {sb:,} steps)")
     return '\n'.join(lines + notes)
+
+
+def variants_in_order(summary: Sequence[Record]) -> list[str]:
+    """The ticket variants of ``summary`` in the order their records come (a report's workdirs in the order given)."""
+    return list(dict.fromkeys(figures.variant(r) for r in summary if r['control'] == 'none'))
+
+
+def paired_against_first(summary: Sequence[Record]) -> str:
+    """``paired_claims`` of every later variant against the first one given (a sweep's reference variant), at
+    the datasets' margin; '' when there is one variant."""
+    variants = variants_in_order(summary)
+    if len(variants) < 2:
+        return ''
+    return paired_claims(summary, [(v, variants[0]) for v in variants[1:]],
+                         margin_for(sorted({r['dataset'] for r in summary})))

@@ -5,7 +5,8 @@ correlations, and ``write_report`` (``report.md`` + the figures of ``jst.analysi
 * ``aggregate_table``: per (variant, control, round): architecture, % weights
   remaining, val/test accuracy mean ± std over seeds, cumulative steps.
 * ``juvenility_table``: Pearson r of each start-of-round diagnostic with the
-  round's validation gain (pooled and within rounds) and the final test accuracy.
+  round's validation gain (pooled and within rounds) and the final test accuracy (study pages, beside
+  ``juvenility_clustered_table``, the run report's, with intervals over runs).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from absl import logging
 
 from jst import errors
 from jst.analysis import figures
+from jst.analysis import paired
 from jst.analysis import statistics
 from jst.run import records
 from jst.run import workdir as workdir_lib
@@ -164,6 +166,9 @@ def aggregate_table(summary: Sequence[Record]) -> str:
     return '\n'.join(lines + (['', f'**Diverged**: {", ".join(bad)}.'] if bad else []))
 
 
+JUVENILITY_CLUSTERED_NOTE = ('Computed inside each run (seed) and averaged over the runs, r [95% CI] with the runs '
+                             'as the sample (pooled (run, round) pairs are not independent: see the juvenility '
+                             'study page, `docs/results/`); n/a below 3 runs.')
 JUVENILITY_FACTORS = ('learning_potential', 'grad_norm', 'grad_snr', 'hessian_trace', 'sharpness',
                       'dead_fraction_mean', 'effective_rank_mean', 'weight_mean_abs')
 
@@ -275,13 +280,16 @@ def write_report(workdirs: Sequence[str], out_dir: str, title: str = 'jst report
     if stops:
         reasons = [f"seed {r['seed']} {r['method']}: {r['stop_reason']} (round {r['round']})" for r in stops]
         lines += ['Stop reasons: ' + '; '.join(reasons), '']
-    table = juvenility_table(summary)
+    comparison = paired.paired_against_first(summary)
+    if comparison:
+        lines += ['## Paired across variants (each against the first workdir given)', '', comparison, '']
+    table = juvenility_clustered_table(summary)
     if table:
         figs.append(figures.plot_juvenility(juvenility_rows(summary), JUVENILITY_FACTORS,
                                             os.path.join(out_dir, 'juvenility.png'),
                                             f'Juvenility diagnostics at round start: {suffix}'))
-        lines += ['## Juvenility: correlation of each diagnostic with the round\'s validation gain and the '
-                  'final test accuracy (Pearson r; n = (run, round) pairs)', '', table, '']
+        lines += ['## Juvenility: within-round correlation of each diagnostic with the round\'s validation gain',
+                  '', JUVENILITY_CLUSTERED_NOTE, '', table, '']
     lines += [f'![{os.path.basename(f)}]({os.path.basename(f)})' for f in figs]
     path = os.path.join(out_dir, 'report.md')
     workdir_lib.atomic_write_text(path, '\n'.join(lines) + '\n')
