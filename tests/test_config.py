@@ -327,3 +327,37 @@ def test_config_help_names_an_undocumented_knob():
     config.brand_new_knob = 1
     text = knob_docs.config_help(config, knob_docs.knob_docs(os.path.join(REPO, 'docs', 'configs.md')))
     assert "--config.brand_new_knob=1\n      (no entry in docs/configs.md)" in text
+
+
+@pytest.mark.parametrize('model, message', [
+    ({'family': 'mlp', 'widths': [1.5]}, r'model.widths\[0\]=1.5 \(mlp\): give a whole number'),
+    ({'family': 'resnet', 'stem_channels': 2.7}, r'model.stem_channels=2.7 \(resnet\): give a whole number'),
+    ({'family': 'resnet', 'num_blocks': 2}, r'model.num_blocks is not a field of the resnet family \(its fields: '),
+    ({'family': 'resnet', 'stem_channels': '8'}, r"model.stem_channels='8' \(resnet\): give a whole number"),
+    ({'family': 'conv', 'conv_channels': [8], 'pool_after': [2]}, r'model.pool_after\[0\]=2 \(conv\): give True'),
+    ({'family': 'mlp', 'widths': 5}, r'model.widths=5 \(mlp\): give a list of ints'),
+    ({'family': 'mlp', 'widths': [8], 'init': 3}, r'model.init=3 \(mlp\): give a name'),
+    ({'family': 'transformer'}, r"Unknown model family 'transformer'")])
+def test_a_model_value_that_does_not_fit_its_field_is_refused_never_rounded(model, message):
+    """Issue 36's trap: ``_coerce`` cast every unknown field to int, so a fractional width was silently truncated."""
+    from jst.models import specs  # pylint: disable=g-import-not-at-top
+    with pytest.raises(specs.SpecError, match=message):
+        specs.spec_from_config(model)
+    ok = specs.spec_from_config({'family': 'mlp', 'widths': [128.0, 64], 'num_classes': 10.0})  # JSON's floats
+    assert ok.widths == (128, 64) and isinstance(ok.widths[0], int) and ok.num_classes == 10
+
+
+def test_the_head_follows_the_datasets_classes_and_a_contradicting_model_is_refused(monkeypatch):
+    """Issue 36's trap: ``num_classes=10`` was hard-coded in the data and never read, so a 100-class dataset got a
+    NaN loss. The head now takes ``readers.DATASETS[dataset].num_classes``; a model that says otherwise is refused."""
+    import dataclasses  # pylint: disable=g-import-not-at-top
+    from jst.data import readers  # pylint: disable=g-import-not-at-top
+    config = load_config('tiny')
+    assert C.start_spec(config, 'lth').num_classes == readers.DATASETS['mnist'].num_classes == 10
+    wider = dict(readers.DATASETS, mnist=dataclasses.replace(readers.DATASETS['mnist'], num_classes=100))
+    monkeypatch.setattr(readers, 'DATASETS', wider)
+    assert C.start_spec(config, 'lth').num_classes == 100
+    assert C.start_spec(config, 'lth').describe().endswith('-100]')
+    config.model.num_classes = 10
+    with pytest.raises(C.ConfigError, match=r'config.model.num_classes=10: mnist has 100 classes; drop the field'):
+        C.start_spec(config, 'lth')

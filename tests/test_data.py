@@ -9,6 +9,7 @@ import pytest
 
 from jst.data import datasets as D
 from jst.data import readers
+from jst.data import tfds_backend
 
 
 def _idx(array: np.ndarray) -> bytes:
@@ -54,7 +55,7 @@ def test_tfds_and_numpy_give_identical_arrays(mnist_dir, tfds_data_dir):
 
 def test_auto_uses_tfds_for_checksum_identical_files(mnist_dir):
     pytest.importorskip('tensorflow_datasets')
-    backend, reason = readers.choose_backend('mnist', 'auto', mnist_dir)
+    backend, reason = tfds_backend.choose_backend('mnist', 'auto', mnist_dir)
     assert backend == 'tfds', reason
 
 
@@ -63,9 +64,9 @@ def test_auto_falls_back_to_numpy_for_recompressed_copy(mnist_dir, tmp_path):
         with gzip.open(os.path.join(mnist_dir, fname), 'rb') as src, \
                 gzip.open(tmp_path / fname, 'wb', compresslevel=1) as dst:
             shutil.copyfileobj(src, dst)
-    backend, reason = readers.choose_backend('mnist', 'auto', str(tmp_path))
+    backend, reason = tfds_backend.choose_backend('mnist', 'auto', str(tmp_path))
     assert backend == 'numpy'
-    if readers.tensorflow_available():
+    if tfds_backend.tensorflow_available():
         assert 'checksum' in reason
     ds = D.load_dataset('mnist', str(tmp_path), backend='auto', validation_size=1000)
     ref = D.load_dataset('mnist', mnist_dir, backend='numpy', validation_size=1000)

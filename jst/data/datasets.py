@@ -19,12 +19,10 @@ import numpy as np
 from absl import logging
 
 from jst.data import readers
+from jst.data import tfds_backend
 from jst.data.readers import DataError, Split  # re-exported: the types this module returns
 
 SUPPORTED_DATASETS = readers.SUPPORTED_DATASETS
-# Per-channel statistics of the CIFAR-10 training set (pixel / 255).
-CIFAR10_MEAN = np.array([0.4914, 0.4822, 0.4465], np.float32)
-CIFAR10_STD = np.array([0.2470, 0.2435, 0.2616], np.float32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,18 +87,22 @@ def load_dataset(name: str,
     if manual_dir and not os.access(manual_dir, os.R_OK | os.X_OK):
         raise DataError(f'manual_dir={manual_dir!r} cannot be read: permission denied. Make the folder readable '
                         '(chmod a+rx) or copy it somewhere readable.')
-    readers.check_dataset_files(name, manual_dir)
-    chosen, reason = readers.choose_backend(name, backend, manual_dir)
+    tfds_backend.check_dataset_files(name, manual_dir)
+    chosen, reason = tfds_backend.choose_backend(name, backend, manual_dir)
     logging.info('Dataset %s: %s reader (%s).', name, chosen, reason)
     if chosen == 'tfds':
-        train, test = readers.read_tfds(name, manual_dir, data_dir)
+        train, test = tfds_backend.read_tfds(name, manual_dir, data_dir)
     else:
         train, test = readers.read_numpy(name, manual_dir)
     train, test = canonicalize(train), canonicalize(test)
     train, validation = split_validation(train, validation_size, split_seed)
     if train_limit:
         train = Split(train.images[:train_limit], train.labels[:train_limit])
-    return Dataset(name, train, validation, test, num_classes=10, backend=chosen)
+    classes = readers.dataset_info(name).num_classes
+    top = max(int(s.labels.max(initial=0)) for s in (train, validation, test))
+    if top >= classes:  # a head narrower than the labels gives a NaN loss: say why here
+        raise DataError(f'{name}: label {top} in the files, but readers.DATASETS[{name!r}].num_classes={classes}.')
+    return Dataset(name, train, validation, test, num_classes=classes, backend=chosen)
 
 
 def _digest(*arrays: np.ndarray) -> str:
@@ -122,11 +124,12 @@ def fingerprint(ds: Dataset) -> dict[str, Any]:
 
 
 def preprocess(images: Any, dataset: str) -> Any:
-    """uint8 images [N, H, W, C] -> float32 model inputs: in [0, 1] (MNIST family) or standardised
-    per channel (CIFAR-10). The one definition, for numpy arrays and for jax arrays under ``jit``."""
+    """uint8 images [N, H, W, C] -> float32 model inputs: in [0, 1], standardised per channel where the dataset has
+    ``channel_stats`` (CIFAR-10). The one definition, for numpy arrays and for jax arrays under ``jit``."""
     x = images.astype(np.float32) / 255.0
-    if dataset == 'cifar10':
-        x = (x - CIFAR10_MEAN) / CIFAR10_STD
+    stats = readers.dataset_info(dataset).channel_stats
+    if stats:
+        x = (x - np.array(stats[0], np.float32)) / np.array(stats[1], np.float32)
     return x
 
 

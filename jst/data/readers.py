@@ -1,30 +1,21 @@
-"""Reading the original distribution files of a dataset: numpy readers and TFDS.
+"""The datasets jst knows (``DATASETS``: shape, classes, files) and their numpy readers.
 
-* ``'numpy'``: MNIST-format IDX ``.gz`` files (MNIST, Fashion-MNIST) and the
-  CIFAR-10 *binary* layout (``cifar-10-binary.tar.gz`` or an extracted
-  ``cifar-10-batches-bin/``), read with numpy alone: machines without
-  tensorflow (GPU boxes, TPU runtimes) use it.
-* ``'tfds'``: TensorFlow Datasets; with ``manual_dir`` TFDS prepares the
-  dataset from the original files in that folder without network access.
-* ``choose_backend``: ``'auto'`` picks TFDS where tensorflow is installed and
-  the files in ``manual_dir`` pass TFDS's registered checksums, numpy
-  otherwise (e.g. a recompressed copy), and says why.
+``'numpy'`` reads MNIST-format IDX ``.gz`` files (MNIST, Fashion-MNIST) and the
+CIFAR-10 *binary* layout (``cifar-10-binary.tar.gz`` or an extracted
+``cifar-10-batches-bin/``) with numpy alone: machines without tensorflow (GPU
+boxes, TPU runtimes) use it. TFDS, the other backend, is ``jst.data.tfds_backend``.
 
 Readers return (train, test) in file order; ``jst.data.datasets`` puts them in one
-canonical order. Imports no other jst module.
+canonical order. Imports only ``jst.errors``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import gzip
-import hashlib
-import importlib.util
 import os
-import socket
 import tarfile
-import urllib.parse
-from typing import Any, Literal, Optional
+from typing import Callable, Literal, Optional
 
 import numpy as np
 
@@ -32,8 +23,6 @@ from jst import errors
 
 Backend = Literal['auto', 'tfds', 'numpy']
 BACKENDS = ('auto', 'tfds', 'numpy')
-SUPPORTED_DATASETS = ('mnist', 'fashion_mnist', 'cifar10')
-IMAGE_SHAPES = {'mnist': (28, 28, 1), 'fashion_mnist': (28, 28, 1), 'cifar10': (32, 32, 3)}  # [H, W, C]
 MNIST_FILES = {'train_images': 'train-images-idx3-ubyte.gz', 'train_labels': 'train-labels-idx1-ubyte.gz',
                'test_images': 't10k-images-idx3-ubyte.gz', 'test_labels': 't10k-labels-idx1-ubyte.gz'}
 CIFAR10_ARCHIVE = 'cifar-10-binary.tar.gz'
@@ -58,13 +47,16 @@ class Split:
         return int(self.labels.shape[0])
 
 
+def dataset_info(name: str) -> DatasetInfo:
+    """``DATASETS[name]``; an unknown name is refused with the known ones."""
+    if name not in DATASETS:
+        raise DataError(f'Unknown dataset {name!r}; choose one of {SUPPORTED_DATASETS}.')
+    return DATASETS[name]
+
+
 def expected_files(name: str) -> tuple[str, ...]:
     """File names the numpy reader (and TFDS's manual dir) expects for ``name``."""
-    if name in ('mnist', 'fashion_mnist'):
-        return tuple(MNIST_FILES.values())
-    if name == 'cifar10':
-        return (CIFAR10_ARCHIVE,)
-    raise DataError(f'Unknown dataset {name!r}; choose one of {SUPPORTED_DATASETS}.')
+    return dataset_info(name).files
 
 
 def missing_files_message(name: str, manual_dir: str) -> str:
@@ -77,7 +69,7 @@ def missing_files_message(name: str, manual_dir: str) -> str:
             f'Expected {", ".join(files)} (for cifar10 the archive or an extracted '
             f'{CIFAR10_DIR}/ folder). Point --config.manual_dir (or ${MANUAL_DIR_ENV}) '
             'at the folder that holds them, e.g. '
-            f'--config.manual_dir=../shared/datasets/{"cifar10-jpeg75" if name == "cifar10" else name}.')
+            f'--config.manual_dir=../shared/datasets/{dataset_info(name).shared_folder}.')
 
 
 # --------------------------------------------------------------------------
@@ -179,35 +171,6 @@ def read_cifar10_numpy(manual_dir: str) -> tuple[Split, Split]:
     return train, parse_cifar10_records(members[CIFAR10_TEST_FILE])
 
 
-# SHA-256 of the official MNIST files (TFDS's registered checksums; ../shared/datasets/mnist matches them).
-MNIST_SHA256 = {
-    'train-images-idx3-ubyte.gz': '440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609',
-    'train-labels-idx1-ubyte.gz': '3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c',
-    't10k-images-idx3-ubyte.gz': '8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6',
-    't10k-labels-idx1-ubyte.gz': 'f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6',
-}
-
-
-def check_dataset_files(name: str, manual_dir: Optional[str]) -> None:
-    """Refuses IDX files that are another dataset's (MNIST and Fashion-MNIST share file names): the official MNIST
-    files asked for as ``fashion_mnist``, or (with TFDS installed, whose checksums say so) Fashion-MNIST's files
-    asked for as ``mnist``."""
-    if name not in ('mnist', 'fashion_mnist') or not manual_dir:
-        return
-    paths = {f: os.path.join(manual_dir, f) for f in MNIST_SHA256}
-    is_mnist = all(os.path.exists(p) and sha256_of(p) == MNIST_SHA256[f] for f, p in paths.items())
-    is_fashion = False
-    if name == 'mnist' and not is_mnist and tensorflow_available():
-        try:
-            is_fashion = not tfds_checksum_mismatches('fashion_mnist', manual_dir)
-        except Exception:  # pylint: disable=broad-except
-            is_fashion = False
-    if (name == 'fashion_mnist' and is_mnist) or is_fashion:
-        other = 'mnist' if is_mnist else 'fashion_mnist'
-        raise DataError(f'The files in {manual_dir} are {other!r}\'s (byte-identical to its official files), not '
-                        f'{name!r}\'s: pass --config.dataset={other}, or point --config.manual_dir at {name}\'s files.')
-
-
 def read_numpy(name: str, manual_dir: Optional[str]) -> tuple[Split, Split]:
     """(train, test) in file order, read with numpy alone."""
     if not manual_dir:
@@ -215,93 +178,31 @@ def read_numpy(name: str, manual_dir: Optional[str]) -> tuple[Split, Split]:
                         f'--config.manual_dir=DIR (or ${MANUAL_DIR_ENV}) to the folder with '
                         f'{", ".join(expected_files(name))}.')
     try:
-        if name in ('mnist', 'fashion_mnist'):
-            return read_mnist_numpy(manual_dir)
-        if name == 'cifar10':
-            return read_cifar10_numpy(manual_dir)
+        return dataset_info(name).read(manual_dir)
     except FileNotFoundError as e:
         raise DataError(missing_files_message(name, manual_dir)) from e
-    raise DataError(f'Unknown dataset {name!r}; choose one of {SUPPORTED_DATASETS}.')
 
 
-# --------------------------------------------------------------------------
-# TFDS reader
-# --------------------------------------------------------------------------
-def tensorflow_available() -> bool:
-    return (importlib.util.find_spec('tensorflow') is not None
-            and importlib.util.find_spec('tensorflow_datasets') is not None)
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """What jst knows of a dataset: images [H, W, C], classes (the model head's width), the original files the
+    numpy reader (and TFDS's manual dir) reads, the folder of ``../shared/datasets`` that holds them, and the
+    per-channel statistics inputs are standardised by (None: inputs stay in [0, 1])."""
+
+    name: str
+    image_shape: tuple[int, int, int]
+    num_classes: int
+    files: tuple[str, ...]
+    read: Callable[[str], tuple[Split, Split]]
+    shared_folder: str
+    channel_stats: Optional[tuple[tuple[float, ...], tuple[float, ...]]] = None  # (mean, std) of train pixels / 255
 
 
-def sha256_of(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def tfds_checksum_mismatches(name: str, manual_dir: str) -> list[str]:
-    """Files in ``manual_dir`` that are missing or differ from TFDS's registered checksums."""
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-    url_infos = tfds.builder_cls(name).url_infos or {}
-    paths = {os.path.join(manual_dir, info.filename): info for info in url_infos.values()}
-    return [info.filename for path, info in paths.items()
-            if not os.path.exists(path) or sha256_of(path) != info.checksum]
-
-
-def read_tfds(name: str, manual_dir: Optional[str], data_dir: Optional[str]) -> tuple[Split, Split]:
-    """(train, test) through TFDS; offline when ``manual_dir`` holds the original files."""
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-    tfds.disable_progress_bar()  # tqdm bars flood logs and notebooks; jst logs what it reads in one line
-    builder = tfds.builder(name, data_dir=data_dir)
-    if manual_dir:  # those files are used or refused: never bypassed by a prepared copy in data_dir
-        bad = tfds_checksum_mismatches(name, manual_dir)
-        if bad:
-            raise DataError(f'{", ".join(bad)} in manual_dir={manual_dir!r} missing or not byte-identical to '
-                            "TFDS's registered files, so TFDS cannot use that folder. Fix the folder, or read "
-                            'any copy of the original files with --config.data_backend=numpy.')
-    elif not builder.is_prepared():
-        _check_reachable(name, builder)
-    config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
-    builder.download_and_prepare(download_config=config)
-    try:
-        both = [tfds.as_numpy(builder.as_dataset(split=s, batch_size=-1)) for s in ('train', 'test')]
-    except Exception as e:  # pylint: disable=broad-except
-        if not type(e).__module__.startswith('tensorflow'):  # e.g. tf.errors.DataLossError: a corrupt prepared copy
-            raise
-        raise DataError(f'TFDS\'s prepared {name} in {builder.data_dir} is unreadable ({type(e).__name__}): '
-                        'delete that folder to prepare it again, or pass --config.data_backend=numpy '
-                        '--config.manual_dir=DIR.') from e
-    return tuple(Split(np.asarray(a['image'], np.uint8), np.asarray(a['label'], np.int32)) for a in both)
-
-
-def _check_reachable(name: str, builder: Any) -> None:
-    """Fails in seconds, naming manual_dir, when TFDS would have to download from an unreachable host."""
-    hosts = sorted({urllib.parse.urlparse(url).hostname for url in (builder.url_infos or {})} - {None})
-    for host in hosts:
-        try:
-            socket.create_connection((host, 443), timeout=5).close()
-        except OSError as e:
-            raise DataError(f'{name} is not prepared in TFDS\'s data_dir and {host} cannot be reached ({e}). '
-                            f'Offline, pass --config.manual_dir=DIR (or ${MANUAL_DIR_ENV}) with the original files '
-                            f'({", ".join(expected_files(name))}).') from e
-
-
-def choose_backend(name: str, requested: str, manual_dir: Optional[str]) -> tuple[str, str]:
-    """Returns (backend, reason) for ``requested`` in {'auto', 'tfds', 'numpy'}."""
-    if requested in ('tfds', 'numpy'):
-        return requested, 'requested by data_backend'
-    if requested != 'auto':
-        raise DataError(f'data_backend must be one of {BACKENDS}, not {requested!r}.')
-    if not tensorflow_available():
-        return 'numpy', 'tensorflow/tensorflow_datasets are not installed'
-    if not manual_dir:
-        return 'tfds', 'no manual_dir: TFDS downloads (or reuses its data_dir)'
-    try:
-        bad = tfds_checksum_mismatches(name, manual_dir)
-    except Exception as e:  # pylint: disable=broad-except
-        return 'numpy', f'could not check TFDS checksums ({e})'
-    if bad:
-        return 'numpy', (f'{", ".join(bad)} in {manual_dir} missing or not byte-identical to '
-                         "TFDS's registered checksums")
-    return 'tfds', f'files in {manual_dir} match TFDS checksums'
+# A new dataset: its reader above and one line here (TFDS reads it by the same name where it knows it).
+DATASETS: dict[str, DatasetInfo] = {info.name: info for info in (
+    DatasetInfo('mnist', (28, 28, 1), 10, tuple(MNIST_FILES.values()), read_mnist_numpy, 'mnist'),
+    DatasetInfo('fashion_mnist', (28, 28, 1), 10, tuple(MNIST_FILES.values()), read_mnist_numpy, 'fashion_mnist'),
+    DatasetInfo('cifar10', (32, 32, 3), 10, (CIFAR10_ARCHIVE,), read_cifar10_numpy, 'cifar10-jpeg75',
+                ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))),
+)}
+SUPPORTED_DATASETS: tuple[str, ...] = tuple(DATASETS)

@@ -9,18 +9,25 @@ class here, one Flax module in ``jst.models.networks`` and one line in each regi
 
 Parameter names encode position (``hidden_0``, ``hidden_1``, ..., ``output``;
 ``block_0``, ...): layers are ordered by the spec, never by sorting names
-(``hidden_10`` sorts before ``hidden_2``). Imports no other jst module.
+(``hidden_10`` sorts before ``hidden_2``). Imports only ``jst.errors``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import typing
 from typing import Any, ClassVar, Literal, Sequence, Union
+
+from jst import errors
 
 Family = Literal['mlp', 'resnet', 'conv']
 # A leaf that widening a layer touches: (path, units axis, kind); kinds 'mean'/'var' live in batch_stats.
 Producer = tuple[str, int, str]
 Consumer = tuple[str, int]
+
+
+class SpecError(errors.UserError, ValueError):
+    """A model config that does not describe a spec (unknown family, a value that does not fit its field)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,8 +211,12 @@ def spec_from_config(model_cfg: Any) -> ModelSpec:
     """Builds a spec from a mapping with ``family`` and that family's fields (missing ones default)."""
     family = model_cfg['family']
     if family not in SPEC_CLASSES:
-        raise ValueError(f'Unknown model family {family!r}; choose one of {FAMILIES}.')
+        raise SpecError(f'Unknown model family {family!r}; choose one of {FAMILIES}.')
     cls = SPEC_CLASSES[family]
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(model_cfg) - set(names) - {'family'})
+    if unknown:
+        raise SpecError(f'model.{unknown[0]} is not a field of the {family} family (its fields: {", ".join(names)}).')
     values = {}
     for field in dataclasses.fields(cls):
         if field.name in model_cfg:
@@ -216,18 +227,33 @@ def spec_from_config(model_cfg: Any) -> ModelSpec:
 
 
 def _coerce(cls: type, values: dict[str, Any]) -> dict[str, Any]:
-    """Config values (JSON lists, ints as floats) to the spec's field types."""
-    out = {}
-    for k, v in values.items():
-        if k == 'pool_after':
-            out[k] = tuple(bool(p) for p in v)
-        elif isinstance(v, tuple):
-            out[k] = tuple(int(x) for x in v)
-        elif k == 'init':
-            out[k] = str(v)
-        else:
-            out[k] = int(v)
-    return out
+    """Config values (JSON lists, ints stored as floats) to the spec's field types; a value that does not fit its
+    field (a fractional width, a word for a count) is refused, naming the field, never rounded."""
+    hints = typing.get_type_hints(cls)
+    return {k: _coerce_value(cls.family, k, hints[k], v) for k, v in values.items()}
+
+
+def _coerce_value(family: str, name: str, hint: Any, value: Any) -> Any:
+    if typing.get_origin(hint) is tuple:
+        item = typing.get_args(hint)[0]
+        if not isinstance(value, (list, tuple)):
+            raise SpecError(f'model.{name}={value!r} ({family}): give a list of {item.__name__}s, e.g. [128, 128].')
+        return tuple(_coerce_value(family, f'{name}[{i}]', item, v) for i, v in enumerate(value))
+    if hint is bool:
+        if value not in (True, False, 0, 1):
+            raise SpecError(f'model.{name}={value!r} ({family}): give True or False.')
+        return bool(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) != int(value):
+            raise SpecError(f'model.{name}={value!r} ({family}): give a whole number (it counts units, layers or '
+                            'classes; it is never rounded).')
+        return int(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise SpecError(f'model.{name}={value!r} ({family}): give a name (a string).')
+        return value
+    raise SpecError(f'{family} spec field {name!r} has type {hint}, which spec_from_config cannot read: add it to '
+                    'jst.models.specs._coerce_value.')
 
 
 def spec_to_dict(spec: ModelSpec) -> dict[str, Any]:

@@ -32,8 +32,7 @@ Method = Literal['lth', 'juvenile']  # the searches (jst.searches.registry); 'co
 Growth = Literal['paper', 'search', 'none']
 # Allowed values of every string knob (dotted for nested fields).
 CHOICES: dict[str, tuple[str, ...]] = {
-    'dataset': readers.SUPPORTED_DATASETS,
-    'data_backend': readers.BACKENDS,
+    'dataset': readers.SUPPORTED_DATASETS, 'data_backend': readers.BACKENDS,
     'model.family': specs.FAMILIES,
     'method': typing.get_args(Method) + ('compare',),
     'pruning': pruning.PRUNINGS,
@@ -73,8 +72,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.permute_pixels = False   # permuted-pixel variant (fixed permutation from split_seed)
     # Model.
     c.model = ml_collections.ConfigDict({'family': 'mlp', 'widths': (300, 100), 'init': 'glorot_normal'})
-    # Architecture of the weight-reset (LTH) policy when it differs from the juvenile start
-    # (the seed paper: LTH on the final structure, growth from none). Empty = same as model.
+    # Weight reset's (LTH's) architecture where it differs from the juvenile start (the paper's); empty = model.
     c.lth_model = ml_collections.ConfigDict()
     # Method.
     c.seed = 0
@@ -84,15 +82,13 @@ def default_config() -> ml_collections.ConfigDict:
     c.steps_per_round = 0      # >0: steps; 0: use epochs_per_round
     c.epochs_per_round = 1.0
     c.batch_size = 60
-    c.data_order = 'per_round'  # 'per_round': a fresh batch order every round (round r's data key folded with r;
-                                # round 0 as before); 'replay': every round replays round 0's order (jst <= 0.1)
+    c.data_order = 'per_round'  # 'per_round': a fresh batch order each round; 'replay': round 0's (jst <= 0.1)
     c.optimizer = 'adam'
     c.learning_rate = 1.2e-3
     c.momentum = 0.0
     c.eval_every = 0           # steps between validation/test evaluations; 0 = once per epoch
     c.eval_test = 'at_best'    # test split evaluated where validation loss hits a new minimum; 'always'
-    c.step_loop = 'auto'       # 'scan' | 'python' | 'auto' (python loop for conv nets on CPU: XLA:CPU is slow
-                               # with convolutions inside scan)
+    c.step_loop = 'auto'       # 'scan' | 'python' | 'auto' (python loop for conv nets on CPU, scan otherwise)
     c.cpu_kernels = 'auto'     # 'auto' | 'library' | 'xla': YNN/XNNPACK kernels for CPU conv nets (cpu_kernels.py)
     c.num_devices = 1          # data parallelism over this many devices (-1: all, incl. other hosts)
     # Pruning.
@@ -255,7 +251,8 @@ def _check_numbers(c: ml_collections.ConfigDict) -> None:
 def _check_against_models(c: ml_collections.ConfigDict) -> None:
     """The start architectures build, prune_include/exclude select a weight of them (or of lth_model), and
     num_seeds lanes fit the free memory (``train.lane_memory_bytes``, ``train.available_memory_bytes``)."""
-    shape, methods = readers.IMAGE_SHAPES[c.dataset], ('lth', 'juvenile') if c.method == 'compare' else (c.method,)
+    shape = readers.dataset_info(c.dataset).image_shape
+    methods = ('lth', 'juvenile') if c.method == 'compare' else (c.method,)
     archs = list(dict.fromkeys([start_spec(c, m) for m in methods] + [start_spec(c, 'lth')] * bool(len(c.lth_model))))
     try:
         ndims = {p: len(s) for spec in archs for p, s in networks.param_shapes(spec, shape).items()}
@@ -295,10 +292,13 @@ def resolve_steps(config: ml_collections.ConfigDict, num_train: int) -> int:
 
 
 def start_spec(config: ml_collections.ConfigDict, method: Method) -> specs.ModelSpec:
-    """The architecture ``method`` starts from: ``lth_model`` for LTH when set, else ``model``."""
-    if method == 'lth' and len(config.lth_model):
-        return specs.spec_from_config(config.lth_model)
-    return specs.spec_from_config(config.model)
+    """The architecture ``method`` starts from (``lth_model`` for LTH when set, else ``model``); its head has the
+    dataset's classes (``readers.DATASETS``), and a model that sets other ``num_classes`` is refused."""
+    model = config_to_dict(config.lth_model if method == 'lth' and len(config.lth_model) else config.model)
+    classes = readers.dataset_info(config.dataset).num_classes
+    _check(model.setdefault('num_classes', classes) == classes, f'config.model.num_classes={model["num_classes"]}: '
+           f'{config.dataset} has {classes} classes; drop the field (the head follows the dataset).')
+    return specs.spec_from_config(model)
 
 
 def config_to_dict(config: Any) -> Any:
