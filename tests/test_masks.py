@@ -146,3 +146,25 @@ def test_works_on_a_user_flax_module():
     stats = M.sparsity_stats(masks)['layers']
     assert set(stats) == {'Conv_0/kernel', 'Dense_0/kernel'}
     assert stats['Conv_0/kernel'] == (36, 72)
+
+
+def test_erk_pruner_keeps_each_layers_erk_share_of_the_rounds_sparsity_by_magnitude():
+    """config.pruning='erk' against its definition: after round r each layer keeps round(density * size) of its
+    largest weights, density = eps * sum(shape) / prod(shape) with eps solved so that the kept total is
+    (1 - s_r) of all prunable weights, s_r the geometric level schedule (layers 20x30 and 30x7 here)."""
+    params = _params()
+    masks = M.create_masks(params)
+    plan = pruning.PruningPlan(pruning='erk', target_sparsity=0.9, num_rounds=2)
+    s1 = pruning.geometric_level_sparsity(0.9, 1, 2)  # 1 - sqrt(0.1)
+    raw = {'a': 50 / 600, 'b': 37 / 210}
+    eps = (1 - s1) * 810 / (raw['a'] * 600 + raw['b'] * 210)
+    out = pruning.prune(plan, params, masks, 1)
+    for name, size in (('a', 600), ('b', 210)):
+        kept = np.asarray(out[name]['kernel'])
+        assert kept.sum() == round(eps * raw[name] * size), name
+        w = np.abs(np.asarray(params[name]['kernel']))
+        assert w[kept].min() >= w[~kept].max(), 'the largest magnitudes are kept'
+    assert out['a']['bias'] is None
+    assert abs(sum(np.asarray(out[n]['kernel']).sum() for n in 'ab') - (1 - s1) * 810) <= 1
+    with pytest.raises(ValueError, match=r"pruning='gmp2' is unknown; choose one of \('imp', 'level', 'erk'"):
+        pruning.prune(pruning.PruningPlan(pruning='gmp2'), params, masks, 1)

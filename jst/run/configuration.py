@@ -92,7 +92,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.cpu_kernels = 'auto'     # 'auto' | 'library' | 'xla': YNN/XNNPACK kernels for CPU conv nets (cpu_kernels.py)
     c.num_devices = 1          # data parallelism over this many devices (-1: all, incl. other hosts)
     # Pruning.
-    c.pruning = 'imp'          # 'imp': fraction of remaining; 'level': each layer to a target sparsity
+    c.pruning = 'imp'          # 'imp': fraction of remaining; 'level': each layer to a target sparsity; 'erk'
     c.prune_fraction = 0.2
     c.prune_rates = ml_collections.ConfigDict()  # {regex: fraction}, first match wins
     c.prune_scope = 'layerwise'
