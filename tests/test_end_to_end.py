@@ -141,3 +141,21 @@ def test_compare_runs_the_papers_question_and_its_control_paired_by_seed(mnist_d
     one.manual_dir, one.method, one.num_rounds, one.steps_per_round, one.write_report = mnist_dir, 'compare', 1, 50, False
     driver.train_and_evaluate(one, str(tmp_path / 'one_seed'))
     assert 'needs >= 2 seeds run by both' in (tmp_path / 'one_seed' / 'summary.md').read_text()
+
+
+@pytest.mark.parametrize('method, pruning', [('lth', 'erk'), ('lth', 'gmp'), ('lth', 'rigl'), ('juvenile', 'gmp')])
+def test_registry_pruners_run_from_the_config(method, pruning, mnist_dir, tmp_path):
+    """Issue 36: ``--config.pruning=erk|gmp|rigl`` run through ``jst.training.pruning.PRUNERS`` (tests/test_masks.py
+    and tests/test_pruners.py hold them to their definitions): every round ends at its level on the geometric
+    schedule (ERK and RigL split it over layers, GMP prunes every layer to it), RigL keeps each layer's count."""
+    from jst.training import pruning as pruning_lib  # pylint: disable=g-import-not-at-top
+    config = load_config('tiny')
+    config.manual_dir, config.method, config.pruning, config.target_sparsity = mnist_dir, method, pruning, 0.9
+    config.steps_per_round, config.mask_update_every, config.write_report = 80, 20, False
+    records = driver.train_and_evaluate(config, str(tmp_path))
+    plan = pruning_lib.PruningPlan.from_config(config)
+    for r in (r for r in records if r['control'] == 'none'):
+        kept = sum(kept for kept, _ in r['layers'].values())
+        total = sum(total for _, total in r['layers'].values())
+        level = pruning_lib.round_sparsity(plan, r['round']) if r['round'] else 0.0
+        assert abs(kept / total - (1 - level)) < 0.01, (r['round'], kept / total, level)

@@ -2,7 +2,7 @@
 
 Config files in ``configs/`` start from ``default_config()`` and change a few fields; every field can be
 overridden on the command line (``--config.num_rounds=3``). ``validate_config`` checks everything that needs no
-data before any data is read or anything is written; ``validate_against_data`` what needs the training split's
+data before any data is read or anything is written; ``jst.run.data_checks`` what needs the training split's
 size. The allowed values of a knob are defined once: here for run-level choices, and as ``Literal`` types beside
 the code that implements an option (``expand``, ``train``, ``readers``, ``specs``), from which ``CHOICES`` is built.
 """
@@ -98,6 +98,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.prune_scope = 'layerwise'
     c.target_sparsity = 0.95
     c.level_schedule = 'geometric'  # 'geometric': same fraction each round, target at the last; 'constant'
+    c.mask_update_every, c.mask_update_end, c.rigl_drop_fraction = 100, 0.75, 0.3  # 'gmp'/'rigl' in-round updates
     c.prune_include = r'(^|/)kernel$'
     c.prune_exclude = ''
     c.control = 'none'         # 'none' | 'random_reinit' | 'random_prune' | both, comma-separated
@@ -165,6 +166,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     for pattern, rate in dict(c.prune_rates).items():
         _check(0.0 <= float(rate) < 1.0, f'config.prune_rates[{pattern!r}]={rate} must be in [0, 1).')
     _check(0.0 <= c.target_sparsity < 1.0, f'config.target_sparsity={c.target_sparsity} must be in [0, 1).')
+    _check(0.0 < c.mask_update_end <= 1.0 and 0.0 <= c.rigl_drop_fraction < 1.0, f'config.mask_update_end='
+           f'{c.mask_update_end} must be in (0, 1] and config.rigl_drop_fraction={c.rigl_drop_fraction} in [0, 1).')
     for part in pruning.control_names(c.control):
         _check(part in pruning.CONTROLS,
                f'config.control has {part!r}; choose from {pruning.CONTROLS} (comma-separated).')
@@ -268,27 +271,6 @@ def _check_against_models(c: ml_collections.ConfigDict) -> None:
            f'{per_lane / 1e6:.1f} MB per seed at batch {c.batch_size}), but {(available or 0) / 1e9:.1f} GB are free '
            f'on {jax.default_backend()}; at most {(available or 0) // per_lane} seeds fit: pass a smaller '
            '--config.num_seeds, or run the seeds as separate runs (launch/sweep.sh).')
-
-
-def validate_against_data(config: ml_collections.ConfigDict, num_train: int, num_devices: int) -> None:
-    """Checks that need the training split's size and the number of devices of the mesh."""
-    _check(config.batch_size <= num_train,
-           f'config.batch_size={config.batch_size} is larger than the training split '
-           f'({num_train} examples); lower it or raise config.train_limit.')
-    steps = resolve_steps(config, num_train)
-    _check(config.rewind_step < steps,
-           f'config.rewind_step={config.rewind_step} must be smaller than the {steps} steps per round.')
-    _check(config.batch_size % num_devices == 0,
-           f'config.batch_size={config.batch_size} must be divisible by the {num_devices} devices of '
-           f'config.num_devices={config.num_devices}.')
-
-
-def resolve_steps(config: ml_collections.ConfigDict, num_train: int) -> int:
-    """Training steps per round from ``steps_per_round`` or ``epochs_per_round``."""
-    if config.steps_per_round > 0:
-        return int(config.steps_per_round)
-    spe = num_train // config.batch_size
-    return max(1, int(round(config.epochs_per_round * spe)))
 
 
 def start_spec(config: ml_collections.ConfigDict, method: Method) -> specs.ModelSpec:

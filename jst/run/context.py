@@ -23,7 +23,9 @@ import ml_collections
 from jst.data import datasets as data_lib
 from jst.models import specs
 from jst.run import configuration
+from jst.run import data_checks
 from jst.training import parallel
+from jst.training import pruning
 from jst.training import train as train_lib
 from jst.training import train_loop
 
@@ -98,8 +100,9 @@ class RunContext:
 
     def trainer(self, spec: specs.ModelSpec) -> train_lib.Trainer:
         c = self.config
+        in_round = pruning.in_round_update(pruning.PruningPlan.from_config(c), self.steps_per_round)
         return self.compiled('trainer', spec, lambda: train_lib.make_trainer(
-            spec, c.optimizer, c.learning_rate, c.momentum, c.batch_size, c.dataset))
+            spec, c.optimizer, c.learning_rate, c.momentum, c.batch_size, c.dataset, in_round))
 
     def unroll(self, spec: specs.ModelSpec) -> bool:
         """Whether loops over ``spec``'s convolutions are unrolled (``train.resolve_step_loop``)."""
@@ -158,12 +161,12 @@ def make_context(config: ml_collections.ConfigDict, workdir: str,
     mesh = parallel.make_mesh(config.num_devices)
     dataset = dataset or load_run_data(config)
     num_train = len(dataset.train)
-    configuration.validate_against_data(config, num_train, mesh.size if mesh is not None else 1)
+    data_checks.validate_against_data(config, num_train, mesh.size if mesh is not None else 1)
     spe = train_lib.steps_per_epoch(num_train, config.batch_size)
     lane_keys = [dict(zip(KEY_NAMES, jax.random.split(jax.random.key(config.seed + i), len(KEY_NAMES))))
                  for i in range(config.num_seeds)]
     data = train_lib.device_data(dataset, parallel.replicated(mesh) if mesh is not None else None)
     return RunContext(config, workdir, dataset, data, tuple(dataset.train.images.shape[1:]),
-                      configuration.resolve_steps(config, num_train), spe,
+                      data_checks.resolve_steps(config, num_train), spe,
                       config.eval_every if config.eval_every > 0 else spe, lane_keys, mesh=mesh,
                       data_identity=data_lib.fingerprint(dataset))

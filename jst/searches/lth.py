@@ -90,7 +90,7 @@ def _train_ticket(ctx: context_lib.RunContext, journal: journal_lib.Journal) -> 
         rounds.record_round(ctx, journal, result, lane=lane, round_index=r, method='lth', control='none',
                             spec=spec, cumulative_steps=progress.cumulative['none'])
         if r < config.num_rounds:
-            next_masks[lane] = pruning.prune(plan, result.state.params, _masks(journal, lane), r + 1)
+            next_masks[lane] = pruning.prune(plan, result.state.params, result.state.masks, r + 1)  # as trained
     if r < config.num_rounds:
         journal.put_masks(ArrayKey.NEXT_MASKS, next_masks)
     else:

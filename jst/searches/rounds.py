@@ -23,6 +23,7 @@ from jst.run import journal as journal_lib
 from jst.run import records as records_lib
 from jst.searches import diagnostics
 from jst.training import early_stopping
+from jst.training import pruning
 from jst.training import train_loop
 
 TrainState = train_loop.TrainState
@@ -125,6 +126,7 @@ def train_round(ctx: context_lib.RunContext, journal: Optional[journal_lib.Journ
         state = stacked if n > 1 else train_loop.unstack_lanes(stacked, 1)[0]
     state = ctx.replicate(state)
     keys, seeds = data_keys(ctx, lanes, round_index), [ctx.seeds[lane] for lane in lanes]
+    levels = pruning.round_levels(pruning.PruningPlan.from_config(ctx.config), round_index)  # in-round pruning
     t0 = time.time()
     segments = [(t, snapshot_at), (snapshot_at, stop)] if snapshot_at and t < snapshot_at < stop else [(t, stop)]
     for a, b in segments:
@@ -132,7 +134,7 @@ def train_round(ctx: context_lib.RunContext, journal: Optional[journal_lib.Journ
             ctx.segment_fn(spec, n), state, ctx.data, keys, a, b, spe=ctx.steps_per_epoch,
             eval_every=ctx.eval_every, total=ctx.steps_per_round, windows=latest['windows'], label=label,
             best_vals=[min([r.val_loss for r in lane], default=float('inf')) for lane in records],
-            on_segment=on_segment, seeds=seeds)
+            on_segment=on_segment, seeds=seeds, levels=levels)
         for lane_records, lane_new in zip(records, new):
             lane_records.extend(lane_new)
         if b == snapshot_at and on_snapshot is not None:

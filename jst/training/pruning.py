@@ -12,6 +12,7 @@ Erdos-Renyi-Kernel. The exact selection is ``jst.ops``' (``masks``, ``sparsity``
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing
 from typing import Any, Callable, Literal, Optional
 
@@ -19,7 +20,9 @@ import jax
 import ml_collections
 
 from jst.ops import masks as masks_lib
+from jst.ops import sparse_training
 from jst.ops import sparsity as sparsity_lib
+from jst.training.train import StepWithGrads, TrainState
 
 PyTree = Any
 Pruning = str  # a key of PRUNERS
@@ -43,12 +46,16 @@ class PruningPlan:
     num_rounds: int = 5
     include: str = masks_lib.DEFAULT_PRUNABLE
     exclude: Optional[str] = None
+    mask_update_every: int = 100    # 'gmp', 'rigl': steps between mask updates inside a round
+    mask_update_end: float = 0.75   # ... which stop at this fraction of the round's steps
+    rigl_drop_fraction: float = 0.3  # 'rigl': initial drop fraction (cosine decay to 0 at the end)
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict) -> PruningPlan:
         return cls(config.pruning, float(config.prune_fraction), tuple(dict(config.prune_rates).items()),
                    config.prune_scope, float(config.target_sparsity), config.level_schedule,
-                   int(config.num_rounds), config.prune_include, config.prune_exclude or None)
+                   int(config.num_rounds), config.prune_include, config.prune_exclude or None,
+                   int(config.mask_update_every), float(config.mask_update_end), float(config.rigl_drop_fraction))
 
 
 def initial_masks(plan: PruningPlan, params: PyTree, allow_empty: bool = False) -> PyTree:
@@ -95,11 +102,75 @@ def _erk(plan: PruningPlan, params: PyTree, masks: PyTree, round_index: int) -> 
     return _jit_level(params, masks, sparsity_lib.erk_sparsities(masks, round_sparsity(plan, round_index)))
 
 
+def _kept(plan: PruningPlan, params: PyTree, masks: PyTree, round_index: int) -> PyTree:
+    """'gmp': the masks as the round's training left them (it pruned them on its schedule: ``gmp_step``)."""
+    del plan, params, round_index
+    return masks
+
+
 # The pruners of a round, by ``config.pruning``: (plan, params, masks, round_index) -> masks. A new pruner is one
-# function of jst.ops calls and one line here.
+# function of jst.ops calls and one line here (and, if it changes masks while a round trains, one in IN_ROUND).
 PRUNERS: dict[str, Callable[[PruningPlan, PyTree, PyTree, int], PyTree]] = {
-    'imp': _imp, 'level': _level, 'erk': _erk}
+    'imp': _imp, 'level': _level, 'erk': _erk, 'gmp': _kept, 'rigl': _erk}
 PRUNINGS: tuple[str, ...] = tuple(PRUNERS)
+
+
+def round_levels(plan: PruningPlan, round_index: int) -> tuple[float, float]:
+    """(sparsity at the start, at the end) of round ``round_index``'s training on the level schedule: (0, 0) for
+    the dense round 0; what ``gmp_step`` ramps between."""
+    if round_index == 0:
+        return 0.0, 0.0
+    return (round_sparsity(plan, round_index - 1) if round_index > 1 else 0.0), round_sparsity(plan, round_index)
+
+
+def _update_due(plan: PruningPlan, t: jax.Array, total: int) -> tuple[jax.Array, int]:
+    """(whether step ``t`` of a ``total``-step round updates the masks, the last step that may: the last multiple
+    of ``mask_update_every`` within ``mask_update_end`` of the round, so that a schedule reaches its end)."""
+    end = plan.mask_update_every * max(1, int(plan.mask_update_end * total) // plan.mask_update_every)
+    return sparsity_lib.is_update_step(t, plan.mask_update_every, end, plan.mask_update_every), end
+
+
+def gmp_step(plan: PruningPlan, total: int, step: StepWithGrads, state: TrainState, x: jax.Array, y: jax.Array,
+             t: jax.Array, levels: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
+    """Gradual magnitude pruning (Zhu & Gupta 2017) inside a round: the masked step, then on update steps every
+    layer pruned by magnitude to ``s(t) = s_1 + (s_0 - s_1)(1 - t / end)^3`` (``levels`` = (s_0, s_1); ``end`` =
+    ``mask_update_end`` of the round). Pruning never regrows, so ``s(t)`` is a floor per layer."""
+    state, metrics, _ = step(state, x, y)
+    due, end = _update_due(plan, t, total)
+    target = sparsity_lib.polynomial_sparsity(t, levels[1], 0, end, plan.mask_update_every, levels[0])
+
+    def prune_now(st: TrainState) -> TrainState:
+        masks = masks_lib.prune_to_sparsity(masks_lib.magnitude_scores(st.params, st.masks), st.masks, target)
+        return st.replace(params=masks_lib.apply_masks(st.params, masks), masks=masks)
+
+    return jax.lax.cond(due & (levels[1] > 0), prune_now, lambda st: st, state), metrics
+
+
+def rigl_step(plan: PruningPlan, total: int, step: StepWithGrads, state: TrainState, x: jax.Array, y: jax.Array,
+              t: jax.Array, levels: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
+    """RigL (Evci et al. 2020, Algorithm 1) inside a round: on update steps (every ``mask_update_every`` until
+    ``mask_update_end`` of the round; sparse rounds only) each layer drops its ``f(t) * kept`` smallest-magnitude
+    weights and grows as many inactive ones of largest |gradient| (``jst.ops.sparse_training.rigl_update``; grown
+    weights start at 0; ``f`` decays from ``rigl_drop_fraction`` by a cosine) instead of taking the SGD step."""
+    stepped, metrics, grads = step(state, x, y)
+    due, end = _update_due(plan, t, total)
+
+    def rewire(st: TrainState) -> TrainState:
+        fraction = sparse_training.cosine_drop_fraction(t, plan.rigl_drop_fraction, end)
+        params, masks = sparse_training.rigl_update(st.params, st.masks, grads, fraction)
+        return stepped.replace(params=params, masks=masks, opt_state=st.opt_state)  # no optimizer step
+
+    return jax.lax.cond(due & (levels[1] > 0), rewire, lambda st: stepped, state), metrics
+
+
+# Pruners that change the masks while a round trains: (plan, total steps of a round) -> the step's wrapper.
+IN_ROUND: dict[str, Callable[..., Any]] = {'gmp': gmp_step, 'rigl': rigl_step}
+
+
+def in_round_update(plan: PruningPlan, total: int) -> Optional[Callable[..., Any]]:
+    """The wrapper of the masked step for ``plan.pruning`` (``train.make_train_step``'s ``in_round``), else None."""
+    update = IN_ROUND.get(plan.pruning)
+    return None if update is None else functools.partial(update, plan, total)
 
 
 def prune(plan: PruningPlan, params: PyTree, masks: PyTree, round_index: int) -> PyTree:

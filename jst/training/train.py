@@ -120,12 +120,17 @@ def cross_entropy(logits: Array, labels: Array) -> Array:
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
 
 
-def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
-                    preprocess: Callable[[Array], Array]) -> Callable[..., tuple[TrainState, dict[str, Array]]]:
-    """(state, x uint8 [B,...], y [B]) -> (state, {'loss', 'accuracy'})."""
+StepWithGrads = Callable[..., tuple[TrainState, dict[str, Array], PyTree]]  # (state, x, y) -> (+ dense grads)
+
+
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation, preprocess: Callable[[Array], Array],
+                    in_round: Optional[Callable[..., Any]] = None) -> Callable[..., tuple[TrainState, Any]]:
+    """(state, x uint8 [B,...], y [B][, t, levels]) -> (state, {'loss', 'accuracy'}). ``in_round``
+    (``pruning.in_round_update``: gradual pruning, RigL) wraps the step where the round's step ``t`` and its
+    sparsity ``levels`` [2] are given (the training loops give them; probes and diagnostics do not)."""
     masked_tx = masks_lib.keep_pruned_at_zero(tx)
 
-    def train_step(state: TrainState, x: Array, y: Array):
+    def step_with_grads(state: TrainState, x: Array, y: Array):
         inputs = preprocess(x)
 
         def loss_fn(params):
@@ -143,7 +148,12 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
         new_state = state.replace(step=state.step + 1, params=params, batch_stats=new_stats,
                                   opt_state=opt_state)
         accuracy = jnp.mean(jnp.argmax(logits, -1) == y)
-        return new_state, {'loss': loss, 'accuracy': accuracy}
+        return new_state, {'loss': loss, 'accuracy': accuracy}, grads
+
+    def train_step(state: TrainState, x: Array, y: Array, t: Optional[Array] = None, levels: Optional[Array] = None):
+        if in_round is not None and t is not None:
+            return in_round(step_with_grads, state, x, y, t, levels)
+        return step_with_grads(state, x, y)[:2]
 
     return train_step
 
@@ -183,10 +193,11 @@ class Trainer:
     tx: optax.GradientTransformation
     batch_size: int
     preprocess: Callable[[Array], Array]
+    in_round: Optional[Callable[..., Any]] = None  # mask updates while a round trains (``pruning.IN_ROUND``)
 
     @property
     def train_step(self) -> Callable[..., tuple[TrainState, dict[str, Array]]]:
-        return make_train_step(self.model, self.tx, self.preprocess)
+        return make_train_step(self.model, self.tx, self.preprocess, self.in_round)
 
     def evaluate(self, mesh: Optional[Any] = None, unroll: bool = False) -> Callable[..., tuple[Array, Array]]:
         return make_evaluate(self.model, self.preprocess, mesh, unroll)
@@ -196,10 +207,10 @@ class Trainer:
 
 
 def make_trainer(spec: specs.ModelSpec, optimizer: Optimizer, learning_rate: float, momentum: float, batch_size: int,
-                 dataset: str) -> Trainer:
+                 dataset: str, in_round: Optional[Callable[..., Any]] = None) -> Trainer:
     """The Trainer of architecture ``spec`` (a ``jst.models.specs`` spec) for ``dataset``'s inputs."""
     return Trainer(networks.build_model(spec), make_optimizer(optimizer, learning_rate, momentum), batch_size,
-                   functools.partial(data_lib.preprocess, dataset=dataset))
+                   functools.partial(data_lib.preprocess, dataset=dataset), in_round)
 
 
 BYTES_PER_PARAMETER = 28  # float32 params, 2 Adam moments, gradients, updates and a rewind copy; a bool mask; slack

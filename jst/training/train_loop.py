@@ -43,13 +43,15 @@ LanesCallback = Callable[[TrainState, list[list[EvalRecord]], int, list[EvalWind
 @struct.dataclass
 class Span:
     """Where a segment sits, shared by every lane: batch position ``pos`` of epoch ``epoch``, first global step
-    ``t0``; the round's ``total`` steps and ``eval_every`` (a round's last step is always evaluated)."""
+    ``t0``; the round's ``total`` steps and ``eval_every`` (a round's last step is always evaluated); the
+    round's sparsity ``levels`` [2] (start, end: what in-round pruning ramps between, ``pruning.round_levels``)."""
 
     epoch: Any
     pos: Any
     t0: Any
     total: Any
     eval_every: Any
+    levels: Any = (0.0, 0.0)
 
 
 class NonFiniteLossError(errors.UserError, FloatingPointError):
@@ -78,7 +80,7 @@ def make_segment_fn(trainer: Trainer, num_train: int, mesh: Optional[Any] = None
     evaluate = trainer.evaluate(mesh, unroll=step_loop == 'python')
     nan2 = jnp.full((2,), jnp.nan)
 
-    def step_with_eval(st, best, data, batch_idx, t, total, eval_every):
+    def step_with_eval(st, best, data, batch_idx, t, total, eval_every, levels):
         """One train step on ``batch_idx``, then val (and test) evaluation if ``t`` is an eval point."""
         def evaluate_all(s, b):
             vl, va = evaluate(s.params, s.batch_stats, data.val_x, data.val_y, data.val_w)
@@ -93,7 +95,7 @@ def make_segment_fn(trainer: Trainer, num_train: int, mesh: Optional[Any] = None
 
         x = parallel.shard_batch(data.train_x[batch_idx], mesh)
         y = parallel.shard_batch(data.train_y[batch_idx], mesh)
-        st, m = train_step(st, x, y)
+        st, m = train_step(st, x, y, t, levels)
         do_eval = jnp.logical_or((t + 1) % eval_every == 0, t + 1 == total)
         ev, new_best = jax.lax.cond(do_eval, evaluate_all, lambda s, b: (jnp.full((4,), jnp.nan), b), st, best)
         return (track_best(st, new_best < best), new_best), (m['loss'], m['accuracy'], ev)
@@ -112,7 +114,7 @@ def make_segment_fn(trainer: Trainer, num_train: int, mesh: Optional[Any] = None
 
         def body(carry, args):
             batch_idx, t = args
-            return step_with_eval(*carry, data, batch_idx, t, span.total, span.eval_every)
+            return step_with_eval(*carry, data, batch_idx, t, span.total, span.eval_every, span.levels)
 
         (state, best_val), (loss, acc, ev) = jax.lax.scan(body, (state, jnp.asarray(best_val, jnp.float32)),
                                                           (idx, ts))
@@ -126,9 +128,9 @@ def make_segment_fn(trainer: Trainer, num_train: int, mesh: Optional[Any] = None
 
     lane_axes = (lambda f, axes: jax.vmap(f, axes, axis_name=LANE_AXIS)) if lanes else (lambda f, _: f)
     permutation = jax.jit(lane_axes(epoch_permutation, (0, None)))
-    one_step = jax.jit(lane_axes(lambda st, best, data, perm, i, t, total, eval_every: step_with_eval(
-        st, best, data, jax.lax.dynamic_slice(perm, (i * bsz,), (bsz,)), t, total, eval_every),
-        (0, 0, None, 0, None, None, None, None)))
+    one_step = jax.jit(lane_axes(lambda st, best, data, perm, i, t, total, eval_every, levels: step_with_eval(
+        st, best, data, jax.lax.dynamic_slice(perm, (i * bsz,), (bsz,)), t, total, eval_every, levels),
+        (0, 0, None, 0, None, None, None, None, None)))
     stack = jax.jit(lambda outs: tuple(jnp.stack(x, axis=1 if lanes else 0) for x in zip(*outs)))
 
     def python_segment(state, data, key, span, best_val, length):
@@ -137,7 +139,7 @@ def make_segment_fn(trainer: Trainer, num_train: int, mesh: Optional[Any] = None
         outs = []
         for i in range(length):
             (state, best), out = one_step(state, best, data, perm, span.pos + i, span.t0 + i, span.total,
-                                          span.eval_every)
+                                          span.eval_every, span.levels)
             outs.append(out)
         loss, acc, ev = stack(outs)
         return state, as_metrics(loss, acc, ev, best)
@@ -183,15 +185,15 @@ def plan_segments(start: int, stop: int, spe: int, breaks: tuple[int, ...] = ())
 def train_steps(segment_fn: Callable[..., Any], state: TrainState, data: DeviceData, key: Array,
                 start: int, stop: int, *, spe: int, eval_every: int, total: Optional[int] = None,
                 window: Optional[early_stopping.EvalWindow] = None, best_val: float = float('inf'),
-                on_segment: Optional[SegmentCallback] = None,
-                label: str = '') -> tuple[TrainState, list[EvalRecord]]:
+                on_segment: Optional[SegmentCallback] = None, label: str = '',
+                levels: tuple[float, float] = (0.0, 0.0)) -> tuple[TrainState, list[EvalRecord]]:
     """Trains global steps [start, stop) of one network (a ``make_segment_fn`` function) and returns the
     new state and its eval records; ``train_lanes`` with a single lane (same arguments)."""
     lane_callback = None if on_segment is None else (
         lambda st, recs, t, wins: on_segment(st, recs[0], t, wins[0]))
     state, records = train_lanes(as_single_lane(segment_fn), state, data, key[None], start, stop, spe=spe,
                                  eval_every=eval_every, total=total, windows=[window or early_stopping.EvalWindow()],
-                                 best_vals=[best_val], on_segment=lane_callback, label=label)
+                                 best_vals=[best_val], on_segment=lane_callback, label=label, levels=levels)
     return state, records[0]
 
 
@@ -199,7 +201,8 @@ def train_lanes(segment_fn: Callable[..., Any], state: TrainState, data: DeviceD
                 start: int, stop: int, *, spe: int, eval_every: int, total: Optional[int] = None,
                 windows: Optional[list[early_stopping.EvalWindow]] = None, best_vals: Optional[list[float]] = None,
                 on_segment: Optional[LanesCallback] = None, label: str = '',
-                seeds: Optional[Sequence[int]] = None) -> tuple[TrainState, list[list[EvalRecord]]]:
+                seeds: Optional[Sequence[int]] = None,
+                levels: tuple[float, float] = (0.0, 0.0)) -> tuple[TrainState, list[list[EvalRecord]]]:
     """Trains global steps [start, stop) of N lanes (seeds) at once and returns the new state and each
     lane's eval records.
 
@@ -208,7 +211,8 @@ def train_lanes(segment_fn: Callable[..., Any], state: TrainState, data: DeviceD
     evaluated). ``windows`` carry each lane's train metrics since its last
     evaluation when resuming. ``on_segment(state, records_so_far, step,
     windows)`` is called after each segment (host side, e.g. for
-    checkpoints); it is the only host sync. ``seeds`` name the lanes in errors.
+    checkpoints); it is the only host sync. ``seeds`` name the lanes in errors. ``levels``: the round's
+    sparsity at its start and end (in-round pruning's schedule, ``jst.training.pruning.IN_ROUND``).
     """
     total = stop if total is None else total
     num_lanes = int(keys.shape[0])
@@ -220,7 +224,8 @@ def train_lanes(segment_fn: Callable[..., Any], state: TrainState, data: DeviceD
     t = start
     t_begin = time.time()
     for epoch, pos, length in plan_segments(start, stop, spe):
-        state, metrics = segment_fn(state, data, keys, Span(epoch, pos, t, total, eval_every), best, length=length)
+        span = Span(epoch, pos, t, total, eval_every, np.asarray(levels, np.float32))
+        state, metrics = segment_fn(state, data, keys, span, best, length=length)
         metrics = jax.device_get(metrics)
         best = np.asarray(metrics['best_val'], np.float32)
         loss = np.asarray(metrics['loss'])
