@@ -5,6 +5,7 @@
     python launch/study.py status conv2                       # each part: done, running, paused or not started
     python launch/study.py status                             # every study: parts committed
     python launch/study.py page index [--check]               # docs/results/README.md and the README's verdict
+    python launch/study.py handoff cifar10_paper [--commit]   # packs paused parts for the next machine
 
 ``run`` advances a study part by part (``jst.analysis.campaign``): each (budget, policy) cell is one
 ``launch/main.py`` process with all its seeds as lanes, or, for a study with ``lanes_per_run=k``, processes of k
@@ -15,6 +16,8 @@ evaluation; one over 1 MB stays in the workdir, named by its sha256 in ``run.jso
 with ``run.json`` (workdir, command, seconds, commit), and
 the study's page is regenerated; ``--commit`` commits them at once. SIGTERM (or Ctrl-C) pauses: the training stops,
 keeps its last checkpoint, and the same command continues. ``--shard=I/N`` lets N runners share a study.
+``handoff`` packs each paused part's workdir beside its records (``jst.analysis.handoff``; ``--commit`` commits
+the archives): on a fresh machine ``run`` unpacks it and resumes where it stopped, and drops it with the records.
 ``page`` renders the page and the figure from the records only (``jst.analysis.pages``); ``--check`` exits 1 when
 the committed page differs (what ``tests/test_results.py`` runs). Offline: set ``JST_MANUAL_DIR``.
 """
@@ -31,6 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from jst import errors
 from jst.analysis import campaign
+from jst.analysis import handoff
 from jst.analysis import pages
 from jst.analysis import results_index
 from jst.analysis import study as study_lib
@@ -44,7 +48,8 @@ README = os.path.join(REPO, 'README.md')
 _POLICY = flags.DEFINE_string('policy', None, 'run: only this policy.')
 _BUDGET = flags.DEFINE_integer('budget', None, 'run: only this budget (steps per round).')
 _CHECK = flags.DEFINE_bool('check', False, 'page: exit 1 when the committed page differs.')
-_COMMIT = flags.DEFINE_bool('commit', False, 'run: git-commit each finished part\'s records at once.')
+_COMMIT = flags.DEFINE_bool('commit', False, 'run: git-commit each finished part\'s records at once; handoff: the '
+                             'archives.')
 _MAX_PARTS = flags.DEFINE_integer('max_parts', 0, 'run: stop after training this many parts (0: all).')
 DEFAULT_WORKDIR_ROOT = os.path.join(os.path.expanduser('~'), '.cache', 'jst', 'studies')
 _WORKDIR_ROOT = flags.DEFINE_string(
@@ -124,14 +129,26 @@ def run(study: study_lib.Study) -> None:
     print(f'{study.name}: {n} part(s) trained; every selected part has records.', flush=True)
 
 
+def hand_off(study: study_lib.Study) -> None:
+    """``handoff STUDY``: packs every paused part (checkpoints, no records) for the next machine."""
+    results = _RESULTS_DIR.value or RESULTS
+    written = handoff.pack_study(study, results, _WORKDIR_ROOT.value, campaign.part_order(study), campaign.part_done)
+    for path in written:
+        print(f'packed {os.path.relpath(path, REPO)} ({os.path.getsize(path) / 1e3:,.0f} kB)')
+    if written and _COMMIT.value:
+        campaign.commit_paths(REPO, written, f'{study.name}: handoff of {len(written)} paused part(s); '
+                                             f'`launch/study.py run {study.name}` resumes them')
+    print(f'{study.name}: {len(written)} paused part(s) packed.')
+
+
 def main(argv):
     if argv[1:] == ['status']:
         for name, study in STUDIES.items():
             done, total = results_index.parts_done(_RESULTS_DIR.value or RESULTS, study)
             print(f'{name:<22} {done:>3} of {total:>3} parts committed')
         return None
-    if len(argv) != 3 or argv[1] not in ('run', 'page', 'status'):
-        raise app.UsageError('usage: python launch/study.py run|page|status STUDY [--policy=..] [--budget=..] '
+    if len(argv) != 3 or argv[1] not in ('run', 'page', 'status', 'handoff'):
+        raise app.UsageError('usage: python launch/study.py run|page|status|handoff STUDY [--policy=..] [--budget=..] '
                              f'[--check]; STUDY: one of {sorted(STUDIES)}, or index / speed for page; status alone '
                              'lists every study')
     try:
@@ -144,6 +161,8 @@ def main(argv):
         study = _study(argv[2])
         if argv[1] == 'run':
             return run(study)
+        if argv[1] == 'handoff':
+            return hand_off(study)
         if argv[1] == 'status':
             logging.set_verbosity(logging.WARNING)  # orbax's restore logs would bury the table
             return print(campaign.status_table(study, _RESULTS_DIR.value or RESULTS, _WORKDIR_ROOT.value))

@@ -47,10 +47,11 @@ def tfds_data_dir(tmp_path_factory) -> str:
 
 # Modules that launch no process and train no whole run; every other test is ``slow``.
 FAST_MODULES = ('test_layout', 'test_masks', 'test_report', 'test_expand', 'test_library', 'test_config', 'test_data',
-                 'test_library_refusals', 'test_sparsity', 'test_provenance', 'test_progress')
+                 'test_library_refusals', 'test_sparsity', 'test_provenance', 'test_progress', 'test_pruners')
 FAST_TESTS = ('test_train.py::test_lanes_evaluate_the_test_split_only_where_a_lane_has_a_new_minimum',
                'test_golden.py::test_tolerances_are_tight_where_results_live',
                'test_study_runner.py::test_shards_split_the_parts_without_overlap',
+               'test_study_runner.py::test_handoff_packs_a_paused_part_and_a_fresh_workdir_resumes_from_it',
                'test_study_runner.py::test_a_part_counts_as_finished_only_with_all_its_records',
                'test_study_runner.py::test_campaign_refuses_what_its_study_lacks',
                'test_study_runner.py::test_large_metrics_stay_in_the_workdir_named_by_their_digest',

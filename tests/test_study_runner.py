@@ -5,6 +5,7 @@ The toy study (``jst/analysis/studies.py: TEST_STUDIES['toy']``): 2 policies x 2
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -66,6 +67,12 @@ def test_interrupted_campaign_resumes_to_the_same_records(mnist_dir, tmp_path):
     assert proc.returncode == 1 and 'Rerunning the same command resumes it' in proc.stderr, proc.stderr[-3000:]
     assert _finished(out) == PARTS[:1]
     assert os.listdir(os.path.join(root, 'toy', '40', 'prune_continue', 'seed_0', 'checkpoints'))
+    # A fresh machine: the paused part is handed off beside the records, its workdir lost, and resumed from it.
+    proc = subprocess.run([sys.executable, STUDY_PY, 'handoff', 'toy', f'--results_dir={out}', f'--workdir_root={root}'],
+                          env=_env(mnist_dir), cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and 'toy: 1 paused part(s) packed.' in proc.stdout, proc.stdout + proc.stderr
+    archive = os.path.join(out, 'toy', 'handoff', '40', 'prune_continue', 'seed_0.tar.gz')
+    shutil.rmtree(os.path.join(root, 'toy', '40', 'prune_continue', 'seed_0'))
     # SIGTERM while a part trains: paused (exit 143), nothing half-written under records/.
     runner = subprocess.Popen(_cmd(out, root), env=_env(mnist_dir), cwd=REPO, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
@@ -82,6 +89,7 @@ def test_interrupted_campaign_resumes_to_the_same_records(mnist_dir, tmp_path):
     proc = _run(out, root, mnist_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert _finished(out) == PARTS
+    assert not os.path.exists(archive), 'the records replace the handed-off checkpoints'
     for policy, seed in PARTS:
         diffs = golden_runs.differences(_part_records(ref, policy, seed), _part_records(out, policy, seed),
                                         rel=0.0, abs_=0.0)
@@ -214,3 +222,50 @@ def test_status_tells_done_running_paused_and_not_started_parts(tmp_path):
     assert lines[3].split()[4:] == ['running', 'pid', '123', 'on', 'host', 'h'], text
     assert lines[4].split()[4:] == ['not', 'started'], text
     assert lines[-1] == '1 done, 1 running, 1 paused, 1 not started', text
+
+
+def test_handoff_packs_a_paused_part_and_a_fresh_workdir_resumes_from_it(tmp_path, monkeypatch):
+    """``launch/study.py handoff``: a part with checkpoints and no records is packed beside the records (not its
+    lock); a running part is refused; ``run_part`` unpacks it into an empty workdir (never over newer checkpoints),
+    and removes it when the records land."""
+    from jst.analysis import handoff  # pylint: disable=g-import-not-at-top
+    from jst.analysis.studies import TEST_STUDIES  # pylint: disable=g-import-not-at-top
+    from jst.run import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+    study, results, root = TEST_STUDIES['toy'], str(tmp_path / 'results'), str(tmp_path / 'work')
+    workdir = os.path.join(root, study.workdir('lth', 40, (0, 1)))
+    os.makedirs(os.path.join(workdir, 'checkpoints', '120'))
+    files = {'checkpoints/120/state.bin': os.urandom(2048), 'config.json': b'{"seed": 0}', '.lock': b'pid 1'}
+    for name, data in files.items():
+        with open(os.path.join(workdir, name), 'wb') as f:
+            f.write(data)
+    order = campaign.part_order(study)
+    holder = subprocess.Popen([sys.executable, '-c', 'import sys, time; from jst.run import workdir; '
+                               f'workdir.WorkdirLock({workdir!r}).__enter__(); print("locked", flush=True); '
+                               'time.sleep(60)'], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert holder.stdout.readline().strip() == 'locked'
+        with pytest.raises(workdir_lib.WorkdirError, match='pause its runner first'):
+            handoff.pack_study(study, results, root, order, campaign.part_done)
+    finally:
+        holder.kill()
+        holder.wait()
+    written = handoff.pack_study(study, results, root, order, campaign.part_done)
+    archive = os.path.join(results, 'toy', 'handoff', '40', 'lth', 'seed_0.tar.gz')
+    assert written == [archive], 'only the part with checkpoints'
+    shutil.rmtree(root)  # the machine goes
+    seen = []
+
+    def fake_child(args, cwd):  # the training: finds the unpacked workdir, leaves records
+        seen.append({n: open(os.path.join(workdir, n), 'rb').read() for n in ('checkpoints/120/state.bin',
+                                                                             'config.json')})
+        assert not os.path.exists(os.path.join(workdir, '.lock')), 'a lock is never handed on'
+
+    monkeypatch.setattr(campaign, 'run_child', fake_child)
+    monkeypatch.setattr(campaign, 'copy_records', lambda w, out, info: (os.makedirs(out, exist_ok=True), open(
+        os.path.join(out, 'summary.json'), 'w').write('[]')))
+    assert campaign.run_part(REPO, study, 'lth', 40, (0, 1), results, root)
+    assert seen == [{n: files[n] for n in ('checkpoints/120/state.bin', 'config.json')}]
+    assert not os.path.exists(archive)
+    os.makedirs(os.path.dirname(archive), exist_ok=True)  # an archive older than the workdir's checkpoints
+    open(archive, 'wb').write(b'not read')
+    assert not handoff.unpack(archive, workdir)

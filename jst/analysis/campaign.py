@@ -21,6 +21,7 @@ import time
 from typing import Any, Callable, Optional, Sequence
 
 from jst import errors
+from jst.analysis import handoff
 from jst.analysis import study as study_lib
 from jst.run import checkpoint_io
 from jst.run import workdir as workdir_lib
@@ -149,6 +150,9 @@ def run_part(repo: str, study: study_lib.Study, policy: str, budget: int, part: 
     if source and not run_finished(source):  # e.g. on a fresh machine: (re)train it first
         run_child(main_args(repo, study, dict(study.sources)[policy], budget, source, part, workdir_root), cwd=repo)
     args = main_args(repo, study, policy, budget, workdir, part, workdir_root)
+    archive = handoff.archive_path(results_dir, study, budget, policy, part)
+    if handoff.unpack(archive, workdir):  # an earlier machine's checkpoints of this part (launch/study.py handoff)
+        print(f'{study.name}: resuming {workdir} from {os.path.relpath(archive, repo)}', flush=True)
     t0 = time.time()
     run_child(args, cwd=repo)
     copy_records(workdir, out, {
@@ -156,6 +160,10 @@ def run_part(repo: str, study: study_lib.Study, policy: str, budget: int, part: 
         'finished': time.strftime('%Y-%m-%d %H:%M:%S %Z'), 'jst_commit': head_commit(repo),
         'machine': machine_name()})
     paths = [out] + (after_records() if after_records else [])
+    if os.path.exists(archive):  # the records replace the handed-off checkpoints
+        was_tracked = handoff.tracked(repo, archive)
+        os.remove(archive)
+        paths += [archive] if was_tracked else []
     if commit:
         first, n = part
         commit_paths(repo, paths, f'{study.name}: records of {policy} at {budget} steps/round, seeds '
