@@ -134,7 +134,8 @@ def train_round(ctx: context_lib.RunContext, journal: Optional[journal_lib.Journ
             ctx.segment_fn(spec, n), state, ctx.data, keys, a, b, spe=ctx.steps_per_epoch,
             eval_every=ctx.eval_every, total=ctx.steps_per_round, windows=latest['windows'], label=label,
             best_vals=[min([r.val_loss for r in lane], default=float('inf')) for lane in records],
-            on_segment=on_segment, seeds=seeds, levels=levels)
+            on_segment=on_segment, seeds=seeds, levels=levels,
+            start_losses=[(ev or {}).get('val_loss') for ev in start_evals])
         for lane_records, lane_new in zip(records, new):
             lane_records.extend(lane_new)
         if b == snapshot_at and on_snapshot is not None:

@@ -201,8 +201,8 @@ def train_lanes(segment_fn: Callable[..., Any], state: TrainState, data: DeviceD
                 start: int, stop: int, *, spe: int, eval_every: int, total: Optional[int] = None,
                 windows: Optional[list[early_stopping.EvalWindow]] = None, best_vals: Optional[list[float]] = None,
                 on_segment: Optional[LanesCallback] = None, label: str = '',
-                seeds: Optional[Sequence[int]] = None,
-                levels: tuple[float, float] = (0.0, 0.0)) -> tuple[TrainState, list[list[EvalRecord]]]:
+                seeds: Optional[Sequence[int]] = None, levels: tuple[float, float] = (0.0, 0.0),
+                start_losses: Optional[Sequence[Optional[float]]] = None) -> tuple[TrainState, list[list[EvalRecord]]]:
     """Trains global steps [start, stop) of N lanes (seeds) at once and returns the new state and each
     lane's eval records.
 
@@ -213,11 +213,14 @@ def train_lanes(segment_fn: Callable[..., Any], state: TrainState, data: DeviceD
     windows)`` is called after each segment (host side, e.g. for
     checkpoints); it is the only host sync. ``seeds`` name the lanes in errors. ``levels``: the round's
     sparsity at its start and end (in-round pruning's schedule, ``jst.training.pruning.IN_ROUND``).
+    ``start_losses``: each lane's validation loss before the round, the reference of the one divergence rule
+    (``early_stopping.diverged``; else the first evaluation's).
     """
     total = stop if total is None else total
     num_lanes = int(keys.shape[0])
     seeds = list(seeds) if seeds is not None else list(range(num_lanes))
-    first_loss, diverging = None, [False] * num_lanes
+    diverging = [False] * num_lanes
+    start_losses = list(start_losses) if start_losses is not None else [None] * num_lanes
     records: list[list[early_stopping.EvalRecord]] = [[] for _ in range(num_lanes)]
     windows = list(windows) if windows is not None else [early_stopping.EvalWindow() for _ in range(num_lanes)]
     best = np.asarray(best_vals if best_vals is not None else [float('inf')] * num_lanes, np.float32)
@@ -230,20 +233,18 @@ def train_lanes(segment_fn: Callable[..., Any], state: TrainState, data: DeviceD
         best = np.asarray(metrics['best_val'], np.float32)
         loss = np.asarray(metrics['loss'])
         _check_finite(loss, t, epoch, label, seeds)
-        first_loss = loss[:, 0].astype(float) if first_loss is None else first_loss
-        recent = loss[:, -10:].mean(axis=1)
-        for lane in np.nonzero((recent > early_stopping.DIVERGENCE_FACTOR * np.maximum(first_loss, 1e-3)) &
-                               ~np.asarray(diverging))[0]:
-            diverging[lane] = True
-            logging.warning('%s (seed %d): the training loss grew from %.3g to %.3g by step %d: training is '
-                            'diverging; consider a lower config.learning_rate.', label, seeds[lane],
-                            first_loss[lane], recent[lane], t + length)
         new_any = False
         for lane in range(num_lanes):
             lane_metrics = {k: np.asarray(v)[lane] for k, v in metrics.items()}
             new, windows[lane] = early_stopping.records_from_metrics(lane_metrics, t, windows[lane])
             records[lane].extend(new)
             new_any = new_any or bool(new)
+            if new and not diverging[lane] and early_stopping.diverged(records[lane], start_losses[lane]):
+                diverging[lane] = True  # the rule of the records' ``diverged`` field, said as soon as it holds
+                logging.warning('%s (seed %d): the training loss reached %.3g by step %d, over %g times the '
+                                "round's starting loss: training is diverging; consider a lower "
+                                'config.learning_rate.', label, seeds[lane], max(r.train_loss for r in records[lane]),
+                                t + length, early_stopping.DIVERGENCE_FACTOR)
         t += length
         if on_segment is not None:
             on_segment(state, records, t, windows)
