@@ -138,3 +138,17 @@ def test_in_round_pruning_is_exact_over_a_split_run(name):
         assert counts(whole.masks) == {k: round(0.2 * n) for k, n in sizes.items()}, 'the round ends at its level'
     else:
         assert counts(whole.masks) == counts(state.masks), 'RigL keeps every layer\'s count'
+
+
+def test_every_named_choice_has_its_registry_entry():
+    """The names the config accepts (``configuration.CHOICES``) are exactly the registries' keys: a control, a
+    growth policy or a pruner cannot be accepted by validation and then fall through an if-chain."""
+    from jst.run import configuration  # pylint: disable=g-import-not-at-top
+    from jst.searches import lth, prune_and_grow  # pylint: disable=g-import-not-at-top
+    from jst.training import growth  # pylint: disable=g-import-not-at-top
+    assert set(configuration.CHOICES['pruning']) == set(pruning.PRUNERS)
+    assert set(configuration.CHOICES['growth']) == set(prune_and_grow.GROWTH_POLICIES)
+    assert set(pruning.CONTROLS) - {'none'} == set(lth.CONTROL_STARTS)
+    kinds = {spec.deepened(spec.deepen_positions[0])[1].kind for spec in (
+        specs.MLPSpec((8,)), specs.ConvSpec((4, 4), (False, True), (8,)), specs.ResNetSpec((4,), stem_channels=4))}
+    assert kinds - {'residual_block'} <= set(growth.IDENTITY_LAYERS), kinds

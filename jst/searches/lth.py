@@ -12,7 +12,7 @@ masks as the ticket: ``random_reinit`` (same mask, fresh random init) and
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import jax
 
@@ -103,11 +103,17 @@ def _control_start(ctx: context_lib.RunContext, journal: journal_lib.Journal, co
                    lane: int, r: int) -> Any:
     """The state a control of lane ``lane`` trains from in round ``r``."""
     key = jax.random.fold_in(ctx.key('control', lane), r)
-    if control == 'random_reinit':
-        variables, masks = ctx.init_variables(spec, key), _masks(journal, lane)
-    else:  # 'random_prune'
-        variables, masks = _rewind_point(journal, lane), pruning.random_prune_masks(_masks(journal, lane), key)
+    variables, masks = CONTROL_STARTS[control](ctx, journal, spec, lane, key)
     return ctx.new_state(spec, variables, masks)
+
+
+# The controls of a ticket (``config.control``; names in ``pruning.CONTROLS``): (ctx, journal, spec, lane, key) ->
+# (variables, masks) the control trains from, at the ticket's per-layer counts.
+CONTROL_STARTS: dict[str, Callable[..., tuple[Any, Any]]] = {
+    'random_reinit': lambda ctx, journal, spec, lane, key: (ctx.init_variables(spec, key), _masks(journal, lane)),
+    'random_prune': lambda ctx, journal, spec, lane, key: (
+        _rewind_point(journal, lane), pruning.random_prune_masks(_masks(journal, lane), key)),
+}
 
 
 def _run_controls(ctx: context_lib.RunContext, journal: journal_lib.Journal, controls: tuple[str, ...]) -> None:

@@ -139,26 +139,43 @@ def evaluate_candidates(ctx: context_lib.RunContext, state: train_lib.TrainState
 
 def next_ticket(ctx: context_lib.RunContext, state: train_lib.TrainState, spec: specs.ModelSpec,
                 round_index: int, lane: int = 0) -> NextTicket:
-    """Prunes lane ``lane``'s trained network into this round's ticket and extends it (paper rule or
-    search) with the lane's growth key."""
+    """Prunes lane ``lane``'s trained network into this round's ticket and extends it by ``config.growth``
+    (``GROWTH_POLICIES``) with the lane's growth key."""
     config = ctx.config
     params, masks = pruning.prune_params(pruning.PruningPlan.from_config(config), state.params, state.masks,
                                          round_index + 1)
     state = state.replace(masks=masks, params=params)
     key = jax.random.fold_in(ctx.key('growth', lane), round_index)
-    options = growth.options_from_config(config)
-    tx = ctx.trainer(spec).tx
-    if config.growth == 'none':  # prune and continue: the optimizer treatment applies as for growth
-        if config.optimizer_state_on_growth == 'reset':
-            state = state.replace(opt_state=tx.init(state.params))
-        return NextTicket(state, spec, 'none')
-    if config.growth == 'paper':
-        grown = growth.deepen(state.params, state.masks, spec, key, position=config.grow_position,
-                              batch_stats=state.batch_stats or None, options=options)
-        where = 'end' if config.grow_position < 0 else config.grow_position
-        return NextTicket(growth.grown_state(state, grown, tx, config.optimizer_state_on_growth == 'carry'),
-                          grown.spec, f'deepen@{where}')
-    scored = evaluate_candidates(ctx, state, spec, key, options)
+    if config.growth not in GROWTH_POLICIES:
+        raise ValueError(f'growth={config.growth!r} is unknown; choose one of {sorted(GROWTH_POLICIES)}.')
+    return GROWTH_POLICIES[config.growth](ctx, state, spec, key, round_index)
+
+
+def _continue(ctx: context_lib.RunContext, state: train_lib.TrainState, spec: specs.ModelSpec, key: jax.Array,
+              round_index: int) -> NextTicket:
+    """'none': prune and continue; the optimizer treatment applies as for growth."""
+    del key, round_index
+    if ctx.config.optimizer_state_on_growth == 'reset':
+        state = state.replace(opt_state=ctx.trainer(spec).tx.init(state.params))
+    return NextTicket(state, spec, 'none')
+
+
+def _deepen(ctx: context_lib.RunContext, state: train_lib.TrainState, spec: specs.ModelSpec, key: jax.Array,
+            round_index: int) -> NextTicket:
+    """'paper': one identity layer (or block) at ``grow_position``, as arXiv 2109.03862 grows."""
+    del round_index
+    config = ctx.config
+    grown = growth.deepen(state.params, state.masks, spec, key, position=config.grow_position,
+                          batch_stats=state.batch_stats or None, options=growth.options_from_config(config))
+    where = 'end' if config.grow_position < 0 else config.grow_position
+    return NextTicket(growth.grown_state(state, grown, ctx.trainer(spec).tx,
+                                         config.optimizer_state_on_growth == 'carry'), grown.spec, f'deepen@{where}')
+
+
+def _search(ctx: context_lib.RunContext, state: train_lib.TrainState, spec: specs.ModelSpec, key: jax.Array,
+            round_index: int) -> NextTicket:
+    """'search': the candidate extension with the best validation accuracy after its probe."""
+    scored = evaluate_candidates(ctx, state, spec, key, growth.options_from_config(ctx.config))
     if not scored:
         return NextTicket(None, None, None,
                           stop_reason='budget: no candidate within search.max_depth / search.max_params')
@@ -166,4 +183,9 @@ def next_ticket(ctx: context_lib.RunContext, state: train_lib.TrainState, spec: 
     logging.info('round %d candidates: %s -> %s', round_index,
                  ', '.join(f'{c.candidate.name}={c.val_accuracy:.4f}' for c in scored), best.candidate.name)
     return NextTicket(best.state, best.spec, best.candidate.name, [c.summary() for c in scored],
-                      probe_steps=len(scored) * int(config.search.probe_steps))
+                      probe_steps=len(scored) * int(ctx.config.search.probe_steps))
+
+
+# How the juvenile search extends a ticket, by ``config.growth``: (ctx, pruned state, spec, key, round) -> next.
+# A new policy is one function and one line here (and its name in jst.run.configuration.Growth).
+GROWTH_POLICIES: dict[str, Callable[..., NextTicket]] = {'none': _continue, 'paper': _deepen, 'search': _search}

@@ -56,16 +56,23 @@ def deepen(params: PyTree, masks: PyTree, spec: specs.ModelSpec, key: Array, *,
                                 options, spec=new_spec)
 
 
+# An inserted layer that computes the identity, by ``specs.Insertion.kind``: width -> (params, kept positions).
+IDENTITY_LAYERS: dict[str, Any] = {
+    'dense_identity': lambda width: (expand.identity_dense(width), np.eye(width, dtype=bool)),
+    'conv_dirac': lambda width: (expand.dirac_conv(width), expand.dirac_kernel(width) != 0),
+}
+
+
 def _identity_layer(insertion: specs.Insertion, init: str, k_init: Array, k_noise: Array,
                     options: expand.GrowthOptions) -> tuple[dict[str, Array], dict[str, np.ndarray], dict[str, Array]]:
     """(new params, positions their masks must keep, new batch_stats) of the inserted layer."""
     name, width = insertion.name, insertion.width
     if insertion.kind == 'residual_block':
         return _residual_block(insertion, init, k_init, k_noise, options)
-    if insertion.kind == 'dense_identity':
-        layer, keep = expand.identity_dense(width), np.eye(width, dtype=bool)
-    else:
-        layer, keep = expand.dirac_conv(width), expand.dirac_kernel(width) != 0
+    if insertion.kind not in IDENTITY_LAYERS:  # a spec's new kind: add its identity here, never guess a conv
+        raise expand.ExpansionError(f'{name}: no identity layer for insertion kind {insertion.kind!r}; known: '
+                                    f'{sorted(IDENTITY_LAYERS) + ["residual_block"]} (jst.training.growth).')
+    layer, keep = IDENTITY_LAYERS[insertion.kind](width)
     kernel = f'{name}/kernel'
     new = {kernel: expand.add_noise(layer['kernel'], k_noise, options), f'{name}/bias': layer['bias']}
     return new, {kernel: keep}, {}
