@@ -22,6 +22,7 @@ from jst import driver
 from jst import errors
 from jst.run import knob_docs
 from jst.run import records as records_lib
+from jst.run import workdir as workdir_lib
 from jst.training import parallel
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -93,8 +94,7 @@ def main(argv):
     if os.environ.get('JST_DISTRIBUTED'):  # multi-host: coordinator and ids from the cluster env (parallel.py)
         parallel.initialize_distributed()
     config_path = flags.FLAGS['config'].config_filename
-    workdir = _WORKDIR.value or os.path.join(
-        'runs', os.path.splitext(os.path.basename(config_path.split(':')[0]))[0])
+    workdir = _WORKDIR.value or workdir_lib.default_workdir(config_path)
     try:
         diverged = records_lib.diverged_rounds(driver.train_and_evaluate(config, workdir))
     except KeyboardInterrupt:

@@ -361,3 +361,11 @@ def test_the_head_follows_the_datasets_classes_and_a_contradicting_model_is_refu
     config.model.num_classes = 10
     with pytest.raises(C.ConfigError, match=r'config.model.num_classes=10: mnist has 100 classes; drop the field'):
         C.start_spec(config, 'lth')
+
+
+def test_variants_of_one_config_file_get_their_own_default_workdir():
+    """Issue 37: ``configs/cifar10_conv.py:conv2`` and ``:conv4`` both defaulted to ``runs/cifar10_conv``."""
+    assert workdir.default_workdir('configs/mnist.py') == os.path.join('runs', 'mnist')
+    assert workdir.default_workdir('configs/cifar10_conv.py:conv4') == os.path.join('runs', 'cifar10_conv_conv4')
+    assert workdir.default_workdir('configs/cifar10_conv.py:conv2') != workdir.default_workdir(
+        'configs/cifar10_conv.py:conv4')

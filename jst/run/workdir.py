@@ -259,3 +259,10 @@ def write_config_if_missing(workdir: str, config_dict: dict[str, Any]) -> None:
     path = os.path.join(workdir, CONFIG_FILE)
     if _read_config_file(path) is None:
         atomic_write_text(path, json.dumps(config_dict, indent=1))
+
+
+def default_workdir(config_path: str) -> str:
+    """``runs/<config file name>[_<config argument>]``: ``configs/cifar10_conv.py:conv4`` ->
+    ``runs/cifar10_conv_conv4``, so the variants of one config file never share a workdir."""
+    stem, _, arg = config_path.partition(':')
+    return os.path.join('runs', os.path.splitext(os.path.basename(stem))[0] + (f'_{arg}' if arg else ''))
