@@ -38,7 +38,7 @@ from jst.analysis import handoff
 from jst.analysis import pages
 from jst.analysis import results_index
 from jst.analysis import study as study_lib
-from jst.analysis.studies import STUDIES, TEST_STUDIES, TRANSFER_SOURCE
+from jst.analysis.studies import STUDIES, TEST_STUDIES
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -109,13 +109,9 @@ def write_or_check(outputs: dict[str, str], page: str, check: bool = False) -> N
 def run(study: study_lib.Study) -> None:
     """``run STUDY``: trains the missing parts; exits 143 when paused, 1 when a training failed."""
     results = _RESULTS_DIR.value or RESULTS
-    if study.name == 'transfer_mnist' and not os.path.exists(os.path.join(REPO, TRANSFER_SOURCE, 'summary.json')):
-        # its source: the paper's growth at 1,287 steps per round, seeds 42-46 (no records are copied)
-        source = STUDIES['paper_mnist']
-        campaign.run_child(campaign.main_args(REPO, source, 'grow_dense_new', 1287,
-                                              os.path.join(REPO, TRANSFER_SOURCE), (source.first_seed, 5)), REPO)
     published = os.path.abspath(results) == RESULTS  # a published study's page follows its records
     try:
+        campaign.train_prerequisite(REPO, study, STUDIES)  # the run its policies start from, when it has one
         n = campaign.run_study(REPO, study, results, _WORKDIR_ROOT.value, _POLICY.value, _BUDGET.value,
                                _COMMIT.value, _MAX_PARTS.value, campaign.parse_shard(_SHARD.value),
                                after_records=(lambda: write_pages(study)) if published else None)

@@ -269,3 +269,24 @@ def test_handoff_packs_a_paused_part_and_a_fresh_workdir_resumes_from_it(tmp_pat
     os.makedirs(os.path.dirname(archive), exist_ok=True)  # an archive older than the workdir's checkpoints
     open(archive, 'wb').write(b'not read')
     assert not handoff.unpack(archive, workdir)
+
+
+def test_a_prerequisite_run_is_trained_once_without_naming_its_study_in_the_cli(tmp_path, monkeypatch):
+    """Issue 36: ``launch/study.py`` special-cased ``transfer_mnist``; its source ticket is now the study's
+    ``prerequisite`` (another study's policy at one budget), trained by ``campaign.train_prerequisite`` when its
+    summary is missing and skipped once it is there."""
+    from jst.analysis.studies import STUDIES  # pylint: disable=g-import-not-at-top
+    assert STUDIES['transfer_mnist'].prerequisite == ('paper_mnist', 'grow_dense_new', 1287,
+                                                      'runs/paper_mnist/1287/grow_dense_new', 5)
+    assert 'transfer_mnist' not in open(STUDY_PY).read().split('"""', 2)[2], 'no study is named in the CLI\'s code'
+    calls = []
+    monkeypatch.setattr(campaign, 'run_child', lambda args, cwd: calls.append(args))
+    campaign.train_prerequisite(str(tmp_path), STUDIES['transfer_mnist'], STUDIES)
+    (args,) = calls
+    assert '--config.seed=42' in args and '--config.num_seeds=5' in args and '--config.steps_per_round=1287' in args
+    assert args[-1] == f'--workdir={tmp_path}/runs/paper_mnist/1287/grow_dense_new'
+    os.makedirs(tmp_path / 'runs/paper_mnist/1287/grow_dense_new')
+    (tmp_path / 'runs/paper_mnist/1287/grow_dense_new/summary.json').write_text('[]')
+    campaign.train_prerequisite(str(tmp_path), STUDIES['transfer_mnist'], STUDIES)
+    campaign.train_prerequisite(str(tmp_path), STUDIES['paper_mnist'], STUDIES)  # none: nothing to train
+    assert len(calls) == 1

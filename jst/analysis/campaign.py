@@ -171,6 +171,18 @@ def run_part(repo: str, study: study_lib.Study, policy: str, budget: int, part: 
     return True
 
 
+def train_prerequisite(repo: str, study: study_lib.Study, studies: dict[str, study_lib.Study]) -> None:
+    """Trains ``study.prerequisite`` (another study's policy at one budget, into a workdir of the repository) when
+    its ``summary.json`` is missing; its records are not copied (it is the start of ``study``'s policies)."""
+    if not study.prerequisite:
+        return
+    name, policy, budget, workdir, seeds = study.prerequisite
+    if not os.path.exists(os.path.join(repo, workdir, workdir_lib.SUMMARY_FILE)):
+        source = studies[name]
+        run_child(main_args(repo, source, policy, budget, os.path.join(repo, workdir), (source.first_seed, seeds)),
+                  cwd=repo)
+
+
 def run_finished(workdir: str) -> bool:
     """Whether ``workdir``'s newest checkpoint is of a finished run (its final tickets are there)."""
     if not os.path.isdir(workdir):

@@ -9,7 +9,6 @@ published studies live in ``studies_mnist`` and ``studies_cifar``; the tests' to
 from jst.analysis import study as study_lib
 from jst.analysis.studies_cifar import CIFAR_STUDIES
 from jst.analysis.studies_mnist import MNIST_STUDIES
-from jst.analysis.studies_mnist import TRANSFER_SOURCE  # pylint: disable=unused-import (launch/study.py)
 
 STUDIES = {**MNIST_STUDIES, **CIFAR_STUDIES}
 

@@ -221,7 +221,7 @@ the same policies in `paper_mnist.md` up to float summation order.
         ),
         comparisons=(('from_ticket', 'from_ticket_random'), ('from_ticket', 'from_scratch')),
         headline=('from_ticket', 'from_scratch'), equivalence_margin=MNIST_MARGIN, margin_fixed=MNIST_MARGIN_FIXED,
-        margin_why=MNIST_MARGIN_WHY,
+        margin_why=MNIST_MARGIN_WHY, prerequisite=('paper_mnist', 'grow_dense_new', 1287, TRANSFER_SOURCE, 5),
         headline_question='Does the MNIST ticket transfer to permuted-pixel MNIST better than growing from scratch?',
         notes=f'''
 The juvenility hypothesis's fourth factor: does a ticket carry what it learned to a shifted task? Permuted-pixel

@@ -55,6 +55,9 @@ class Study:
     # (policy, source policy): ``{source}`` in the policy's flags is the source's workdir at the same budget and
     # seeds (e.g. ``--config.init_from={source}`` for the controls of a grown ticket); the campaign trains it first
     sources: tuple[tuple[str, str], ...] = ()
+    # (study, policy, budget, workdir relative to the repository, seeds): a run of another study that this one's
+    # policies start from (``--config.init_from``); ``launch/study.py run`` trains it first when it is missing
+    prerequisite: tuple[str, str, int, str, int] | None = None
     preregistration: str = ''          # the file (relative to the repository) that fixed the design before records
     preregistered_in: str = ''         # the commit (abbreviated) that added it; tests/test_results.py checks the order
 
