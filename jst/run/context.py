@@ -24,6 +24,7 @@ from jst.data import datasets as data_lib
 from jst.models import specs
 from jst.run import configuration
 from jst.run import data_checks
+from jst.run import plans
 from jst.training import parallel
 from jst.training import pruning
 from jst.training import train as train_lib
@@ -45,6 +46,7 @@ class RunContext:
     lane_keys: list[dict[str, jax.Array]]  # per lane (seed): {name: key} for KEY_NAMES
     mesh: Optional[Any] = None  # data-parallel mesh (None: one device)
     data_identity: dict[str, Any] = dataclasses.field(default_factory=dict)  # data.fingerprint of ``dataset``
+    plan: Optional[plans.SearchPlan] = None  # what the searches read of the config, typed (make_context sets it)
     _compiled: dict[Any, Any] = dataclasses.field(default_factory=dict)
     _executor: Optional[concurrent.futures.ThreadPoolExecutor] = None
 
@@ -169,4 +171,4 @@ def make_context(config: ml_collections.ConfigDict, workdir: str,
     return RunContext(config, workdir, dataset, data, tuple(dataset.train.images.shape[1:]),
                       data_checks.resolve_steps(config, num_train), spe,
                       config.eval_every if config.eval_every > 0 else spe, lane_keys, mesh=mesh,
-                      data_identity=data_lib.fingerprint(dataset))
+                      data_identity=data_lib.fingerprint(dataset), plan=plans.SearchPlan.from_config(config))

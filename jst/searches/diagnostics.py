@@ -173,11 +173,11 @@ def summarize(diag: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------
 def summary(ctx: context_lib.RunContext, spec: specs.ModelSpec, state: train_lib.TrainState) -> dict[str, Any]:
     """Juvenility diagnostics of ``state`` on the probe batch (the first training examples)."""
-    c = ctx.config
+    d = ctx.plan.diagnostics
     diagnostics = ctx.compiled('diagnostics', spec, lambda: make_diagnostics(
-        ctx.trainer(spec), spec.preactivation_pattern, num_minibatches=c.juvenility_minibatches,
-        hutchinson_samples=c.juvenility_hutchinson_samples, rho=c.juvenility_rho, unroll=ctx.unroll(spec)))
-    n = min(int(c.juvenility_probe_size), ctx.num_train)
+        ctx.trainer(spec), spec.preactivation_pattern, num_minibatches=d.minibatches,
+        hutchinson_samples=d.hutchinson_samples, rho=d.rho, unroll=ctx.unroll(spec)))
+    n = min(d.probe_size, ctx.num_train)
     x, y = ctx.data.train_x[:n], ctx.data.train_y[:n]
     return summarize(diagnostics(state.params, state.batch_stats, state.masks, x, y, jax.random.key(0)))
 
@@ -189,11 +189,11 @@ def learning_potential(ctx: context_lib.RunContext, spec: specs.ModelSpec, state
     Runs the jitted train step from a Python loop on batches fixed by a numpy seed: cheap to
     compile for every new architecture, and the same batches for every round and method.
     """
-    steps = int(ctx.config.learning_potential_steps)
+    steps = ctx.plan.diagnostics.learning_potential_steps
     if steps <= 0:
         return float('nan')
     step = ctx.step_fn(spec)
-    idx = np.random.default_rng(999).integers(0, ctx.num_train, (steps, ctx.config.batch_size))
+    idx = np.random.default_rng(999).integers(0, ctx.num_train, (steps, ctx.plan.batch_size))
     for i in range(steps):
         batch = jnp.asarray(idx[i])
         state, _ = step(state, ctx.data.train_x[batch], ctx.data.train_y[batch])

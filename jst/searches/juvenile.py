@@ -37,7 +37,7 @@ def run(ctx: context_lib.RunContext) -> list[dict[str, Any]]:
     progress inside trainings.
     """
     with journal_lib.Journal(ctx.workdir, checkpointing.RecursiveProgress(), ctx.config_dict(),
-                             ctx.config.overwrite) as journal:
+                             ctx.plan.overwrite) as journal:
         if not journal.restore():
             states, lanes = {}, []
             for lane in ctx.lanes:
@@ -60,9 +60,9 @@ def next_group(progress: checkpointing.RecursiveProgress) -> list[int]:
 
 
 def _stop_reason(ctx: context_lib.RunContext, lane: checkpointing.LaneProgress) -> Optional[str]:
-    if lane.round == ctx.config.num_rounds:
+    if lane.round == ctx.plan.num_rounds:
         return 'num_rounds'
-    if ctx.config.growth == 'search' and lane.rounds_without_gain >= ctx.config.search.patience:
+    if ctx.plan.growth == 'search' and lane.rounds_without_gain >= ctx.plan.search.patience:
         return f'patience: {lane.rounds_without_gain} rounds without validation gain'
     return None
 
@@ -75,7 +75,7 @@ def _run_group(ctx: context_lib.RunContext, journal: journal_lib.Journal, group:
     tx = ctx.trainer(spec).tx
     states = [journal.state(ArrayKey.ROUND_STATE, i, tx) for i in group]
     progress_lib.at_training(r)
-    label = f'juvenile round {r}/{ctx.config.num_rounds}' + (
+    label = f'juvenile round {r}/{ctx.plan.num_rounds}' + (
         f' (seeds {[ctx.seeds[i] for i in group]})' if len(group) < len(ctx.lanes) else '')
     results = rounds.train_round(ctx, journal, spec, states, group, round_index=r, label=label,
                                  tag=f'round{r}/lanes{"-".join(map(str, group))}')
@@ -112,7 +112,7 @@ def _end_lane_round(ctx: context_lib.RunContext, journal: journal_lib.Journal, i
             lane.grown_by, lane.candidates, lane.round = nxt.grown_by, nxt.candidates, r + 1
             probe_steps = nxt.probe_steps
     rounds.record_round(ctx, journal, result, lane=i, round_index=r, method='juvenile', control='none', spec=spec,
-                        cumulative_steps=lane.cumulative, growth=ctx.config.growth, grown_by=grown_by,
+                        cumulative_steps=lane.cumulative, growth=ctx.plan.growth, grown_by=grown_by,
                         candidates=candidates, stop_reason=stop_reason)
     lane.cumulative += probe_steps  # the search's probe training counts toward the next round's budget
     lane.done = stop_reason is not None

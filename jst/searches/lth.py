@@ -36,9 +36,9 @@ def run(ctx: context_lib.RunContext) -> list[dict[str, Any]]:
     after the ticket's training. A checkpoint is written after every phase and inside trainings.
     All lanes share the architecture, so each training is one compiled program over the lanes.
     """
-    controls = pruning.control_names(ctx.config.control)
+    controls = ctx.plan.controls
     with journal_lib.Journal(ctx.workdir, checkpointing.LotteryProgress(), ctx.config_dict(),
-                             ctx.config.overwrite) as journal:
+                             ctx.plan.overwrite) as journal:
         if not journal.restore():
             starts = {lane: tickets.start_network(ctx, 'lth', lane) for lane in ctx.lanes}
             journal.put_variables(ArrayKey.THETA0, {i: v for i, (_, v, _) in starts.items()})
@@ -69,7 +69,7 @@ def _training_index(r: int, k: int, num_controls: int) -> int:
 
 def _train_ticket(ctx: context_lib.RunContext, journal: journal_lib.Journal) -> None:
     """Trains round r's ticket of every lane from theta_0 (or the rewind point), records it, prunes for r + 1."""
-    progress, config, lanes = journal.progress, ctx.config, ctx.lanes
+    progress, plan, lanes = journal.progress, ctx.plan, ctx.lanes
     r, spec = progress.round, progress.model_spec()
 
     def store_rewind(states) -> None:
@@ -79,19 +79,19 @@ def _train_ticket(ctx: context_lib.RunContext, journal: journal_lib.Journal) -> 
 
     start_variables = lambda i: _rewind_point(journal, i) if r > 0 else journal.variables(ArrayKey.THETA0, i)
     states = [ctx.new_state(spec, start_variables(i), _masks(journal, i)) for i in lanes]
-    progress_lib.at_training(_training_index(r, 0, len(pruning.control_names(config.control))))
+    progress_lib.at_training(_training_index(r, 0, len(plan.controls)))
     results = rounds.train_round(
-        ctx, journal, spec, states, lanes, round_index=r, start=config.rewind_step if r > 0 else 0,
-        label=f'lth round {r}/{config.num_rounds}',
-        tag=f'round{r}/none', snapshot_at=config.rewind_step if r == 0 else 0, on_snapshot=store_rewind)
+        ctx, journal, spec, states, lanes, round_index=r, start=plan.rewind_step if r > 0 else 0,
+        label=f'lth round {r}/{plan.num_rounds}',
+        tag=f'round{r}/none', snapshot_at=plan.rewind_step if r == 0 else 0, on_snapshot=store_rewind)
     progress.cumulative['none'] += results[0].steps
-    plan, next_masks = pruning.PruningPlan.from_config(config), {}
+    next_masks = {}
     for lane, result in zip(lanes, results):
         rounds.record_round(ctx, journal, result, lane=lane, round_index=r, method='lth', control='none',
                             spec=spec, cumulative_steps=progress.cumulative['none'])
-        if r < config.num_rounds:
-            next_masks[lane] = pruning.prune(plan, result.state.params, result.state.masks, r + 1)  # as trained
-    if r < config.num_rounds:
+        if r < plan.num_rounds:
+            next_masks[lane] = pruning.prune(plan.pruning, result.state.params, result.state.masks, r + 1)  # as trained
+    if r < plan.num_rounds:
         journal.put_masks(ArrayKey.NEXT_MASKS, next_masks)
     else:
         journal.store_final([(lane, spec, result.state) for lane, result in zip(lanes, results)])
@@ -124,8 +124,8 @@ def _run_controls(ctx: context_lib.RunContext, journal: journal_lib.Journal, con
         control = controls[progress.control_index]
         states = [_control_start(ctx, journal, control, spec, lane, r) for lane in lanes]
         progress_lib.at_training(_training_index(r, 1 + progress.control_index, len(controls)))
-        results = rounds.train_round(ctx, journal, spec, states, lanes, round_index=r, start=ctx.config.rewind_step,
-                                     label=f'lth round {r}/{ctx.config.num_rounds} ({control})',
+        results = rounds.train_round(ctx, journal, spec, states, lanes, round_index=r, start=ctx.plan.rewind_step,
+                                     label=f'lth round {r}/{ctx.plan.num_rounds} ({control})',
                                      tag=f'round{r}/{control}')
         progress.cumulative[control] += results[0].steps
         for lane, result in zip(lanes, results):
@@ -133,7 +133,7 @@ def _run_controls(ctx: context_lib.RunContext, journal: journal_lib.Journal, con
                                 spec=spec, cumulative_steps=progress.cumulative[control])
         progress.control_index += 1
         journal.save()
-    if r < ctx.config.num_rounds:
+    if r < ctx.plan.num_rounds:
         journal.promote(ArrayKey.NEXT_MASKS, ArrayKey.MASKS)
         progress.round, progress.phase = r + 1, 'train'
     else:

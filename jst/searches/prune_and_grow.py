@@ -116,8 +116,7 @@ def make_probe_fn(trainer: train_lib.Trainer, num_train: int, probe_steps: int) 
 def evaluate_candidates(ctx: context_lib.RunContext, state: train_lib.TrainState, spec: specs.ModelSpec, key: jax.Array,
                         options: Any) -> list[ProbedCandidate]:
     """Probe-trains every candidate; returns them scored on validation only (the test split is never read)."""
-    search = ctx.config.search
-    carry = ctx.config.optimizer_state_on_growth == 'carry'
+    search, carry = ctx.plan.search, ctx.plan.carry_optimizer_state
     tx = ctx.trainer(spec).tx
     groups: dict[Any, list[tuple[Candidate, Any, train_lib.TrainState]]] = {}
     for i, cand in enumerate(candidate_list(spec, search)):
@@ -141,21 +140,20 @@ def next_ticket(ctx: context_lib.RunContext, state: train_lib.TrainState, spec: 
                 round_index: int, lane: int = 0) -> NextTicket:
     """Prunes lane ``lane``'s trained network into this round's ticket and extends it by ``config.growth``
     (``GROWTH_POLICIES``) with the lane's growth key."""
-    config = ctx.config
-    params, masks = pruning.prune_params(pruning.PruningPlan.from_config(config), state.params, state.masks,
-                                         round_index + 1)
+    plan = ctx.plan
+    params, masks = pruning.prune_params(plan.pruning, state.params, state.masks, round_index + 1)
     state = state.replace(masks=masks, params=params)
     key = jax.random.fold_in(ctx.key('growth', lane), round_index)
-    if config.growth not in GROWTH_POLICIES:
-        raise ValueError(f'growth={config.growth!r} is unknown; choose one of {sorted(GROWTH_POLICIES)}.')
-    return GROWTH_POLICIES[config.growth](ctx, state, spec, key, round_index)
+    if plan.growth not in GROWTH_POLICIES:
+        raise ValueError(f'growth={plan.growth!r} is unknown; choose one of {sorted(GROWTH_POLICIES)}.')
+    return GROWTH_POLICIES[plan.growth](ctx, state, spec, key, round_index)
 
 
 def _continue(ctx: context_lib.RunContext, state: train_lib.TrainState, spec: specs.ModelSpec, key: jax.Array,
               round_index: int) -> NextTicket:
     """'none': prune and continue; the optimizer treatment applies as for growth."""
     del key, round_index
-    if ctx.config.optimizer_state_on_growth == 'reset':
+    if not ctx.plan.carry_optimizer_state:
         state = state.replace(opt_state=ctx.trainer(spec).tx.init(state.params))
     return NextTicket(state, spec, 'none')
 
@@ -164,18 +162,18 @@ def _deepen(ctx: context_lib.RunContext, state: train_lib.TrainState, spec: spec
             round_index: int) -> NextTicket:
     """'paper': one identity layer (or block) at ``grow_position``, as arXiv 2109.03862 grows."""
     del round_index
-    config = ctx.config
-    grown = growth.deepen(state.params, state.masks, spec, key, position=config.grow_position,
-                          batch_stats=state.batch_stats or None, options=growth.options_from_config(config))
-    where = 'end' if config.grow_position < 0 else config.grow_position
+    plan = ctx.plan
+    grown = growth.deepen(state.params, state.masks, spec, key, position=plan.grow_position,
+                          batch_stats=state.batch_stats or None, options=plan.growth_options)
+    where = 'end' if plan.grow_position < 0 else plan.grow_position
     return NextTicket(growth.grown_state(state, grown, ctx.trainer(spec).tx,
-                                         config.optimizer_state_on_growth == 'carry'), grown.spec, f'deepen@{where}')
+                                         plan.carry_optimizer_state), grown.spec, f'deepen@{where}')
 
 
 def _search(ctx: context_lib.RunContext, state: train_lib.TrainState, spec: specs.ModelSpec, key: jax.Array,
             round_index: int) -> NextTicket:
     """'search': the candidate extension with the best validation accuracy after its probe."""
-    scored = evaluate_candidates(ctx, state, spec, key, growth.options_from_config(ctx.config))
+    scored = evaluate_candidates(ctx, state, spec, key, ctx.plan.growth_options)
     if not scored:
         return NextTicket(None, None, None,
                           stop_reason='budget: no candidate within search.max_depth / search.max_params')
@@ -183,7 +181,7 @@ def _search(ctx: context_lib.RunContext, state: train_lib.TrainState, spec: spec
     logging.info('round %d candidates: %s -> %s', round_index,
                  ', '.join(f'{c.candidate.name}={c.val_accuracy:.4f}' for c in scored), best.candidate.name)
     return NextTicket(best.state, best.spec, best.candidate.name, [c.summary() for c in scored],
-                      probe_steps=len(scored) * int(ctx.config.search.probe_steps))
+                      probe_steps=len(scored) * ctx.plan.search.probe_steps)
 
 
 # How the juvenile search extends a ticket, by ``config.growth``: (ctx, pruned state, spec, key, round) -> next.

@@ -23,5 +23,5 @@ assert tuple(SEARCHES) == typing.get_args(configuration.Method), 'configuration.
 
 
 def run(ctx: context_lib.RunContext) -> list[dict[str, Any]]:
-    """Runs (or resumes) ``ctx.config.method``'s search; returns its summary records."""
-    return SEARCHES[ctx.config.method](ctx)
+    """Runs (or resumes) ``ctx.plan.method``'s search; returns its summary records."""
+    return SEARCHES[ctx.plan.method](ctx)

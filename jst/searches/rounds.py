@@ -54,7 +54,7 @@ class _StartDiagnostics:
                  start_eval: dict[str, Any]):
         self._start_eval, self._pending = start_eval, None
         args = (ctx, spec, state, start_eval['val_accuracy'])
-        if ctx.config.juvenility_background:
+        if ctx.plan.diagnostics.background:
             self._pending = ctx.background().submit(diagnostics.start_of_round, *args)
         else:  # on this thread: the training waits for all of it
             start_eval.update(diagnostics.start_of_round(*args))
@@ -70,10 +70,10 @@ class _StartDiagnostics:
 
 def _checkpoint_due(ctx: context_lib.RunContext, step: int, stop: int, last_saved: float) -> bool:
     """Whether to checkpoint inside a training after global step ``step``."""
-    every, spe = max(int(ctx.config.checkpoint_every_epochs), 0), ctx.steps_per_epoch
+    every, spe = max(ctx.plan.checkpoint_every_epochs, 0), ctx.steps_per_epoch
     if every == 0 or step % spe or step >= stop or (step // spe) % every:
         return False
-    return time.time() - last_saved >= ctx.config.checkpoint_min_interval_s
+    return time.time() - last_saved >= ctx.plan.checkpoint_min_interval_s
 
 
 def train_round(ctx: context_lib.RunContext, journal: Optional[journal_lib.Journal], spec: specs.ModelSpec,
@@ -101,7 +101,7 @@ def train_round(ctx: context_lib.RunContext, journal: Optional[journal_lib.Journ
     start_evals = (progress.start_evals if t != start else
                    [evaluate_start(ctx, spec, st) for st in states])
     pending = []
-    if t == start and ctx.config.juvenility:
+    if t == start and ctx.plan.diagnostics.enabled:
         pending = [_StartDiagnostics(ctx, spec, st, ev) for st, ev in zip(states, start_evals) if ev is not None]
     latest = {'windows': windows, 'saved_at': time.time()}
 
@@ -119,14 +119,14 @@ def train_round(ctx: context_lib.RunContext, journal: Optional[journal_lib.Journ
             st if n > 1 else train_loop.stack_lanes([st]))
 
     if stacked is None:  # one lane trains without the lane axis (``RunContext.segment_fn``)
-        if ctx.config.prune_weights == 'best':  # track the weights of the lowest validation loss
+        if ctx.plan.prune_weights == 'best':  # track the weights of the lowest validation loss
             states = [st.replace(best={'params': st.params, 'batch_stats': st.batch_stats}) for st in states]
         state = train_loop.stack_lanes(states) if n > 1 else states[0]
     else:
         state = stacked if n > 1 else train_loop.unstack_lanes(stacked, 1)[0]
     state = ctx.replicate(state)
     keys, seeds = data_keys(ctx, lanes, round_index), [ctx.seeds[lane] for lane in lanes]
-    levels = pruning.round_levels(pruning.PruningPlan.from_config(ctx.config), round_index)  # in-round pruning
+    levels = pruning.round_levels(ctx.plan.pruning, round_index)  # in-round pruning's schedule
     t0 = time.time()
     segments = [(t, snapshot_at), (snapshot_at, stop)] if snapshot_at and t < snapshot_at < stop else [(t, stop)]
     for a, b in segments:
@@ -145,11 +145,11 @@ def train_round(ctx: context_lib.RunContext, journal: Optional[journal_lib.Journ
     for p in pending:
         p.join()
     final_states = _lane_states(state, n)
-    if ctx.config.prune_weights == 'best':  # the round's network is its early-stopped one
+    if ctx.plan.prune_weights == 'best':  # the round's network is its early-stopped one
         final_states = [st.replace(params=st.best['params'], batch_stats=st.best['batch_stats'], best=None)
                         for st in final_states]
     seconds = time.time() - t0
-    if ctx.config.juvenility:
+    if ctx.plan.diagnostics.enabled:
         for st, ev in zip(final_states, start_evals):
             if ev is not None:
                 _end_diagnostics(ctx, spec, st, ev)
@@ -162,7 +162,7 @@ def data_keys(ctx: context_lib.RunContext, lanes: Sequence[int], round_index: in
     key folded with the round (round 0 keeps the plain key, so a one-round run is unchanged), with ``'replay'``
     the plain key in every round (each round replays round 0's batch order)."""
     keys = ctx.keys_of('data', lanes)
-    if ctx.config.data_order == 'replay' or round_index == 0:
+    if ctx.plan.data_order == 'replay' or round_index == 0:
         return keys
     return jax.vmap(lambda k: jax.random.fold_in(k, round_index))(keys)
 
@@ -186,9 +186,9 @@ def record_round(ctx: context_lib.RunContext, journal: journal_lib.Journal, resu
                  **extra: Any) -> dict[str, Any]:
     """Builds the round's record, adds it to the journal's history, rewrites the record files and
     TensorBoard, prints its line; returns it."""
-    c, state = ctx.config, result.state
+    state = result.state
     record = records_lib.make_record(
-        round_index=round_index, method=method, control=control, variant=c.name or method,
+        round_index=round_index, method=method, control=control, variant=ctx.plan.name or method,
         dataset=ctx.dataset.name, seed=ctx.seeds[lane], data_backend=ctx.dataset.backend, spec=spec,
         params=state.params, masks=state.masks, best=result.best, final=result.records[-1],
         steps=result.steps, seconds=result.seconds, start=result.start, cumulative_steps=cumulative_steps,

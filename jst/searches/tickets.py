@@ -33,17 +33,18 @@ def start_network(ctx: context_lib.RunContext, method: configuration.Method, lan
     """(spec, variables, masks) lane ``lane`` starts from: ``config.init_from``'s ticket when set, else
     ``method``'s start architecture freshly initialised (the lane's init key) with all-True masks."""
     init = lambda spec: ctx.init_variables(spec, ctx.key('init', lane))
-    if ctx.config.init_from:
-        if ctx.config.init_from_weights == 'fresh':
+    transfer = ctx.plan.transfer
+    if transfer.source:
+        if transfer.weights == 'fresh':
             init = lambda spec: ctx.init_variables(spec, jax.random.fold_in(ctx.key('control', lane), FRESH_KEY))
-        spec, variables, masks = load_ticket(ctx.config.init_from, ctx.config.init_from_weights, init, lane,
+        spec, variables, masks = load_ticket(transfer.source, transfer.weights, init, lane,
                                              split=ctx.data_identity.get('split'))
-        if ctx.config.init_from_masks == 'random':
+        if transfer.masks == 'random':
             masks = pruning.random_prune_masks(masks, jax.random.fold_in(ctx.key('init', lane), 1))
         return spec, variables, masks
-    spec = configuration.start_spec(ctx.config, method)
+    spec = ctx.plan.start_spec(method)
     variables = init(spec)
-    masks = pruning.initial_masks(pruning.PruningPlan.from_config(ctx.config), variables['params'],
+    masks = pruning.initial_masks(ctx.plan.pruning, variables['params'],
                                   allow_empty=allow_empty_masks)
     return spec, variables, masks
 
