@@ -133,7 +133,7 @@ def test_runs_record_diagnostics_and_transfer_a_ticket(mnist_dir, tmp_path):
 
 def test_background_start_diagnostics_are_those_of_the_start_state(mnist_dir, tmp_path):
     """The start-of-round diagnostics run on a thread while the round trains: same values as run first."""
-    from jst.run import context
+    from jst.run import context, plans
     from jst.searches import rounds
     from tests.helpers import load_config
     config = load_config('tiny')
@@ -152,6 +152,7 @@ def test_background_start_diagnostics_are_those_of_the_start_state(mnist_dir, tm
     assert result.start['learning_potential'] == alone['learning_potential']
     assert result.start['juvenility_end']['loss'] < alone['juvenility']['loss']
     config.juvenility_background = False  # all on the main thread: same values, all of the time waited
+    exp.plan = plans.SearchPlan.from_config(config)  # the searches read the plan, made once from the config
     (fg,) = rounds.train_round(exp, None, spec, [state], [0], round_index=0, label='t')
     assert fg.start['juvenility'] == alone['juvenility']
     assert fg.start['juvenility_wait_seconds'] >= fg.start['juvenility_seconds'] > 0
