@@ -161,9 +161,7 @@ def run_part(repo: str, study: study_lib.Study, policy: str, budget: int, part: 
         'machine': machine_name()})
     paths = [out] + (after_records() if after_records else [])
     if os.path.exists(archive):  # the records replace the handed-off checkpoints
-        was_tracked = handoff.tracked(repo, archive)
         os.remove(archive)
-        paths += [archive] if was_tracked else []
     if commit:
         first, n = part
         commit_paths(repo, paths, f'{study.name}: records of {policy} at {budget} steps/round, seeds '

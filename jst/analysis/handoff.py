@@ -2,15 +2,14 @@
 
 A part longer than one stretch of a machine (a CIFAR-10 cell on 2 CPU cores takes hours) loses its checkpoints
 when the machine goes. ``pack_study`` writes each paused part's workdir (checkpoints, metrics, config; a few
-hundred KB for the paper's ResNet) to ``<results>/<study>/handoff/<budget>/<policy>[/<part>].tar.gz``, to be
-committed; ``campaign.run_part`` unpacks it into an empty workdir and resumes exactly where it stopped, and
-deletes it when the part's records land. A running part is refused (pause it first: SIGTERM).
+hundred KB for the paper's ResNet) to ``<results>/<study>/handoff/<budget>/<policy>[/<part>].tar.gz`` (git ignores
+them: checkpoints are never committed; carry the folder to the next machine); ``campaign.run_part`` unpacks it
+into an empty workdir, resumes exactly where it stopped, and deletes it when the part's records land. A running part is refused (pause it first: SIGTERM).
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
 import tarfile
 from typing import Callable, Optional
 
@@ -73,8 +72,3 @@ def pack_study(study: study_lib.Study, results_dir: str, workdir_root: str,
         written.append(path)
     return written
 
-
-def tracked(repo: str, path: str) -> bool:
-    """Whether git tracks ``path`` in ``repo`` (a committed archive whose removal is then committed)."""
-    proc = subprocess.run(['git', 'ls-files', '--', path], cwd=repo, capture_output=True, text=True)
-    return proc.returncode == 0 and bool(proc.stdout.strip())
