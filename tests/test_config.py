@@ -310,6 +310,30 @@ def test_a_knob_added_later_does_not_strand_a_run_made_before_it():
     assert workdir.config_differences(saved, {**saved, 'brand_new': 1}) == ["brand_new: '<absent>' in the workdir, 1 now"]
 
 
+# The top-level knobs of a campaign run saved on 2026-12-04 (cifar10_dense_curve seed 43), before the later ones.
+KNOBS_OF_SAVED_RUNS = frozenset((
+    'batch_size block_init checkpoint_every_epochs checkpoint_min_interval_s control data_backend data_dir data_order '
+    'dataset epochs_per_round eval_every eval_test grow_position growth init_from init_from_weights juvenility '
+    'juvenility_background juvenility_hutchinson_samples juvenility_minibatches juvenility_probe_size juvenility_rho '
+    'learning_potential_steps learning_rate level_schedule lth_model manual_dir method model momentum name '
+    'new_layer_mask noise_scale num_devices num_rounds num_seeds optimizer optimizer_state_on_growth overwrite '
+    'permute_pixels prune_exclude prune_fraction prune_include prune_rates prune_scope pruning rewind_step search '
+    'seed split_seed step_loop steps_per_round target_sparsity train_limit validation_size widen_method '
+    'write_report').split())
+
+
+def test_every_knob_added_since_saved_runs_names_the_value_that_reproduces_them():
+    """A knob added to ``default_config`` without an ``ADDED_KNOBS`` entry strands every run in progress (session 14
+    found seed 43 of a campaign refused over three such knobs); each entry must be a value the knob accepts."""
+    config = C.default_config()
+    added = set(config) - KNOBS_OF_SAVED_RUNS
+    assert added <= set(workdir.ADDED_KNOBS), f'add {sorted(added - set(workdir.ADDED_KNOBS))} to ADDED_KNOBS'
+    for knob, value in workdir.ADDED_KNOBS.items():
+        with config.unlocked():
+            config[knob] = value
+    C.validate_config(config)
+
+
 @pytest.mark.parametrize('name', sorted(os.path.splitext(f)[0] for f in os.listdir(os.path.join(REPO, 'configs'))
                                         if f.endswith('.py') and not f.startswith('_')))
 def test_config_help_gives_every_knob_a_meaning(name):

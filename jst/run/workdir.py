@@ -152,7 +152,8 @@ _ABSENT = '<absent>'  # a field one of two config dicts lacks
 # Knobs added after runs were made, with the value that reproduces those runs: a saved config that lacks one
 # matches a current config holding that value (so adding a knob never strands a run in progress).
 # knob: its value in runs made before it
-ADDED_KNOBS = {'prune_weights': 'final', 'cpu_kernels': 'xla', 'init_from_masks': 'ticket'}
+ADDED_KNOBS = {'prune_weights': 'final', 'cpu_kernels': 'xla', 'init_from_masks': 'ticket',
+               'mask_update_every': 100, 'mask_update_end': 0.75, 'rigl_drop_fraction': 0.3}
 
 
 def _differing_fields(saved: dict[str, Any], current: dict[str, Any],
