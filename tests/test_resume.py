@@ -15,6 +15,7 @@ import time
 import numpy as np
 import pytest
 
+import jst
 from jst.run import checkpointing
 from jst import driver
 from jst.training import train_loop as train_lib
@@ -67,9 +68,10 @@ def _final(workdir):
     ckpt = checkpointing.RunCheckpointer(workdir, None)
     meta, arrays = ckpt.restore_latest()
     ckpt.close()
-    assert meta['progress']['phase'] == 'done'
-    if 'masks' in arrays:  # weight reset: per lane (seed)
-        masks = arrays['masks']
+    assert checkpointing.is_finished(meta)
+    last_masks = sorted(k for k in arrays if k.startswith('masks_round'))
+    if last_masks:  # weight reset: the last round's, per lane (seed)
+        masks = arrays[last_masks[-1]]
     else:  # growth: each lane's round state
         masks = {lane: state['masks'] for lane, state in arrays['round_state'].items()}
     return summary, metrics, masks
@@ -231,8 +233,8 @@ def test_real_nan_message(mnist_dir, tmp_path):
 
 
 def test_checkpoint_of_an_older_layout_is_refused_naming_the_fix(mnist_dir, tmp_path):
-    """A workdir checkpointed by the layout before the module re-layout (no schema version) is not
-    resumed: a clear error names --config.overwrite=True, which then starts over."""
+    """A workdir checkpointed by an older layout (no schema version; schema 3's phases) is not resumed: one line
+    names the release that reads it and --config.overwrite=True, which then starts over."""
     from tests.helpers import load_config  # pylint: disable=g-import-not-at-top
     config = load_config('tiny')
     config.manual_dir, config.num_rounds, config.steps_per_round, config.eval_every = mnist_dir, 0, 20, 10
@@ -242,6 +244,14 @@ def test_checkpoint_of_an_older_layout_is_refused_naming_the_fix(mnist_dir, tmp_
             {'theta0': {'x': np.ones(3)}})
     ck.close()
     with pytest.raises(checkpointing.CheckpointError, match=r'another layout.*--config.overwrite=True'):
+        driver.train_and_evaluate(config, str(tmp_path))
+    ck = checkpointing.RunCheckpointer(str(tmp_path), None)  # jst 0.1.0's phases: its release is named
+    ck.save({'schema_version': 3, 'search': 'LotteryProgress', 'progress': {'phase': 'train', 'round': 0}},
+            {'theta0': {'x': np.ones(3)}})
+    ck.close()
+    stale = (r'checkpoint schema 3, which jst 0\.1\.0 \(git checkout \w+\) reads; this jst \('
+             + re.escape(jst.__version__) + r'\) reads schema 4 only.*--config.overwrite=True')
+    with pytest.raises(checkpointing.CheckpointError, match=stale):
         driver.train_and_evaluate(config, str(tmp_path))
     config.overwrite = True
     records = driver.train_and_evaluate(config, str(tmp_path))
@@ -362,11 +372,11 @@ def test_nothing_readable_then_overwrite_really_starts_over(mnist_dir, tmp_path)
 
 
 def test_tampered_meta_is_detected_and_the_good_checkpoint_survives(mnist_dir, tmp_path, lth_baseline):
-    """Issue 20 (a): the meta item (progress, records) is checksummed too. A changed round number or a changed
+    """Issue 20 (a): the meta item (progress, records) is checksummed too. A renamed completed stage or a changed
     stored accuracy in the newest checkpoint's meta is caught: that checkpoint is set aside and the run resumes
     from the older one to the same records, instead of rebuilding summary.json from the tampered values."""
     reference = lth_baseline
-    tampers = (lambda text: text.replace('"round": 1', '"round": 0', 1).replace('"round":1', '"round":0', 1),
+    tampers = (lambda text: re.sub(r'"stages": ?\{"start"', '"stages": {"begin"', text, count=1),
                lambda text: re.sub(r'("test_accuracy": ?0\.)(\d)', lambda m: m.group(1) + str(
                    (int(m.group(2)) + 1) % 10), text, count=1))
     for i, tamper in enumerate(tampers):

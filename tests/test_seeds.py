@@ -6,7 +6,6 @@ import os
 
 import pytest
 
-from jst.run import checkpointing
 from jst.run import configuration
 from jst import driver
 from jst.analysis import report
@@ -58,17 +57,16 @@ def test_each_seed_equals_its_own_run(policy, mnist_dir, tmp_path):
 
 
 def _lanes(*specs_):
-    return checkpointing.RecursiveProgress(lanes=[checkpointing.LaneProgress(round=r, spec={'widths': list(w)},
-                                                                             done=d) for r, w, d in specs_])
+    return [juvenile.LaneProgress(round=r, spec={'widths': list(w)}, done=d) for r, w, d in specs_]
 
 
 def test_search_lanes_train_in_groups_of_one_architecture():
-    progress = _lanes((1, (16, 16), False), (1, (24,), False), (1, (16, 16), False), (0, (16,), True))
-    assert juvenile.next_group(progress) == [0, 2]
-    progress.lanes[0].round = progress.lanes[2].round = 2
-    assert juvenile.next_group(progress) == [1]  # the lowest round first
-    progress = _lanes((3, (8,), True), (2, (8, 8), False))
-    assert juvenile.next_group(progress) == [1]  # finished lanes never train
+    lanes = _lanes((1, (16, 16), False), (1, (24,), False), (1, (16, 16), False), (0, (16,), True))
+    assert juvenile.next_group(lanes) == [0, 2]
+    lanes[0] = lanes[2] = juvenile.LaneProgress(round=2, spec={'widths': [16, 16]})
+    assert juvenile.next_group(lanes) == [1]  # the lowest round first
+    assert juvenile.next_group(_lanes((3, (8,), True), (2, (8, 8), False))) == [1]  # finished lanes never train
+    assert juvenile.next_group(_lanes((3, (8,), True), (2, (8, 8), True))) == []  # all done: the search ends
 
 
 def test_bad_num_seeds_is_refused(mnist_dir):

@@ -24,6 +24,7 @@ from jst import errors
 from jst.analysis import handoff
 from jst.analysis import study as study_lib
 from jst.run import checkpoint_io
+from jst.run import checkpointing
 from jst.run import workdir as workdir_lib
 
 Part = tuple[int, int]  # (first seed, number of seeds): one launch/main.py process
@@ -186,7 +187,7 @@ def run_finished(workdir: str) -> bool:
     if not os.path.isdir(workdir):
         return False
     meta = checkpoint_io.RunCheckpointer(workdir, None).latest_meta() or {}
-    return (meta.get('progress') or {}).get('phase') == 'done'
+    return checkpointing.is_finished(meta)
 
 
 def part_order(study: study_lib.Study) -> list[tuple[int, str, Part]]:

@@ -23,7 +23,7 @@ Imports only ``jst.ops.masks`` and ``jst.ops.pytrees``: usable in any JAX projec
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Literal, Optional, Sequence
+from typing import Any, Callable, Hashable, Literal, Optional, Sequence
 
 import flax
 import jax
@@ -36,15 +36,18 @@ from jst.ops import pytrees
 
 Array = jax.Array
 PyTree = Any
+# The caller's static description of the expanded network, carried through untouched (jst: a ``ModelSpec``;
+# None for a user's module); hashable, as static fields under ``jit`` must be.
+ArchitectureSpec = Optional[Hashable]
 Slices = tuple[tuple[int, int], ...]  # (start, stop) per axis
 # One entry per leaf of the new tree: (new path, old path or None for a new leaf, where the old values sit).
 Plan = tuple[tuple[str, Optional[str], Slices], ...]
 NewMask = Literal['dense', 'sparse']
 BlockInit = Literal['zero', 'paper']
 WidenMethod = Literal['zero_fanout', 'net2net']
-__all__ = ['Plan', 'NewMask', 'BlockInit', 'WidenMethod', 'ExpansionError', 'GrowthOptions', 'Expansion',
-           'insert_layer', 'assert_preserved', 'auto_name_index', 'extend_optimizer_state', 'identity_plan',
-           'identity_dense', 'dirac_conv', 'dirac_kernel', 'insert_leaves', 'assemble',
+__all__ = ['ArchitectureSpec', 'Plan', 'NewMask', 'BlockInit', 'WidenMethod', 'ExpansionError', 'GrowthOptions',
+           'Expansion', 'insert_layer', 'assert_preserved', 'auto_name_index', 'extend_optimizer_state',
+           'identity_plan', 'identity_dense', 'dirac_conv', 'dirac_kernel', 'insert_leaves', 'assemble',
            'new_mask', 'density', 'rename_heads', 'full_slices', 'add_noise']
 
 
@@ -74,7 +77,7 @@ class Expansion:
     params: PyTree
     masks: PyTree
     batch_stats: PyTree
-    spec: Any = flax.struct.field(pytree_node=False)
+    spec: ArchitectureSpec = flax.struct.field(pytree_node=False)
     plan: Plan = flax.struct.field(pytree_node=False)
 
 
@@ -146,7 +149,7 @@ def dirac_conv(channels: int, kernel_size: int = 3) -> dict[str, Array]:
 
 
 def assemble(params_flat: dict[str, Array], old_masks: dict[str, Any], stats_flat: dict[str, Array],
-             spec: Any, plan: Plan, new_masks: dict[str, Array], options: GrowthOptions) -> Expansion:
+             spec: ArchitectureSpec, plan: Plan, new_masks: dict[str, Array], options: GrowthOptions) -> Expansion:
     """Builds the expansion: old masks embedded by the plan, new leaves masked by ``new_masks`` (or all
     kept where ``is_prunable``), params re-masked."""
     masks_flat = {}
@@ -172,7 +175,7 @@ def assemble(params_flat: dict[str, Array], old_masks: dict[str, Any], stats_fla
 
 def insert_leaves(params: PyTree, masks: PyTree, batch_stats: Optional[PyTree], new: dict[str, Array],
                   new_stats: dict[str, Array], rename: dict[str, str], keep: dict[str, np.ndarray],
-                  key: Array, options: GrowthOptions, spec: Any = None) -> Expansion:
+                  key: Array, options: GrowthOptions, spec: ArchitectureSpec = None) -> Expansion:
     """Adds the leaves ``new`` (and batch statistics ``new_stats``) after renaming existing top-level
     modules by ``rename``; new prunable kernels get masks by ``options.new_mask`` keeping ``keep``."""
     flat, mflat = pytrees.flatten_dict(params), pytrees.flatten(masks)

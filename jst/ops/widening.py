@@ -120,7 +120,7 @@ def _grown_mask(old_m: Array, idx: Array, axis: int, amount: int, kept: Array, k
 
 def widen_units(params: PyTree, masks: PyTree, batch_stats: Optional[PyTree], producers: Sequence[tuple],
                 consumers: Sequence[tuple], key: Array, amount: int, options: expand.GrowthOptions,
-                spec: Any = None) -> expand.Expansion:
+                spec: expand.ArchitectureSpec = None) -> expand.Expansion:
     """The widening core: ``producers`` [(path, -1, kind)] gain ``amount`` units on their last axis,
     ``consumers`` [(path, axis)] the matching inputs on ``axis``. Kinds 'mean'/'var' are batch_stats."""
     if amount <= 0:

@@ -6,9 +6,9 @@ A checkpoint (orbax, in ``WORKDIR/checkpoints``) has two items:
   the rewind point, train states, the final ticket), stored as plain nested
   dicts so that they restore without a template even when growth has changed
   the architecture; masks without their ``None`` leaves.
-* ``meta``: JSON: ``SCHEMA_VERSION``, the search's typed progress
-  (``LotteryProgress`` / ``RecursiveProgress``), progress inside the current
-  training (``TrainingProgress``), the final ticket's spec and the run's
+* ``meta``: JSON: ``SCHEMA_VERSION``, the search's name, its completed stages with
+  their results (``Journal.once``), progress inside the current training
+  (``TrainingProgress``), the final tickets' specs and the run's
   ``records.History``.
 
 ``jst.run.journal.Journal`` holds all of it for a running search, behind typed
@@ -27,13 +27,17 @@ from typing import Any, Optional
 import jax
 import numpy as np
 
-from jst.models import specs
+from jst import __version__
 from jst.ops import pytrees
 from jst.run import checkpoint_io
 from jst.training import train as train_lib
 
 PyTree = Any
-SCHEMA_VERSION = 3  # 3: one entry per lane (seed) in arrays and progress
+SCHEMA_VERSION = 4  # 4: completed stages (``Journal.once``) instead of phases; 3: one entry per lane (seed)
+# The release that reads each older schema (a checkpoint of one is refused with this line, never misread).
+READ_BY = {1: 'jst before the per-lane layout (git history before 2026-11)',
+           2: 'jst before the per-lane layout (git history before 2026-11)',
+           3: 'jst 0.1.0 (git checkout 774351f)'}
 CheckpointError = checkpoint_io.CheckpointError
 RunCheckpointer = checkpoint_io.RunCheckpointer
 
@@ -42,14 +46,17 @@ class ArrayKey:
     """Names of the pytrees in a checkpoint's ``arrays`` item."""
 
     THETA0 = 'theta0'            # weight reset: initial variables
-    MASKS = 'masks'              # weight reset: masks of the current round
-    NEXT_MASKS = 'next_masks'    # weight reset: masks after this round's pruning
     REWIND = 'rewind'            # weight reset: variables at rewind_step of round 0
     ROUND_STATE = 'round_state'  # growth: TrainState at the start of the current round
     TRAIN_STATE = 'train_state'  # TrainState of the lanes inside a training, stacked (``TrainingProgress``)
     FINAL = 'final'              # the final ticket: params, batch_stats, masks
 
     # Every key but TRAIN_STATE holds one entry per lane (seed): {lane_name(i): tree}.
+
+    @staticmethod
+    def masks(round_index: int) -> str:
+        """Weight reset: the masks round ``round_index`` trains (its ticket's and controls')."""
+        return f'masks_round{round_index:03d}'
 
 
 def lane_name(lane: int) -> str:
@@ -64,10 +71,10 @@ def per_lane(trees: dict[int, Any]) -> dict[str, Any]:
 
 @dataclasses.dataclass
 class TrainingProgress:
-    """Where a training of ``lanes`` stopped: ``tag`` names it, ``step`` is the next global step; the
-    other fields hold one entry per lane."""
+    """Where a training of ``lanes`` stopped: ``stage`` is the search stage it belongs to
+    (``jst.run.journal.Journal.once``), ``step`` the next global step; the other fields hold one entry per lane."""
 
-    tag: str
+    stage: str
     step: int
     lanes: list[int]
     windows: list[dict[str, list]]
@@ -75,52 +82,17 @@ class TrainingProgress:
     records: list[list[dict[str, Any]]]
 
 
-@dataclasses.dataclass
-class _Progress:
-    """What both searches' progress has: the phase and the (lowest) round being trained."""
-
-    phase: str = 'train'
-    round: int = 0
+def is_finished(meta: dict[str, Any]) -> bool:
+    """Whether a checkpoint's ``meta`` is of a finished search (all its stages ran; its final tickets are kept)."""
+    return meta.get('schema_version') == SCHEMA_VERSION and bool(meta.get('finished'))
 
 
-@dataclasses.dataclass
-class LotteryProgress(_Progress):
-    """Weight reset: ``phase`` 'train' -> 'controls' per round, then 'done'; every lane trains ``spec``."""
-
-    spec: dict[str, Any] = dataclasses.field(default_factory=dict)
-    control_index: int = 0
-    cumulative: dict[str, int] = dataclasses.field(default_factory=dict)  # steps per control
-
-    def model_spec(self) -> specs.ModelSpec:
-        return specs.spec_from_config(self.spec)
-
-
-@dataclasses.dataclass
-class LaneProgress:
-    """Growth, one lane (seed): its round and spec (lanes of the structure search may differ) and its
-    search's stopping state."""
-
-    round: int = 0
-    spec: dict[str, Any] = dataclasses.field(default_factory=dict)
-    done: bool = False
-    best_val: Optional[float] = None
-    rounds_without_gain: int = 0
-    grown_by: Optional[str] = None
-    candidates: Optional[list[dict[str, Any]]] = None
-    cumulative: int = 0
-
-    def model_spec(self) -> specs.ModelSpec:
-        return specs.spec_from_config(self.spec)
-
-
-@dataclasses.dataclass
-class RecursiveProgress(_Progress):
-    """Growth: ``phase`` 'train' until every lane is done; each lane's progress (its spec among it)."""
-
-    lanes: list[LaneProgress] = dataclasses.field(default_factory=list)
-
-    def __post_init__(self):
-        self.lanes = [lane if isinstance(lane, LaneProgress) else LaneProgress(**lane) for lane in self.lanes]
+def stale_schema_line(meta: dict[str, Any]) -> str:
+    """One line naming the checkpoint's schema, the jst release that reads it, and the two ways on."""
+    version = meta.get('schema_version', 1)
+    return (f'checkpoint schema {version}, which {READ_BY.get(version, "an older jst")} reads; this jst '
+            f'({__version__}) reads schema {SCHEMA_VERSION} only. Finish that run with that release, or pass '
+            '--config.overwrite=True to start over (or use another --workdir).')
 
 
 # --------------------------------------------------------------------------

@@ -130,7 +130,7 @@ def default_config() -> ml_collections.ConfigDict:
     # Bookkeeping.
     c.name = ''                # label of this variant in reports ('' = the method)
     c.overwrite = False
-    c.checkpoint_every_epochs = 1  # also at the end of every round/phase; 0 = only those
+    c.checkpoint_every_epochs = 1  # also at the end of every stage (a training with its records); 0 = only those
     c.checkpoint_min_interval_s = 30.0  # ...but inside a training at most this often (0: no limit)
     c.write_report = True          # report.md + PNG plots in WORKDIR/report at the end
     return c
@@ -228,7 +228,7 @@ def _check_numbers(c: ml_collections.ConfigDict) -> None:
         _check(math.isfinite(float(c[field])), f'config.{field}={c[field]} must be a finite number.')
     _check(0.0 <= c.momentum < 1.0, f'config.momentum={c.momentum} must be in [0, 1).')
     _check(c.checkpoint_every_epochs >= 0, f'config.checkpoint_every_epochs={c.checkpoint_every_epochs} must be '
-           '>= 0 (0: only at the end of every round/phase).')
+           '>= 0 (0: only at the end of every stage (a training with its records)).')
     _check(c.checkpoint_min_interval_s >= 0,
            f'config.checkpoint_min_interval_s={c.checkpoint_min_interval_s} must be >= 0.')
     _check(c.split_seed >= 0, f'config.split_seed={c.split_seed} must be >= 0.')

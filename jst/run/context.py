@@ -68,7 +68,7 @@ class RunContext:
             self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='jst-background')
         return self._executor
 
-    def config_dict(self) -> dict[str, Any]:
+    def recorded_config(self) -> dict[str, Any]:
         """The config as plain JSON-able dicts, with the data's identity (``data``: what checkpoints record, so
         that a resume or ``init_from`` on other data is refused)."""
         return {**configuration.config_to_dict(self.config), 'data': self.data_identity}

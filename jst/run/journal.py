@@ -1,19 +1,21 @@
 """A running search's checkpointed state behind typed accessors: the searches never see the storage format.
 
-``Journal`` holds the search's progress (``checkpointing.LotteryProgress`` /
-``RecursiveProgress``), one tree per lane (seed) under each ``ArrayKey``
-(variables, masks or train states, converted by ``checkpointing``), the
-training in progress (``TrainingProgress`` and the stacked state), the final
-tickets and the run's history; ``restore()`` and ``save()`` move all of it to and
-from the newest orbax checkpoint of the workdir. ``FinishedRun`` reads another
-run's final tickets (``config.init_from``).
+A search is a straight-line program of *stages* (train round r's ticket, a control, grow a lane):
+``Journal.once(name, step)`` runs a stage, or, when a checkpoint says it completed, returns the result it
+returned then (JSON) without running it, so a resumed search replays its loop to the first stage not done.
+Inside a stage's training, ``jst.searches.rounds.train_round`` checkpoints its progress under the stage's name
+and resumes there. Besides the completed stages the journal holds one tree per lane (seed) under each
+``ArrayKey`` (variables, masks or train states, converted by ``checkpointing``; a stage's arrays are written
+with its completion), the training in progress (``TrainingProgress`` and the stacked state), the final tickets
+and the run's history; ``restore()`` and ``save()`` move all of it to and from the newest orbax checkpoint of
+the workdir. ``FinishedRun`` reads another run's final tickets (``config.init_from``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, TypeVar
 
 from absl import logging
 
@@ -23,18 +25,23 @@ from jst.run import records as records_lib
 from jst.training import train as train_lib
 
 PyTree = Any
+Json = Any  # what json.dumps writes
+T = TypeVar('T')
 
 
 class Journal:
-    """A running search's checkpointed state: typed progress, arrays, training progress, history.
+    """A running search's checkpointed state: completed stages, arrays, training progress, history.
 
-    Use as a context manager; ``restore()`` loads the newest checkpoint (False when there is
-    none), ``save()`` writes one. A checkpoint of an older layout is refused, or discarded
-    when ``overwrite``.
+    Use as a context manager; ``restore()`` loads the newest checkpoint of ``search`` (False when there is
+    none), ``save()`` writes one. A checkpoint of another schema or search is refused, or discarded when
+    ``overwrite``.
     """
 
-    def __init__(self, workdir: str, progress: Any, config: dict[str, Any], overwrite: bool = False):
-        self.workdir, self.progress, self._overwrite = workdir, progress, overwrite
+    def __init__(self, workdir: str, search: str, config: dict[str, Any], overwrite: bool = False):
+        self.workdir, self.search, self._overwrite = workdir, search, overwrite
+        self.stages: dict[str, Json] = {}  # completed stage -> its result, in the order they completed
+        self.running: Optional[str] = None  # the stage being run (its training checkpoints under its name)
+        self.finished = False
         self.arrays: dict[str, Any] = {}
         self.training: Optional[ck.TrainingProgress] = None
         self.final_specs: dict[str, dict[str, Any]] = {}  # lane name -> spec of its final ticket
@@ -53,9 +60,32 @@ class Journal:
         if self.writer is not None:
             self.writer.close()
 
+    def once(self, name: str, step: Callable[[], T]) -> Json:
+        """Runs stage ``name`` (``step()``, returning a JSON-able result) and checkpoints its completion with
+        what it wrote, or returns its saved result when it completed before. Either way the result is the
+        JSON round-trip of what ``step`` returned, so a fresh and a resumed search see equal values."""
+        if name in self.stages:
+            return self.stages[name]
+        if self.running is not None:
+            raise RuntimeError(f'stage {name!r} started inside stage {self.running!r}: stages do not nest.')
+        self.running = name
+        try:
+            result = json.loads(json.dumps(step()))
+        finally:
+            self.running = None
+        self.stages[name] = result
+        self.save()
+        return result
+
+    def finish(self) -> None:
+        """Marks the search finished (``FinishedRun`` reads its final tickets) and checkpoints it once."""
+        if not self.finished:
+            self.finished = True
+            self.save()
+
     def save(self) -> None:
-        meta = {'schema_version': ck.SCHEMA_VERSION, 'search': type(self.progress).__name__,
-                'progress': dataclasses.asdict(self.progress),
+        meta = {'schema_version': ck.SCHEMA_VERSION, 'search': self.search, 'stages': self.stages,
+                'finished': self.finished,
                 'training': dataclasses.asdict(self.training) if self.training else None,
                 'final_specs': self.final_specs, 'history': dataclasses.asdict(self.history)}
         self.checkpointer.save(json.loads(json.dumps(meta)), self.arrays)
@@ -73,10 +103,6 @@ class Journal:
 
     def drop(self, key: str) -> None:
         self.arrays.pop(key, None)
-
-    def promote(self, source: str, target: str) -> None:
-        """``target`` takes ``source``'s trees (e.g. the next round's masks become the current ones)."""
-        self.arrays[target] = self.arrays.pop(source)
 
     def put_variables(self, key: str, by_lane: dict[int, dict[str, Any]]) -> None:
         self._put(key, {lane: ck.variables_to_storable(v) for lane, v in by_lane.items()})
@@ -135,25 +161,25 @@ class Journal:
         if restored is None:
             return False
         meta, arrays = restored
-        if meta.get('schema_version') != ck.SCHEMA_VERSION or meta.get('search') != type(self.progress).__name__:
-            return self._refuse_stale(meta)
-        self.progress = type(self.progress)(**meta['progress'])
+        if meta.get('schema_version') != ck.SCHEMA_VERSION:
+            return self._refuse(f'were written by another layout: {ck.stale_schema_line(meta)}')
+        if meta.get('search') != self.search:
+            return self._refuse(f"hold a {meta.get('search')!r} search, not {self.search!r}. Pass "
+                                '--config.overwrite=True to start over, or use another --workdir.')
+        self.stages, self.finished = dict(meta['stages']), bool(meta['finished'])
         self.training = ck.TrainingProgress(**meta['training']) if meta.get('training') else None
         self.final_specs, self.arrays = meta.get('final_specs') or {}, arrays
         self.history = records_lib.History(**meta['history'])
         self.history.write(self.workdir)
-        logging.info('Resuming from checkpoint: round %s, phase %s, step %s.', self.progress.round,
-                     self.progress.phase, self.training.step if self.training else 0)
+        inside = f'; inside {self.training.stage!r} at step {self.training.step}' if self.training else ''
+        logging.info('Resuming from checkpoint: %d stage(s) done (the last: %r)%s.', len(self.stages),
+                     next(reversed(self.stages), None), inside)
         return True
 
-    def _refuse_stale(self, meta: dict[str, Any]) -> bool:
-        found = f"schema {meta.get('schema_version', 1)} of {meta.get('search', 'an older jst')}"
+    def _refuse(self, why: str) -> bool:
         if not self._overwrite:
-            raise ck.CheckpointError(f'The checkpoints in {self.checkpointer.directory} were written by another '
-                                  f'layout ({found}; this jst writes schema {ck.SCHEMA_VERSION} of '
-                                  f'{type(self.progress).__name__}). Pass --config.overwrite=True to start '
-                                  'over, or use another --workdir.')
-        return self._start_over(f'another layout: {found}')
+            raise ck.CheckpointError(f'The checkpoints in {self.checkpointer.directory} {why}')
+        return self._start_over(why)
 
     def _start_over(self, why: str) -> bool:
         """Discards the workdir's checkpoints and records (``overwrite``); the search starts fresh."""
@@ -180,7 +206,7 @@ class FinishedRun:
         if restored is None:
             return None
         meta, arrays = restored
-        if (meta.get('progress') or {}).get('phase') != 'done' or ck.ArrayKey.FINAL not in arrays:
+        if not ck.is_finished(meta) or ck.ArrayKey.FINAL not in arrays:
             return None
         return cls(meta, arrays)
 

@@ -2,8 +2,9 @@
 with the start-of-round evaluation and diagnostics; and its record.
 
 ``train_round`` is what both searches call for every training (the ticket,
-controls); with a ``tag`` it checkpoints every ``checkpoint_every_epochs``
-and a checkpoint taken inside the same training (same tag) resumes it.
+controls); inside a stage of the journal (``Journal.once``) it checkpoints every
+``checkpoint_every_epochs`` under the stage's name, and a checkpoint taken inside
+the same stage resumes it.
 ``record_round`` turns the result into a ``summary.json`` record and writes
 the records.
 """
@@ -78,13 +79,14 @@ def _checkpoint_due(ctx: context_lib.RunContext, step: int, stop: int, last_save
 
 def train_round(ctx: context_lib.RunContext, journal: Optional[journal_lib.Journal], spec: specs.ModelSpec,
                 states: Sequence[TrainState], lanes: Sequence[int], *, round_index: int, start: int = 0,
-                stop: Optional[int] = None, label: str = '', tag: Optional[str] = None, snapshot_at: int = 0,
+                stop: Optional[int] = None, label: str = '', snapshot_at: int = 0,
                 on_snapshot: Optional[Callable[[list[TrainState]], None]] = None) -> list[RoundResult]:
     """Trains ``states`` (one per lane in ``lanes``, all of architecture ``spec``) together over global
     steps [start, stop) of a round, in one compiled program; one result per lane.
 
-    ``on_snapshot(states)`` is called once at step ``snapshot_at`` (the rewind point); what it
-    stores in the journal is saved with the progress. The batch order is ``data_keys(ctx, lanes,
+    Run inside a stage of ``journal`` (``Journal.once``) it checkpoints under that stage and resumes there;
+    with no journal it does neither. ``on_snapshot(states)`` is called once at step ``snapshot_at`` (the rewind
+    point); what it stores in the journal is saved with the progress. The batch order is ``data_keys(ctx, lanes,
     round_index)``'s: every training of one round (a ticket and its controls) sees the same order.
     """
     stop = ctx.steps_per_round if stop is None else stop
@@ -92,9 +94,10 @@ def train_round(ctx: context_lib.RunContext, journal: Optional[journal_lib.Journ
     n = len(lanes)
     records: list[list[early_stopping.EvalRecord]] = [[] for _ in lanes]
     windows, t = [early_stopping.EvalWindow() for _ in lanes], start
-    progress = journal.training if journal is not None else None
+    stage = journal.running if journal is not None else None
+    progress = journal.training if stage is not None else None
     stacked = None
-    if tag is not None and progress is not None and progress.tag == tag and progress.lanes == lanes:
+    if progress is not None and progress.stage == stage and progress.lanes == lanes:
         stacked = journal.training_state(ctx.trainer(spec).tx)
         t, windows = int(progress.step), [early_stopping.EvalWindow(**w) for w in progress.windows]
         records = [[early_stopping.EvalRecord(**r) for r in lane] for lane in progress.records]
@@ -107,13 +110,13 @@ def train_round(ctx: context_lib.RunContext, journal: Optional[journal_lib.Journ
 
     def on_segment(st, new_records, step, wins):
         latest['windows'] = wins
-        if journal is None or tag is None or not _checkpoint_due(ctx, step, stop, latest['saved_at']):
+        if stage is None or not _checkpoint_due(ctx, step, stop, latest['saved_at']):
             return
         latest['saved_at'] = time.time()
         for p in pending:
             p.join()
         journal.save_training(checkpointing.TrainingProgress(
-            tag=tag, step=step, lanes=lanes, windows=[dataclasses.asdict(w) for w in wins],
+            stage=stage, step=step, lanes=lanes, windows=[dataclasses.asdict(w) for w in wins],
             start_evals=start_evals, records=[[dataclasses.asdict(r) for r in old + new]
                                               for old, new in zip(records, new_records)]),
             st if n > 1 else train_loop.stack_lanes([st]))
