@@ -393,3 +393,33 @@ def test_variants_of_one_config_file_get_their_own_default_workdir():
     assert workdir.default_workdir('configs/cifar10_conv.py:conv4') == os.path.join('runs', 'cifar10_conv_conv4')
     assert workdir.default_workdir('configs/cifar10_conv.py:conv2') != workdir.default_workdir(
         'configs/cifar10_conv.py:conv4')
+
+
+def test_compile_cache_builds_each_entry_once_across_threads_and_refuses_unknown_kinds():
+    """The background diagnostics thread and the main thread share one cache: a (kind, architecture) asked for
+    by eight threads at once is built once; a build may ask for another entry; an unknown kind names the fix."""
+    import threading  # pylint: disable=g-import-not-at-top
+    import time  # pylint: disable=g-import-not-at-top
+    from jst.models import specs  # pylint: disable=g-import-not-at-top
+    from jst.run import compile_cache  # pylint: disable=g-import-not-at-top
+    cache, builds, spec = compile_cache.CompileCache(), [], specs.paper_mlp(1, width=8)
+    barrier = threading.Barrier(8)
+
+    def slow_build():
+        builds.append(1)
+        time.sleep(0.05)  # a window for a second thread to build it too, were there no lock
+        return object()
+
+    def ask(out, i):
+        barrier.wait()
+        out[i] = cache.get('eval', spec, lambda: (cache.get('trainer', spec, slow_build), slow_build())[1])
+
+    out = [None] * 8
+    threads = [threading.Thread(target=ask, args=(out, i)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(builds) == 2 and len(cache) == 2 and all(o is out[0] for o in out)
+    with pytest.raises(ValueError, match="compiled kind 'evaluate' is unknown; add it to CompiledKind"):
+        cache.get('evaluate', spec, object)

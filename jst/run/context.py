@@ -1,10 +1,11 @@
 """The run context: what every search reads and nothing it writes.
 
-``RunContext`` holds the config, the dataset (host and device copies), the
+``RunContext`` holds the run's typed plan (``plans.SearchPlan``; the ``ConfigDict`` stays with the driver),
+the dataset (host and device copies), the
 seeds of the run (``config.seed .. config.seed + num_seeds - 1``, one *lane*
 each) and their PRNG keys (lane i's keys are exactly those of a one-seed run
 of seed ``config.seed + i``), the data-parallel mesh, the compiled functions of each
-architecture (built once, reused across rounds) and one background thread
+architecture (``compile_cache``: built once, reused across rounds, thread-safe) and one background thread
 for work that overlaps training. Checkpointed progress lives in
 ``journal.Journal``, not here. Use it as a context manager (the thread
 is shut down on exit).
@@ -22,6 +23,7 @@ import ml_collections
 
 from jst.data import datasets as data_lib
 from jst.models import specs
+from jst.run import compile_cache
 from jst.run import configuration
 from jst.run import data_checks
 from jst.run import plans
@@ -35,7 +37,7 @@ KEY_NAMES = ('init', 'data', 'prune', 'control', 'growth')
 
 @dataclasses.dataclass
 class RunContext:
-    config: ml_collections.ConfigDict
+    plan: plans.SearchPlan  # what the searches read of the config, typed
     workdir: str
     dataset: data_lib.Dataset
     data: train_lib.DeviceData
@@ -46,8 +48,8 @@ class RunContext:
     lane_keys: list[dict[str, jax.Array]]  # per lane (seed): {name: key} for KEY_NAMES
     mesh: Optional[Any] = None  # data-parallel mesh (None: one device)
     data_identity: dict[str, Any] = dataclasses.field(default_factory=dict)  # data.fingerprint of ``dataset``
-    plan: Optional[plans.SearchPlan] = None  # what the searches read of the config, typed (make_context sets it)
-    _compiled: dict[Any, Any] = dataclasses.field(default_factory=dict)
+    recorded: dict[str, Any] = dataclasses.field(default_factory=dict)  # the config as checkpoints record it
+    cache: compile_cache.CompileCache = dataclasses.field(default_factory=compile_cache.CompileCache)
     _executor: Optional[concurrent.futures.ThreadPoolExecutor] = None
 
     def __enter__(self) -> RunContext:
@@ -71,12 +73,12 @@ class RunContext:
     def recorded_config(self) -> dict[str, Any]:
         """The config as plain JSON-able dicts, with the data's identity (``data``: what checkpoints record, so
         that a resume or ``init_from`` on other data is refused)."""
-        return {**configuration.config_to_dict(self.config), 'data': self.data_identity}
+        return {**self.recorded, 'data': self.data_identity}
 
     @property
     def seeds(self) -> tuple[int, ...]:
         """The seed of each lane."""
-        return tuple(int(self.config.seed) + i for i in range(len(self.lane_keys)))
+        return tuple(self.plan.training.first_seed + i for i in range(len(self.lane_keys)))
 
     @property
     def lanes(self) -> tuple[int, ...]:
@@ -94,21 +96,19 @@ class RunContext:
     def num_train(self) -> int:
         return len(self.dataset.train)
 
-    def compiled(self, name: str, spec: specs.ModelSpec, build: Callable[[], Any]) -> Any:
-        """``build()`` once per (name, architecture); the cached result afterwards."""
-        if (name, spec) not in self._compiled:
-            self._compiled[(name, spec)] = build()
-        return self._compiled[(name, spec)]
+    def compiled(self, kind: compile_cache.CompiledKind, spec: specs.ModelSpec, build: Callable[[], Any]) -> Any:
+        """``build()`` once per (kind, architecture), from any thread; the cached result afterwards."""
+        return self.cache.get(kind, spec, build)
 
     def trainer(self, spec: specs.ModelSpec) -> train_lib.Trainer:
-        c = self.config
-        in_round = pruning.in_round_update(pruning.PruningPlan.from_config(c), self.steps_per_round)
+        t = self.plan.training
+        in_round = pruning.in_round_update(self.plan.pruning, self.steps_per_round)
         return self.compiled('trainer', spec, lambda: train_lib.make_trainer(
-            spec, c.optimizer, c.learning_rate, c.momentum, c.batch_size, c.dataset, in_round))
+            spec, t.optimizer, t.learning_rate, t.momentum, t.batch_size, t.dataset, in_round))
 
     def unroll(self, spec: specs.ModelSpec) -> bool:
         """Whether loops over ``spec``'s convolutions are unrolled (``train.resolve_step_loop``)."""
-        return train_lib.resolve_step_loop(self.config.step_loop, spec.has_convolutions) == 'python'
+        return train_lib.resolve_step_loop(self.plan.training.step_loop, spec.has_convolutions) == 'python'
 
     def eval_fn(self, spec: specs.ModelSpec) -> Callable[..., Any]:
         """Jitted (params, batch_stats, x, y, w) -> (loss, accuracy) for this architecture."""
@@ -123,7 +123,7 @@ class RunContext:
         axis: ``train_loop.make_replicated_segment_fn`` (one compiled program for all lanes), or for one
         lane ``make_segment_fn`` without the axis (``train_loop.as_single_lane``: a one-seed run computes
         exactly what it did before seeds were lanes)."""
-        kwargs = dict(mesh=self.mesh, test_at_best=self.config.eval_test == 'at_best',
+        kwargs = dict(mesh=self.mesh, test_at_best=self.plan.training.test_at_best,
                       step_loop='python' if self.unroll(spec) else 'scan')
         if num_lanes == 1:
             return self.compiled('segment', spec, lambda: train_loop.as_single_lane(
@@ -168,7 +168,7 @@ def make_context(config: ml_collections.ConfigDict, workdir: str,
     lane_keys = [dict(zip(KEY_NAMES, jax.random.split(jax.random.key(config.seed + i), len(KEY_NAMES))))
                  for i in range(config.num_seeds)]
     data = train_lib.device_data(dataset, parallel.replicated(mesh) if mesh is not None else None)
-    return RunContext(config, workdir, dataset, data, tuple(dataset.train.images.shape[1:]),
-                      data_checks.resolve_steps(config, num_train), spe,
+    return RunContext(plans.SearchPlan.from_config(config), workdir, dataset, data,
+                      tuple(dataset.train.images.shape[1:]), data_checks.resolve_steps(config, num_train), spe,
                       config.eval_every if config.eval_every > 0 else spe, lane_keys, mesh=mesh,
-                      data_identity=data_lib.fingerprint(dataset), plan=plans.SearchPlan.from_config(config))
+                      data_identity=data_lib.fingerprint(dataset), recorded=configuration.config_to_dict(config))

@@ -48,6 +48,25 @@ class TransferPlan:
 
 
 @dataclasses.dataclass(frozen=True)
+class TrainingPlan:
+    """How every training of the run steps and evaluates (``train.make_trainer``, ``train_loop``)."""
+
+    optimizer: str
+    learning_rate: float
+    momentum: float
+    batch_size: int
+    dataset: str       # its name: the preprocessing of the inputs
+    step_loop: str     # 'scan' | 'python' | 'auto' (``train.resolve_step_loop``)
+    test_at_best: bool  # eval_test == 'at_best'
+    first_seed: int    # lane i trains seed first_seed + i
+
+    @classmethod
+    def from_config(cls, c: ml_collections.ConfigDict) -> TrainingPlan:
+        return cls(c.optimizer, float(c.learning_rate), float(c.momentum), int(c.batch_size), c.dataset,
+                   c.step_loop, c.eval_test == 'at_best', int(c.seed))
+
+
+@dataclasses.dataclass(frozen=True)
 class SearchPlan:
     """Everything a search reads of its run's config, typed."""
 
@@ -55,6 +74,7 @@ class SearchPlan:
     name: str                         # the run's label in records ('' = its method)
     num_rounds: int
     batch_size: int
+    training: TrainingPlan
     controls: tuple[str, ...]         # ``config.control`` split: () or some of pruning.CONTROLS
     rewind_step: int
     prune_weights: str                # 'final' | 'best'
@@ -80,6 +100,7 @@ class SearchPlan:
         s = c.search
         return cls(
             method=c.method, name=c.name, num_rounds=int(c.num_rounds), batch_size=int(c.batch_size),
+            training=TrainingPlan.from_config(c),
             controls=pruning.control_names(c.control), rewind_step=int(c.rewind_step), prune_weights=c.prune_weights,
             data_order=c.data_order, growth=c.growth, grow_position=int(c.grow_position),
             carry_optimizer_state=c.optimizer_state_on_growth == 'carry',
