@@ -8,7 +8,7 @@ import pytest
 
 from jst.analysis import report
 from jst.run import configuration
-from tests.helpers import load_config
+from tests.helpers import REPO, load_config
 
 
 def _fake_run(path, dataset='mnist', seed=0, **overrides):
@@ -192,3 +192,23 @@ def test_report_pairs_each_variant_with_the_first_and_gives_juvenility_intervals
     assert 'r(gain)' not in text, 'the pooled table stays on the study pages'
     assert report.write_report([a], str(tmp_path / 'one')) and 'Paired across' not in open(
         tmp_path / 'one' / 'report.md').read()
+
+
+def test_every_committed_record_fits_the_round_record_schema_and_a_misfit_is_refused(tmp_path):
+    """``records.record_schema()`` (from ``RoundRecord``'s fields) holds for every record under docs/results; a
+    record with a field of the wrong type, or without a required one, is refused by name before it is written."""
+    import glob  # pylint: disable=g-import-not-at-top
+    from jst.run import records  # pylint: disable=g-import-not-at-top
+    paths = glob.glob(os.path.join(REPO, 'docs', 'results', '**', 'summary.json'), recursive=True)
+    found = [(p, r) for p in paths for r in json.load(open(p))]
+    assert len(found) > 1000
+    assert [(p, records.record_problems(r)) for p, r in found if records.record_problems(r)] == []
+    good = found[0][1]
+    with pytest.raises(ValueError, match=r"'seed' is '43', not integer; 'diverged' is 0, not boolean"):
+        records.write_summary(str(tmp_path), [{**good, 'seed': '43', 'diverged': 0}])
+    with pytest.raises(ValueError, match=r"lacks 'best_step'"):
+        records.write_summary(str(tmp_path), [{k: v for k, v in good.items() if k != 'best_step'}])
+    assert not os.path.exists(tmp_path / 'summary.json')
+    schema = records.record_schema()
+    assert schema['properties']['start_val_accuracy']['type'] == ['null', 'number']
+    assert set(schema['required']) <= set(schema['properties'])

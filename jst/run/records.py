@@ -11,7 +11,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, Iterable, Optional, Sequence
+import typing
+from typing import Any, Iterable, Optional, Sequence, TypedDict, Union
 
 from absl import logging
 
@@ -19,7 +20,61 @@ from jst.models import specs
 from jst.ops import masks as masks_lib
 from jst.run import workdir as workdir_lib
 
-Record = dict[str, Any]  # one round's (or control's) record: SUMMARY_FIELDS and more; the one Record type
+
+
+class RoundRecord(TypedDict, total=False):
+    """One round's (or control's) record in ``summary.json``: every record has ``SUMMARY_FIELDS``; accuracies are
+    at the round's early-stopping point (minimum validation loss); ``juvenility`` holds the start-of-round
+    measures (``start``, ``end``, ``learning_potential``, seconds) when diagnostics ran."""
+
+    round: int
+    method: str
+    control: str
+    variant: str
+    dataset: str
+    seed: int
+    architecture: str
+    fraction_remaining: float
+    params_remaining: int
+    val_accuracy: float
+    test_accuracy: float
+    best_step: int
+    cumulative_steps: int
+    val_loss: float
+    test_loss: float
+    final_val_accuracy: float
+    final_test_accuracy: float
+    steps: int
+    seconds: float
+    diverged: bool
+    start_val_accuracy: Optional[float]
+    start_test_accuracy: Optional[float]
+    juvenility: Optional[dict[str, Any]]
+    spec: dict[str, Any]
+    data_backend: str
+    layers: dict[str, list]
+    growth: str  # the juvenile search's: how it grew, by what, what it probed, why it stopped
+    grown_by: Optional[str]
+    candidates: Optional[list[dict[str, Any]]]
+    stop_reason: Optional[str]
+
+
+Record = RoundRecord
+
+
+class StartMeasures(TypedDict, total=False):
+    """A round's start (before its first step; checkpointed with its training): the evaluation, and with
+    diagnostics the juvenility measures at start and end, the learning potential and their seconds."""
+
+    val_loss: float
+    val_accuracy: float
+    test_loss: float
+    test_accuracy: float
+    juvenility: dict[str, Any]
+    juvenility_end: dict[str, Any]
+    learning_potential: float
+    juvenility_seconds: float
+    juvenility_wait_seconds: float
 SUMMARY_FIELDS = ('round', 'method', 'control', 'dataset', 'seed', 'architecture',
                   'fraction_remaining', 'params_remaining', 'val_accuracy', 'test_accuracy',
                   'best_step', 'cumulative_steps')
@@ -33,7 +88,7 @@ class History:
     summary: list[Record] = dataclasses.field(default_factory=list)
     metrics: list[Record] = dataclasses.field(default_factory=list)
 
-    def add_round(self, record: Record, start: Optional[dict[str, Any]], evals: Sequence[Record]) -> None:
+    def add_round(self, record: Record, start: Optional[StartMeasures], evals: Sequence[dict[str, Any]]) -> None:
         """Appends a round's record, its start evaluation (step 0) and its evaluation rows."""
         self.summary.append(record)
         tags = {k: record[k] for k in ('round', 'method', 'control', 'seed', 'variant')}
@@ -49,7 +104,7 @@ class History:
 
 def make_record(*, round_index: int, method: str, control: str, variant: str, dataset: str, seed: int,
                 data_backend: str, spec: specs.ModelSpec, params: Any, masks: Any, best: Any, final: Any,
-                steps: int, seconds: float, start: Optional[dict[str, Any]], cumulative_steps: int,
+                steps: int, seconds: float, start: Optional[StartMeasures], cumulative_steps: int,
                 diverged: bool = False, **extra: Any) -> Record:
     """One ``summary.json`` record: a round's early-stopping point ``best`` and last evaluation ``final``
     (``early_stopping.EvalRecord``), its network's sparsity and size, the start-of-round measures, and whether
@@ -81,11 +136,49 @@ def make_record(*, round_index: int, method: str, control: str, variant: str, da
     return record
 
 
+_JSON_TYPES = {int: 'integer', float: 'number', str: 'string', bool: 'boolean', dict: 'object', list: 'array'}
+
+
+def _json_type(hint: Any) -> list[str]:
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is Union:
+        return sorted({t for a in args for t in _json_type(a)})
+    if hint is type(None):
+        return ['null']
+    return [_JSON_TYPES[typing.get_origin(hint) or hint]]
+
+
+def record_schema() -> dict[str, Any]:
+    """The JSON schema of a ``RoundRecord`` (draft 2020-12): the fields' types, ``SUMMARY_FIELDS`` required; later
+    versions may add fields (``additionalProperties`` stays open)."""
+    hints = typing.get_type_hints(RoundRecord)
+    return {'$schema': 'https://json-schema.org/draft/2020-12/schema', 'title': 'jst round record',
+            'type': 'object', 'required': list(SUMMARY_FIELDS),
+            'properties': {k: {'type': _json_type(h)} for k, h in hints.items()}}
+
+
+def record_problems(record: dict[str, Any]) -> list[str]:
+    """Where ``record`` breaks ``record_schema()``: missing required fields and fields of the wrong JSON type."""
+    schema = record_schema()
+    out = [f'lacks {k!r}' for k in schema['required'] if k not in record]
+    kinds = {'integer': lambda v: isinstance(v, int) and not isinstance(v, bool),
+             'number': lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+             'string': lambda v: isinstance(v, str), 'boolean': lambda v: isinstance(v, bool),
+             'object': lambda v: isinstance(v, dict), 'array': lambda v: isinstance(v, list),
+             'null': lambda v: v is None}
+    for k, v in record.items():
+        allowed = schema['properties'].get(k, {}).get('type')
+        if allowed and not any(kinds[t](v) for t in allowed):
+            out.append(f'{k!r} is {v!r}, not {" or ".join(allowed)}')
+    return out
+
+
 def write_summary(workdir: str, records: Sequence[Record]) -> None:
+    """Rewrites ``summary.json`` (atomically); a record that breaks ``record_schema()`` is refused by field."""
     for r in records:
-        missing = [k for k in SUMMARY_FIELDS if k not in r]
-        if missing:
-            raise ValueError(f'summary record lacks {missing}')
+        problems = record_problems(r)
+        if problems:
+            raise ValueError(f'summary record of round {r.get("round")} seed {r.get("seed")}: {"; ".join(problems)}')
     workdir_lib.atomic_write_text(os.path.join(workdir, workdir_lib.SUMMARY_FILE),
                                   json.dumps(list(records), indent=1))
 

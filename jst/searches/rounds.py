@@ -37,10 +37,10 @@ class RoundResult:
     best: early_stopping.EvalRecord
     steps: int
     seconds: float
-    start: Optional[dict[str, Any]] = None  # val/test loss and accuracy before the first step, diagnostics
+    start: Optional[records_lib.StartMeasures] = None  # val/test loss and accuracy before the first step, diagnostics
 
 
-def evaluate_start(ctx: context_lib.RunContext, spec: specs.ModelSpec, state: TrainState) -> dict[str, float]:
+def evaluate_start(ctx: context_lib.RunContext, spec: specs.ModelSpec, state: TrainState) -> records_lib.StartMeasures:
     """Validation and test loss/accuracy of ``state`` before training (forgetting after prune/grow/reset)."""
     fn, d = ctx.eval_fn(spec), ctx.data
     vl, va = fn(state.params, state.batch_stats, d.val_x, d.val_y, d.val_w)
@@ -52,7 +52,7 @@ class _StartDiagnostics:
     """Start-of-round diagnostics: on the background thread (overlapping the training) or here."""
 
     def __init__(self, ctx: context_lib.RunContext, spec: specs.ModelSpec, state: TrainState,
-                 start_eval: dict[str, Any]):
+                 start_eval: records_lib.StartMeasures):
         self._start_eval, self._pending = start_eval, None
         args = (ctx, spec, state, start_eval['val_accuracy'])
         if ctx.plan.diagnostics.background:
@@ -176,7 +176,7 @@ def _lane_states(state: TrainState, n: int) -> list[TrainState]:
 
 
 def _end_diagnostics(ctx: context_lib.RunContext, spec: specs.ModelSpec, state: TrainState,
-                     start_eval: dict[str, Any]) -> None:
+                     start_eval: records_lib.StartMeasures) -> None:
     t_diag = time.time()
     start_eval['juvenility_end'] = diagnostics.summary(ctx, spec, state)
     seconds = time.time() - t_diag
@@ -186,7 +186,7 @@ def _end_diagnostics(ctx: context_lib.RunContext, spec: specs.ModelSpec, state: 
 
 def record_round(ctx: context_lib.RunContext, journal: journal_lib.Journal, result: RoundResult, *,
                  lane: int, round_index: int, method: str, control: str, spec: specs.ModelSpec, cumulative_steps: int,
-                 **extra: Any) -> dict[str, Any]:
+                 **extra: Any) -> records_lib.RoundRecord:
     """Builds the round's record, adds it to the journal's history, rewrites the record files and
     TensorBoard, prints its line; returns it."""
     state = result.state
