@@ -20,6 +20,7 @@ from jst.models import specs
 from jst.run import checkpointing
 from jst.run import context as context_lib
 from jst.run import journal as journal_lib
+from jst.run import records as records_lib
 from jst.searches import prune_and_grow
 from jst.searches import rounds
 from jst.searches import tickets
@@ -46,7 +47,7 @@ class LaneProgress:
         return specs.spec_from_config(self.spec)
 
 
-def run(ctx: context_lib.RunContext) -> list[dict[str, Any]]:
+def run(ctx: context_lib.RunContext) -> list[records_lib.RoundRecord]:
     """Runs (or resumes) the recursive search for every lane (seed); returns the summary records.
 
     Each stage (``Journal.once``) trains one round of the unfinished lanes of the lowest round that share one

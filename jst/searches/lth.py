@@ -20,6 +20,7 @@ from jst.models import specs
 from jst.run import checkpointing
 from jst.run import context as context_lib
 from jst.run import journal as journal_lib
+from jst.run import records as records_lib
 from jst.searches import rounds
 from jst.searches import tickets
 from jst.training import progress as progress_lib
@@ -28,7 +29,7 @@ from jst.training import pruning
 ArrayKey = checkpointing.ArrayKey
 
 
-def run(ctx: context_lib.RunContext) -> list[dict[str, Any]]:
+def run(ctx: context_lib.RunContext) -> list[records_lib.RoundRecord]:
     """Runs (or resumes) the weight-reset search for every lane (seed) at once; returns the summary records.
 
     Each stage (``Journal.once``) is checkpointed when done and resumed inside its training; all lanes
