@@ -438,6 +438,19 @@ def test_budget_from_curve_by_hand():
     assert compute.budget_from_curve({}, steps_per_epoch=351) is None
 
 
+def test_budget_rule_section_states_the_rule_outcome():
+    """A curve study that ``chooses_budget`` says on its page what the rule gave: a budget, no budget (minimum in
+    the last tenth), or nothing yet while seeds are missing."""
+    study = STUDIES['cifar10_dense_curve']
+    early = {351: [1.5, 1.5, 1.5], 702: [1.01, 1.02, 1.0], 1053: [1.0, 1.0, 1.0], 3510: [1.2, 1.2, 1.2]}
+    text = '\n'.join(pages.budget_rule_section(study, early))
+    assert '**702 steps per round** (2 epochs)' in text and 'minimum 1.0000 at step 1,053' in text
+    late = {**early, 3510: [0.9, 0.9, 0.9]}
+    assert '**no budget**' in '\n'.join(pages.budget_rule_section(study, late))
+    partial = {s: v[:2] for s, v in early.items()}
+    assert 'Only 2 of 3 seeds' in '\n'.join(pages.budget_rule_section(study, partial))
+
+
 def _git(*args: str) -> str:
     return subprocess.run(['git', *args], capture_output=True, text=True, cwd=REPO, check=True).stdout.strip()
 

@@ -125,7 +125,8 @@ def planned_page(study: study_lib.Study) -> str:
 
 def dense_curve(results_dir: str, study: study_lib.Study) -> list[str]:
     """The dense network's (``dense_policy``'s round 0) validation loss and accuracy at every evaluation, mean over
-    the seeds whose ``metrics.jsonl`` is committed: the curve a budget is chosen from."""
+    the seeds whose ``metrics.jsonl`` is committed: the curve a budget is chosen from (and, for a study that
+    ``chooses_budget``, what the rule gives)."""
     by_step: dict[int, list[tuple[float, float]]] = {}
     for budget in study.budgets:
         for part in study.parts(study.dense_policy):
@@ -141,7 +142,32 @@ def dense_curve(results_dir: str, study: study_lib.Study) -> list[str]:
         loss, acc = (sum(v[i] for v in values) / len(values) for i in (0, 1))
         lines.append(f'| {step:,} | {step / STEPS_PER_EPOCH_CIFAR:.2f} | {loss:.4f} | {100 * acc:.2f} | '
                      f'{len(values)} |')
+    if study.chooses_budget:
+        lines += ['', *budget_rule_section(study, {s: [v[0] for v in vs] for s, vs in by_step.items()})]
     return lines
+
+
+def budget_rule_section(study: study_lib.Study, val_loss_by_step: dict[int, list[float]]) -> list[str]:
+    """What the pre-registered budget rule (``compute.budget_from_curve``) gives on this curve: the budget, or why
+    there is none. Only the seeds measured at every evaluation count (a partial curve chooses nothing)."""
+    seeds = max(len(v) for v in val_loss_by_step.values())
+    complete = {s: v for s, v in val_loss_by_step.items() if len(v) == seeds}
+    means = {s: sum(v) / len(v) for s, v in complete.items()}
+    best = min(means, key=lambda s: (means[s], s))
+    last = max(means)
+    head = ['## The budget rule\'s outcome', '', f'Mean validation loss over {seeds} seed(s): minimum '
+            f'{means[best]:.4f} at step {best:,} (epoch {best / STEPS_PER_EPOCH_CIFAR:.0f}) of {last:,}.']
+    if seeds < study.num_seeds:
+        return head + ['', f'Only {seeds} of {study.num_seeds} seeds are committed, so the rule chooses nothing yet.']
+    budget = compute.budget_from_curve(complete, STEPS_PER_EPOCH_CIFAR)
+    if budget is None:
+        return head + ['', f'The minimum lies in the curve\'s last tenth (after step '
+                       f'{study_lib.LATE_FRACTION * last:,.0f}): the dense network is still improving on validation, '
+                       'so the rule chooses **no budget**; by the pre-registration the curve is extended by a new '
+                       'study with a longer schedule, under the same rule.']
+    return head + ['', f'The first whole epoch within {100 * compute.BUDGET_WITHIN:.0f}% of that minimum: '
+                   f'**{budget:,} steps per round** ({budget // STEPS_PER_EPOCH_CIFAR} epochs). Validation only; '
+                   'test never entered the choice.']
 
 
 def headline_markers(study: study_lib.Study) -> tuple[str, str]:

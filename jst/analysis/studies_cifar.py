@@ -41,6 +41,7 @@ after another; the page lists the seeds measured so far.
     ),
     'cifar10_dense_curve': study_lib.Study(
         name='cifar10_dense_curve', preregistration=CIFAR_PREREGISTRATION, preregistered_in='28ab1a8',
+        chooses_budget=True,
         title="The CIFAR-10 budget, to convergence: the paper's dense residual net for 40 epochs (CIFAR-10, JPEG q75 "
               'copy)',
         config='configs/cifar10.py', first_seed=42, num_seeds=3, budgets=(CIFAR_CURVE_STEPS,), trainings=1,

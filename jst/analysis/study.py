@@ -60,6 +60,7 @@ class Study:
     prerequisite: tuple[str, str, int, str, int] | None = None
     preregistration: str = ''          # the file (relative to the repository) that fixed the design before records
     preregistered_in: str = ''         # the commit (abbreviated) that added it; tests/test_results.py checks the order
+    chooses_budget: bool = False       # its dense curve picks a budget (``compute.budget_from_curve``; on its page)
 
     def __post_init__(self):
         object.__setattr__(self, 'policies', tuple(Policy(*p) for p in self.policies))
