@@ -435,6 +435,7 @@ def test_budget_from_curve_by_hand():
     assert compute.budget_from_curve(curve, steps_per_epoch=351) is None
     curve[950], curve[1000] = [0.9, 0.9], [0.95, 0.95]  # minimum at 950 > 0.9 x 1000: still in the last tenth
     assert compute.budget_from_curve(curve, steps_per_epoch=351) is None
+    assert compute.budget_from_curve(curve, steps_per_epoch=100, if_improving=True) == 1000  # within 2% of 0.9: 950
     assert compute.budget_from_curve({}, steps_per_epoch=351) is None
 
 
@@ -449,6 +450,8 @@ def test_budget_rule_section_states_the_rule_outcome():
     assert '**no budget**' in '\n'.join(pages.budget_rule_section(study, late))
     partial = {s: v[:2] for s, v in early.items()}
     assert 'Only 2 of 3 seeds' in '\n'.join(pages.budget_rule_section(study, partial))
+    fallback = '\n'.join(pages.budget_rule_section(STUDIES['cifar10_dense_curve_long'], late))
+    assert 'worded as a bound' in fallback and '**3,510 steps per round** (10 epochs)' in fallback
 
 
 def _git(*args: str) -> str:

@@ -179,17 +179,18 @@ BUDGET_WITHIN = 0.02  # the chosen budget: the first whole epoch with a mean val
 
 
 def budget_from_curve(val_loss_by_step: dict[int, Sequence[float]], steps_per_epoch: int,
-                      within: float = BUDGET_WITHIN) -> int | None:
+                      within: float = BUDGET_WITHIN, if_improving: bool = False) -> int | None:
     """The per-round budget a dense validation curve gives (pre-registered for the converged CIFAR-10 study): the
     first evaluation step, rounded up to whole epochs, at which the mean over seeds of the validation loss is within
     ``within`` (relative) of the curve's minimum; None while the minimum lies in the curve's last tenth (still
-    improving: extend the curve, choose nothing). ``val_loss_by_step``: {step: one value per seed}; validation
-    only, test never enters."""
+    improving: extend the curve, choose nothing), unless ``if_improving`` (the pre-registered fallback of a curve
+    that is not extended again). ``val_loss_by_step``: {step: one value per seed}; validation only, test never
+    enters."""
     means = {step: float(np.mean(v)) for step, v in sorted(val_loss_by_step.items()) if len(v)}
     if not means:
         return None
     best_step = min(means, key=lambda s: (means[s], s))
-    if best_step > study_lib.LATE_FRACTION * max(means):
+    if best_step > study_lib.LATE_FRACTION * max(means) and not if_improving:
         return None
     first = min(s for s, v in means.items() if v <= (1 + within) * means[best_step])
     return -(-first // steps_per_epoch) * steps_per_epoch

@@ -159,13 +159,16 @@ def budget_rule_section(study: study_lib.Study, val_loss_by_step: dict[int, list
             f'{means[best]:.4f} at step {best:,} (epoch {best / STEPS_PER_EPOCH_CIFAR:.0f}) of {last:,}.']
     if seeds < study.num_seeds:
         return head + ['', f'Only {seeds} of {study.num_seeds} seeds are committed, so the rule chooses nothing yet.']
-    budget = compute.budget_from_curve(complete, STEPS_PER_EPOCH_CIFAR)
+    improving = best > study_lib.LATE_FRACTION * last
+    budget = compute.budget_from_curve(complete, STEPS_PER_EPOCH_CIFAR, if_improving=study.budget_if_improving)
+    late = (f'The minimum lies in the curve\'s last tenth (after step {study_lib.LATE_FRACTION * last:,.0f}): the '
+            'dense network is still improving on validation')
     if budget is None:
-        return head + ['', f'The minimum lies in the curve\'s last tenth (after step '
-                       f'{study_lib.LATE_FRACTION * last:,.0f}): the dense network is still improving on validation, '
-                       'so the rule chooses **no budget**; by the pre-registration the curve is extended by a new '
-                       'study with a longer schedule, under the same rule.']
-    return head + ['', f'The first whole epoch within {100 * compute.BUDGET_WITHIN:.0f}% of that minimum: '
+        return head + ['', f'{late}, so the rule chooses **no budget**; by the pre-registration the curve is extended '
+                       'by a new study with a longer schedule, under the same rule.']
+    bound = [f'{late}; by the pre-registration the budget below holds anyway, and every claim of the study run at '
+             'it is worded as a bound.', ''] if improving else []
+    return head + ['', *bound, f'The first whole epoch within {100 * compute.BUDGET_WITHIN:.0f}% of that minimum: '
                    f'**{budget:,} steps per round** ({budget // STEPS_PER_EPOCH_CIFAR} epochs). Validation only; '
                    'test never entered the choice.']
 

@@ -12,6 +12,8 @@ CONV2_BUDGET = 3000  # iterations per level: a CPU-reduced schedule (Frankle & C
 CIFAR_PILOT_STEPS = 2808  # 8 epochs of 351 steps: the dense network's validation curve (cifar10_budget)
 CIFAR_CURVE_STEPS = 40 * 351  # the dense curve the converged study's budget is read from (cifar10_dense_curve)
 CIFAR_PREREGISTRATION = 'docs/results/preregistration/cifar10_converged.md'
+CIFAR_LONG_CURVE_STEPS = 120 * 351  # the curve extended when the 40-epoch one still improved (cifar10_dense_curve_long)
+CIFAR_LONG_PREREGISTRATION = 'docs/results/preregistration/cifar10_dense_curve_long.md'
 # TOST margin (jst.analysis.claims): CIFAR-10 here sits near 35-70% test accuracy.
 CIFAR_MARGIN = 0.01
 CIFAR_MARGIN_FIXED = ('on 2026-11-29, after seed 42\'s records and before any second seed (the first comparison '
@@ -57,6 +59,27 @@ loss (the first whole epoch within 2% of its minimum; none while the minimum lie
 extends the curve instead). `configs/cifar10.py`'s 7-block residual net, Adam 1e-3, batch 128, 45,000 training
 images (351 steps per epoch), a fresh batch order each epoch; validation only, test never enters the choice. One
 process per seed, one after another, each short enough to finish within one working session on this CPU.
+''',
+    ),
+    'cifar10_dense_curve_long': study_lib.Study(
+        name='cifar10_dense_curve_long', preregistration=CIFAR_LONG_PREREGISTRATION, preregistered_in='c5d1ebd',
+        chooses_budget=True, budget_if_improving=True,
+        title="The CIFAR-10 budget, extended: the paper's dense residual net for 120 epochs (CIFAR-10, JPEG q75 "
+              'copy)',
+        config='configs/cifar10.py', first_seed=42, num_seeds=3, budgets=(CIFAR_LONG_CURVE_STEPS,), trainings=1,
+        lanes_per_run=1,
+        policies=(('dense', '--config.method=lth --config.num_rounds=0 --config.eval_every=351',
+                   'the dense 7-block network (the weight-reset policy\'s round 0), trained once for 120 epochs, '
+                   'validated every epoch'),),
+        comparisons=(), dense_policy='dense',
+        notes=f'''
+`cifar10_dense_curve`'s 40-epoch curve still improved at its end, so the budget rule chose nothing; this study
+extends it to 120 epochs under the same rule, as both pre-registrations (`{CIFAR_PREREGISTRATION}`,
+`{CIFAR_LONG_PREREGISTRATION}`) fixed before its first record, fallback included (a minimum still in the last
+tenth gives the 2% rule's budget anyway, and the converged study's claims become bounds). Same network, optimiser,
+data and seeds as `cifar10_dense_curve`; validation only, test never enters the choice. One seed takes about six
+hours on this project's 2-core CPU, so seeds run in the background across sessions, carried between machines as
+hand-off archives.
 ''',
     ),
     'cifar10_paper': study_lib.Study(

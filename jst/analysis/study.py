@@ -61,6 +61,7 @@ class Study:
     preregistration: str = ''          # the file (relative to the repository) that fixed the design before records
     preregistered_in: str = ''         # the commit (abbreviated) that added it; tests/test_results.py checks the order
     chooses_budget: bool = False       # its dense curve picks a budget (``compute.budget_from_curve``; on its page)
+    budget_if_improving: bool = False  # ... even when the curve still improves (its claims then become bounds)
 
     def __post_init__(self):
         object.__setattr__(self, 'policies', tuple(Policy(*p) for p in self.policies))
