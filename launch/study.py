@@ -5,7 +5,7 @@
     python launch/study.py status conv2                       # each part: done, running, paused or not started
     python launch/study.py status                             # every study: parts committed
     python launch/study.py page index [--check]               # docs/results/README.md and the README's verdict
-    python launch/study.py handoff cifar10_paper              # packs paused parts for the next machine
+    python launch/study.py handoff cifar10_paper [--commit]   # packs paused parts for the next machine
 
 ``run`` advances a study part by part (``jst.analysis.campaign``): each (budget, policy) cell is one
 ``launch/main.py`` process with all its seeds as lanes, or, for a study with ``lanes_per_run=k``, processes of k
@@ -16,9 +16,9 @@ evaluation; one over 1 MB stays in the workdir, named by its sha256 in ``run.jso
 with ``run.json`` (workdir, command, seconds, commit), and
 the study's page is regenerated; ``--commit`` commits them at once. SIGTERM (or Ctrl-C) pauses: the training stops,
 keeps its last checkpoint, and the same command continues. ``--shard=I/N`` lets N runners share a study.
-``handoff`` packs each paused part's workdir beside its records (``jst.analysis.handoff``; git ignores the archives:
-checkpoints are never committed, so carry them to the next machine yourself): there ``run`` unpacks it and resumes
-where it stopped, and drops it with the records.
+``handoff`` packs each paused part's workdir beside its records (``jst.analysis.handoff``; ``--commit`` commits the
+archives, a few hundred kB each, so a fresh clone carries them): there ``run`` unpacks it and resumes where it
+stopped, and deletes it (with ``--commit``, in the records' commit) when the part's records land.
 ``page`` renders the page and the figure from the records only (``jst.analysis.pages``); ``--check`` exits 1 when
 the committed page differs (what ``tests/test_results.py`` runs). Offline: set ``JST_MANUAL_DIR``.
 """
@@ -49,7 +49,8 @@ README = os.path.join(REPO, 'README.md')
 _POLICY = flags.DEFINE_string('policy', None, 'run: only this policy.')
 _BUDGET = flags.DEFINE_integer('budget', None, 'run: only this budget (steps per round).')
 _CHECK = flags.DEFINE_bool('check', False, 'page: exit 1 when the committed page differs.')
-_COMMIT = flags.DEFINE_bool('commit', False, 'run: git-commit each finished part\'s records at once.')
+_COMMIT = flags.DEFINE_bool('commit', False, 'run: git-commit each finished part\'s records at once; handoff: '
+                             'git-commit the archives.')
 _MAX_PARTS = flags.DEFINE_integer('max_parts', 0, 'run: stop after training this many parts (0: all).')
 DEFAULT_WORKDIR_ROOT = os.path.join(os.path.expanduser('~'), '.cache', 'jst', 'studies')
 _WORKDIR_ROOT = flags.DEFINE_string(
@@ -132,6 +133,9 @@ def hand_off(study: study_lib.Study) -> None:
     for path in written:
         print(f'packed {os.path.relpath(path, REPO)} ({os.path.getsize(path) / 1e3:,.0f} kB)')
     print(f'{study.name}: {len(written)} paused part(s) packed.')
+    if _COMMIT.value and written:
+        campaign.commit_paths(REPO, written, f'{study.name}: hand-off of {len(written)} paused part(s) '
+                                             f'(checkpoints; the next machine resumes from them)')
 
 
 def main(argv):

@@ -52,6 +52,7 @@ FAST_TESTS = ('test_train.py::test_lanes_evaluate_the_test_split_only_where_a_la
                'test_golden.py::test_tolerances_are_tight_where_results_live',
                'test_study_runner.py::test_shards_split_the_parts_without_overlap',
                'test_study_runner.py::test_handoff_packs_a_paused_part_and_a_fresh_workdir_resumes_from_it',
+               'test_study_runner.py::test_a_committed_handoff_is_deleted_in_the_records_commit',
                'test_study_runner.py::test_a_prerequisite_run_is_trained_once_without_naming_its_study_in_the_cli',
                'test_study_runner.py::test_a_part_counts_as_finished_only_with_all_its_records',
                'test_study_runner.py::test_campaign_refuses_what_its_study_lacks',

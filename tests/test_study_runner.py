@@ -290,3 +290,36 @@ def test_a_prerequisite_run_is_trained_once_without_naming_its_study_in_the_cli(
     campaign.train_prerequisite(str(tmp_path), STUDIES['transfer_mnist'], STUDIES)
     campaign.train_prerequisite(str(tmp_path), STUDIES['paper_mnist'], STUDIES)  # none: nothing to train
     assert len(calls) == 1
+
+
+def test_a_committed_handoff_is_deleted_in_the_records_commit(tmp_path, monkeypatch):
+    """``handoff --commit``: the archive is committed, so a fresh clone carries it; when the part's records land
+    with ``--commit``, the archive's deletion is in the same commit and the clone is clean."""
+    from jst.analysis import handoff  # pylint: disable=g-import-not-at-top
+    from jst.analysis.studies import TEST_STUDIES  # pylint: disable=g-import-not-at-top
+    repo, root = str(tmp_path / 'repo'), str(tmp_path / 'work')
+    results = os.path.join(repo, 'docs', 'results')
+    git = lambda *a: subprocess.run(['git', '-c', 'user.name=t', '-c', 'user.email=t@t', *a], cwd=repo,
+                                    check=True, capture_output=True, text=True).stdout
+    os.makedirs(repo)
+    git('init', '-q')
+    monkeypatch.setenv('GIT_AUTHOR_NAME', 't')
+    monkeypatch.setenv('GIT_AUTHOR_EMAIL', 't@t')
+    monkeypatch.setenv('GIT_COMMITTER_NAME', 't')
+    monkeypatch.setenv('GIT_COMMITTER_EMAIL', 't@t')
+    study = TEST_STUDIES['toy']
+    workdir = os.path.join(root, study.workdir('lth', 40, (0, 1)))
+    os.makedirs(os.path.join(workdir, 'checkpoints', '120'))
+    open(os.path.join(workdir, 'checkpoints', '120', 'state.bin'), 'wb').write(os.urandom(512))
+    written = handoff.pack_study(study, results, root, campaign.part_order(study), campaign.part_done)
+    assert campaign.commit_paths(repo, written, 'hand-off')
+    archive = os.path.relpath(written[0], repo)
+    assert git('ls-files') == archive + '\n'
+    shutil.rmtree(root)  # the machine goes
+    monkeypatch.setattr(campaign, 'run_child', lambda args, cwd: None)
+    monkeypatch.setattr(campaign, 'copy_records', lambda w, out, info: (os.makedirs(out, exist_ok=True), open(
+        os.path.join(out, 'summary.json'), 'w').write('[]')))
+    assert campaign.run_part(repo, study, 'lth', 40, (0, 1), results, root, commit=True)
+    assert git('status', '--porcelain') == '', 'records and the archive\'s deletion are committed together'
+    changed = git('show', '--name-status', '--format=', 'HEAD').split('\n')
+    assert f'D\t{archive}' in changed and any(line.endswith('summary.json') for line in changed), changed

@@ -122,6 +122,12 @@ def read_metrics(folder: str) -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def is_tracked(repo: str, path: str) -> bool:
+    """Whether git tracks ``path`` (e.g. a committed hand-off archive) in ``repo``."""
+    proc = subprocess.run(['git', 'ls-files', '--error-unmatch', path], cwd=repo, capture_output=True, check=False)
+    return proc.returncode == 0
+
+
 def commit_paths(repo: str, paths: Sequence[str], message: str, attempts: int = 5, wait_s: float = 3.0) -> bool:
     """``git add`` and commit only ``paths``, retried while another git command (e.g. a second runner's commit)
     holds the index; when git still refuses, the files stay and a line says how to commit them by hand."""
@@ -163,6 +169,8 @@ def run_part(repo: str, study: study_lib.Study, policy: str, budget: int, part: 
     paths = [out] + (after_records() if after_records else [])
     if os.path.exists(archive):  # the records replace the handed-off checkpoints
         os.remove(archive)
+        if is_tracked(repo, archive):  # a committed hand-off: its deletion lands with the records
+            paths.append(archive)
     if commit:
         first, n = part
         commit_paths(repo, paths, f'{study.name}: records of {policy} at {budget} steps/round, seeds '

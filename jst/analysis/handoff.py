@@ -2,10 +2,11 @@
 
 A part longer than one stretch of a machine (a CIFAR-10 cell on 2 CPU cores takes hours) loses its checkpoints
 when the machine goes. ``pack_study`` writes each paused part's workdir (checkpoints, metrics, config; a few
-hundred KB for the paper's ResNet) to ``<results>/<study>/handoff/<budget>/<policy>[/<part>].tar.gz`` (git ignores
-them: checkpoints are never committed; carry the folder to the next machine); ``campaign.run_part`` unpacks
-it into an empty workdir, resumes exactly where it stopped, and deletes it when the part's records land. A
-running part is refused (pause it first: SIGTERM).
+hundred KB for the paper's ResNet) to ``<results>/<study>/handoff/<budget>/<policy>[/<part>].tar.gz``
+(``launch/study.py handoff NAME --commit`` commits them, so a fresh clone carries them); ``campaign.run_part``
+unpacks it into an empty workdir, resumes exactly where it stopped, and deletes it when the part's records land
+(a committed archive's deletion is committed with the records). A running part is refused (pause it first:
+SIGTERM).
 """
 
 from __future__ import annotations
