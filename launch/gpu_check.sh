@@ -12,9 +12,14 @@
 #   2. the device-touching tests: training step and segments, masks, expansion, seeds as lanes, a tiny
 #      end-to-end search without TensorFlow;
 #   3. the seeds benchmark of the paper's MNIST: 1, 16, 64 seeds as lanes of one program (goal: 64 <= 2x one);
-#   4. as many convolutional cells as fit: cifar10_paper's missing parts, then conv2's (committed ones are
-#      skipped), records under OUT/results (then copy them into docs/results/ and regenerate the pages);
-#   5. OUT/gpu_check.tar.gz: all of the above in one archive.
+#   4. as many convolutional cells as fit, in issue 34's order: cifar10_dense_curve_long (the budget's curve),
+#      cifar10_converged (defined once its budget is committed; skipped before), conv2_converged; committed parts
+#      are skipped, a hand-off archive in docs/results resumes its part, and the part cut off by the time limit
+#      is paused (SIGTERM) and packed as a hand-off archive; records and archives under OUT/results (copy them
+#      into docs/results/, commit, and the next call goes on from there);
+#   5. OUT/gpu_check.tar.gz: all of the above in one archive (workdirs only as hand-off archives).
+# The whole design is ~14M Adam steps (cifar10_converged's share depends on its budget): hours on one H200, so
+# it takes many calls; README.md ("GPU") gives the estimate.
 # JST_GPU_CHECK_SCALE=toy runs the same steps at toy scale on any machine (tests/test_gpu_pack.py, on CPU).
 set -uo pipefail
 out_arg="${1:?usage: bash launch/gpu_check.sh OUT [DATA]}"
@@ -52,7 +57,8 @@ if [ "$scale" = toy ]; then
 else
   tests=(tests/test_train.py tests/test_masks.py tests/test_expand.py tests/test_library_refusals.py
          tests/test_sparsity.py tests/test_seeds.py tests/test_no_tensorflow.py)
-  seeds=1,16,64 steps=0 rounds=0 studies=(cifar10_paper conv2) cifar="$data/cifar10-jpeg75" max_parts=0
+  seeds=1,16,64 steps=0 rounds=0 studies=(cifar10_dense_curve_long cifar10_converged conv2_converged)
+  cifar="$data/cifar10-jpeg75" max_parts=0
 fi
 step tests python3 -m pytest -q -p no:cacheprovider "${tests[@]}"
 
@@ -60,13 +66,20 @@ step tests python3 -m pytest -q -p no:cacheprovider "${tests[@]}"
 step seeds python3 benchmarks/bench_seeds.py --lanes_only --policies=juvenile --seeds="$seeds" \
   --steps_per_round="$steps" --num_rounds="$rounds" --out="$out/bench"
 
-# 4. Convolutional cells, study after study (CIFAR-10 paper policies first, then Conv-2): each study's committed
-#    records are copied first, so only its missing parts train, while time is left.
+# 4. Convolutional cells, study after study: each study's committed records and hand-off archives are copied
+#    first, so only its missing parts train, while time is left; a part cut off is packed for the next call.
 mkdir -p "$out/results"
 for study in "${studies[@]}"; do
+  if ! python3 -c "import sys; from jst.analysis import studies as s; sys.exit(sys.argv[1] not in
+      {**s.STUDIES, **s.TEST_STUDIES})" "$study" 2> /dev/null; then
+    echo "cells_$study skipped (not defined yet: its budget is committed first)" | tee -a "$out/steps.txt"
+    continue
+  fi
   [ -d "docs/results/$study" ] && cp -r "docs/results/$study" "$out/results/"
   JST_MANUAL_DIR="$cifar" step "cells_$study" python3 launch/study.py run "$study" --results_dir="$out/results" \
     --workdir_root="$out/studies" --max_parts="$max_parts"
+  python3 launch/study.py handoff "$study" --results_dir="$out/results" --workdir_root="$out/studies" \
+    >> "$out/logs/cells_$study.txt" 2>&1
 done
 
 # 5. One archive of everything but checkpoints.

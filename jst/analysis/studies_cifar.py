@@ -14,6 +14,9 @@ CIFAR_CURVE_STEPS = 40 * 351  # the dense curve the converged study's budget is 
 CIFAR_PREREGISTRATION = 'docs/results/preregistration/cifar10_converged.md'
 CIFAR_LONG_CURVE_STEPS = 120 * 351  # the curve extended when the 40-epoch one still improved (cifar10_dense_curve_long)
 CIFAR_LONG_PREREGISTRATION = 'docs/results/preregistration/cifar10_dense_curve_long.md'
+CONV2_FULL_BUDGET = 20_000  # Frankle & Carbin's iterations per level (conv2_converged)
+CONV2_FULL_LEVELS = 14  # to about 4.6% of weights
+CONV2_PREREGISTRATION = 'docs/results/preregistration/conv2_converged.md'
 # TOST margin (jst.analysis.claims): CIFAR-10 here sits near 35-70% test accuracy.
 CIFAR_MARGIN = 0.01
 CIFAR_MARGIN_FIXED = ('on 2026-11-29, after seed 42\'s records and before any second seed (the first comparison '
@@ -145,6 +148,29 @@ output 10% of their remaining weights (layerwise magnitude), survivors reset to 
 level (F&C: 20,000) with validation every 500, and 5 levels (to 59% of conv and 33% of dense weights), so trainings
 are truncated (counted below); F&C's schedule waits for a GPU. Seeds run one process each (lanes of vmapped
 convolutions cost 4.7x per lane on this CPU), two runners side by side (`--shard`).
+''',
+    ),
+    'conv2_converged': study_lib.Study(
+        name='conv2_converged', preregistration=CONV2_PREREGISTRATION, preregistered_in='ccc98df',
+        title="The lottery-ticket pattern for a conv net at Frankle & Carbin's schedule: Conv-2 on CIFAR-10 "
+              '(CIFAR-10, JPEG q75 copy)',
+        config='configs/cifar10_conv.py', first_seed=42, num_seeds=5, budgets=(CONV2_FULL_BUDGET,), trainings=15,
+        lanes_per_run=1, page='levels', equivalence_margin=CIFAR_MARGIN, margin_why=CIFAR_MARGIN_WHY,
+        margin_fixed=f'in {CONV2_PREREGISTRATION}, before any of its records',
+        policies=(
+            ('imp', f'--config.num_rounds={CONV2_FULL_LEVELS} --config.control=random_reinit,random_prune '
+                    '--config.eval_every=100',
+             'iterative magnitude pruning with reset to theta_0; controls at every level: the same masks with a fresh '
+             'random init (random_reinit), random masks with the same per-layer counts (random_prune)'),
+        ),
+        comparisons=(),
+        notes=f'''
+As pre-registered in `{CONV2_PREREGISTRATION}` before its first record: `configs/cifar10_conv.py` (Frankle &
+Carbin 2019, Figure 5: Conv-2, Glorot init, Adam 2e-4, batch 60) at their {CONV2_FULL_BUDGET:,} iterations per
+level with validation every 100, levels 0-{CONV2_FULL_LEVELS} (to about 4.6% of weights), survivors reset to
+theta_0, both controls at every level, seeds 42-46. Each seed is 43 trainings, 860,000 Adam steps: about 49 hours
+on this project's 2-core CPU (`docs/results/speed.md`), so this study runs on a lent GPU through the GPU pack
+(`launch/gpu_check.sh`); `conv2` is its reduced pilot.
 ''',
     ),
 }
