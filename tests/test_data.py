@@ -200,3 +200,24 @@ def test_dataset_name_and_files_must_agree(mnist_dir):
     with pytest.raises(D.DataError, match="are 'mnist'.s .*--config.dataset=mnist"):
         D.load_dataset('fashion_mnist', manual_dir=mnist_dir, backend='numpy', validation_size=100)
     assert D.load_dataset('mnist', manual_dir=mnist_dir, backend='numpy', validation_size=100).name == 'mnist'
+
+
+def test_tfds_preparation_is_one_process_at_a_time(tmp_path):
+    """Processes that prepare the same TFDS dataset wait for each other (a fresh machine's parallel tests once
+    collided in TFDS's final rename): the second holder enters only after the first has left."""
+    import threading  # pylint: disable=g-import-not-at-top
+    import time  # pylint: disable=g-import-not-at-top
+    events = []
+
+    def prepare(name):
+        with tfds_backend._preparation_lock(str(tmp_path / 'mnist' / '3.0.1')):  # pylint: disable=protected-access
+            events.append(f'{name} in')
+            time.sleep(0.3)
+            events.append(f'{name} out')
+
+    first = threading.Thread(target=prepare, args=('a',))
+    first.start()
+    time.sleep(0.1)
+    prepare('b')
+    first.join()
+    assert events == ['a in', 'a out', 'b in', 'b out']

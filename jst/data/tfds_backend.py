@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import importlib.util
 import os
@@ -85,7 +87,8 @@ def read_tfds(name: str, manual_dir: Optional[str], data_dir: Optional[str]) -> 
     elif not builder.is_prepared():
         _check_reachable(name, builder)
     config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
-    builder.download_and_prepare(download_config=config)
+    with _preparation_lock(builder.data_dir):  # two processes preparing at once collide in TFDS's rename
+        builder.download_and_prepare(download_config=config)
     try:
         both = [tfds.as_numpy(builder.as_dataset(split=s, batch_size=-1)) for s in ('train', 'test')]
     except Exception as e:  # pylint: disable=broad-except
@@ -95,6 +98,20 @@ def read_tfds(name: str, manual_dir: Optional[str], data_dir: Optional[str]) -> 
                         'delete that folder to prepare it again, or pass --config.data_backend=numpy '
                         '--config.manual_dir=DIR.') from e
     return tuple(Split(np.asarray(a['image'], np.uint8), np.asarray(a['label'], np.int32)) for a in both)
+
+
+@contextlib.contextmanager
+def _preparation_lock(dataset_dir: str):
+    """An exclusive lock for preparing one TFDS dataset version, shared by every process on this machine (a lock
+    file beside ``dataset_dir``): the first prepares it, the others wait and find it prepared."""
+    parent = os.path.dirname(os.fspath(dataset_dir).rstrip('/'))
+    os.makedirs(parent, exist_ok=True)
+    with open(os.path.join(parent, '.jst_prepare.lock'), 'a') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _check_reachable(name: str, builder: Any) -> None:
