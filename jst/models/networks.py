@@ -2,12 +2,12 @@
 
 ``build_model(spec)`` returns the module of a spec's family; a changed spec
 (after ``jst.training.growth``) is a changed architecture, and ``build_model(new_spec)``
-applies to the expanded parameters. Imports only ``jst.models.specs``.
+applies to the expanded parameters. Imports only ``jst.models.specs`` and ``jst.models.batch_norm``.
 
 * ``MLP``: Dense layers (``hidden_i``) with ReLU, then ``output``.
 * ``ResNet``: 7x7 conv ``stem`` + ``stem_bn`` + ReLU, BasicBlocks ``block_i``
   (conv3x3-BN-ReLU-conv3x3-BN plus identity skip, ReLU), global average
-  pooling and ``output``.
+  pooling and ``output``; BN is ``batch_norm.BatchNorm`` (flax's layer and variables, one-pass backward).
 * ``ConvNet``: 3x3 convs ``conv_i`` (ReLU) with 2x2 max-pooling where the spec
   says, then Dense ``dense_i`` and ``output``.
 """
@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jst.models import batch_norm
 from jst.models import specs
 from jst.ops import pytrees
 
@@ -73,7 +74,7 @@ class BasicBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, train: bool) -> Array:
-        norm = lambda name: nn.BatchNorm(use_running_average=not train, momentum=0.9, name=name)
+        norm = lambda name: batch_norm.BatchNorm(use_running_average=not train, momentum=0.9, name=name)
         y = nn.Conv(self.width, (3, 3), use_bias=False, kernel_init=self.init, name='conv1')(x)
         y = nn.relu(norm('bn1')(y))
         y = nn.Conv(self.channels, (3, 3), use_bias=False, kernel_init=self.init, name='conv2')(y)
@@ -91,7 +92,7 @@ class ResNet(nn.Module):
         init = initializer(self.spec.init)
         c = self.spec.stem_channels
         x = nn.Conv(c, (7, 7), use_bias=False, kernel_init=init, name='stem')(x)
-        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, name='stem_bn')(x)
+        x = batch_norm.BatchNorm(use_running_average=not train, momentum=0.9, name='stem_bn')(x)
         x = nn.relu(x)
         for i, width in enumerate(self.spec.block_widths):
             x = BasicBlock(c, width, init, name=f'block_{i}')(x, train)

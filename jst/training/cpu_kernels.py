@@ -8,9 +8,10 @@ parameters; only the kernels' summation order differs:
 measures it). The flags are process-wide and are read once, when JAX first starts its CPU backend, so
 ``apply_cpu_kernels`` must run before any JAX computation (``driver.train_and_evaluate`` calls it first).
 
-* ``cpu_kernels='auto'``: the library kernels for the families in ``LIBRARY_WINS_FOR`` (Conv-2/4/6: one step
-  1.22x faster in ``docs/results/speed.md``), XLA's own otherwise (the paper's ResNet: 1.01x in jst's step in
-  the same run, so not on by default; dense MLPs: not measured faster);
+* ``cpu_kernels='auto'``: the library kernels for the families in ``LIBRARY_WINS_FOR``, XLA's own otherwise.
+  In ``docs/results/speed.md`` (one run, 2026-12-06, a 2-core Xeon) one Adam step of Conv-2 is 2.0x faster with
+  them and the paper's ResNet 1.59x (with ``jst.models.batch_norm``'s one-pass BatchNorm; on an earlier 2-core
+  EPYC run, with flax's BatchNorm, the ResNet gained 1.01x and lost nothing); dense MLPs: not measured faster;
 * ``'library'``: always; ``'xla'``: never (how every record before this knob was made).
 """
 
@@ -21,7 +22,7 @@ from typing import Literal
 
 CpuKernels = Literal['auto', 'library', 'xla']
 CPU_KERNELS: tuple[str, ...] = ('auto', 'library', 'xla')
-LIBRARY_WINS_FOR: tuple[str, ...] = ('conv',)  # model families where 'auto' picks the library kernels
+LIBRARY_WINS_FOR: tuple[str, ...] = ('conv', 'resnet')  # model families where 'auto' picks the library kernels
 LIBRARY_FLAGS: tuple[str, ...] = ('--xla_cpu_experimental_ynn_fusion_type=dot,eltwise,reduce',
                                   '--xla_cpu_experimental_xnn_fusion_type=dot,eltwise,reduce')
 
