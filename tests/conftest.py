@@ -4,26 +4,75 @@
   golden tolerances, the study runner's sharding), under two minutes on 2 cores. Every test that launches a
   process or trains a whole run is ``slow`` (marked here, by module, or by the test itself).
 * ``python -m pytest -q -n 2 tests`` (the README's command, CI): everything but ``extended``, about 15 minutes.
-* Without the dataset folders (``JST_SHARED_DATASETS``, default ``../shared/datasets``) the tests that read data
-  skip, naming the folder; ``JST_REQUIRE_DATASETS=1`` (CI) makes that a failure.
+* MNIST for the data tests comes from ``$JST_MANUAL_DIR`` (when it holds the four original files), else the offline
+  folder (``$JST_SHARED_DATASETS/mnist``, default ``../shared/datasets/mnist``), else, online, TFDS's registered
+  files downloaded once into ``~/.cache/jst/datasets/mnist`` (checked against TFDS's checksums); with none of
+  these they fail in one line naming both places. The JPEG copy of CIFAR-10 (``cifar10-jpeg75``) exists only
+  beside this project's machines: the tests that read it skip without it, naming the folder
+  (``JST_REQUIRE_DATASETS=1``, CI, makes that a failure). A test that needs a dataset is ``slow``: the inner loop
+  needs none.
 * ``python -m pytest -q -m extended tests``: the minutes-long checks CI leaves out (two-process training, an
   interrupted study campaign, more kill-and-resume points, every benchmark at toy scale).
 """
 
+import fcntl
 import os
+import socket
+import urllib.parse
+import urllib.request
 
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.environ.get('JST_SHARED_DATASETS', os.path.join(REPO, '..', 'shared', 'datasets'))
+DOWNLOADS = os.path.join(os.path.expanduser('~'), '.cache', 'jst', 'datasets')
+MNIST_FILES = ('train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz', 't10k-images-idx3-ubyte.gz',
+               't10k-labels-idx1-ubyte.gz')
+DATASET_FIXTURES = ('mnist_dir', 'cifar10_dir')
+
+
+def _holds_mnist(path: str) -> bool:
+    return bool(path) and all(os.path.isfile(os.path.join(path, f)) for f in MNIST_FILES)
+
+
+def download_mnist(dest: str) -> str:
+    """TFDS's registered MNIST files downloaded into ``dest`` (once; each checked against TFDS's checksum)."""
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    from jst.data import tfds_backend  # pylint: disable=g-import-not-at-top
+    os.makedirs(dest, exist_ok=True)
+    with open(os.path.join(dest, '.lock'), 'a') as lock:  # test workers (-n 2) download one at a time
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for url, info in tfds.builder_cls('mnist').url_infos.items():
+            path = os.path.join(dest, info.filename)
+            if not os.path.isfile(path):
+                socket.create_connection((urllib.parse.urlparse(url).hostname, 443), timeout=5).close()
+                urllib.request.urlretrieve(url, path + '.part')
+                os.replace(path + '.part', path)
+    bad = tfds_backend.tfds_checksum_mismatches('mnist', dest)
+    if bad:
+        raise OSError(f'downloaded {", ".join(bad)} differ from TFDS\'s checksums')
+    return dest
+
+
+def find_mnist_dir() -> str:
+    """The folder the data tests read MNIST from (see the module docstring); fails in one line naming both."""
+    for path in (os.environ.get('JST_MANUAL_DIR', ''), os.path.join(SHARED, 'mnist')):
+        if _holds_mnist(path):
+            return os.path.abspath(path)
+    try:
+        return download_mnist(os.path.join(DOWNLOADS, 'mnist'))
+    except Exception as e:  # pylint: disable=broad-except
+        error = e
+    pytest.fail(f'MNIST not found in $JST_MANUAL_DIR or {os.path.abspath(os.path.join(SHARED, "mnist"))}, and '
+                f'TFDS\'s download failed ({type(error).__name__}: {error}): set JST_MANUAL_DIR to a folder with '
+                'the four *-ubyte.gz files, or run online.', pytrace=False)
 
 
 def _dataset_dir(name: str) -> str:
     path = os.path.abspath(os.path.join(SHARED, name))
     if not os.path.isdir(path):
-        message = (f'{path} not found: the tests that read data need the offline dataset folders; set '
-                   'JST_SHARED_DATASETS to the folder holding mnist/ and cifar10-jpeg75/ (the four MNIST '
-                   '*-ubyte.gz files; CIFAR-10\'s binary batches).')
+        message = (f'{path} not found: the tests that read {name} need the offline dataset folder; set '
+                   f'JST_SHARED_DATASETS to the folder holding {name}/.')
         if os.environ.get('JST_REQUIRE_DATASETS'):  # CI: a missing folder fails, never skips
             pytest.fail(message)
         pytest.skip(message)
@@ -32,7 +81,7 @@ def _dataset_dir(name: str) -> str:
 
 @pytest.fixture(scope='session')
 def mnist_dir() -> str:
-    return _dataset_dir('mnist')
+    return find_mnist_dir()
 
 
 @pytest.fixture(scope='session')
@@ -71,8 +120,10 @@ FAST_TESTS = ('test_train.py::test_lanes_evaluate_the_test_split_only_where_a_la
 
 
 def pytest_collection_modifyitems(items):
-    """Marks ``slow`` every test outside the fast modules and fast tests (the extended tier is slow too)."""
+    """Marks ``slow`` every test outside the fast modules and fast tests, and every test that reads a dataset
+    (the extended tier is slow too)."""
     for item in items:
         module = item.module.__name__.rsplit('.', 1)[-1]
-        if not (module in FAST_MODULES or any(item.nodeid.endswith(t) for t in FAST_TESTS)):
+        needs_data = any(f in getattr(item, 'fixturenames', ()) for f in DATASET_FIXTURES)
+        if needs_data or not (module in FAST_MODULES or any(item.nodeid.endswith(t) for t in FAST_TESTS)):
             item.add_marker(pytest.mark.slow)

@@ -10,10 +10,11 @@ from tests import golden_runs
 
 
 @pytest.mark.parametrize('name', sorted(golden_runs.RUNS))
-def test_same_summary_as_recorded(name, mnist_dir, tmp_path):
+def test_same_summary_as_recorded(name, request, tmp_path):
     with open(golden_runs.golden_path(name)) as f:
         expected = json.load(f)
-    actual = golden_runs.run(name, os.path.dirname(mnist_dir), str(tmp_path))
+    folder = request.getfixturevalue('mnist_dir' if golden_runs.RUNS[name][1] == 'mnist' else 'cifar10_dir')
+    actual = golden_runs.run(name, os.path.dirname(folder), str(tmp_path))
     diffs = golden_runs.differences(expected, actual)
     assert not diffs, '\n'.join(diffs[:30])
 
