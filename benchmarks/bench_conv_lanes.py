@@ -6,7 +6,7 @@ Side by side in one process: jst's jitted train step (``Trainer.train_step``, wh
 step on CPU conv nets) and its evaluation of the 5,000-image validation split, for one network and for
 ``--lanes`` networks vmapped over a leading lane axis (what ``config.num_seeds`` compiles), each lane with its
 own batch. Reported per lane: a ratio below 1 means lanes are faster than running the seeds one after another.
-``jst/analysis/studies.py`` picks ``lanes_per_run`` from this. Results: ``--out/conv_lanes_<platform>.json`` and ``.md``.
+``jst/studies/catalog.py`` picks ``lanes_per_run`` from this. Results: ``--out/conv_lanes_<platform>.json`` and ``.md``.
 """
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ step seeds python3 benchmarks/bench_seeds.py --lanes_only --policies=juvenile --
 #    first, so only its missing parts train, while time is left; a part cut off is packed for the next call.
 mkdir -p "$out/results"
 for study in "${studies[@]}"; do
-  if ! python3 -c "import sys; from jst.analysis import studies as s; sys.exit(sys.argv[1] not in
+  if ! python3 -c "import sys; from jst.studies import catalog as s; sys.exit(sys.argv[1] not in
       {**s.STUDIES, **s.TEST_STUDIES})" "$study" 2> /dev/null; then
     echo "cells_$study skipped (not defined yet: its budget is committed first)" | tee -a "$out/steps.txt"
     continue

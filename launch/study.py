@@ -7,7 +7,7 @@
     python launch/study.py page index [--check]               # docs/results/README.md and the README's verdict
     python launch/study.py handoff cifar10_paper [--commit]   # packs paused parts for the next machine
 
-``run`` advances a study part by part (``jst.analysis.campaign``): each (budget, policy) cell is one
+``run`` advances a study part by part (``jst.studies.campaign``): each (budget, policy) cell is one
 ``launch/main.py`` process with all its seeds as lanes, or, for a study with ``lanes_per_run=k``, processes of k
 seeds one after another. A part whose records are already under ``docs/results/<study>/records/`` is skipped; an
 unfinished part resumes from the checkpoints in its workdir (``--workdir_root/<study>/<budget>/<policy>[/seed_S]``,
@@ -16,10 +16,10 @@ evaluation; one over 1 MB stays in the workdir, named by its sha256 in ``run.jso
 with ``run.json`` (workdir, command, seconds, commit), and
 the study's page is regenerated; ``--commit`` commits them at once. SIGTERM (or Ctrl-C) pauses: the training stops,
 keeps its last checkpoint, and the same command continues. ``--shard=I/N`` lets N runners share a study.
-``handoff`` packs each paused part's workdir beside its records (``jst.analysis.handoff``; ``--commit`` commits the
+``handoff`` packs each paused part's workdir beside its records (``jst.studies.handoff``; ``--commit`` commits the
 archives, a few hundred kB each, so a fresh clone carries them): there ``run`` unpacks it and resumes where it
 stopped, and deletes it (with ``--commit``, in the records' commit) when the part's records land.
-``page`` renders the page and the figure from the records only (``jst.analysis.pages``); ``--check`` exits 1 when
+``page`` renders the page and the figure from the records only (``jst.studies.pages``); ``--check`` exits 1 when
 the committed page differs (what ``tests/test_results.py`` runs). Offline: set ``JST_MANUAL_DIR``.
 """
 
@@ -34,12 +34,12 @@ from absl import logging
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from jst import errors
-from jst.analysis import campaign
-from jst.analysis import handoff
-from jst.analysis import pages
-from jst.analysis import results_index
-from jst.analysis import study as study_lib
-from jst.analysis.studies import STUDIES, TEST_STUDIES
+from jst.studies import campaign
+from jst.studies import handoff
+from jst.studies import pages
+from jst.studies import results_index
+from jst.studies import study as study_lib
+from jst.studies.catalog import STUDIES, TEST_STUDIES
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

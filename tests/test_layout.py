@@ -31,6 +31,7 @@ LAYERS = (
     ('training',),
     ('run',),
     ('searches', 'analysis'),
+    ('studies',),               # the published studies: catalog, campaigns, pages
     ('driver',),
 )
 LAYER_OF = {unit: i for i, units in enumerate(LAYERS) for unit in units}

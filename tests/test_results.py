@@ -10,10 +10,10 @@ import pytest
 
 from tests.helpers import REPO
 
-from jst.analysis import pages
-from jst.analysis import policy_study
-from jst.analysis import study as study_lib
-from jst.analysis.studies import STUDIES
+from jst.studies import pages
+from jst.studies import policy_pages
+from jst.studies import study as study_lib
+from jst.studies.catalog import STUDIES
 
 RESULTS = os.path.join(REPO, 'docs', 'results')
 
@@ -59,14 +59,14 @@ def _check_part(study, budget, policy, part, cell):
 
 def test_a_changed_number_is_caught(tmp_path, monkeypatch):
     """The check really compares numbers: one record's accuracy changed -> the page differs."""
-    from jst.analysis import study as study_lib  # pylint: disable=g-import-not-at-top
+    from jst.studies import study as study_lib  # pylint: disable=g-import-not-at-top
     study = STUDIES['paper_mnist']
     runs = study_lib.load_records(RESULTS, study)
-    page = policy_study.render_page(study, runs)
+    page = policy_pages.render_page(study, runs)
     key = next(iter(runs))
     runs[key] = [dict(r) for r in runs[key]]
     runs[key][-1]['test_accuracy'] += 0.01
-    assert policy_study.render_page(study, runs) != page
+    assert policy_pages.render_page(study, runs) != page
 
 
 def _level_records():
@@ -83,43 +83,43 @@ def _level_records():
 
 
 def test_levels_page_highlights_the_validation_best_level():
-    from jst.analysis import level_study  # pylint: disable=g-import-not-at-top
-    levels = level_study.by_level(_level_records())
-    assert level_study.best_level(levels) == 1  # validation-best, although level 2 has the best test accuracy
-    table = '\n'.join(level_study.levels_table(levels))
+    from jst.studies import level_pages  # pylint: disable=g-import-not-at-top
+    levels = level_pages.by_level(_level_records())
+    assert level_pages.best_level(levels) == 1  # validation-best, although level 2 has the best test accuracy
+    table = '\n'.join(level_pages.levels_table(levels))
     assert '| **1** | 80.00 |' in table and '| 2 | 64.00 |' in table
-    rows = level_study.level_comparisons(levels)
+    rows = level_pages.level_comparisons(levels)
     assert [(r['level'], r['b']) for r in rows] == [(1, 'random re-init'), (1, 'random pruning'), (1, 'dense'),
                                                   (2, 'random re-init'), (2, 'random pruning'), (2, 'dense')]
     np.testing.assert_allclose(rows[0]['comparison'].mean_difference, 0.0205, atol=1e-9)
     np.testing.assert_allclose(rows[2]['steps'].mean_difference, -1000, atol=1e-9)
     assert all(r['p_holm'] >= r['comparison'].p_value for r in rows)
-    assert 'ticket 2 of 6, random re-init 0 of 4, random pruning 0 of 4' in level_study.truncation_sentence(levels)
+    assert 'ticket 2 of 6, random re-init 0 of 4, random pruning 0 of 4' in level_pages.truncation_sentence(levels)
 
 
 def test_level_lists_join_runs_of_consecutive_levels():
-    from jst.analysis import level_study  # pylint: disable=g-import-not-at-top
-    assert level_study.at_levels([]) == 'at no level'
-    assert level_study.at_levels([3]) == 'at level 3'
-    assert level_study.at_levels([4, 5]) == 'at levels 4, 5'
-    assert level_study.at_levels([15, 1, 2, 3, 12, 13, 14, 7]) == 'at levels 1-3, 7 and 12-15'
+    from jst.studies import level_pages  # pylint: disable=g-import-not-at-top
+    assert level_pages.at_levels([]) == 'at no level'
+    assert level_pages.at_levels([3]) == 'at level 3'
+    assert level_pages.at_levels([4, 5]) == 'at levels 4, 5'
+    assert level_pages.at_levels([15, 1, 2, 3, 12, 13, 14, 7]) == 'at levels 1-3, 7 and 12-15'
 
 
 def test_levels_page_changes_with_a_number():
-    from jst.analysis import level_study  # pylint: disable=g-import-not-at-top
+    from jst.studies import level_pages  # pylint: disable=g-import-not-at-top
     study = STUDIES['lenet300']
     records = _level_records()
-    page = level_study.render_levels_page(study, records)
+    page = level_pages.render_levels_page(study, records)
     records[4]['test_accuracy'] += 0.01
-    assert level_study.render_levels_page(study, records) != page
+    assert level_pages.render_levels_page(study, records) != page
 
 
 def test_a_levels_page_of_one_seed_renders_without_tests_or_intervals():
     """A seed-by-seed campaign's page after its first seed (conv2 once crashed its runner here): the numbers
     without a ± (one value has no interval), and no comparison claimed."""
-    from jst.analysis import level_study  # pylint: disable=g-import-not-at-top
+    from jst.studies import level_pages  # pylint: disable=g-import-not-at-top
     records = [r for r in _level_records() if r['seed'] == 0]
-    page = level_study.render_levels_page(STUDIES['lenet300'], records)
+    page = level_pages.render_levels_page(STUDIES['lenet300'], records)
     assert '1 seed so far: the paired comparisons need at least 2, so nothing is tested yet.' in page
     assert 'None yet: 1 seed; a paired comparison needs at least 2.' in page
     assert '| **1** | 80.00 | 900 | 97.00 | 96.00 | 94.00 | 94.00 | 2,000 | 2,000 | 2,000 |' in page, page
@@ -177,7 +177,7 @@ def test_truncation_counts_by_hand():
     runs = {(100, 'a'): [{'best_step': 100, 'steps': 100}, {'best_step': 60, 'steps': 100}],
             (100, 'b'): [{'best_step': 100, 'steps': 80}, {'best_step': 80, 'steps': 80}],  # rewound to step 20
             (100, 'c'): [{'best_step': 600, 'steps': 600}, {'best_step': 300, 'steps': 600}]}
-    assert policy_study.truncation_sentence(study, runs, 100).endswith(': a 1 of 2, b 1 of 2, c 1 of 2.')
+    assert policy_pages.truncation_sentence(study, runs, 100).endswith(': a 1 of 2, b 1 of 2, c 1 of 2.')
 
 
 def test_a_study_naming_a_policy_it_lacks_is_refused():
@@ -201,7 +201,7 @@ def test_convergence_sentence_by_hand():
             (100, 'grow'): [{'round': 0, 'best_step': 50, 'steps': 100}, {'round': 1, 'best_step': 50, 'steps': 100}],
             (100, 'once'): [{'round': 0, 'best_step': 300, 'steps': 600}, {'round': 0, 'best_step': 500, 'steps': 600}]}
     # mean 90, t(1) 95% half-width 12.706 * 14.142 / sqrt(2) = 127.1; mean 400, 12.706 * 141.42 / sqrt(2) = 1,270.6
-    assert policy_study.convergence_sentence(study, runs) == (
+    assert policy_pages.convergence_sentence(study, runs) == (
         'Where the dense network (dense, round 0) reaches its minimum validation loss: step 90 ± 127 of 100. '
         'Trained once: once at 100 steps per round, step 400 ± 1,271 of 600. A budget whose minimum lies well '
         'before its end has converged.')
@@ -218,11 +218,11 @@ def test_comparisons_sentence_by_hand():
                 for s, acc in enumerate(accuracies)]
     runs = {(10, 'a'): cell([0.60, 0.61, 0.62], 5), (10, 'b'): cell([0.50, 0.52, 0.51], 7),
             (10, 'c'): cell([0.49, 0.515, 0.505], 7)}
-    assert policy_study.comparisons_sentence(study, runs, 'Two?', [('a', 'b'), ('c', 'b')]) == (
+    assert policy_pages.comparisons_sentence(study, runs, 'Two?', [('a', 'b'), ('c', 'b')]) == (
         '**Two?** At 10 steps per round, a beats b (+10.00 ± 2.48 points of test accuracy, Holm p = 0.0066, 5 vs 7 '
         'params, 10 vs 10 steps); c is inconclusive against b (-0.67 ± 0.72 points of test accuracy, Holm p = 0.057, '
         '7 vs 7 params, 10 vs 10 steps).')
-    assert policy_study.headline_sentence(study, runs) == policy_study.comparisons_sentence(
+    assert policy_pages.headline_sentence(study, runs) == policy_pages.comparisons_sentence(
         study, runs, 'Q?', [('a', 'b')])
 
 
@@ -236,8 +236,8 @@ def test_a_campaign_with_one_seed_per_policy_renders_without_comparisons():
               'params_remaining': 5, 'cumulative_steps': 10, 'val_accuracy': 0.5, 'test_accuracy': 0.5,
               'best_step': 10, 'steps': 10}
     runs = {(10, 'a'): [record], (10, 'b'): [dict(record, test_accuracy=0.6)]}
-    assert policy_study.comparison_rows(study, runs, 10) == []
-    assert 'Not run yet (a paired test needs >= 2 seeds of both)' in policy_study.headline_sentence(study, runs)
+    assert policy_pages.comparison_rows(study, runs, 10) == []
+    assert 'Not run yet (a paired test needs >= 2 seeds of both)' in policy_pages.headline_sentence(study, runs)
 
 
 def test_tost_by_hand():
@@ -322,7 +322,7 @@ def test_clustered_correlation_by_hand():
 
 
 def test_validation_chosen_budgets_by_hand():
-    from jst.analysis import compute  # pylint: disable=g-import-not-at-top
+    from jst.studies import compute  # pylint: disable=g-import-not-at-top
     def run(budget, seed, vals, tests, params):
         return [{'round': r, 'seed': seed, 'control': 'none', 'cumulative_steps': budget * (r + 1),
                  'params_remaining': p, 'val_accuracy': v, 'test_accuracy': t, **MLP_784_4_10}
@@ -351,7 +351,7 @@ def test_training_multiply_adds_by_hand():
     """MLP 784-4-10: kernels of 3,136 and 40 weights, each used once per example (Dense); 1,000 of the first
     kept. A round of 100 steps at batch 2 costs 3 x 2 x 100 x 1,040 sparse and 3 x 2 x 100 x 3,176 dense-equivalent
     multiply-adds; the next round of 200 steps with 500 kept adds 3 x 2 x 200 x 540 and 3 x 2 x 200 x 3,176."""
-    from jst.analysis import compute  # pylint: disable=g-import-not-at-top
+    from jst.studies import compute  # pylint: disable=g-import-not-at-top
     first = {'round': 0, 'seed': 0, 'cumulative_steps': 100, 'test_accuracy': 0.9, **MLP_784_4_10}
     second = {**first, 'round': 1, 'cumulative_steps': 300,
               'layers': {'hidden_0/kernel': [500, 3136], 'output/kernel': [40, 40]}}
@@ -389,7 +389,7 @@ def test_sparse_training_table_is_what_its_committed_record_gives(tmp_path):
 def test_hand_written_results_prose_holds_no_number():
     """Issue 35: every number of the results index and of the README's results section is generated; the words
     around the generated blocks state none."""
-    from jst.analysis import results_index  # pylint: disable=g-import-not-at-top
+    from jst.studies import results_index  # pylint: disable=g-import-not-at-top
     with open(os.path.join(RESULTS, 'README.md')) as f:
         assert results_index.numbers_outside_generated(f.read()) == []
     with open(os.path.join(REPO, 'README.md')) as f:
@@ -404,7 +404,7 @@ def test_hand_written_results_prose_holds_no_number():
 
 
 def test_a_changed_record_changes_the_index_and_the_verdict(monkeypatch):
-    from jst.analysis import results_index  # pylint: disable=g-import-not-at-top
+    from jst.studies import results_index  # pylint: disable=g-import-not-at-top
     before = results_index.index_page(RESULTS, STUDIES)
     real = study_lib.load_records
 
@@ -424,7 +424,7 @@ def test_a_changed_record_changes_the_index_and_the_verdict(monkeypatch):
 def test_budget_from_curve_by_hand():
     """The converged CIFAR-10 study's pre-registered rule: the first whole epoch within 2% of the minimum mean
     validation loss; nothing while the minimum is in the curve's last tenth."""
-    from jst.analysis import compute  # pylint: disable=g-import-not-at-top
+    from jst.studies import compute  # pylint: disable=g-import-not-at-top
     # Means: 2.0, 1.2, 1.03, 1.01, 1.0 (step 500), then 1.05 ... 1.1 up to step 1000. Within 2% of 1.0: <= 1.02,
     # first at step 400 -> rounded up to whole epochs of 351: 702.
     curve = {100: [2.1, 1.9], 200: [1.2, 1.2], 300: [1.03, 1.03], 400: [1.0, 1.02], 500: [1.0, 1.0],

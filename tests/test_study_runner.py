@@ -1,6 +1,6 @@
 """``launch/study.py run`` advances a campaign part by part and resumes a half-finished one to the same records.
 
-The toy study (``jst/analysis/studies.py: TEST_STUDIES['toy']``): 2 policies x 2 seeds, one process per seed.
+The toy study (``jst/studies/catalog.py: TEST_STUDIES['toy']``): 2 policies x 2 seeds, one process per seed.
 """
 
 import json
@@ -15,8 +15,8 @@ import time
 import numpy as np
 import pytest
 
-from jst.analysis import campaign
-from jst.analysis.studies import STUDIES
+from jst.studies import campaign
+from jst.studies.catalog import STUDIES
 from tests import golden_runs
 from tests.helpers import REPO
 
@@ -194,7 +194,7 @@ def test_commit_is_retried_while_the_index_is_held_and_commits_only_its_paths(tm
 
 def test_status_tells_done_running_paused_and_not_started_parts(tmp_path):
     import fcntl  # pylint: disable=g-import-not-at-top
-    from jst.analysis.studies import TEST_STUDIES  # pylint: disable=g-import-not-at-top
+    from jst.studies.catalog import TEST_STUDIES  # pylint: disable=g-import-not-at-top
     study, results, root = TEST_STUDIES['toy'], str(tmp_path / 'results'), str(tmp_path / 'work')
     done = os.path.join(results, 'toy', 'records', '40', 'lth', 'seed_0')
     os.makedirs(done)
@@ -228,8 +228,8 @@ def test_handoff_packs_a_paused_part_and_a_fresh_workdir_resumes_from_it(tmp_pat
     """``launch/study.py handoff``: a part with checkpoints and no records is packed beside the records (not its
     lock); a running part is refused; ``run_part`` unpacks it into an empty workdir (never over newer checkpoints),
     and removes it when the records land."""
-    from jst.analysis import handoff  # pylint: disable=g-import-not-at-top
-    from jst.analysis.studies import TEST_STUDIES  # pylint: disable=g-import-not-at-top
+    from jst.studies import handoff  # pylint: disable=g-import-not-at-top
+    from jst.studies.catalog import TEST_STUDIES  # pylint: disable=g-import-not-at-top
     from jst.run import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
     study, results, root = TEST_STUDIES['toy'], str(tmp_path / 'results'), str(tmp_path / 'work')
     workdir = os.path.join(root, study.workdir('lth', 40, (0, 1)))
@@ -275,7 +275,7 @@ def test_a_prerequisite_run_is_trained_once_without_naming_its_study_in_the_cli(
     """Issue 36: ``launch/study.py`` special-cased ``transfer_mnist``; its source ticket is now the study's
     ``prerequisite`` (another study's policy at one budget), trained by ``campaign.train_prerequisite`` when its
     summary is missing and skipped once it is there."""
-    from jst.analysis.studies import STUDIES  # pylint: disable=g-import-not-at-top
+    from jst.studies.catalog import STUDIES  # pylint: disable=g-import-not-at-top
     assert STUDIES['transfer_mnist'].prerequisite == ('paper_mnist', 'grow_dense_new', 1287,
                                                       'runs/paper_mnist/1287/grow_dense_new', 5)
     assert 'transfer_mnist' not in open(STUDY_PY).read().split('"""', 2)[2], 'no study is named in the CLI\'s code'
@@ -295,8 +295,8 @@ def test_a_prerequisite_run_is_trained_once_without_naming_its_study_in_the_cli(
 def test_a_committed_handoff_is_deleted_in_the_records_commit(tmp_path, monkeypatch):
     """``handoff --commit``: the archive is committed, so a fresh clone carries it; when the part's records land
     with ``--commit``, the archive's deletion is in the same commit and the clone is clean."""
-    from jst.analysis import handoff  # pylint: disable=g-import-not-at-top
-    from jst.analysis.studies import TEST_STUDIES  # pylint: disable=g-import-not-at-top
+    from jst.studies import handoff  # pylint: disable=g-import-not-at-top
+    from jst.studies.catalog import TEST_STUDIES  # pylint: disable=g-import-not-at-top
     repo, root = str(tmp_path / 'repo'), str(tmp_path / 'work')
     results = os.path.join(repo, 'docs', 'results')
     git = lambda *a: subprocess.run(['git', '-c', 'user.name=t', '-c', 'user.email=t@t', *a], cwd=repo,

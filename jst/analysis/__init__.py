@@ -1,5 +1,3 @@
-"""Results from records: ``report`` (one run or many), ``study`` (a study and its records), ``policy_study`` and
-``level_study`` (its page: policies x budgets, or pruning levels with controls), ``statistics`` and ``claims``
-(intervals, paired tests, Holm, equivalence), ``compute`` (steps and multiply-adds), ``figures`` (PNG plots),
-``studies`` (the published studies), ``pages`` (every page and README block) and ``campaign`` (trains a study part
-by part in ``launch/main.py`` processes; the only module here that starts training)."""
+"""Results from records: ``statistics`` and ``claims`` (intervals, paired tests, Holm, equivalence, and the words a
+result earns), ``figures`` (PNG plots), ``report`` (one run or many) and ``paired`` (the main command's paired
+comparisons). The published studies, their campaigns and pages are ``jst.studies``."""

@@ -9,12 +9,10 @@ from typing import Sequence
 from jst.analysis import claims
 from jst.analysis import figures
 from jst.analysis import statistics
-from jst.analysis import studies_cifar
-from jst.analysis import studies_mnist
 from jst.run.records import Record
 
 # The TOST margin of the main command's paired lines: the results pages' margin for the dataset.
-MAIN_COMMAND_MARGINS = {'mnist': studies_mnist.MNIST_MARGIN, 'cifar10': studies_cifar.CIFAR_MARGIN}
+MAIN_COMMAND_MARGINS = {'mnist': claims.MNIST_MARGIN, 'cifar10': claims.CIFAR_MARGIN}
 
 
 def margin_for(datasets: Sequence[str]) -> float:

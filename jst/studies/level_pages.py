@@ -21,7 +21,7 @@ import numpy as np
 
 from jst.analysis import claims
 from jst.analysis import statistics
-from jst.analysis import study as study_lib
+from jst.studies import study as study_lib
 from jst.run.records import Record
 
 CONTROLS = ('none', 'random_reinit', 'random_prune')

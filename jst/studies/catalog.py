@@ -6,9 +6,9 @@ the per-round budget and trainings x budget, ``{source}`` for the workdir of the
 published studies live in ``studies_mnist`` and ``studies_cifar``; the tests' toy study is here.
 """
 
-from jst.analysis import study as study_lib
-from jst.analysis.studies_cifar import CIFAR_STUDIES
-from jst.analysis.studies_mnist import MNIST_STUDIES
+from jst.studies import study as study_lib
+from jst.studies.catalog_cifar import CIFAR_STUDIES
+from jst.studies.catalog_mnist import MNIST_STUDIES
 
 STUDIES = {**MNIST_STUDIES, **CIFAR_STUDIES}
 

@@ -21,8 +21,8 @@ import time
 from typing import Any, Callable, Optional, Sequence
 
 from jst import errors
-from jst.analysis import handoff
-from jst.analysis import study as study_lib
+from jst.studies import handoff
+from jst.studies import study as study_lib
 from jst.run import checkpoint_io
 from jst.run import checkpointing
 from jst.run import workdir as workdir_lib

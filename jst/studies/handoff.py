@@ -15,7 +15,7 @@ import os
 import tarfile
 from typing import Callable, Optional
 
-from jst.analysis import study as study_lib
+from jst.studies import study as study_lib
 from jst.run import workdir as workdir_lib
 
 SKIPPED = (workdir_lib.LOCK_FILE, workdir_lib.UNREADABLE_CHECKPOINT_DIR)  # never handed on

@@ -19,9 +19,9 @@ from typing import Sequence
 
 import numpy as np
 
-from jst.analysis import policy_study
+from jst.studies import policy_pages
 from jst.analysis import statistics
-from jst.analysis import study as study_lib
+from jst.studies import study as study_lib
 from jst.data import readers
 from jst.models import networks
 from jst.models import specs
@@ -87,7 +87,7 @@ def budget_curves(study: study_lib.Study, runs: dict[tuple[int, str], list[Recor
         out[budget] = []
         for policy in study.policy_names:
             if (budget, policy) in runs:
-                steps = policy_study.steps_curve(runs, policy, budget)
+                steps = policy_pages.steps_curve(runs, policy, budget)
                 macs = macs_curve(runs[(budget, policy)], batch_size)
                 out[budget].append((policy, {'steps': steps['steps'], 'sparse': macs['sparse'],
                                              'dense': macs['dense'], 'test': [100 * v for v in steps['test']],
@@ -139,7 +139,7 @@ def budget_choice_section(runs: dict[tuple[int, str], list[Record]], comparisons
              'For each policy, the per-round budget whose final round has the highest mean validation accuracy '
              '(test accuracy is only reported). Weight-steps: Σ over rounds of steps x weights kept (for an MLP, '
              'training multiply-adds ≈ 3 x batch x weight-steps); training multiply-adds, sparse and '
-             'dense-equivalent: see the module docstring of `jst/analysis/compute.py`.', '',
+             'dense-equivalent: see the module docstring of `jst/studies/compute.py`.', '',
              '| policy | budget chosen (steps/round) | seeds | cumulative steps | weight-steps (10^9) | training '
              'multiply-adds, sparse / dense-equivalent (10^12) | val acc (%) | test acc (%) |',
              '|---|---|---|---|---|---|---|---|']

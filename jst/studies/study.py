@@ -2,7 +2,7 @@
 
 Its records live in ``docs/results/<name>/records/<budget>/<policy>[/<part>]/summary.json`` (as written by
 ``launch/main.py``); ``policy_study`` and ``level_study`` turn them into the study's Markdown page, deterministically,
-so a test can regenerate the page and fail when a published number differs. ``jst/analysis/studies.py`` holds the
+so a test can regenerate the page and fail when a published number differs. ``jst/studies/catalog.py`` holds the
 studies; ``campaign`` trains them part by part.
 """
 
@@ -42,7 +42,7 @@ class Study:
     notes: str = ''
     policy_seeds: tuple[tuple[str, int], ...] = ()  # (policy, num_seeds) where a policy runs more seeds
     dense_policy: str = ''             # a policy whose round 0 is the dense network: where it converges
-    page: str = 'policies'             # 'policies' (policies x budgets) | 'levels' (jst.analysis.level_study)
+    page: str = 'policies'             # 'policies' (policies x budgets) | 'levels' (jst.studies.level_pages)
     # Seeds per ``launch/main.py`` process: 0 = all of a policy's seeds as lanes of one process (one part per
     # cell); k = parts of k seeds run one after another, each with its own records (``seed_S`` / ``seeds_S-T``),
     # so a long campaign commits every finished part. Lane i of a run has the keys of a one-seed run of seed + i

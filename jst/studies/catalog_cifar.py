@@ -1,8 +1,9 @@
 """The CIFAR-10 studies behind docs/results/ (the seed paper's residual net, Frankle & Carbin's Conv-2; CIFAR-10,
-JPEG q75 copy): each a base config, seeds, budgets and policies. ``jst.analysis.studies`` collects them.
+JPEG q75 copy): each a base config, seeds, budgets and policies. ``jst.studies.catalog`` collects them.
 """
 
-from jst.analysis import study as study_lib
+from jst.analysis import claims
+from jst.studies import study as study_lib
 
 CIFAR_FINAL_ARCH = '--config.model.block_widths=(8,8,8,8,8,8,8)'
 CIFAR_BUDGET = 702  # steps per round: 2 epochs of 351, a CPU-reduced budget (see cifar10_budget)
@@ -18,7 +19,7 @@ CONV2_FULL_BUDGET = 20_000  # Frankle & Carbin's iterations per level (conv2_con
 CONV2_FULL_LEVELS = 14  # to about 4.6% of weights
 CONV2_PREREGISTRATION = 'docs/results/preregistration/conv2_converged.md'
 # TOST margin (jst.analysis.claims): CIFAR-10 here sits near 35-70% test accuracy.
-CIFAR_MARGIN = 0.01
+CIFAR_MARGIN = claims.CIFAR_MARGIN
 CIFAR_MARGIN_FIXED = ('on 2026-11-29, after seed 42\'s records and before any second seed (the first comparison '
                       'needs two)')
 CIFAR_MARGIN_WHY = ('at 35-70% test accuracy one point is 2-3% of the remaining error, below the CIFAR-10 '
@@ -57,7 +58,7 @@ after another; the page lists the seeds measured so far.
         comparisons=(), dense_policy='dense',
         notes=f'''
 Issue 34's budget, chosen before the converged study by the rule its pre-registration (`{CIFAR_PREREGISTRATION}`)
-fixed before this study's first record: `jst.analysis.compute.budget_from_curve` over this curve's mean validation
+fixed before this study's first record: `jst.studies.compute.budget_from_curve` over this curve's mean validation
 loss (the first whole epoch within 2% of its minimum; none while the minimum lies in the curve's last tenth, which
 extends the curve instead). `configs/cifar10.py`'s 7-block residual net, Adam 1e-3, batch 128, 45,000 training
 images (351 steps per epoch), a fresh batch order each epoch; validation only, test never enters the choice. One

@@ -11,13 +11,13 @@ import os
 from typing import Callable
 
 from jst import errors
-from jst.analysis import campaign
-from jst.analysis import compute
+from jst.studies import campaign
+from jst.studies import compute
 from jst.analysis import figures
-from jst.analysis import level_study
-from jst.analysis import policy_study
+from jst.studies import level_pages
+from jst.studies import policy_pages
 from jst.analysis import report
-from jst.analysis import study as study_lib
+from jst.studies import study as study_lib
 from jst.run.records import Record
 
 # The studies whose headline the README shows.
@@ -90,9 +90,9 @@ def render(results_dir: str, study: study_lib.Study) -> tuple[str, Callable[[], 
         records = all_records(results_dir, study)
         if not records:
             return planned_page(study), lambda: None
-        return (level_study.render_levels_page(study, records),
+        return (level_pages.render_levels_page(study, records),
                 lambda: figures.plot_level_curves(
-                    {level_study.NAMES[c]: level_study.level_curves(records, c) for c in level_study.CONTROLS},
+                    {level_pages.NAMES[c]: level_pages.level_curves(records, c) for c in level_pages.CONTROLS},
                     os.path.join(results_dir, study.name, 'levels.png')))
     runs = study_lib.load_records(results_dir, study)
     if not runs:
@@ -108,7 +108,7 @@ def render(results_dir: str, study: study_lib.Study) -> tuple[str, Callable[[], 
         extra += dense_curve(results_dir, study)
     batch = batch_size(results_dir, study)
     extra += compute.budget_choice_section(runs, study.comparisons, batch)
-    return (policy_study.render_page(study, runs, extra=extra),
+    return (policy_pages.render_page(study, runs, extra=extra),
             lambda: figures.plot_budget_curves(compute.budget_curves(study, runs, batch),
                                               os.path.join(results_dir, study.name, 'accuracy_vs_steps.png')))
 
@@ -183,14 +183,14 @@ def headline_block(results_dir: str, study: study_lib.Study) -> str:
     """The README's block for ``study``: its headline table and sentence (a levels study: its summary sentence,
     with the study's equivalence margin, exactly as its page states it)."""
     if study.page == 'levels':
-        levels = level_study.by_level(all_records(results_dir, study))
-        return level_study.summary_sentence(levels, level_study.level_comparisons(levels, study.equivalence_margin))
+        levels = level_pages.by_level(all_records(results_dir, study))
+        return level_pages.summary_sentence(levels, level_pages.level_comparisons(levels, study.equivalence_margin))
     runs = study_lib.load_records(results_dir, study)
-    block = '\n'.join(policy_study.headline_table(study, runs) + ['', policy_study.headline_sentence(study, runs)])
+    block = '\n'.join(policy_pages.headline_table(study, runs) + ['', policy_pages.headline_sentence(study, runs)])
     if study.name in CHOSEN_BUDGET_HEADLINES:
         block += '\n\n' + compute.chosen_budget_sentence(runs, *CHOSEN_BUDGET_HEADLINES[study.name])
     if study.name in README_COMPARISONS:
-        block += '\n\n' + policy_study.comparisons_sentence(study, runs, *README_COMPARISONS[study.name])
+        block += '\n\n' + policy_pages.comparisons_sentence(study, runs, *README_COMPARISONS[study.name])
     return block
 
 

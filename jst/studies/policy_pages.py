@@ -16,7 +16,7 @@ import numpy as np
 from jst.analysis import claims
 from jst.analysis import report
 from jst.analysis import statistics
-from jst.analysis import study as study_lib
+from jst.studies import study as study_lib
 from jst.run.records import Record
 
 
@@ -195,7 +195,7 @@ def render_page(study: study_lib.Study, runs: dict[tuple[int, str], list[Record]
         lines += ['', f'Every policy also runs with `{study.base_flags}`.']
     lines += ['', f'![accuracy vs steps and multiply-adds]({study.name}/accuracy_vs_steps.png)', '', 'The figure: '
               'test accuracy per round against cumulative steps, sparse and dense-equivalent training multiply-adds '
-              '(rows; `jst/analysis/compute.py`), one column per budget.']
+              '(rows; `jst/studies/compute.py`), one column per budget.']
     for budget in study.budgets:
         lines += ['', f'## {budget:,} steps per round', '', '### Final round', '']
         lines += final_table(study, runs, budget)
