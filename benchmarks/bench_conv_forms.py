@@ -1,4 +1,4 @@
-"""One convolution, five formulations, side by side in one run: which form of the same math XLA:CPU runs fastest for
+"""One convolution, six formulations, side by side in one run: which form of the same math XLA:CPU runs fastest for
 the layers of the seed paper's ResNet and of Conv-2 (issue 34 item 1).
 
     python benchmarks/bench_conv_forms.py [--repeats=20] [--out=benchmarks/results]
@@ -10,7 +10,10 @@ Formulations (all the same math: a stride-1 'SAME' cross-correlation, NHWC input
 * ``im2col_dot``: the kh*kw shifted slices of the padded input concatenated on channels, then one dot with the
   reshaped kernel [kh*kw*C_in, C_out];
 * ``shifted_dots``: the sum over the kh*kw taps of a dot of each shifted slice with its [C_in, C_out] tap;
-* ``broadcast_reduce``: the taps stacked [N, H, W, kh*kw, C_in] and contracted with one einsum.
+* ``broadcast_reduce``: the taps stacked [N, H, W, kh*kw, C_in] and contracted with one einsum;
+* ``row_toeplitz``: each image row cut into tiles of ``TILE`` output pixels, and each of the kh kernel rows a
+  banded [(TILE+kw-1)*C_in, TILE*C_out] matrix: kh dots whose operands are contiguous row slices (no minor-axis
+  shuffles, at (TILE+kw-1)/kw times the multiply-adds).
 
 The backward of each is JAX's autodiff of that same form (so ``im2col_dot``'s weight gradient is one dot of the
 patches with the output gradient, and its input gradient a dot plus the transposed slicing). Each: the median wall
@@ -91,9 +94,26 @@ def broadcast_reduce(x: Array, w: Array) -> Array:
     return jnp.einsum('nhwkc,kcd->nhwd', jnp.stack(_taps(x, kh, kw), axis=-2), w.reshape(kh * kw, ci, co))
 
 
+TILE = 8  # output pixels per row tile of row_toeplitz (measured best of 4, 8, 16, 32 for the 8-channel layers)
+
+
+def row_toeplitz(x: Array, w: Array) -> Array:
+    kh, kw, ci, co = w.shape
+    n, h, width, _ = x.shape
+    ph, pw = (kh - 1) // 2, (kw - 1) // 2
+    rows = jnp.pad(x, ((0, 0), (ph, kh - 1 - ph), (pw, kw - 1 - pw), (0, 0))).reshape(n, h + kh - 1, -1)
+    span = (TILE + kw - 1) * ci
+    tiles = jnp.stack([rows[:, :, s * TILE * ci:s * TILE * ci + span] for s in range(width // TILE)], axis=2)
+    band = (jnp.arange(TILE + kw - 1)[None, :, None] ==  # [kw, TILE+kw-1, TILE]: input column p feeds output q
+            jnp.arange(TILE)[None, None, :] + jnp.arange(kw)[:, None, None]).astype(x.dtype)
+    banded = jnp.einsum('dpq,hdco->hpcqo', band, w).reshape(kh, span, TILE * co)
+    y = sum(jnp.einsum('nhsp,pq->nhsq', tiles[:, i:i + h], banded[i]) for i in range(kh))
+    return y.reshape(n, h, width, co)
+
+
 FORMS: dict[str, Callable[[Array, Array], Array]] = {
     'xla_nhwc': xla_nhwc, 'xla_nchw': xla_nchw, 'im2col_dot': im2col_dot, 'shifted_dots': shifted_dots,
-    'broadcast_reduce': broadcast_reduce}
+    'broadcast_reduce': broadcast_reduce, 'row_toeplitz': row_toeplitz}
 
 
 def _median_s(fn: Callable[[], Any], repeats: int) -> float:

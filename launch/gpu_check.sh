@@ -18,8 +18,8 @@
 #      is paused (SIGTERM) and packed as a hand-off archive; records and archives under OUT/results (copy them
 #      into docs/results/, commit, and the next call goes on from there);
 #   5. OUT/gpu_check.tar.gz: all of the above in one archive (workdirs only as hand-off archives).
-# The whole design is ~14M Adam steps (cifar10_converged's share depends on its budget): hours on one H200, so
-# it takes many calls; README.md ("GPU") gives the estimate.
+# The two defined studies are 4.43M Adam steps (cifar10_converged's share depends on its budget): hours on one
+# H200 by our estimate, so the design takes many calls; README.md ("On a lent GPU machine") gives the estimate.
 # JST_GPU_CHECK_SCALE=toy runs the same steps at toy scale on any machine (tests/test_gpu_pack.py, on CPU).
 set -uo pipefail
 out_arg="${1:?usage: bash launch/gpu_check.sh OUT [DATA]}"

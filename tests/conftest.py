@@ -3,7 +3,7 @@
 * ``python -m pytest -q -m "not slow" tests``: the inner loop (ops, config checks, data readers, reports, layout,
   golden tolerances, the study runner's sharding), under two minutes on 2 cores. Every test that launches a
   process or trains a whole run is ``slow`` (marked here, by module, or by the test itself).
-* ``python -m pytest -q -n 2 tests`` (the README's command, CI): everything but ``extended``, about 15 minutes.
+* ``python -m pytest -q -n 2 tests`` (the README's command, CI): everything but ``extended``, about 20 minutes.
 * MNIST for the data tests comes from ``$JST_MANUAL_DIR`` (when it holds the four original files), else the offline
   folder (``$JST_SHARED_DATASETS/mnist``, default ``../shared/datasets/mnist``), else, online, TFDS's registered
   files downloaded once into ``~/.cache/jst/datasets/mnist`` (checked against TFDS's checksums); with none of

@@ -234,15 +234,15 @@ def conv_target_lines(benchmark_results_dir: str, network: str = 'resnet') -> li
     target, before, fast = 1.3 * torch_best, rows['jst_before'], rows['jst_fast']
     met = lambda ok: 'met' if ok else 'not met'
     sums = forms['step_sums_ms'][network]
-    slower = [f for f in ('im2col_dot', 'shifted_dots', 'broadcast_reduce') if sums[f] > sums['xla_nhwc']]
+    slower = [f for f in sums if f not in ('xla_nhwc', 'xla_nchw') and sums[f] > sums['xla_nhwc']]
     return ['', f'## The {network} step against the targets of issue 34', '',
             f'jst\'s step went from {before:.1f} ms (jst_before) to {fast:.1f} ms (jst_fast, the default), '
             f'{before / fast:.2f}x faster: the 2x target is {met(before / fast >= 2)}. PyTorch\'s best step here is '
             f'{torch_best:.1f} ms ({torch_loop}), so jst_fast is {fast / torch_best:.2f}x of it: the 1.3x target '
             f'({target:.1f} ms) is {met(fast <= target)}. A minimal JAX loop (flax\'s layers, XLA\'s kernels) takes '
             f'{rows["minimal_jax"]:.1f} ms. The convolutions of one step alone (forward and backward, XLA\'s kernels '
-            f'without the library kernels, the fastest of the five forms: {best_form}, conv_forms_cpu.json) take '
-            f'{convs_ms:.1f} ms. '
+            f'without the library kernels, the fastest of the {len(sums)} forms: {best_form}, conv_forms_cpu.json) '
+            f'take {convs_ms:.1f} ms. '
             + (f'Slower than XLA\'s own NHWC convolution, summed over the step: {", ".join(slower)}. '
                if slower else '')
             + '(The two files are separate runs; their dates are in their sections above.)']
