@@ -207,7 +207,7 @@ def test_status_tells_done_running_paused_and_not_started_parts(tmp_path):
               open(os.path.join(paused, 'config.json'), 'w'))
     from jst.run import checkpoint_io  # pylint: disable=g-import-not-at-top
     checkpoint_io.RunCheckpointer(paused, {}).save(
-        {'progress': {'round': 2}, 'training': {'tag': 'round2/none', 'step': 1200}}, {'w': np.zeros(2)})
+        {'stages': {'start': {}}, 'training': {'stage': 'round 2: ticket', 'step': 1200}}, {'w': np.zeros(2)})
     running = os.path.join(root, 'toy', '40', 'lth', 'seed_1')
     os.makedirs(running)
     from jst.run import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
@@ -218,7 +218,7 @@ def test_status_tells_done_running_paused_and_not_started_parts(tmp_path):
         text = campaign.status_table(study, results, root)
     lines = text.splitlines()
     assert lines[1].split()[:5] == ['0', '40', 'lth', 'seed_0', 'done'], text
-    assert lines[2].endswith('paused       2 of 10 trainings finished; checkpoint: round2/none step 1,200'), text
+    assert lines[2].endswith('paused       2 of 10 trainings finished; checkpoint: round 2: ticket step 1,200'), text
     assert lines[3].split()[4:] == ['running', 'pid', '123', 'on', 'host', 'h'], text
     assert lines[4].split()[4:] == ['not', 'started'], text
     assert lines[-1] == '1 done, 1 running, 1 paused, 1 not started', text

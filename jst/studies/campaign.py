@@ -261,9 +261,9 @@ def part_state(study: study_lib.Study, budget: int, policy: str, part: Part, res
         details.append(f'{finished}{_of_trainings(os.path.join(workdir, "config.json"))} trainings finished')
     meta = checkpoint_io.RunCheckpointer(workdir, None).latest_meta() or {}
     if meta.get('training'):
-        details.append(f'checkpoint: {meta["training"]["tag"]} step {meta["training"]["step"]:,}')
-    elif meta.get('progress'):
-        details.append(f'checkpoint: round {meta["progress"].get("round")}, between trainings')
+        details.append(f'checkpoint: {meta["training"]["stage"]} step {meta["training"]["step"]:,}')
+    elif meta.get('stages'):
+        details.append(f'checkpoint: {len(meta["stages"])} stage(s) done, the last {list(meta["stages"])[-1]!r}')
     holder = workdir_lib.running_holder(workdir)
     return ('running', '; '.join(details + [holder])) if holder else ('paused', '; '.join(details))
 
