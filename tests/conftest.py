@@ -15,7 +15,6 @@
   interrupted study campaign, more kill-and-resume points, every benchmark at toy scale).
 """
 
-import fcntl
 import os
 import socket
 import urllib.parse
@@ -26,22 +25,20 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.environ.get('JST_SHARED_DATASETS', os.path.join(REPO, '..', 'shared', 'datasets'))
 DOWNLOADS = os.path.join(os.path.expanduser('~'), '.cache', 'jst', 'datasets')
-MNIST_FILES = ('train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz', 't10k-images-idx3-ubyte.gz',
-               't10k-labels-idx1-ubyte.gz')
 DATASET_FIXTURES = ('mnist_dir', 'cifar10_dir')
 
 
 def _holds_mnist(path: str) -> bool:
-    return bool(path) and all(os.path.isfile(os.path.join(path, f)) for f in MNIST_FILES)
+    from jst.data import readers  # pylint: disable=g-import-not-at-top
+    return bool(path) and all(os.path.isfile(os.path.join(path, f)) for f in readers.expected_files('mnist'))
 
 
 def download_mnist(dest: str) -> str:
     """TFDS's registered MNIST files downloaded into ``dest`` (once; each checked against TFDS's checksum)."""
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
     from jst.data import tfds_backend  # pylint: disable=g-import-not-at-top
-    os.makedirs(dest, exist_ok=True)
-    with open(os.path.join(dest, '.lock'), 'a') as lock:  # test workers (-n 2) download one at a time
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with tfds_backend.preparation_lock(dest):  # test workers (-n 2) download one at a time
+        os.makedirs(dest, exist_ok=True)
         for url, info in tfds.builder_cls('mnist').url_infos.items():
             path = os.path.join(dest, info.filename)
             if not os.path.isfile(path):

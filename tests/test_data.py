@@ -210,7 +210,7 @@ def test_tfds_preparation_is_one_process_at_a_time(tmp_path):
     events = []
 
     def prepare(name):
-        with tfds_backend._preparation_lock(str(tmp_path / 'mnist' / '3.0.1')):  # pylint: disable=protected-access
+        with tfds_backend.preparation_lock(str(tmp_path / 'mnist' / '3.0.1')):
             events.append(f'{name} in')
             time.sleep(0.3)
             events.append(f'{name} out')

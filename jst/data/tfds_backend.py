@@ -87,7 +87,7 @@ def read_tfds(name: str, manual_dir: Optional[str], data_dir: Optional[str]) -> 
     elif not builder.is_prepared():
         _check_reachable(name, builder)
     config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
-    with _preparation_lock(builder.data_dir):  # two processes preparing at once collide in TFDS's rename
+    with preparation_lock(builder.data_dir):  # two processes preparing at once collide in TFDS's rename
         builder.download_and_prepare(download_config=config)
     try:
         both = [tfds.as_numpy(builder.as_dataset(split=s, batch_size=-1)) for s in ('train', 'test')]
@@ -101,9 +101,9 @@ def read_tfds(name: str, manual_dir: Optional[str], data_dir: Optional[str]) -> 
 
 
 @contextlib.contextmanager
-def _preparation_lock(dataset_dir: str):
-    """An exclusive lock for preparing one TFDS dataset version, shared by every process on this machine (a lock
-    file beside ``dataset_dir``): the first prepares it, the others wait and find it prepared."""
+def preparation_lock(dataset_dir: str):
+    """An exclusive lock for preparing a dataset folder, shared by every process on this machine (a lock file
+    beside ``dataset_dir``): the first prepares it, the others wait and find it prepared."""
     parent = os.path.dirname(os.fspath(dataset_dir).rstrip('/'))
     os.makedirs(parent, exist_ok=True)
     with open(os.path.join(parent, '.jst_prepare.lock'), 'a') as lock:

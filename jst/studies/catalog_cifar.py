@@ -19,7 +19,6 @@ CONV2_FULL_BUDGET = 20_000  # Frankle & Carbin's iterations per level (conv2_con
 CONV2_FULL_LEVELS = 14  # to about 4.6% of weights
 CONV2_PREREGISTRATION = 'docs/results/preregistration/conv2_converged.md'
 # TOST margin (jst.analysis.claims): CIFAR-10 here sits near 35-70% test accuracy.
-CIFAR_MARGIN = claims.CIFAR_MARGIN
 CIFAR_MARGIN_FIXED = ('on 2026-11-29, after seed 42\'s records and before any second seed (the first comparison '
                       'needs two)')
 CIFAR_MARGIN_WHY = ('at 35-70% test accuracy one point is 2-3% of the remaining error, below the CIFAR-10 '
@@ -112,7 +111,7 @@ hand-off archives.
         dense_policy='weight_reset',
         headline=('grow_dense_new', 'weight_reset'),
         headline_question="Does the paper's growth beat the weight-reset lottery ticket on CIFAR-10?",
-        equivalence_margin=CIFAR_MARGIN, margin_fixed=CIFAR_MARGIN_FIXED, margin_why=CIFAR_MARGIN_WHY,
+        equivalence_margin=claims.CIFAR_MARGIN, margin_fixed=CIFAR_MARGIN_FIXED, margin_why=CIFAR_MARGIN_WHY,
         notes=f'''
 `configs/cifar10.py` (arXiv 2109.03862's CIFAR-10 setting): 7x7 stem conv 3->8 + BatchNorm, BasicBlocks of 8
 channels, global average pooling, Dense 8->10; He init, Adam 1e-3, batch 128; the blocks' kernels level-pruned to
@@ -133,7 +132,7 @@ Validation every {CIFAR_EVAL_EVERY} steps. In the flags, `{{total}}` stands for 
         title='The lottery-ticket pattern for a conv net: Conv-2 on CIFAR-10 (Frankle & Carbin), reduced schedule '
               '(CIFAR-10, JPEG q75 copy)',
         config='configs/cifar10_conv.py', first_seed=42, num_seeds=3, budgets=(CONV2_BUDGET,), trainings=6,
-        lanes_per_run=1, page='levels', equivalence_margin=CIFAR_MARGIN, margin_why=CIFAR_MARGIN_WHY,
+        lanes_per_run=1, page='levels', equivalence_margin=claims.CIFAR_MARGIN, margin_why=CIFAR_MARGIN_WHY,
         margin_fixed='on 2026-11-29, before any of its records (with the CIFAR-10 margin of cifar10_paper)',
         policies=(
             ('imp', '--config.num_rounds=5 --config.control=random_reinit,random_prune --config.eval_every=500',
@@ -156,7 +155,7 @@ convolutions cost 4.7x per lane on this CPU), two runners side by side (`--shard
         title="The lottery-ticket pattern for a conv net at Frankle & Carbin's schedule: Conv-2 on CIFAR-10 "
               '(CIFAR-10, JPEG q75 copy)',
         config='configs/cifar10_conv.py', first_seed=42, num_seeds=5, budgets=(CONV2_FULL_BUDGET,), trainings=15,
-        lanes_per_run=1, page='levels', equivalence_margin=CIFAR_MARGIN, margin_why=CIFAR_MARGIN_WHY,
+        lanes_per_run=1, page='levels', equivalence_margin=claims.CIFAR_MARGIN, margin_why=CIFAR_MARGIN_WHY,
         margin_fixed=f'in {CONV2_PREREGISTRATION}, before any of its records',
         policies=(
             ('imp', f'--config.num_rounds={CONV2_FULL_LEVELS} --config.control=random_reinit,random_prune '

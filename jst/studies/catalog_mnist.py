@@ -14,7 +14,6 @@ FC_LENET_ITERATIONS = 50_000  # Frankle & Carbin's iterations per level for LeNe
 # TOST margins (jst.analysis.claims): the smallest test-accuracy difference a study calls real, tied to the effect of
 # interest. MNIST's was +-0.5 points until 2026-12-04: wider than the effects it was used on, so it is now the
 # +-0.2 points that paper_mnist_confirm pre-registered.
-MNIST_MARGIN = claims.MNIST_MARGIN
 MNIST_MARGIN_FIXED = ('on 2026-11-29 at ±0.5 points, after these records were committed (not pre-registered), and '
                       'narrowed on 2026-12-04, also after them, to the ±0.2 points that paper_mnist_confirm '
                       'pre-registered')
@@ -84,7 +83,7 @@ MNIST_STUDIES = {
         dense_policy='weight_reset',
         headline=('grow_sparse_new', 'prune_continue'),
         headline_question='Does growth beat prune-and-continue at matched weights and steps?',
-        equivalence_margin=MNIST_MARGIN, margin_fixed=MNIST_MARGIN_FIXED,
+        equivalence_margin=claims.MNIST_MARGIN, margin_fixed=MNIST_MARGIN_FIXED,
         margin_why=MNIST_MARGIN_WHY,
         notes='''
 `configs/mnist.py` (arXiv 2109.03862's setting): MLP with 128-unit hidden layers, PyTorch default init, Adam 1e-3,
@@ -150,7 +149,7 @@ counts, each trained once for the grown ticket's cumulative steps. One family of
              'init (random_reinit), random masks with the same per-layer counts (random_prune)'),
         ),
         comparisons=(),
-        trainings=16, page='levels', equivalence_margin=MNIST_MARGIN, margin_fixed=MNIST_MARGIN_FIXED,
+        trainings=16, page='levels', equivalence_margin=claims.MNIST_MARGIN, margin_fixed=MNIST_MARGIN_FIXED,
         margin_why=MNIST_MARGIN_WHY,
         notes='''
 `configs/mnist_lenet300.py` (Frankle & Carbin 2019, Figure 3): LeNet-300-100, Glorot init, Adam 1.2e-3, batch 60,
@@ -164,7 +163,8 @@ x 3 networks fit a 2-core CPU; 15 levels reach 3.6% of weights, F&C's sparsest L
         title="The lottery-ticket pattern at Frankle & Carbin's schedule: LeNet-300-100 on MNIST, 50,000 "
               'iterations per level',
         config='configs/mnist_lenet300.py', first_seed=0, num_seeds=5, budgets=(FC_LENET_ITERATIONS,),
-        trainings=16, lanes_per_run=5, page='levels', equivalence_margin=MNIST_MARGIN, margin_why=MNIST_MARGIN_WHY,
+        trainings=16, lanes_per_run=5, page='levels', equivalence_margin=claims.MNIST_MARGIN,
+        margin_why=MNIST_MARGIN_WHY,
         margin_fixed=('on 2026-11-30 at ±0.5 points, before any of its records (the MNIST margin of lenet300), and '
                       'narrowed on 2026-12-04, after them, to ±0.2 points with the other MNIST studies'),
         policies=(
@@ -196,7 +196,7 @@ checkpoint).
              'structure search (deepen or widen by 32, probes counted)'),
         ),
         comparisons=(('grow_dense_new', 'weight_reset'), ('grow_search', 'grow_dense_new')),
-        page='juvenility', equivalence_margin=MNIST_MARGIN, margin_fixed=MNIST_MARGIN_FIXED,
+        page='juvenility', equivalence_margin=claims.MNIST_MARGIN, margin_fixed=MNIST_MARGIN_FIXED,
         margin_why=MNIST_MARGIN_WHY,
         notes='''
 The seed paper closes with the hypothesis that a network stays "juvenile" (able to learn) when it keeps its trained
@@ -221,7 +221,8 @@ the same policies in `paper_mnist.md` up to float summation order.
              'the paper\'s growth from 784-128-10 on permuted pixels'),
         ),
         comparisons=(('from_ticket', 'from_ticket_random'), ('from_ticket', 'from_scratch')),
-        headline=('from_ticket', 'from_scratch'), equivalence_margin=MNIST_MARGIN, margin_fixed=MNIST_MARGIN_FIXED,
+        headline=('from_ticket', 'from_scratch'), equivalence_margin=claims.MNIST_MARGIN,
+        margin_fixed=MNIST_MARGIN_FIXED,
         margin_why=MNIST_MARGIN_WHY, prerequisite=('paper_mnist', 'grow_dense_new', 1287, TRANSFER_SOURCE, 5),
         headline_question='Does the MNIST ticket transfer to permuted-pixel MNIST better than growing from scratch?',
         notes=f'''
