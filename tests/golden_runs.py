@@ -17,6 +17,7 @@ import json
 import math
 import os
 import re
+import subprocess
 import sys
 import tempfile
 from typing import Any, Optional
@@ -48,12 +49,22 @@ RUNS: dict[str, tuple[str, str, dict[str, Any]]] = {
 }
 
 
+# XLA:CPU compiles for the CPU it runs on, and its code differs by instruction set: measured on 2026-12-06, the
+# ``tiny`` run's val_loss on an AVX2 AMD EPYC was 0.27225 against the 0.27185 recorded on an AVX-512 CPU (1.5e-3
+# relative: FMA contraction's last bits, grown over 150 steps), while the same EPYC capped at AVX or SSE4.2 gave the
+# recorded value to 8 digits. So golden runs run in a process of their own with XLA's code capped at AVX (every
+# x86-64 CPU of the last decade has it), and XLA's own kernels (``cpu_kernels='xla'``: the library kernels' numerics
+# are tested against XLA's in test_cpu_kernels.py).
+GOLDEN_XLA_FLAGS = '--xla_cpu_max_isa=AVX'
+
+
 def make_config(name: str, datasets_dir: str):
     config_file, dataset_dir, overrides = RUNS[name]
     config = load_config(config_file)
     config.manual_dir = os.path.join(datasets_dir, dataset_dir)
     config.data_backend = 'numpy'
     config.write_report = False
+    config.cpu_kernels = 'xla'
     return set_fields(config, overrides)
 
 
@@ -116,10 +127,23 @@ def differences(expected: Any, actual: Any, path: str = '', rel: Optional[float]
     return [] if expected == actual else [f'{path}: {expected!r} != {actual!r}']
 
 
-def run(name: str, datasets_dir: str, workdir: str) -> list[dict[str, Any]]:
+def run_here(name: str, datasets_dir: str, workdir: str) -> list[dict[str, Any]]:
+    """Golden run ``name`` in this process, whatever its XLA flags (use ``run``)."""
     from jst import driver  # pylint: disable=g-import-not-at-top
     records = driver.train_and_evaluate(make_config(name, datasets_dir), workdir)
     return strip_volatile(json.loads(json.dumps(records)))
+
+
+def run(name: str, datasets_dir: str, workdir: str) -> list[dict[str, Any]]:
+    """Golden run ``name``'s records, from a fresh process under ``GOLDEN_XLA_FLAGS``."""
+    out = os.path.join(workdir, 'golden_records.json')
+    env = {**os.environ, 'XLA_FLAGS': GOLDEN_XLA_FLAGS, 'PYTHONPATH': REPO}  # no flag of this process's
+    done = subprocess.run([sys.executable, '-m', 'tests.golden_runs', '--run', name, datasets_dir,
+                           os.path.join(workdir, 'run'), out], cwd=REPO, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f'golden run {name} failed:\n{done.stderr[-4000:]}')
+    with open(out) as f:
+        return json.load(f)
 
 
 def golden_path(name: str) -> str:
@@ -127,6 +151,11 @@ def golden_path(name: str) -> str:
 
 
 if __name__ == '__main__':
+    if sys.argv[1:2] == ['--run'] and len(sys.argv) == 6:  # one run, by ``run``
+        records = run_here(*sys.argv[2:5])
+        with open(sys.argv[5], 'w') as f:
+            json.dump(records, f)
+        raise SystemExit(0)
     if sys.argv[1:] != ['--write']:
         raise SystemExit(__doc__)
     datasets = os.environ.get('JST_SHARED_DATASETS', os.path.join(REPO, '..', 'shared', 'datasets'))
