@@ -5,7 +5,10 @@ reruns them and requires the same records, discrete fields exactly and floats wi
 hold on any CPU and BLAS build: see there). History of deliberate changes: recorded before the module
 re-layout (issue 11); ``mnist_search`` counts the probe steps of every candidate in ``cumulative_steps``
 (issue 13); re-recorded for ``config.data_order='per_round'`` (issue 21: a fresh batch order in every round
-after the first, so rounds >= 1 changed and rounds 0 did not). Regenerate only when a change of results is
+after the first, so rounds >= 1 changed and rounds 0 did not); re-recorded when the search probe and the learning
+potential moved onto the rounds' step runner (issue 36 item 6: the juvenility of mnist_juvenile and
+cifar10_juvenile and the probe scores of mnist_search changed, every architecture and round-0 result did not; the
+other runs moved only in last bits). Regenerate only when a change of results is
 intended::
 
     python -m tests.golden_runs --write   # from the repository root

@@ -5,6 +5,7 @@ import json
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jst.run import context
 from jst import driver
@@ -17,6 +18,7 @@ from jst.searches import prune_and_grow as S
 from jst.searches import rounds
 from jst.training import growth as G
 from jst.training import train as T
+from jst.training import train_loop
 from tests.helpers import load_config, set_fields
 
 
@@ -63,10 +65,11 @@ def test_surviving_weights_carry_over_between_rounds(mnist_dir, tmp_path, monkey
 
 def test_candidate_selection_ignores_the_test_split(mnist_dir, tmp_path, monkeypatch):
     """Also: the three searches below reuse one compiled probe per architecture (it used to be rebuilt, and
-    recompiled, every round)."""
+    recompiled, every round): the rounds' segment program, built once per architecture."""
     built = []
-    real = S.make_probe_fn
-    monkeypatch.setattr(S, 'make_probe_fn', lambda trainer, *a: built.append(trainer) or real(trainer, *a))
+    real = train_loop.make_segment_fn
+    monkeypatch.setattr(train_loop, 'make_segment_fn', lambda trainer, *a, **k: built.append(trainer) or real(
+        trainer, *a, **k))
     config = _tiny_juvenile(mnist_dir, growth='search')
     exp = context.make_context(config, str(tmp_path))
     spec = specs.paper_mlp(1, width=32)
@@ -96,12 +99,36 @@ def test_vmapped_probe_matches_one_at_a_time(mnist_dir, tmp_path):
     state = T.create_train_state(variables, M.create_masks(variables['params']), trainer.tx)
     grown = [G.deepen(state.params, state.masks, spec, jax.random.key(1), position=p) for p in (1, 2)]
     states = [G.grown_state(state, g, trainer.tx) for g in grown]
-    probe = S.make_probe_fn(exp.trainer(grown[0].spec), exp.num_train, 30)
-    d = exp.data
-    args = (d.train_x, d.train_y, d.val_x, d.val_y, d.val_w, jax.random.key(2))
-    together = np.asarray(probe(pytrees.stack(states), *args))
-    alone = [float(probe(pytrees.stack([s]), *args)[0]) for s in states]
+    new_spec, key = grown[0].spec, jax.random.key(2)
+    score = lambda st, n: train_loop.validation_accuracy_after(
+        exp.segment_fn(new_spec, n), st, exp.data, jnp.stack([key] * n), 30, spe=exp.steps_per_epoch)
+    together = score(pytrees.stack(states), 2)
+    alone = [float(score(s, 1)[0]) for s in states]
     np.testing.assert_allclose(together, alone, atol=1e-6)
+
+
+def test_probe_trains_as_a_round_does(mnist_dir, tmp_path):
+    """One step runner: a probe's score is the validation accuracy of the same steps trained as a round (same
+    sampler, same batches for the same key, across an epoch boundary), and it does not read the test split."""
+    config = _tiny_juvenile(mnist_dir)
+    exp = context.make_context(config, str(tmp_path))
+    spec = specs.paper_mlp(1, width=32)
+    variables = networks.init_variables(spec, jax.random.key(0), exp.input_shape)
+    state = T.create_train_state(variables, M.create_masks(variables['params']), exp.trainer(spec).tx)
+    key, steps = jax.random.key(7), exp.steps_per_epoch + 3
+    probed = train_loop.validation_accuracy_after(exp.segment_fn(spec, 1), state, exp.data, key[None], steps,
+                                                  spe=exp.steps_per_epoch)
+    trained, _ = train_loop.train_lanes(exp.segment_fn(spec, 1), state, exp.data, key[None], 0, steps,
+                                        spe=exp.steps_per_epoch, eval_every=steps)
+    d = exp.data
+    _, val_acc = exp.eval_fn(spec)(trained.params, trained.batch_stats, d.val_x, d.val_y, d.val_w)
+    assert float(probed[0]) == float(val_acc)
+    other = train_loop.validation_accuracy_after(exp.segment_fn(spec, 1), state, exp.data,
+                                                 jax.random.key(8)[None], steps, spe=exp.steps_per_epoch)
+    assert float(other[0]) != float(probed[0])  # another key, other batches
+    with pytest.raises(ValueError, match='at least one training step'):
+        train_loop.validation_accuracy_after(exp.segment_fn(spec, 1), state, exp.data, key[None], 0,
+                                             spe=exp.steps_per_epoch)
 
 
 def test_tiny_juvenile_paper_end_to_end(mnist_dir, tmp_path):

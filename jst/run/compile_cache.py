@@ -10,7 +10,7 @@ from typing import Any, Callable, Literal
 from jst.models import specs
 
 # What is cached: a Trainer, or a jitted function of one architecture.
-CompiledKind = Literal['trainer', 'eval', 'step', 'segment', 'lanes_segment', 'probe', 'diagnostics']
+CompiledKind = Literal['trainer', 'eval', 'segment', 'lanes_segment', 'diagnostics']
 KINDS: tuple[str, ...] = typing.get_args(CompiledKind)
 
 

@@ -114,10 +114,6 @@ class RunContext:
         """Jitted (params, batch_stats, x, y, w) -> (loss, accuracy) for this architecture."""
         return self.compiled('eval', spec, lambda: jax.jit(self.trainer(spec).evaluate(unroll=self.unroll(spec))))
 
-    def step_fn(self, spec: specs.ModelSpec) -> Callable[..., Any]:
-        """Jitted (state, x, y) -> (state, metrics): one training step of this architecture."""
-        return self.compiled('step', spec, lambda: jax.jit(self.trainer(spec).train_step))
-
     def segment_fn(self, spec: specs.ModelSpec, num_lanes: int) -> Callable[..., Any]:
         """The training segment of this architecture over ``num_lanes`` lanes (seeds) with a leading lane
         axis: ``train_loop.make_replicated_segment_fn`` (one compiled program for all lanes), or for one

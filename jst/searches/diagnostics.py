@@ -30,13 +30,13 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jst.models import specs
 from jst.ops import masks as masks_lib
 from jst.ops import pytrees
 from jst.run import context as context_lib
 from jst.training import train as train_lib
+from jst.training import train_loop
 
 Array = jax.Array
 PyTree = Any
@@ -182,24 +182,24 @@ def summary(ctx: context_lib.RunContext, spec: specs.ModelSpec, state: train_lib
     return summarize(diagnostics(state.params, state.batch_stats, state.masks, x, y, jax.random.key(0)))
 
 
+LEARNING_POTENTIAL_KEY = 999  # the data key of the learning-potential training: the same batches every round
+
+
 def learning_potential(ctx: context_lib.RunContext, spec: specs.ModelSpec, state: train_lib.TrainState,
                        start_val_accuracy: float) -> float:
-    """Validation-accuracy gain after ``learning_potential_steps`` steps from ``state`` (fixed batches).
+    """Validation-accuracy gain after ``learning_potential_steps`` steps from ``state``.
 
-    Runs the jitted train step from a Python loop on batches fixed by a numpy seed: cheap to
-    compile for every new architecture, and the same batches for every round and method.
+    Trains on the rounds' step runner (``train_loop.validation_accuracy_after``: same sampler, same convolution
+    unrolling, the round's compiled segment) with one fixed data key, so every round and method sees the same
+    batches.
     """
     steps = ctx.plan.diagnostics.learning_potential_steps
     if steps <= 0:
         return float('nan')
-    step = ctx.step_fn(spec)
-    idx = np.random.default_rng(999).integers(0, ctx.num_train, (steps, ctx.plan.batch_size))
-    for i in range(steps):
-        batch = jnp.asarray(idx[i])
-        state, _ = step(state, ctx.data.train_x[batch], ctx.data.train_y[batch])
-    d = ctx.data
-    _, acc = ctx.eval_fn(spec)(state.params, state.batch_stats, d.val_x, d.val_y, d.val_w)
-    return float(acc) - start_val_accuracy
+    keys = jax.random.key(LEARNING_POTENTIAL_KEY)[None]
+    acc = train_loop.validation_accuracy_after(ctx.segment_fn(spec, 1), state, ctx.data, keys, steps,
+                                               spe=ctx.steps_per_epoch)
+    return float(acc[0]) - start_val_accuracy
 
 
 def start_of_round(ctx: context_lib.RunContext, spec: specs.ModelSpec, state: train_lib.TrainState,

@@ -13,10 +13,11 @@ round's ticket and extends it function-preservingly:
   family's growth positions, widen each widenable layer by each of
   ``search.widen_by``), train each for ``search.probe_steps`` from the same
   weights and batches, and keep the one with the best *validation* accuracy
-  (the test split is never passed in). Candidates of the same architecture
-  (e.g. deepening a uniform-width MLP at different positions) train together
-  in one compiled, ``vmap``-ed program. Candidates beyond ``search.max_depth``
-  or ``search.max_params`` are skipped.
+  (the score reads validation alone: ``train_loop.validation_accuracy_after``).
+  Candidates of the same architecture (e.g. deepening a uniform-width MLP at
+  different positions) train together as lanes of the rounds' own compiled
+  segment program (same sampler, same convolution unrolling). Candidates
+  beyond ``search.max_depth`` or ``search.max_params`` are skipped.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from absl import logging
 
 from jst.models import specs
@@ -35,6 +35,7 @@ from jst.run import context as context_lib
 from jst.training import growth
 from jst.training import pruning
 from jst.training import train as train_lib
+from jst.training import train_loop
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,29 +91,6 @@ def apply_candidate(cand: Candidate, state: train_lib.TrainState, spec: specs.Mo
                         batch_stats=stats, options=options)
 
 
-def make_probe_fn(trainer: train_lib.Trainer, num_train: int, probe_steps: int) -> Callable[..., Any]:
-    """Jitted, vmapped (states, train_x, train_y, val_x, val_y, val_w, key) -> val accuracy [C].
-
-    Only the training and validation arrays are passed in: the test split cannot influence the choice.
-    """
-    train_step, evaluate, bsz = trainer.train_step, trainer.evaluate(), trainer.batch_size
-
-    def one(state, train_x, train_y, val_x, val_y, val_w, key):
-        n_batches = num_train // bsz
-        perm = jax.random.permutation(key, num_train)[: n_batches * bsz].reshape(n_batches, bsz)
-        idx = perm[jnp.arange(probe_steps) % n_batches]
-
-        def body(st, batch_idx):
-            st, _ = train_step(st, train_x[batch_idx], train_y[batch_idx])
-            return st, None
-
-        state, _ = jax.lax.scan(body, state, idx)
-        _, acc = evaluate(state.params, state.batch_stats, val_x, val_y, val_w)
-        return acc
-
-    return jax.jit(jax.vmap(one, in_axes=(0, None, None, None, None, None, None)))
-
-
 def evaluate_candidates(ctx: context_lib.RunContext, state: train_lib.TrainState, spec: specs.ModelSpec, key: jax.Array,
                         options: Any) -> list[ProbedCandidate]:
     """Probe-trains every candidate; returns them scored on validation only (the test split is never read)."""
@@ -124,13 +102,15 @@ def evaluate_candidates(ctx: context_lib.RunContext, state: train_lib.TrainState
         if grown.spec.depth > search.max_depth or pytrees.count(grown.params) > search.max_params:
             continue
         groups.setdefault(grown.spec, []).append((cand, grown, growth.grown_state(state, grown, tx, carry)))
-    d, results = ctx.data, []
-    probe_key = jax.random.fold_in(key, 10_000)
+    results = []
+    probe_key = jax.random.fold_in(key, 10_000)  # every candidate trains on the same batches
     for new_spec, members in groups.items():
-        probe = ctx.compiled('probe', new_spec, lambda s=new_spec: make_probe_fn(  # compiled once per architecture
-            ctx.trainer(s), ctx.num_train, int(search.probe_steps)))
-        stacked = pytrees.stack([m[2] for m in members])
-        accs = np.asarray(probe(stacked, d.train_x, d.train_y, d.val_x, d.val_y, d.val_w, probe_key))
+        # The rounds' step runner over the candidates of one architecture as lanes: compiled once per architecture
+        # and lane count, the same sampler and convolution unrolling as the rounds.
+        states = members[0][2] if len(members) == 1 else pytrees.stack([m[2] for m in members])
+        accs = train_loop.validation_accuracy_after(
+            ctx.segment_fn(new_spec, len(members)), states, ctx.data, jnp.stack([probe_key] * len(members)),
+            int(search.probe_steps), spe=ctx.steps_per_epoch)
         for (cand, grown, grown_st), acc in zip(members, accs):
             results.append(ProbedCandidate(cand, float(acc), grown.spec, grown_st))
     return results

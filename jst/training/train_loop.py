@@ -253,6 +253,27 @@ def train_lanes(segment_fn: Callable[..., Any], state: TrainState, data: DeviceD
     return state, records
 
 
+def validation_accuracy_after(segment_fn: Callable[..., Any], state: TrainState, data: DeviceData, keys: Array,
+                              steps: int, *, spe: int) -> np.ndarray:
+    """Validation accuracy [N] of N lanes after ``steps`` steps from ``state``: the short trainings that score a
+    state (a search's probe of its candidates, the learning potential of a round's start) on the same step runner,
+    sampler and convolution unrolling as the rounds (``segment_fn``: a replicated segment function, or
+    ``as_single_lane`` of one). Steps run as global steps [0, ``steps``) of keys ``keys`` [N] (so equal keys give
+    equal batches), without in-round mask updates; the only evaluation is of validation at the last step: the
+    best validation loss starts at -inf, so with ``test_at_best`` the test split is never evaluated (without it,
+    it is evaluated there and dropped), and the result reads validation alone."""
+    if steps < 1:
+        raise ValueError(f'steps={steps}: score a state after at least one training step.')
+    best = np.full((int(keys.shape[0]),), -np.inf, np.float32)
+    metrics: dict[str, Any] = {}
+    t = 0
+    for epoch, pos, length in plan_segments(0, steps, spe):
+        span = Span(epoch, pos, t, steps, steps, np.zeros((2,), np.float32))
+        state, metrics = segment_fn(state, data, keys, span, best, length=length)
+        t += length
+    return np.asarray(jax.device_get(metrics['val_acc']))[:, -1]
+
+
 def _check_finite(loss: np.ndarray, t: int, epoch: int, label: str, seeds: Sequence[int]) -> None:
     """Raises ``NonFiniteLossError`` naming the first lane (seed) and step whose loss [N, L] is not finite."""
     bad = ~np.isfinite(loss)
