@@ -121,7 +121,7 @@ def test_runs_record_diagnostics_and_transfer_a_ticket(mnist_dir, tmp_path):
     config.permute_pixels = True
     dst = driver.train_and_evaluate(config, str(tmp_path / 'dst'))
     assert dst[0]['architecture'] == src[-1]['architecture']
-    assert dst[0]['dataset'] == 'mnist_permuted'
+    assert (dst[0]['dataset'], dst[0]['permute_pixels'], src[0]['permute_pixels']) == ('mnist', True, False)
     assert abs(dst[0]['fraction_remaining'] - src[-1]['fraction_remaining']) < 1e-9
     config.init_from_weights = 'initial'
     with pytest.raises(Exception, match='needs a weight-reset'):

@@ -1,5 +1,6 @@
 """Reports refuse to mix runs (finding 1 of the fault probe): different configs, repeated seeds, bad files."""
 
+import glob
 import json
 import os
 
@@ -212,3 +213,19 @@ def test_every_committed_record_fits_the_round_record_schema_and_a_misfit_is_ref
     schema = records.record_schema()
     assert schema['properties']['start_val_accuracy']['type'] == ['null', 'number']
     assert set(schema['required']) <= set(schema['properties'])
+
+
+def test_an_old_permuted_record_reads_as_a_field(tmp_path):
+    """Records made before ``permute_pixels`` was a field named the variant in ``dataset`` ('mnist_permuted'): the
+    one reader gives them the field and the plain name; a new record is read as written."""
+    from jst.run import records  # pylint: disable=g-import-not-at-top
+    old = [{'round': 0, 'dataset': 'mnist_permuted'}, {'round': 0, 'dataset': 'mnist'}]
+    (tmp_path / 'summary.json').write_text(json.dumps(old))
+    assert [(r['dataset'], r['permute_pixels']) for r in records.read_summary(str(tmp_path))] == [
+        ('mnist', True), ('mnist', False)]
+    new = {'round': 0, 'dataset': 'mnist', 'permute_pixels': True}
+    assert records.upgraded(new) is new
+    committed = glob.glob(os.path.join(REPO, 'docs', 'results', 'transfer_mnist', 'records', '**', 'summary.json'),
+                          recursive=True)
+    permuted = [r for p in committed for r in records.read_summary_file(p) if r['permute_pixels']]
+    assert permuted and all(r['dataset'] == 'mnist' for r in permuted)

@@ -86,7 +86,7 @@ def load_runs(workdirs: Iterable[str]) -> tuple[list[Record], list[Record]]:
                               'run\'s command rebuilds it from the checkpoint).')
         if w in runs:
             raise ReportError(f'{w} is given twice.')
-        runs[w] = [{**r, 'workdir': w} for r in _read_json(path)]
+        runs[w] = [{**records.upgraded(r), 'workdir': w} for r in _read_json(path)]
         holder = workdir_lib.running_holder(w)
         if holder:
             logging.warning('%s is still running (%s): the report shows its finished rounds only.', w, holder)

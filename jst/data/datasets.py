@@ -35,6 +35,7 @@ class Dataset:
     test: Split
     num_classes: int
     backend: str
+    permuted_pixels: bool = False  # the permuted-pixel variant (``permute_pixels``): a field, never part of ``name``
 
 
 def resolve_manual_dir(manual_dir: Optional[str]) -> Optional[str]:

@@ -148,7 +148,7 @@ def load_run_data(config: ml_collections.ConfigDict) -> data_lib.Dataset:
                                train_limit=config.train_limit or None)
     if config.permute_pixels:
         perm = lambda s: data_lib.Split(data_lib.permute_pixels(s.images, config.split_seed), s.labels)
-        ds = dataclasses.replace(ds, name=f'{ds.name}_permuted', train=perm(ds.train),
+        ds = dataclasses.replace(ds, permuted_pixels=True, train=perm(ds.train),
                                  validation=perm(ds.validation), test=perm(ds.test))
     return ds
 

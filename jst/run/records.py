@@ -31,7 +31,8 @@ class RoundRecord(TypedDict, total=False):
     method: str
     control: str
     variant: str
-    dataset: str
+    dataset: str  # the dataset's name ('mnist'), without its variants: see ``permute_pixels``
+    permute_pixels: bool  # the permuted-pixel variant (a fixed permutation from config.split_seed)
     seed: int
     architecture: str
     fraction_remaining: float
@@ -102,8 +103,8 @@ class History:
         write_metrics(workdir, self.metrics)
 
 
-def make_record(*, round_index: int, method: str, control: str, variant: str, dataset: str, seed: int,
-                data_backend: str, spec: specs.ModelSpec, params: Any, masks: Any, best: Any, final: Any,
+def make_record(*, round_index: int, method: str, control: str, variant: str, dataset: str, permute_pixels: bool,
+                seed: int, data_backend: str, spec: specs.ModelSpec, params: Any, masks: Any, best: Any, final: Any,
                 steps: int, seconds: float, start: Optional[StartMeasures], cumulative_steps: int,
                 diverged: bool = False, **extra: Any) -> Record:
     """One ``summary.json`` record: a round's early-stopping point ``best`` and last evaluation ``final``
@@ -115,7 +116,7 @@ def make_record(*, round_index: int, method: str, control: str, variant: str, da
     start = start or {}
     record = {
         'round': round_index, 'method': method, 'control': control, 'variant': variant,
-        'dataset': dataset, 'seed': int(seed), 'architecture': spec.describe(),
+        'dataset': dataset, 'permute_pixels': bool(permute_pixels), 'seed': int(seed), 'architecture': spec.describe(),
         'fraction_remaining': stats['fraction_remaining'],
         'params_remaining': stats['kept'] + masks_lib.count_nonprunable(params, masks),
         'val_accuracy': best.val_accuracy, 'test_accuracy': best.test_accuracy,
@@ -183,12 +184,29 @@ def write_summary(workdir: str, records: Sequence[Record]) -> None:
                                   json.dumps(list(records), indent=1))
 
 
-def read_summary(workdir: str) -> list[Record]:
-    path = os.path.join(workdir, workdir_lib.SUMMARY_FILE)
+PERMUTED_SUFFIX = '_permuted'  # how records before the ``permute_pixels`` field named the variant ('mnist_permuted')
+
+
+def upgraded(record: dict[str, Any]) -> Record:
+    """``record`` as this version writes it: an older record's ``dataset`` 'mnist_permuted' becomes 'mnist' with
+    ``permute_pixels`` True (a record without the field was made without permutation)."""
+    name = record.get('dataset', '')
+    if 'permute_pixels' in record or not isinstance(name, str):
+        return record
+    permuted = name.endswith(PERMUTED_SUFFIX)
+    return {**record, 'dataset': name.removesuffix(PERMUTED_SUFFIX), 'permute_pixels': permuted}
+
+
+def read_summary_file(path: str) -> list[Record]:
+    """The records of a ``summary.json`` at ``path`` ([] when there is none), ``upgraded``: the one reader."""
     if not os.path.exists(path):
         return []
     with open(path) as f:
-        return json.load(f)
+        return [upgraded(r) for r in json.load(f)]
+
+
+def read_summary(workdir: str) -> list[Record]:
+    return read_summary_file(os.path.join(workdir, workdir_lib.SUMMARY_FILE))
 
 
 def write_metrics(workdir: str, rows: Iterable[Record]) -> None:

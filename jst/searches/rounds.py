@@ -192,7 +192,8 @@ def record_round(ctx: context_lib.RunContext, journal: journal_lib.Journal, resu
     state = result.state
     record = records_lib.make_record(
         round_index=round_index, method=method, control=control, variant=ctx.plan.name or method,
-        dataset=ctx.dataset.name, seed=ctx.seeds[lane], data_backend=ctx.dataset.backend, spec=spec,
+        dataset=ctx.dataset.name, permute_pixels=ctx.dataset.permuted_pixels,
+        seed=ctx.seeds[lane], data_backend=ctx.dataset.backend, spec=spec,
         params=state.params, masks=state.masks, best=result.best, final=result.records[-1],
         steps=result.steps, seconds=result.seconds, start=result.start, cumulative_steps=cumulative_steps,
         diverged=early_stopping.diverged(result.records, (result.start or {}).get('val_loss')), **extra)

@@ -25,6 +25,7 @@ from jst.studies import handoff
 from jst.studies import study as study_lib
 from jst.run import checkpoint_io
 from jst.run import checkpointing
+from jst.run import records as records_lib
 from jst.run import workdir as workdir_lib
 
 Part = tuple[int, int]  # (first seed, number of seeds): one launch/main.py process
@@ -254,10 +255,8 @@ def part_state(study: study_lib.Study, budget: int, policy: str, part: Part, res
     if not os.path.isdir(workdir):
         return 'not started', ''
     details = []
-    summary = os.path.join(workdir, 'summary.json')
-    if os.path.exists(summary):
-        with open(summary) as f:
-            finished = len({(r['round'], r['control']) for r in json.load(f)})
+    if os.path.exists(os.path.join(workdir, workdir_lib.SUMMARY_FILE)):
+        finished = len({(r['round'], r['control']) for r in records_lib.read_summary(workdir)})
         details.append(f'{finished}{_of_trainings(os.path.join(workdir, "config.json"))} trainings finished')
     meta = checkpoint_io.RunCheckpointer(workdir, None).latest_meta() or {}
     if meta.get('training'):

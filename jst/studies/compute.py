@@ -42,7 +42,7 @@ def forward_macs(record: Record) -> tuple[float, float]:
     """(sparse, dense-equivalent) forward multiply-adds per example of a round's network (its record's ``spec``,
     ``layers`` [kept, total] and ``dataset``)."""
     spec = specs.spec_from_config(record['spec'])
-    shape = readers.dataset_info(record['dataset'].removesuffix('_permuted')).image_shape
+    shape = readers.dataset_info(record['dataset']).image_shape
     positions = networks.kernel_positions(spec, shape)
     kept = {path: counts[0] for path, counts in record['layers'].items()}  # unprunable kernels: all kept
     return (float(sum(kept.get(p, n) * k for p, (n, k) in positions.items())),

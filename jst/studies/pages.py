@@ -33,13 +33,14 @@ STEPS_PER_EPOCH_CIFAR = 351  # the dense curve's epochs column: 45,000 training 
 JUVENILITY_READING = '''
 Every round records, at its start, on a fixed probe batch of 512 training examples: gradient norm and gradient SNR
 across 8 mini-batches, dead-ReLU fraction and effective rank per layer, surviving-weight magnitudes, a Hutchinson
-Hessian trace (8 probes), sharpness (rho = 0.05) and the learning potential (validation-accuracy gain after 50
-steps from the round's start on one batch order fixed for every round and method: these records drew it with numpy,
-as jst did until the rounds' own step runner took it over; a rerun draws it with the rounds' sampler). Each cell: Pearson r of the diagnostic at a round's start with that round's
-validation gain / the same within rounds (each round's mean removed from both, so the trend over rounds, common to
-every diagnostic, drops out) / r with the run's final test accuracy, over (seed, round >= 1) pairs. These pool
-pairs that are not independent (each run gives 5), so they describe, not test: for inference see the clustered
-table below. Final test accuracy has one value per run, so its sample is the runs.
+Hessian trace (8 probes), sharpness (rho = 0.05) and the learning potential (validation-accuracy gain after 50 steps
+from the round's start on one batch order fixed for every round and method: these records drew it with numpy, as jst
+did until the rounds' own step runner took it over; a rerun draws it with the rounds' sampler). Each cell: Pearson r
+of the diagnostic at a round's start with that round's validation gain / the same within rounds (each round's mean
+removed from both, so the trend over rounds, common to every diagnostic, drops out) / r with the run's final test
+accuracy, over (seed, round >= 1) pairs. These pool pairs that are not independent (each run gives 5), so they
+describe, not test: for inference see the clustered table below. Final test accuracy has one value per run, so its
+sample is the runs.
 '''
 JUVENILITY_CLUSTERED = '''
 Clustered by run: the within-round correlation of each diagnostic with the round's gain, computed inside each run

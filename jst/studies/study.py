@@ -9,10 +9,10 @@ studies; ``campaign`` trains them part by part.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import NamedTuple, Sequence
 
+from jst.run import records as records_lib
 from jst.run.records import Record
 
 
@@ -141,9 +141,7 @@ def load_records(results_dir: str, study: Study, controls: bool = False) -> dict
             records = []
             for part in study.parts(policy):
                 path = os.path.join(records_dir(results_dir, study, budget, policy, part), 'summary.json')
-                if os.path.exists(path):
-                    with open(path) as f:
-                        records += [r for r in json.load(f) if controls or r['control'] == 'none']
+                records += [r for r in records_lib.read_summary_file(path) if controls or r['control'] == 'none']
             if records:
                 out[(budget, policy)] = records
     return out
