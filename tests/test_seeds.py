@@ -44,10 +44,14 @@ def test_each_seed_equals_its_own_run(policy, mnist_dir, tmp_path):
     assert sorted(map(key, together)) == sorted(map(key, alone))
     assert {r['seed'] for r in together} == {3, 4}
     by_key = {key(r): r for r in alone}
-    for r in together:  # every field: floats to golden_runs.TOLERANCES, the rest exactly; wall-clock timings dropped
-        as_json = lambda record: golden_runs.strip_volatile(json.loads(json.dumps(record)))
-        diffs = golden_runs.differences(as_json(by_key[key(r)]), as_json(r), str(key(r)))
+    as_json = lambda record: golden_runs.strip_volatile(json.loads(json.dumps(record)))
+    lanes = lambda a, b, path: golden_runs.differences(as_json(a), as_json(b), path,
+                                                       tolerances=golden_runs.LANE_TOLERANCES)
+    for r in together:  # every field: floats to golden_runs.LANE_TOLERANCES, the rest exactly; wall-clock dropped
+        diffs = lanes(by_key[key(r)], r, str(key(r)))
         assert not diffs, '\n'.join(diffs[:20])
+    other_seed = {**by_key[(4, 0, 'none')], 'seed': 3}  # the tolerance tells seeds apart: a swapped lane fails
+    assert any('loss' in d for d in lanes(by_key[(3, 0, 'none')], other_seed, 'swapped'))
     # One workdir, both seeds: the report aggregates them with a CI.
     rows = report.aggregate(report.load_runs([str(tmp_path / 'together')])[0])
     assert all(row['seeds'] == 2 for row in rows)
