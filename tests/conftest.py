@@ -23,11 +23,6 @@ import urllib.request
 
 import pytest
 
-from tests import helpers
-
-# Before any test starts JAX's backends (conftest loads first, in every xdist worker too): see PORTABLE_XLA_FLAGS.
-os.environ['XLA_FLAGS'] = helpers.with_portable_isa(os.environ.get('XLA_FLAGS', ''))
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.environ.get('JST_SHARED_DATASETS', os.path.join(REPO, '..', 'shared', 'datasets'))
 DOWNLOADS = os.path.join(os.path.expanduser('~'), '.cache', 'jst', 'datasets')

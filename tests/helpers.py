@@ -7,16 +7,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # XLA:CPU compiles for the CPU it runs on, and its code differs by instruction set: on an AVX2 AMD EPYC (measured
 # 2026-12-06) FMA contraction's last bits, grown over 150 training steps, moved the golden ``tiny`` run's val_loss by
-# 1.5e-3 relative and made seeds-as-lanes differ from one-seed runs by 1.07e-4, while capped at AVX (or SSE4.2) the
-# EPYC reproduced the records of an AVX-512 CPU to 8 digits. Tests that compare trainings therefore compile for AVX
-# (every x86-64 CPU of the last decade has it; the suite's speed did not change measurably): conftest sets it for the
-# test processes, golden_runs for its own.
+# 1.5e-3 relative, while capped at AVX (or SSE4.2) the EPYC reproduced the records of an AVX-512 CPU to 8 digits.
+# The golden runs (``golden_runs.run``) therefore run in processes of their own compiled for AVX (every x86-64 CPU
+# of the last decade has it); the rest of the suite compiles for its host.
 PORTABLE_XLA_FLAGS = '--xla_cpu_max_isa=AVX'
-
-
-def with_portable_isa(xla_flags: str) -> str:
-    """``xla_flags`` (an ``XLA_FLAGS`` value) with ``PORTABLE_XLA_FLAGS`` unless it already caps the ISA."""
-    return xla_flags if 'xla_cpu_max_isa' in xla_flags else ' '.join(f for f in (xla_flags, PORTABLE_XLA_FLAGS) if f)
 
 
 def load_config(name: str, arg=None):
