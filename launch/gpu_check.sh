@@ -14,9 +14,10 @@
 #   3. the seeds benchmark of the paper's MNIST: 1, 16, 64 seeds as lanes of one program (goal: 64 <= 2x one);
 #   4. as many convolutional cells as fit, in issue 34's order: cifar10_dense_curve_long (the budget's curve),
 #      cifar10_converged (defined once its budget is committed; skipped before), conv2_converged; committed parts
-#      are skipped, a hand-off archive in docs/results resumes its part, and the part cut off by the time limit
-#      is paused (SIGTERM) and packed as a hand-off archive; records and archives under OUT/results (copy them
-#      into docs/results/, commit, and the next call goes on from there);
+#      are skipped, a hand-off archive in $JST_HANDOFF_DIR (an earlier call's OUT/handoff, carried in) resumes
+#      its part, and the part cut off by the time limit is paused (SIGTERM) and packed into OUT/handoff; records
+#      under OUT/results (copy them into docs/results/ and commit; keep OUT/handoff outside the repository and
+#      carry it to the next call);
 #   5. OUT/gpu_check.tar.gz: all of the above in one archive (workdirs only as hand-off archives).
 # The two defined studies are 4.43M Adam steps (cifar10_converged's share depends on its budget): hours on one
 # H200 by our estimate, so the design takes many calls; README.md ("On a lent GPU machine") gives the estimate.
@@ -68,7 +69,8 @@ step seeds python3 benchmarks/bench_seeds.py --lanes_only --policies=juvenile --
 
 # 4. Convolutional cells, study after study: each study's committed records and hand-off archives are copied
 #    first, so only its missing parts train, while time is left; a part cut off is packed for the next call.
-mkdir -p "$out/results"
+mkdir -p "$out/results" "$out/handoff"
+[ -n "${JST_HANDOFF_DIR:-}" ] && [ -d "$JST_HANDOFF_DIR" ] && cp -r "$JST_HANDOFF_DIR/." "$out/handoff/"
 for study in "${studies[@]}"; do
   if ! python3 -c "import sys; from jst.studies import catalog as s; sys.exit(sys.argv[1] not in
       {**s.STUDIES, **s.TEST_STUDIES})" "$study" 2> /dev/null; then
@@ -77,11 +79,12 @@ for study in "${studies[@]}"; do
   fi
   [ -d "docs/results/$study" ] && cp -r "docs/results/$study" "$out/results/"
   JST_MANUAL_DIR="$cifar" step "cells_$study" python3 launch/study.py run "$study" --results_dir="$out/results" \
-    --workdir_root="$out/studies" --max_parts="$max_parts"
+    --workdir_root="$out/studies" --handoff_dir="$out/handoff" --max_parts="$max_parts"
   python3 launch/study.py handoff "$study" --results_dir="$out/results" --workdir_root="$out/studies" \
+    --handoff_dir="$out/handoff" \
     >> "$out/logs/cells_$study.txt" 2>&1
 done
 
-# 5. One archive of everything but checkpoints.
-tar -czf "$out/gpu_check.tar.gz" -C "$out" steps.txt logs bench results 2> /dev/null
+# 5. One archive of it all (workdirs only as hand-off archives).
+tar -czf "$out/gpu_check.tar.gz" -C "$out" steps.txt logs bench results handoff 2> /dev/null
 echo "gpu_check.sh: $(( $(date +%s) - t0 ))s; $out/gpu_check.tar.gz" | tee -a "$out/steps.txt"

@@ -5,7 +5,7 @@
     python launch/study.py status conv2                       # each part: done, running, paused or not started
     python launch/study.py status                             # every study: parts committed
     python launch/study.py page index [--check]               # docs/results/README.md and the README's verdict
-    python launch/study.py handoff cifar10_paper [--commit]   # packs paused parts for the next machine
+    python launch/study.py handoff cifar10_paper [--handoff_dir=DIR]  # packs paused parts for the next machine
 
 ``run`` advances a study part by part (``jst.studies.campaign``): each (budget, policy) cell is one
 ``launch/main.py`` process with all its seeds as lanes, or, for a study with ``lanes_per_run=k``, processes of k
@@ -16,9 +16,10 @@ evaluation; one over 1 MB stays in the workdir, named by its sha256 in ``run.jso
 with ``run.json`` (workdir, command, seconds, commit), and
 the study's page is regenerated; ``--commit`` commits them at once. SIGTERM (or Ctrl-C) pauses: the training stops,
 keeps its last checkpoint, and the same command continues. ``--shard=I/N`` lets N runners share a study.
-``handoff`` packs each paused part's workdir beside its records (``jst.studies.handoff``; ``--commit`` commits the
-archives, a few hundred kB each, so a fresh clone carries them): there ``run`` unpacks it and resumes where it
-stopped, and deletes it (with ``--commit``, in the records' commit) when the part's records land.
+``handoff`` packs each paused part's workdir (a few hundred kB each) into ``--handoff_dir`` (``jst.studies.handoff``;
+default ``$JST_HANDOFF_DIR``, else ``<workdir_root>/handoff``; never inside the repository: checkpoints are not
+committed); carry that folder to the next machine, where ``run`` (same ``--handoff_dir``) unpacks an archive into
+an empty workdir, resumes where it stopped, and deletes the archive when the part's records land.
 ``page`` renders the page and the figure from the records only (``jst.studies.pages``); ``--check`` exits 1 when
 the committed page differs (what ``tests/test_results.py`` runs). Offline: set ``JST_MANUAL_DIR``.
 """
@@ -49,13 +50,16 @@ README = os.path.join(REPO, 'README.md')
 _POLICY = flags.DEFINE_string('policy', None, 'run: only this policy.')
 _BUDGET = flags.DEFINE_integer('budget', None, 'run: only this budget (steps per round).')
 _CHECK = flags.DEFINE_bool('check', False, 'page: exit 1 when the committed page differs.')
-_COMMIT = flags.DEFINE_bool('commit', False, 'run: git-commit each finished part\'s records at once; handoff: '
-                             'git-commit the archives.')
+_COMMIT = flags.DEFINE_bool('commit', False, 'run: git-commit each finished part\'s records at once.')
 _MAX_PARTS = flags.DEFINE_integer('max_parts', 0, 'run: stop after training this many parts (0: all).')
 DEFAULT_WORKDIR_ROOT = os.path.join(os.path.expanduser('~'), '.cache', 'jst', 'studies')
 _WORKDIR_ROOT = flags.DEFINE_string(
     'workdir_root', os.environ.get('JST_STUDY_DIR') or DEFAULT_WORKDIR_ROOT,
     'run: where the cells\' workdirs (checkpoints) live; outside the repository so a fresh checkout keeps them.')
+_HANDOFF_DIR = flags.DEFINE_string(
+    'handoff_dir', os.environ.get('JST_HANDOFF_DIR'),
+    'handoff: where paused parts are packed; run: where they are resumed from (default <workdir_root>/handoff; a '
+    'folder outside the repository that you carry to the next machine).')
 _RESULTS_DIR = flags.DEFINE_string('results_dir', None, 'Where records and pages live (default: docs/results).')
 _SHARD = flags.DEFINE_string('shard', '0/1', 'run: I/N trains only every N-th part from the I-th (N runners side by '
                              'side, e.g. one per core: they never share a part).')
@@ -115,7 +119,8 @@ def run(study: study_lib.Study) -> None:
         campaign.train_prerequisite(REPO, study, STUDIES)  # the run its policies start from, when it has one
         n = campaign.run_study(REPO, study, results, _WORKDIR_ROOT.value, _POLICY.value, _BUDGET.value,
                                _COMMIT.value, _MAX_PARTS.value, campaign.parse_shard(_SHARD.value),
-                               after_records=(lambda: write_pages(study)) if published else None)
+                               after_records=(lambda: write_pages(study)) if published else None,
+                               handoff_dir=handoff_dir())
     except campaign.Paused:
         print(f'study.py: paused; the same command continues {study.name} from its checkpoints.', file=sys.stderr)
         sys.exit(143)
@@ -126,16 +131,23 @@ def run(study: study_lib.Study) -> None:
     print(f'{study.name}: {n} part(s) trained; every selected part has records.', flush=True)
 
 
+def handoff_dir() -> str:
+    """``--handoff_dir`` (or ``<workdir_root>/handoff``), refused inside the repository."""
+    return handoff.outside_repository(_HANDOFF_DIR.value or os.path.join(_WORKDIR_ROOT.value, 'handoff'), REPO)
+
+
 def hand_off(study: study_lib.Study) -> None:
     """``handoff STUDY``: packs every paused part (checkpoints, no records) for the next machine."""
-    results = _RESULTS_DIR.value or RESULTS
-    written = handoff.pack_study(study, results, _WORKDIR_ROOT.value, campaign.part_order(study), campaign.part_done)
+    if _COMMIT.value:
+        raise errors.UserError('handoff --commit: hand-off archives hold checkpoints, which are never committed; '
+                               'carry --handoff_dir to the next machine instead.')
+    folder = handoff_dir()
+    written = handoff.pack_study(study, _RESULTS_DIR.value or RESULTS, _WORKDIR_ROOT.value, folder,
+                                 campaign.part_order(study), campaign.part_done)
     for path in written:
-        print(f'packed {os.path.relpath(path, REPO)} ({os.path.getsize(path) / 1e3:,.0f} kB)')
-    print(f'{study.name}: {len(written)} paused part(s) packed.')
-    if _COMMIT.value and written:
-        campaign.commit_paths(REPO, written, f'{study.name}: hand-off of {len(written)} paused part(s) '
-                                             f'(checkpoints; the next machine resumes from them)')
+        print(f'packed {path} ({os.path.getsize(path) / 1e3:,.0f} kB)')
+    print(f'{study.name}: {len(written)} paused part(s) packed into {folder}; carry it to the next machine and run '
+          f'with --handoff_dir there.')
 
 
 def main(argv):

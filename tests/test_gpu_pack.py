@@ -28,7 +28,7 @@ def test_data_parts_reassemble_and_the_check_runs_every_step(tmp_path, mnist_dir
     steps = (out / 'steps.txt').read_text()
     for name in ('machine', 'tests', 'seeds', 'cells_toy'):
         assert f'{name} rc=0' in steps, steps
-    assert 'toy: 0 paused part(s) packed.' in (out / 'logs' / 'cells_toy.txt').read_text()  # a finished part only
+    assert 'toy: 0 paused part(s) packed into' in (out / 'logs' / 'cells_toy.txt').read_text()  # a finished part only
     with tarfile.open(out / 'gpu_check.tar.gz') as archive:
         names = archive.getnames()
     assert 'steps.txt' in names and any(n.startswith('bench/seeds_') for n in names), names

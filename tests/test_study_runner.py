@@ -67,11 +67,13 @@ def test_interrupted_campaign_resumes_to_the_same_records(mnist_dir, tmp_path):
     assert proc.returncode == 1 and 'Rerunning the same command resumes it' in proc.stderr, proc.stderr[-3000:]
     assert _finished(out) == PARTS[:1]
     assert os.listdir(os.path.join(root, 'toy', '40', 'prune_continue', 'seed_0', 'checkpoints'))
-    # A fresh machine: the paused part is handed off beside the records, its workdir lost, and resumed from it.
+    # A fresh machine: the paused part is packed into <workdir_root>/handoff (the folder one carries), its workdir
+    # lost, and resumed from the archive.
     proc = subprocess.run([sys.executable, STUDY_PY, 'handoff', 'toy', f'--results_dir={out}', f'--workdir_root={root}'],
                           env=_env(mnist_dir), cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0 and 'toy: 1 paused part(s) packed.' in proc.stdout, proc.stdout + proc.stderr
-    archive = os.path.join(out, 'toy', 'handoff', '40', 'prune_continue', 'seed_0.tar.gz')
+    assert proc.returncode == 0 and 'toy: 1 paused part(s) packed into' in proc.stdout, proc.stdout + proc.stderr
+    archive = os.path.join(root, 'handoff', 'toy', '40', 'prune_continue', 'seed_0.tar.gz')
+    assert os.path.isfile(archive), proc.stdout
     shutil.rmtree(os.path.join(root, 'toy', '40', 'prune_continue', 'seed_0'))
     # SIGTERM while a part trains: paused (exit 143), nothing half-written under records/.
     runner = subprocess.Popen(_cmd(out, root), env=_env(mnist_dir), cwd=REPO, stdout=subprocess.PIPE,
@@ -225,13 +227,14 @@ def test_status_tells_done_running_paused_and_not_started_parts(tmp_path):
 
 
 def test_handoff_packs_a_paused_part_and_a_fresh_workdir_resumes_from_it(tmp_path, monkeypatch):
-    """``launch/study.py handoff``: a part with checkpoints and no records is packed beside the records (not its
-    lock); a running part is refused; ``run_part`` unpacks it into an empty workdir (never over newer checkpoints),
-    and removes it when the records land."""
+    """``launch/study.py handoff``: a part with checkpoints and no records is packed into the hand-off folder (not
+    its lock); a running part is refused; ``run_part`` unpacks it into an empty workdir (never over newer
+    checkpoints), and removes it when the records land."""
     from jst.studies import handoff  # pylint: disable=g-import-not-at-top
     from jst.studies.catalog import TEST_STUDIES  # pylint: disable=g-import-not-at-top
     from jst.run import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
     study, results, root = TEST_STUDIES['toy'], str(tmp_path / 'results'), str(tmp_path / 'work')
+    carried = str(tmp_path / 'carried')  # the hand-off folder one carries to the next machine
     workdir = os.path.join(root, study.workdir('lth', 40, (0, 1)))
     os.makedirs(os.path.join(workdir, 'checkpoints', '120'))
     files = {'checkpoints/120/state.bin': os.urandom(2048), 'config.json': b'{"seed": 0}', '.lock': b'pid 1'}
@@ -245,12 +248,12 @@ def test_handoff_packs_a_paused_part_and_a_fresh_workdir_resumes_from_it(tmp_pat
     try:
         assert holder.stdout.readline().strip() == 'locked'
         with pytest.raises(workdir_lib.WorkdirError, match='pause its runner first'):
-            handoff.pack_study(study, results, root, order, campaign.part_done)
+            handoff.pack_study(study, results, root, carried, order, campaign.part_done)
     finally:
         holder.kill()
         holder.wait()
-    written = handoff.pack_study(study, results, root, order, campaign.part_done)
-    archive = os.path.join(results, 'toy', 'handoff', '40', 'lth', 'seed_0.tar.gz')
+    written = handoff.pack_study(study, results, root, carried, order, campaign.part_done)
+    archive = os.path.join(carried, 'toy', '40', 'lth', 'seed_0.tar.gz')
     assert written == [archive], 'only the part with checkpoints'
     shutil.rmtree(root)  # the machine goes
     seen = []
@@ -263,7 +266,7 @@ def test_handoff_packs_a_paused_part_and_a_fresh_workdir_resumes_from_it(tmp_pat
     monkeypatch.setattr(campaign, 'run_child', fake_child)
     monkeypatch.setattr(campaign, 'copy_records', lambda w, out, info: (os.makedirs(out, exist_ok=True), open(
         os.path.join(out, 'summary.json'), 'w').write('[]')))
-    assert campaign.run_part(REPO, study, 'lth', 40, (0, 1), results, root)
+    assert campaign.run_part(REPO, study, 'lth', 40, (0, 1), results, root, handoff_dir=carried)
     assert seen == [{n: files[n] for n in ('checkpoints/120/state.bin', 'config.json')}]
     assert not os.path.exists(archive)
     os.makedirs(os.path.dirname(archive), exist_ok=True)  # an archive older than the workdir's checkpoints
@@ -292,34 +295,18 @@ def test_a_prerequisite_run_is_trained_once_without_naming_its_study_in_the_cli(
     assert len(calls) == 1
 
 
-def test_a_committed_handoff_is_deleted_in_the_records_commit(tmp_path, monkeypatch):
-    """``handoff --commit``: the archive is committed, so a fresh clone carries it; when the part's records land
-    with ``--commit``, the archive's deletion is in the same commit and the clone is clean."""
+def test_handoff_archives_never_go_into_the_repository(tmp_path):
+    """Hand-off archives hold checkpoints: a hand-off folder inside the repository is refused naming the fix,
+    ``handoff --commit`` is refused, and git ignores any ``docs/results/<study>/handoff/`` left by older versions."""
+    from jst import errors  # pylint: disable=g-import-not-at-top
     from jst.studies import handoff  # pylint: disable=g-import-not-at-top
-    from jst.studies.catalog import TEST_STUDIES  # pylint: disable=g-import-not-at-top
-    repo, root = str(tmp_path / 'repo'), str(tmp_path / 'work')
-    results = os.path.join(repo, 'docs', 'results')
-    git = lambda *a: subprocess.run(['git', '-c', 'user.name=t', '-c', 'user.email=t@t', *a], cwd=repo,
-                                    check=True, capture_output=True, text=True).stdout
-    os.makedirs(repo)
-    git('init', '-q')
-    monkeypatch.setenv('GIT_AUTHOR_NAME', 't')
-    monkeypatch.setenv('GIT_AUTHOR_EMAIL', 't@t')
-    monkeypatch.setenv('GIT_COMMITTER_NAME', 't')
-    monkeypatch.setenv('GIT_COMMITTER_EMAIL', 't@t')
-    study = TEST_STUDIES['toy']
-    workdir = os.path.join(root, study.workdir('lth', 40, (0, 1)))
-    os.makedirs(os.path.join(workdir, 'checkpoints', '120'))
-    open(os.path.join(workdir, 'checkpoints', '120', 'state.bin'), 'wb').write(os.urandom(512))
-    written = handoff.pack_study(study, results, root, campaign.part_order(study), campaign.part_done)
-    assert campaign.commit_paths(repo, written, 'hand-off')
-    archive = os.path.relpath(written[0], repo)
-    assert git('ls-files') == archive + '\n'
-    shutil.rmtree(root)  # the machine goes
-    monkeypatch.setattr(campaign, 'run_child', lambda args, cwd: None)
-    monkeypatch.setattr(campaign, 'copy_records', lambda w, out, info: (os.makedirs(out, exist_ok=True), open(
-        os.path.join(out, 'summary.json'), 'w').write('[]')))
-    assert campaign.run_part(repo, study, 'lth', 40, (0, 1), results, root, commit=True)
-    assert git('status', '--porcelain') == '', 'records and the archive\'s deletion are committed together'
-    changed = git('show', '--name-status', '--format=', 'HEAD').split('\n')
-    assert f'D\t{archive}' in changed and any(line.endswith('summary.json') for line in changed), changed
+    for inside in (REPO, os.path.join(REPO, 'docs', 'results', 'toy', 'handoff')):
+        with pytest.raises(errors.UserError, match='outside it'):
+            handoff.outside_repository(inside, REPO)
+    assert handoff.outside_repository(str(tmp_path / 'carried'), REPO) == os.path.realpath(tmp_path / 'carried')
+    proc = subprocess.run([sys.executable, STUDY_PY, 'handoff', 'toy', '--commit', f'--workdir_root={tmp_path}'],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and 'never committed' in proc.stderr, proc.stderr[-2000:]
+    ignored = subprocess.run(['git', 'check-ignore', '-q', 'docs/results/cifar10_paper/handoff/40/lth/seed_0.tar.gz'],
+                             cwd=REPO, check=False)
+    assert ignored.returncode == 0, '.gitignore must keep hand-off archives out of commits'

@@ -123,12 +123,6 @@ def read_metrics(folder: str) -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def is_tracked(repo: str, path: str) -> bool:
-    """Whether git tracks ``path`` (e.g. a committed hand-off archive) in ``repo``."""
-    proc = subprocess.run(['git', 'ls-files', '--error-unmatch', path], cwd=repo, capture_output=True, check=False)
-    return proc.returncode == 0
-
-
 def commit_paths(repo: str, paths: Sequence[str], message: str, attempts: int = 5, wait_s: float = 3.0) -> bool:
     """``git add`` and commit only ``paths``, retried while another git command (e.g. a second runner's commit)
     holds the index; when git still refuses, the files stay and a line says how to commit them by hand."""
@@ -146,10 +140,11 @@ def commit_paths(repo: str, paths: Sequence[str], message: str, attempts: int = 
 
 def run_part(repo: str, study: study_lib.Study, policy: str, budget: int, part: Part, results_dir: str,
              workdir_root: str, commit: bool = False,
-             after_records: Optional[Callable[[], list[str]]] = None) -> bool:
+             after_records: Optional[Callable[[], list[str]]] = None, handoff_dir: Optional[str] = None) -> bool:
     """Trains (or resumes) one part of a cell and copies its records under ``records/``; False when its records
     were already there (nothing trained). ``after_records`` (e.g. regenerating the page) returns more paths to
-    commit with them."""
+    commit with them. A part packed into ``handoff_dir`` by an earlier machine (``jst.studies.handoff``) resumes
+    from its archive when its workdir has no checkpoint; the archive goes when the records land."""
     if part_done(study, budget, policy, part, results_dir):
         return False
     out = study_lib.records_dir(results_dir, study, budget, policy, part)
@@ -158,9 +153,9 @@ def run_part(repo: str, study: study_lib.Study, policy: str, budget: int, part: 
     if source and not run_finished(source):  # e.g. on a fresh machine: (re)train it first
         run_child(main_args(repo, study, dict(study.sources)[policy], budget, source, part, workdir_root), cwd=repo)
     args = main_args(repo, study, policy, budget, workdir, part, workdir_root)
-    archive = handoff.archive_path(results_dir, study, budget, policy, part)
-    if handoff.unpack(archive, workdir):  # an earlier machine's checkpoints of this part (launch/study.py handoff)
-        print(f'{study.name}: resuming {workdir} from {os.path.relpath(archive, repo)}', flush=True)
+    archive = handoff.archive_path(handoff_dir, study, budget, policy, part) if handoff_dir else ''
+    if archive and handoff.unpack(archive, workdir):  # an earlier machine's checkpoints (launch/study.py handoff)
+        print(f'{study.name}: resuming {workdir} from {archive}', flush=True)
     t0 = time.time()
     run_child(args, cwd=repo)
     copy_records(workdir, out, {
@@ -168,10 +163,8 @@ def run_part(repo: str, study: study_lib.Study, policy: str, budget: int, part: 
         'finished': time.strftime('%Y-%m-%d %H:%M:%S %Z'), 'jst_commit': head_commit(repo),
         'machine': machine_name()})
     paths = [out] + (after_records() if after_records else [])
-    if os.path.exists(archive):  # the records replace the handed-off checkpoints
+    if archive and os.path.exists(archive):  # the records replace the handed-off checkpoints
         os.remove(archive)
-        if is_tracked(repo, archive):  # a committed hand-off: its deletion lands with the records
-            paths.append(archive)
     if commit:
         first, n = part
         commit_paths(repo, paths, f'{study.name}: records of {policy} at {budget} steps/round, seeds '
@@ -220,9 +213,11 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 def run_study(repo: str, study: study_lib.Study, results_dir: str, workdir_root: str, policy: Optional[str] = None,
               budget: Optional[int] = None, commit: bool = False, max_parts: int = 0,
-              shard: tuple[int, int] = (0, 1), after_records: Optional[Callable[[], list[str]]] = None) -> int:
+              shard: tuple[int, int] = (0, 1), after_records: Optional[Callable[[], list[str]]] = None,
+              handoff_dir: Optional[str] = None) -> int:
     """Advances ``study`` part by part in ``part_order``; returns the parts trained. ``shard=(i, n)``: only parts
-    i, i + n, i + 2n, ... of that order (n runners side by side never share a part)."""
+    i, i + n, i + 2n, ... of that order (n runners side by side never share a part); ``handoff_dir``: where an
+    earlier machine's archives of paused parts are (``run_part``)."""
     policies = study.policy_names
     if policy is not None and policy not in policies:
         raise CampaignError(f'--policy={policy!r} is not a policy of {study.name}; choose one of {policies}')
@@ -234,7 +229,7 @@ def run_study(repo: str, study: study_lib.Study, results_dir: str, workdir_root:
             continue
         if max_parts and trained >= max_parts:
             return trained
-        trained += run_part(repo, study, p, b, part, results_dir, workdir_root, commit, after_records)
+        trained += run_part(repo, study, p, b, part, results_dir, workdir_root, commit, after_records, handoff_dir)
     return trained
 
 

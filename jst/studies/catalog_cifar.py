@@ -81,8 +81,8 @@ extends it to 120 epochs under the same rule, as both pre-registrations (`{CIFAR
 `{CIFAR_LONG_PREREGISTRATION}`) fixed before its first record, fallback included (a minimum still in the last
 tenth gives the 2% rule's budget anyway, and the converged study's claims become bounds). Same network, optimiser,
 data and seeds as `cifar10_dense_curve`; validation only, test never enters the choice. One seed takes about six
-hours on this project's 2-core CPU, so seeds run in the background across sessions, carried between machines as
-hand-off archives.
+hours on this project's 2-core CPU, so seeds run in the background across sessions from workdirs outside the
+repository, pausing and resuming exactly.
 ''',
     ),
     'cifar10_paper': study_lib.Study(
