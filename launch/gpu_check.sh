@@ -67,8 +67,8 @@ step tests python3 -m pytest -q -p no:cacheprovider "${tests[@]}"
 step seeds python3 benchmarks/bench_seeds.py --lanes_only --policies=juvenile --seeds="$seeds" \
   --steps_per_round="$steps" --num_rounds="$rounds" --out="$out/bench"
 
-# 4. Convolutional cells, study after study: each study's committed records and hand-off archives are copied
-#    first, so only its missing parts train, while time is left; a part cut off is packed for the next call.
+# 4. Convolutional cells, study after study: the carried hand-off archives and each study's committed records are
+#    copied first, so only its missing parts train, while time is left; a part cut off is packed for the next call.
 mkdir -p "$out/results" "$out/handoff"
 [ -n "${JST_HANDOFF_DIR:-}" ] && [ -d "$JST_HANDOFF_DIR" ] && cp -r "$JST_HANDOFF_DIR/." "$out/handoff/"
 for study in "${studies[@]}"; do

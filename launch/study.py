@@ -132,8 +132,9 @@ def run(study: study_lib.Study) -> None:
 
 
 def handoff_dir() -> str:
-    """``--handoff_dir`` (or ``<workdir_root>/handoff``), refused inside the repository."""
-    return handoff.outside_repository(_HANDOFF_DIR.value or os.path.join(_WORKDIR_ROOT.value, 'handoff'), REPO)
+    """``--handoff_dir`` (or ``<workdir_root>/handoff``): where ``run`` looks for archives and ``handoff`` writes
+    them (only writing is refused inside the repository)."""
+    return _HANDOFF_DIR.value or os.path.join(_WORKDIR_ROOT.value, 'handoff')
 
 
 def hand_off(study: study_lib.Study) -> None:
@@ -141,7 +142,7 @@ def hand_off(study: study_lib.Study) -> None:
     if _COMMIT.value:
         raise errors.UserError('handoff --commit: hand-off archives hold checkpoints, which are never committed; '
                                'carry --handoff_dir to the next machine instead.')
-    folder = handoff_dir()
+    folder = handoff.outside_repository(handoff_dir(), REPO)
     written = handoff.pack_study(study, _RESULTS_DIR.value or RESULTS, _WORKDIR_ROOT.value, folder,
                                  campaign.part_order(study), campaign.part_done)
     for path in written:
