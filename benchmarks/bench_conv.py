@@ -29,14 +29,11 @@ bandwidth, whichever is slower: a lower bound no implementation can beat. Result
 
 from __future__ import annotations
 
-import functools
 import os
-import platform
-import statistics
 import subprocess
 import sys
 import time
-from typing import Any, Callable
+from typing import Any
 
 from absl import app
 from absl import flags
@@ -48,12 +45,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jst.data import datasets
 from jst.models import networks
 from jst.models import specs
-from jst.ops import masks as masks_lib
 from jst.training import cpu_kernels
-from jst.training import train as train_lib
+import conv_steps
 import results_files
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -64,50 +59,15 @@ _NETWORKS = flags.DEFINE_list('networks', ['resnet', 'conv2'], 'Which networks.'
 _CHILD = flags.DEFINE_string('child', '', 'Internal: run one JAX loop (network:loop) and print its step time.')
 _OUT = flags.DEFINE_string('out', os.path.join(REPO, 'benchmarks', 'results'), 'Output folder.')
 
-LR = 1e-3
-NETWORKS = {  # name: (spec, batch size)
-    'resnet': (lambda: specs.ResNetSpec(block_widths=(8,) * 7, stem_channels=8), 128),
-    'conv2': (lambda: specs.ConvSpec(conv_channels=(64, 64), pool_after=(False, True), dense_widths=(256, 256)), 60),
-}
-
-
-def _median_step_s(step: Callable[[], Any], steps: int) -> float:
-    for _ in range(2):  # warm-up: compilation (JAX), allocator and kernel choice (PyTorch)
-        step()
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
-def _batch(batch: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(0)
-    return (rng.integers(0, 256, (batch, 32, 32, 3), dtype=np.uint8),
-            rng.integers(0, 10, batch).astype(np.int32))
-
-
 def bench_jst(spec: specs.ModelSpec, batch: int, steps: int) -> float:
-    trainer = train_lib.Trainer(networks.build_model(spec), optax.adam(LR), batch,
-                                functools.partial(datasets.preprocess, dataset='cifar10'))
-    variables = networks.init_variables(spec, jax.random.key(0), (32, 32, 3))
-    box = {'s': train_lib.create_train_state(variables, masks_lib.create_masks(variables['params']), trainer.tx)}
-    x, y = (jnp.asarray(a) for a in _batch(batch))
-    train_step = jax.jit(trainer.train_step)
-
-    def step():
-        box['s'], metrics = train_step(box['s'], x, y)
-        jax.block_until_ready(metrics['loss'])
-
-    return _median_step_s(step, steps)
+    return conv_steps.median_step_s(conv_steps.jst_stepper(spec, batch), steps)
 
 
 def bench_minimal_jax(spec: specs.ModelSpec, batch: int, steps: int) -> float:
     model = networks.build_model(spec)
     variables = networks.init_variables(spec, jax.random.key(0), (32, 32, 3))
-    tx = optax.adam(LR)
-    x, y = (jnp.asarray(a) for a in _batch(batch))
+    tx = optax.adam(conv_steps.LR)
+    x, y = (jnp.asarray(a) for a in conv_steps.random_batch(batch))
     has_bn = 'batch_stats' in variables
 
     def loss_fn(params, batch_stats):
@@ -132,7 +92,7 @@ def bench_minimal_jax(spec: specs.ModelSpec, batch: int, steps: int) -> float:
         box['p'], box['b'], box['o'], loss = update(box['p'], box['b'], box['o'])
         jax.block_until_ready(loss)
 
-    return _median_step_s(step, steps)
+    return conv_steps.median_step_s(step, steps)
 
 
 def _torch_model(name: str) -> Any:
@@ -162,13 +122,13 @@ def bench_pytorch(name: str, batch: int, steps: int, channels_last: bool,
     import torch  # pylint: disable=g-import-not-at-top
     torch.manual_seed(0)
     torch.set_num_threads(os.cpu_count() or 1)
-    images, labels = _batch(batch)
+    images, labels = conv_steps.random_batch(batch)
     x = torch.from_numpy(images.transpose(0, 3, 1, 2).astype(np.float32) / 255.0)
     y = torch.from_numpy(labels.astype(np.int64))
     model = _torch_model(name)
     if channels_last:
         model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(model.parameters(), lr=LR)
+    opt = torch.optim.Adam(model.parameters(), lr=conv_steps.LR)
     forward = torch.compile(model) if compile_model else model
     loss_fn = torch.nn.CrossEntropyLoss()
     model.train()
@@ -179,7 +139,7 @@ def bench_pytorch(name: str, batch: int, steps: int, channels_last: bool,
         opt.step()
 
     try:
-        return _median_step_s(step, steps)
+        return conv_steps.median_step_s(step, steps)
     except Exception as e:  # pylint: disable=broad-except
         if not compile_model:
             raise
@@ -236,10 +196,10 @@ def machine_limits() -> dict[str, float]:
     write of a 256 MB NumPy copy), medians of 5."""
     a = jnp.ones((2048, 2048), jnp.float32)
     matmul = jax.jit(lambda a: a @ a)
-    gemm = _median_step_s(lambda: matmul(a).block_until_ready(), 5)
+    gemm = conv_steps.median_step_s(lambda: matmul(a).block_until_ready(), 5)
     src = np.ones(64 * 2 ** 20, np.float32)
     dst = np.empty_like(src)
-    copy = _median_step_s(lambda: np.copyto(dst, src), 5)
+    copy = conv_steps.median_step_s(lambda: np.copyto(dst, src), 5)
     return {'gemm_gflops': 2 * 2048 ** 3 / gemm / 1e9, 'copy_gbs': 2 * src.nbytes / copy / 1e9}
 
 
@@ -252,7 +212,7 @@ def roofline_s(counts: dict[str, float], limits: dict[str, float]) -> float:
 def run(names: list[str], steps: int, with_torch: bool, limits: dict[str, float]) -> list[dict[str, Any]]:
     rows = []
     for name in names:
-        make_spec, batch = NETWORKS[name]
+        make_spec, batch = conv_steps.NETWORKS[name]
         counts = step_counts(make_spec(), batch)
         times = {loop: _child_step_s(name, loop, steps) for loop in JAX_LOOPS}
         if with_torch:
@@ -293,7 +253,7 @@ def render(result: dict[str, Any]) -> str:
 def child(which: str, steps: int) -> None:
     """``--child=network:loop``: one JAX loop's median step time (s) on stdout's last line."""
     name, loop = which.split(':')
-    make_spec, batch = NETWORKS[name]
+    make_spec, batch = conv_steps.NETWORKS[name]
     if loop in ('jst_before', 'minimal_jax'):  # flax's BatchNorm in place of jst's (the same variables)
         from flax import linen as nn  # pylint: disable=g-import-not-at-top
         networks.batch_norm.BatchNorm = nn.BatchNorm
@@ -311,9 +271,7 @@ def main(argv):
         import torch  # pylint: disable=g-import-not-at-top
         torch_version = torch.__version__
     result = {'steps': _STEPS.value, 'date': time.strftime('%Y-%m-%d'),
-              'machine': {'backend': jax.default_backend(), 'cpus': os.cpu_count(), 'jax': jax.__version__,
-                          'torch': torch_version, 'processor': platform.processor() or platform.machine()},
-              'limits': machine_limits()}
+              'machine': {**conv_steps.machine_info(), 'torch': torch_version}, 'limits': machine_limits()}
     result['rows'] = run(_NETWORKS.value, _STEPS.value, _TORCH.value, result['limits'])
     results_files.write_results(_OUT.value, f'conv_{jax.default_backend()}', result, render(result))
 

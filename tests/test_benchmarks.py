@@ -63,3 +63,15 @@ def test_bench_conv(tmp_path):
     assert all(r['step_ms'] > 0 for r in rows)
     # The roofline floor is a lower bound: no measured loop beats it.
     assert all(r['step_ms'] >= rows[-1]['step_ms'] for r in rows[:-1])
+
+
+def test_bench_xla_flags(tmp_path):
+    _run('bench_xla_flags.py', '--steps=1', '--rounds=2', '--networks=conv2', '--variants=xla,library',
+         f'--out={tmp_path}')
+    rows = {r['variant']: r for r in json.load(open(os.path.join(tmp_path, 'xla_flags_cpu.json')))['rows']}
+    assert sorted(rows) == ['library', 'xla'] and all(len(r['step_ms_rounds']) == 2 for r in rows.values())
+    default, xla = rows['library']['step_ms_rounds'], rows['xla']['step_ms_rounds']
+    expected = 'faster' if max(xla) < min(default) else 'slower' if min(xla) > max(default) else 'within noise'
+    assert rows['xla']['verdict'] == expected and rows['library']['verdict'] == '-'
+    # The library kernels change the summation order, not the math: the losses after the steps agree.
+    assert rows['library']['loss_rel_diff_vs_xla'] < 1e-4 and rows['xla']['loss_rel_diff_vs_xla'] == 0
