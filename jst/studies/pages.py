@@ -61,6 +61,8 @@ SPEED_SECTIONS = (  # (title, command, benchmarks/results/ file)
      'pip install torch==2.13.0 && python benchmarks/bench_conv.py', 'conv_cpu.md'),
     ('Which form of the same convolution XLA:CPU runs fastest (the layers of the ResNet and Conv-2)',
      'python benchmarks/bench_conv_forms.py', 'conv_forms_cpu.md'),
+    ('Which XLA:CPU kernel flags of the pinned jaxlib make the conv step faster',
+     'python benchmarks/bench_xla_flags.py', 'xla_flags_cpu.md'),
     ('Cost of the juvenility diagnostics (the paper\'s MNIST)',
      'python benchmarks/bench_juvenility.py --manual_dir=../shared/datasets/mnist', 'juvenility_cpu.md'),
 )
@@ -247,5 +249,22 @@ def conv_target_lines(benchmark_results_dir: str, network: str = 'resnet') -> li
             f'take {convs_ms:.1f} ms. '
             + (f'Slower than XLA\'s own NHWC convolution, summed over the step: {", ".join(slower)}. '
                if slower else '')
-            + '(The two files are separate runs; their dates are in their sections above.)']
+            + '(The files are separate runs; their machines and dates are in their sections above.)'
+            + flags_sentence(benchmark_results_dir, network)]
+
+
+def flags_sentence(benchmark_results_dir: str, network: str) -> str:
+    """Which XLA:CPU flag sets beat the default kernels for ``network`` in xla_flags_cpu.json (every round faster
+    than every round of the default); '' when that file is missing."""
+    try:
+        with open(os.path.join(benchmark_results_dir, 'xla_flags_cpu.json')) as f:
+            result = json.load(f)
+    except FileNotFoundError:
+        return ''
+    rows = [r for r in result['rows'] if r['network'] == network and r['verdict'] != '-']
+    faster = [f"{r['variant']} ({r['relative_to_default']:.2f}x)" for r in rows if r['verdict'] == 'faster']
+    return (f' Of the {len(rows)} other kernel flag sets of the pinned jaxlib (xla_flags_cpu.json, '
+            f"{result['rounds']} rounds, {result['machine']['processor']}, {result['date']}), "
+            + (f"faster than the default in every round: {', '.join(faster)}." if faster else
+               'none was faster than the default in every round.'))
 
