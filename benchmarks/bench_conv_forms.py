@@ -1,7 +1,7 @@
 """One convolution, six formulations, side by side in one run: which form of the same math XLA:CPU runs fastest for
 the layers of the seed paper's ResNet and of Conv-2 (issue 34 item 1).
 
-    python benchmarks/bench_conv_forms.py [--repeats=20] [--out=benchmarks/results]
+    python benchmarks/bench_conv_forms.py [--repeats=20] [--cpu_kernels=xla|library] [--out=benchmarks/results]
 
 Formulations (all the same math: a stride-1 'SAME' cross-correlation, NHWC input, HWIO kernel):
 
@@ -20,14 +20,16 @@ patches with the output gradient, and its input gradient a dot plus the transpos
 time of ``--repeats`` forward passes and of ``--repeats`` forward+backward passes (gradient of sum(tanh(y)) with
 respect to input and kernel) after a compiling call, and the largest error relative to ``xla_nhwc``'s
 (max |difference| / max |reference|) of the output and of both gradients. The last table sums each form over the
-convolutions of one training step (the ResNet: the stem and 14 block convs; Conv-2: its two convs). Results:
-``--out/conv_forms_<platform>.json`` and ``.md``; ``docs/results/speed.md`` shows the table.
+convolutions of one training step (the ResNet: the stem and 14 block convs; Conv-2: its two convs).
+``--cpu_kernels`` picks XLA:CPU's kernels for the whole run (``jst.training.cpu_kernels``): ``xla``, its own;
+``library``, the YNNPACK/XNNPACK fusions that jst's conv nets use by default, which take the dots of the dot-based
+forms (not ``lax.conv_general_dilated``). Results: ``--out/conv_forms_<platform>.json`` (``xla``) or
+``conv_forms_library_<platform>.json``, and ``.md``; ``docs/results/speed.md`` shows both tables.
 """
 
 from __future__ import annotations
 
 import os
-import platform
 import statistics
 import sys
 import time
@@ -41,12 +43,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax
 from jax import lax
 import jax.numpy as jnp
+from jst.training import cpu_kernels
+import conv_steps
 import results_files
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _REPEATS = flags.DEFINE_integer('repeats', 20, 'Timed calls per formulation and direction (after one compile).')
 _BATCH_SCALE = flags.DEFINE_float('batch_scale', 1.0, 'Multiplies every batch size (toy runs: 0.05).')
+_CPU_KERNELS = flags.DEFINE_enum('cpu_kernels', 'xla', ['xla', 'library'], "XLA:CPU's kernels for every form.")
 _OUT = flags.DEFINE_string('out', os.path.join(REPO, 'benchmarks', 'results'), 'Output folder.')
 
 Array = jax.Array
@@ -157,8 +162,9 @@ def step_sums(result: dict[str, Any]) -> dict[str, dict[str, float]]:
 
 
 def render(result: dict[str, Any]) -> str:
-    lines = [f'# One convolution, five formulations ({result["platform"]}, {result["cpus"]} CPUs, jax '
-             f'{result["jax"]}, {result["date"]})', '',
+    kernels = result.get('cpu_kernels', 'xla')
+    lines = [f'# One convolution, {len(FORMS)} formulations, {kernels} kernels ({result["platform"]}, '
+             f'{result["cpus"]} CPUs, {result["machine"]}, jax {result["jax"]}, {result["date"]})', '',
              f'Median of {result["repeats"]} calls after a compiling one; forward+backward is the gradient with '
              'respect to input and kernel; error: largest of output and both gradients, relative to xla_nhwc.', '',
              '| layer (batch) | form | forward (ms) | forward+backward (ms) | vs xla_nhwc | max rel. error |',
@@ -179,15 +185,17 @@ def render(result: dict[str, Any]) -> str:
 
 def main(argv):
     del argv
-    result = {'platform': jax.devices()[0].platform, 'cpus': os.cpu_count(), 'jax': jax.__version__,
-              'machine': platform.processor() or platform.machine(), 'repeats': _REPEATS.value,
+    kernels = cpu_kernels.apply_cpu_kernels(_CPU_KERNELS.value, library_wins=True)  # before JAX starts
+    result = {'platform': jax.devices()[0].platform, 'cpu_kernels': kernels, 'cpus': os.cpu_count(), 'jax': jax.__version__,
+              'machine': conv_steps.processor_name(), 'repeats': _REPEATS.value,
               'batch_scale': _BATCH_SCALE.value, 'date': time.strftime('%Y-%m-%d'), 'layers': {}}
     for layer, (_, batch, size, k, ci, co, _) in LAYERS.items():
         result['layers'][layer] = measure_layer(max(1, round(batch * _BATCH_SCALE.value)), size, k, ci, co,
                                                 _REPEATS.value)
         print(layer, {n: round(m['forward_backward_ms'], 2) for n, m in result['layers'][layer].items()}, flush=True)
     result['step_sums_ms'] = step_sums(result)
-    results_files.write_results(_OUT.value, f'conv_forms_{result["platform"]}', result, render(result))
+    name = 'conv_forms' + ('_library' if kernels == 'library' else '')
+    results_files.write_results(_OUT.value, f'{name}_{result["platform"]}', result, render(result))
 
 
 if __name__ == '__main__':

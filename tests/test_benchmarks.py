@@ -37,11 +37,13 @@ def test_bench_juvenility(mnist_dir, tmp_path):
     assert any(n.startswith('juvenility_') for n in os.listdir(tmp_path))
 
 
-def test_bench_conv_forms(tmp_path):
-    _run('bench_conv_forms.py', '--repeats=1', '--batch_scale=0.02', f'--out={tmp_path}')
-    with open(tmp_path / 'conv_forms_cpu.json') as f:
-        layers = json.load(f)['layers']
-    assert all(m['max_relative_error'] < 1e-4 for forms in layers.values() for m in forms.values())
+@pytest.mark.parametrize('kernels, name', [('xla', 'conv_forms_cpu'), ('library', 'conv_forms_library_cpu')])
+def test_bench_conv_forms(tmp_path, kernels, name):
+    _run('bench_conv_forms.py', '--repeats=1', '--batch_scale=0.02', f'--cpu_kernels={kernels}', f'--out={tmp_path}')
+    with open(tmp_path / f'{name}.json') as f:
+        result = json.load(f)
+    assert result['cpu_kernels'] == kernels
+    assert all(m['max_relative_error'] < 1e-4 for forms in result['layers'].values() for m in forms.values())
 
 
 def test_bench_conv_lanes(cifar10_dir, tmp_path):

@@ -61,6 +61,8 @@ SPEED_SECTIONS = (  # (title, command, benchmarks/results/ file)
      'pip install torch==2.13.0 && python benchmarks/bench_conv.py', 'conv_cpu.md'),
     ('Which form of the same convolution XLA:CPU runs fastest (the layers of the ResNet and Conv-2)',
      'python benchmarks/bench_conv_forms.py', 'conv_forms_cpu.md'),
+    ('The same six forms under the library kernels that jst uses for conv nets',
+     'python benchmarks/bench_conv_forms.py --cpu_kernels=library', 'conv_forms_library_cpu.md'),
     ('Which XLA:CPU kernel flags of the pinned jaxlib make the conv step faster',
      'python benchmarks/bench_xla_flags.py', 'xla_flags_cpu.md'),
     ('Cost of the juvenility diagnostics (the paper\'s MNIST)',
@@ -249,8 +251,25 @@ def conv_target_lines(benchmark_results_dir: str, network: str = 'resnet') -> li
             f'take {convs_ms:.1f} ms. '
             + (f'Slower than XLA\'s own NHWC convolution, summed over the step: {", ".join(slower)}. '
                if slower else '')
-            + '(The files are separate runs; their machines and dates are in their sections above.)'
-            + flags_sentence(benchmark_results_dir, network)]
+            + library_forms_sentence(benchmark_results_dir, network)
+            + flags_sentence(benchmark_results_dir, network)
+            + ' (The files are separate runs; their machines and dates are in their sections above.)']
+
+
+def library_forms_sentence(benchmark_results_dir: str, network: str) -> str:
+    """The fastest form of ``network``'s convolutions under the library kernels (conv_forms_library_cpu.json, the
+    dot-based forms' dots in YNNPACK/XNNPACK) and how much slower each other form is; '' when that file is
+    missing."""
+    try:
+        with open(os.path.join(benchmark_results_dir, 'conv_forms_library_cpu.json')) as f:
+            sums = json.load(f)['step_sums_ms'][network]
+    except FileNotFoundError:
+        return ''
+    best, best_ms = min(sums.items(), key=lambda kv: kv[1])
+    others = ', '.join(f'{name} {ms / best_ms:.2f}x' for name, ms in sorted(sums.items(), key=lambda kv: kv[1])
+                       if name != best)
+    return (f'Under the library kernels jst uses (conv_forms_library_cpu.json), the fastest form is {best} '
+            f'({best_ms:.1f} ms for the step\'s convolutions); the others take {others} of it.')
 
 
 def flags_sentence(benchmark_results_dir: str, network: str) -> str:
