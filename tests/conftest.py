@@ -4,8 +4,8 @@
   layout, golden tolerances, the study runner's sharding), under two minutes on 2 cores (measured 2026-12-06 on a
   2-core AMD EPYC, no dataset: 99.7 s wall; 146 s on one core without ``-n 2``). Every test that launches a
   process or trains a whole run is ``slow`` (marked here, by module, or by the test itself).
-* ``python -m pytest -q -n 2 tests`` (the README's command, CI): everything but ``extended``, 981 s on 2 cores
-  (2026-12-07, a 2-core AMD EPYC, from an empty compilation cache); it shares one XLA compilation cache across
+* ``python -m pytest -q -n 2 tests`` (the README's command, CI): everything but ``extended``, 981 s and 769 s
+  on 2 cores (two runs on 2026-12-07, a 2-core AMD EPYC, from an empty compilation cache); it shares one XLA compilation cache across
   its processes (``share_compiled_programs``).
 * MNIST for the data tests comes from ``$JST_MANUAL_DIR`` (when it holds the four original files), else the offline
   folder (``$JST_SHARED_DATASETS/mnist``, default ``../shared/datasets/mnist``), else, online, TFDS's registered
