@@ -205,7 +205,8 @@ def test_status_tells_done_running_paused_and_not_started_parts(tmp_path):
     os.makedirs(paused)
     json.dump([{'round': 0, 'control': 'none'}, {'round': 1, 'control': 'none'}],
               open(os.path.join(paused, 'summary.json'), 'w'))
-    json.dump({'method': 'lth', 'num_rounds': 3, 'control': 'random_reinit,random_prune'},  # 1 + 3 + 3 x 2
+    json.dump({'method': 'lth', 'num_rounds': 3, 'control': 'random_reinit,random_prune',  # 1 + 3 + 3 x 2
+               'steps_per_round': 5000},
               open(os.path.join(paused, 'config.json'), 'w'))
     from jst.run import checkpoint_io  # pylint: disable=g-import-not-at-top
     checkpoint_io.RunCheckpointer(paused, {}).save(
@@ -220,7 +221,7 @@ def test_status_tells_done_running_paused_and_not_started_parts(tmp_path):
         text = campaign.status_table(study, results, root)
     lines = text.splitlines()
     assert lines[1].split()[:5] == ['0', '40', 'lth', 'seed_0', 'done'], text
-    assert lines[2].endswith('paused       2 of 10 trainings finished; checkpoint: round 2: ticket step 1,200'), text
+    assert lines[2].endswith('paused       2 of 10 trainings finished; checkpoint: round 2: ticket step 1,200 of 5,000'), text
     assert lines[3].split()[4:] == ['running', 'pid', '123', 'on', 'host', 'h'], text
     assert lines[4].split()[4:] == ['not', 'started'], text
     assert lines[-1] == '1 done, 1 running, 1 paused, 1 not started', text

@@ -255,7 +255,8 @@ def part_state(study: study_lib.Study, budget: int, policy: str, part: Part, res
         details.append(f'{finished}{_of_trainings(os.path.join(workdir, "config.json"))} trainings finished')
     meta = checkpoint_io.RunCheckpointer(workdir, None).latest_meta() or {}
     if meta.get('training'):
-        details.append(f'checkpoint: {meta["training"]["stage"]} step {meta["training"]["step"]:,}')
+        details.append(f'checkpoint: {meta["training"]["stage"]} step {meta["training"]["step"]:,}'
+                       f'{_of_steps(os.path.join(workdir, "config.json"))}')
     elif meta.get('stages'):
         details.append(f'checkpoint: {len(meta["stages"])} stage(s) done, the last {list(meta["stages"])[-1]!r}')
     holder = workdir_lib.running_holder(workdir)
@@ -272,6 +273,16 @@ def _of_trainings(config_path: str) -> str:
     controls = [c for c in str(config.get('control') or '').split(',') if c and c != 'none']
     rounds = int(config['num_rounds'])
     return f' of {rounds + 1 + (rounds * len(controls) if config.get("method") == "lth" else 0)}'
+
+
+def _of_steps(config_path: str) -> str:
+    """' of N' (the steps of one training, ``steps_per_round`` of the run's ``config.json``); '' when it has none
+    (an ``epochs_per_round`` run, or no config yet)."""
+    if not os.path.exists(config_path):
+        return ''
+    with open(config_path) as f:
+        steps = json.load(f).get('steps_per_round')
+    return f' of {int(steps):,}' if steps else ''
 
 
 def status_table(study: study_lib.Study, results_dir: str, workdir_root: str) -> str:
