@@ -311,3 +311,38 @@ def test_handoff_archives_never_go_into_the_repository(tmp_path):
     ignored = subprocess.run(['git', 'check-ignore', '-q', 'docs/results/cifar10_paper/handoff/40/lth/seed_0.tar.gz'],
                              cwd=REPO, check=False)
     assert ignored.returncode == 0, '.gitignore must keep hand-off archives out of commits'
+
+
+def test_the_converged_cifar_study_is_its_preregistered_design():
+    """``catalog_cifar.converged_study`` against ``docs/results/preregistration/cifar10_converged.md``: the policies
+    and the 8 comparisons in its order (one Holm family), seeds 42-46, 8 trainings, the +-1 point margin, and the
+    pre-registered fallback order (the four decisive policies at every seed before the rest)."""
+    import re  # pylint: disable=g-import-not-at-top
+    from jst.studies import catalog_cifar  # pylint: disable=g-import-not-at-top
+    with open(os.path.join(REPO, catalog_cifar.CIFAR_PREREGISTRATION)) as f:
+        text = f.read()
+    policies = re.findall(r'^\| `(\w+)` \|', text, flags=re.M)
+    comparisons = [tuple(m) for m in re.findall(r'^\d+\. `(\w+) - (\w+)`', text, flags=re.M)]
+    study = catalog_cifar.converged_study(14040)
+    assert study.policy_names == policies and len(policies) == 8
+    assert list(study.comparisons) == comparisons and len(comparisons) == 8
+    assert (study.first_seed, study.num_seeds, study.trainings, study.budgets) == (42, 5, 8, (14040,))
+    assert study.equivalence_margin == 0.01 and study.headline == ('grow_dense_new', 'weight_reset')
+    decisive = re.search(r'the four decisive policies \(([^)]*)\)', text).group(1)
+    assert study.run_first == tuple(re.findall(r'`(\w+)`', decisive))
+    order = [(policy, part[0]) for _, policy, part in campaign.part_order(study)]
+    assert order[:20] == [(p, seed) for seed in range(42, 47) for p in study.run_first]
+    assert sorted(order) == sorted((p, seed) for p in policies for seed in range(42, 47))
+    # Defined in the catalog only once its budget is committed (before any of its records).
+    assert ('cifar10_converged' in STUDIES) == (catalog_cifar.CIFAR_CONVERGED_BUDGET is not None)
+
+
+def test_a_policy_that_runs_first_needs_its_source_first():
+    from jst.studies import study as study_lib  # pylint: disable=g-import-not-at-top
+    policies = (('a', '', ''), ('b', '--config.init_from={source}', ''))
+    with pytest.raises(ValueError, match="'b' runs first, so its source 'a' must be in run_first"):
+        study_lib.Study(name='x', title='', config='configs/tiny.py', first_seed=0, num_seeds=1, budgets=(10,),
+                        policies=policies, comparisons=(), sources=(('b', 'a'),), run_first=('b',))
+    with pytest.raises(ValueError, match=r"names \['c'\]"):
+        study_lib.Study(name='x', title='', config='configs/tiny.py', first_seed=0, num_seeds=1, budgets=(10,),
+                        policies=policies, comparisons=(), run_first=('c',))

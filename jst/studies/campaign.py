@@ -194,10 +194,16 @@ def run_finished(workdir: str) -> bool:
 
 def part_order(study: study_lib.Study) -> list[tuple[int, str, Part]]:
     """(budget, policy, part) in the order a campaign trains them: seed parts outermost, so that a campaign cut
-    short holds every policy for its first seeds (paired comparisons need both sides)."""
-    cells = [(b, p, study.parts(p)) for b in study.budgets for p in study.policy_names]
-    depth = max(len(parts) for _, _, parts in cells)
-    return [(b, p, parts[i]) for i in range(depth) for b, p, parts in cells if i < len(parts)]
+    short holds every policy for its first seeds (paired comparisons need both sides); the study's ``run_first``
+    policies come first, at all their seeds, in that order, then the others."""
+    first = list(study.run_first)
+    groups = [first, [p for p in study.policy_names if p not in first]]
+    order = []
+    for group in (g for g in groups if g):
+        cells = [(b, p, study.parts(p)) for b in study.budgets for p in group]
+        depth = max(len(parts) for _, _, parts in cells)
+        order += [(b, p, parts[i]) for i in range(depth) for b, p, parts in cells if i < len(parts)]
+    return order
 
 
 def parse_shard(text: str) -> tuple[int, int]:

@@ -15,6 +15,11 @@ CIFAR_CURVE_STEPS = 40 * 351  # the dense curve the converged study's budget is 
 CIFAR_PREREGISTRATION = 'docs/results/preregistration/cifar10_converged.md'
 CIFAR_LONG_CURVE_STEPS = 120 * 351  # the curve extended when the 40-epoch one still improved (cifar10_dense_curve_long)
 CIFAR_LONG_PREREGISTRATION = 'docs/results/preregistration/cifar10_dense_curve_long.md'
+# The converged study's per-round budget: None until cifar10_dense_curve_long's rule chooses it; then committed with
+# the study (``converged_study``) before any of its records, as its pre-registration (step 1) requires.
+CIFAR_CONVERGED_BUDGET: int | None = None
+# Its pre-registered fallback when compute runs short: these four policies at all five seeds first.
+CIFAR_DECISIVE_POLICIES = ('weight_reset', 'prune_continue', 'grow_dense_new', 'dense_same_steps')
 CONV2_FULL_BUDGET = 20_000  # Frankle & Carbin's iterations per level (conv2_converged)
 CONV2_FULL_LEVELS = 14  # to about 4.6% of weights
 CONV2_PREREGISTRATION = 'docs/results/preregistration/conv2_converged.md'
@@ -174,3 +179,66 @@ on this project's 2-core CPU (`docs/results/speed.md`), so this study runs on a 
 ''',
     ),
 }
+
+
+def converged_study(budget: int) -> study_lib.Study:
+    """``cifar10_converged`` at ``budget`` steps per round, as ``docs/results/preregistration/cifar10_converged.md``
+    (step 2) fixed it before any record: 8 trainings, seeds 42-46, eight policies, one Holm family of 8 paired
+    comparisons with TOSTs against +-1 point, the four decisive policies first at every seed."""
+    return study_lib.Study(
+        name='cifar10_converged', preregistration=CIFAR_PREREGISTRATION, preregistered_in='28ab1a8',
+        title="The seed paper's CIFAR-10 experiment at a converged budget: growing a residual net against the "
+              'weight-reset lottery ticket and its controls (CIFAR-10, JPEG q75 copy)',
+        config='configs/cifar10.py', first_seed=42, num_seeds=5, budgets=(budget,), trainings=8, lanes_per_run=1,
+        base_flags='--config.eval_every=351',
+        policies=(
+            ('weight_reset', '--config.method=lth', 'classic lottery ticket: 7 residual blocks from the start, '
+             'level pruning of the blocks each round to 80% at round 7, survivors reset to theta_0'),
+            ('weight_rewind', '--config.method=lth --config.rewind_step=500',
+             'as weight_reset, survivors rewound to step 500 of round 0 (late rewinding)'),
+            ('prune_continue', f'--config.method=juvenile --config.growth=none {CIFAR_FINAL_ARCH}',
+             'the final architecture (7 blocks) from the start, pruned each round, trained weights kept (no reset, '
+             'no growth): the control for growth'),
+            ('grow_dense_new', '--config.method=juvenile',
+             'the paper: from the stem alone, prune, then insert one identity-initialised (Dirac) block per round, '
+             'weights kept'),
+            ('grow_sparse_new', '--config.method=juvenile --config.new_layer_mask=sparse',
+             'as the paper, the new block starts at the blocks\' current density'),
+            ('dense_same_steps', '--config.method=lth --config.num_rounds=0 --config.steps_per_round={total}',
+             'the dense 7-block network trained once for the cumulative steps of the 8 trainings'),
+            ('grown_random_reinit', '--config.method=lth --config.num_rounds=0 --config.steps_per_round={total} '
+             '--config.init_from={source} --config.init_from_weights=fresh',
+             'the final grown ticket of grow_dense_new (same seed): its architecture and masks, a fresh random '
+             'init, trained once for the cumulative steps of the 8 trainings (Frankle & Carbin\'s random re-init)'),
+            ('grown_random_mask', '--config.method=lth --config.num_rounds=0 --config.steps_per_round={total} '
+             '--config.init_from={source} --config.init_from_weights=fresh --config.init_from_masks=random',
+             'as grown_random_reinit, with random masks of the same per-layer kept counts (random pruning)'),
+        ),
+        sources=(('grown_random_reinit', 'grow_dense_new'), ('grown_random_mask', 'grow_dense_new')),
+        comparisons=(('grow_dense_new', 'weight_reset'), ('grow_dense_new', 'prune_continue'),
+                     ('grow_sparse_new', 'prune_continue'), ('prune_continue', 'weight_reset'),
+                     ('weight_rewind', 'weight_reset'), ('grow_dense_new', 'dense_same_steps'),
+                     ('grow_dense_new', 'grown_random_reinit'), ('grow_dense_new', 'grown_random_mask')),
+        run_first=CIFAR_DECISIVE_POLICIES,
+        dense_policy='weight_reset',
+        headline=('grow_dense_new', 'weight_reset'),
+        headline_question="Does the paper's growth beat the weight-reset lottery ticket on CIFAR-10, converged?",
+        equivalence_margin=claims.CIFAR_MARGIN,
+        margin_fixed=f'in the pre-registration (`{CIFAR_PREREGISTRATION}`), committed before any of its records',
+        margin_why=CIFAR_MARGIN_WHY,
+        notes=f'''
+As pre-registered in `{CIFAR_PREREGISTRATION}` before any record of this study or of its budget's curve:
+`configs/cifar10.py` (arXiv 2109.03862's CIFAR-10 setting) at {budget:,} steps per round ({budget // 351} epochs of
+351 steps), the budget the pre-registered rule chose on the dense network's validation curve
+(`cifar10_dense_curve_long`); the blocks' kernels level-pruned to 80% sparsity at round 7 (8 trainings); a fresh
+batch order every round; the end-of-round weights pruned; validation every epoch. Seeds 42-46, one process each.
+The four decisive policies (`{"`, `".join(CIFAR_DECISIVE_POLICIES)}`) run first at all five seeds, the
+pre-registered fallback for a CPU that cannot finish the whole design; the page says which cells remain. The
+`cifar10_paper` study at 702 steps per round is its pilot. In the flags, `{{total}}` stands for 8 x the per-round
+budget.
+''',
+    )
+
+
+if CIFAR_CONVERGED_BUDGET is not None:
+    CIFAR_STUDIES['cifar10_converged'] = converged_study(CIFAR_CONVERGED_BUDGET)

@@ -62,21 +62,29 @@ class Study:
     preregistered_in: str = ''         # the commit (abbreviated) that added it; tests/test_results.py checks the order
     chooses_budget: bool = False       # its dense curve picks a budget (``compute.budget_from_curve``; on its page)
     budget_if_improving: bool = False  # ... even when the curve still improves (its claims then become bounds)
+    # Policies a campaign trains first, at every seed, before the others (a pre-registered fallback: the decisive
+    # policies complete when compute runs short); () trains all policies seed by seed.
+    run_first: tuple[str, ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, 'policies', tuple(Policy(*p) for p in self.policies))
         named = [*(n for pair in self.comparisons for n in pair), *(n for n in self.headline if n),
                  *([self.dense_policy] if self.dense_policy else []), *(p for p, _ in self.policy_seeds),
-                 *(n for pair in self.sources for n in pair)]
+                 *(n for pair in self.sources for n in pair), *self.run_first]
         unknown = sorted(set(named) - set(self.policy_names))
         if unknown:
             raise ValueError(f'study {self.name!r} names {unknown}, which are not among its policies '
-                             f'{self.policy_names}: fix its comparisons, headline, dense_policy or policy_seeds.')
+                             f'{self.policy_names}: fix its comparisons, headline, dense_policy, policy_seeds, '
+                             'sources or run_first.')
         for policy, source in self.sources:
             if self.seeds_of(policy) != self.seeds_of(source) or self.policy_names.index(source) > \
                     self.policy_names.index(policy):
                 raise ValueError(f'study {self.name!r}: source {source!r} of {policy!r} must come before it in the '
                                  'policies and run the same seeds.')
+            if policy in self.run_first and (source not in self.run_first or
+                                             self.run_first.index(source) > self.run_first.index(policy)):
+                raise ValueError(f'study {self.name!r}: {policy!r} runs first, so its source {source!r} must be in '
+                                 'run_first before it.')
 
     @property
     def policy_names(self) -> list[str]:
