@@ -313,7 +313,7 @@ def test_handoff_archives_never_go_into_the_repository(tmp_path):
     assert ignored.returncode == 0, '.gitignore must keep hand-off archives out of commits'
 
 
-def test_the_converged_cifar_study_is_its_preregistered_design():
+def test_the_converged_cifar_study_is_its_preregistered_design(tmp_path):
     """``catalog_cifar.converged_study`` against ``docs/results/preregistration/cifar10_converged.md``: the policies
     and the 8 comparisons in its order (one Holm family), seeds 42-46, 8 trainings, the +-1 point margin, and the
     pre-registered fallback order (the four decisive policies at every seed before the rest)."""
@@ -335,6 +335,21 @@ def test_the_converged_cifar_study_is_its_preregistered_design():
     assert sorted(order) == sorted((p, seed) for p in policies for seed in range(42, 47))
     # Defined in the catalog only once its budget is committed (before any of its records).
     assert ('cifar10_converged' in STUDIES) == (catalog_cifar.CIFAR_CONVERGED_BUDGET is not None)
+    # Every policy's command line gives a valid config (the grown ticket's controls read grow_dense_new's workdir).
+    import ast  # pylint: disable=g-import-not-at-top
+    from jst.run import configuration  # pylint: disable=g-import-not-at-top
+    from tests.helpers import load_config, set_fields  # pylint: disable=g-import-not-at-top
+    os.makedirs(tmp_path / study.workdir('grow_dense_new', 14040, (42, 1)))
+    for policy in policies:
+        args = campaign.main_args(REPO, study, policy, 14040, str(tmp_path / 'w'), (42, 1), str(tmp_path))
+        overrides = dict(a[len('--config.'):].split('=', 1) for a in args if a.startswith('--config.'))
+        values = {k: (ast.literal_eval(v) if re.fullmatch(r'[-\d(),.]+|True|False', v) else v)
+                  for k, v in overrides.items()}
+        config = set_fields(load_config('cifar10'), values)
+        configuration.validate_config(config)
+        assert config.steps_per_round == (8 * 14040 if policy in ('dense_same_steps', 'grown_random_reinit',
+                                                                  'grown_random_mask') else 14040), policy
+        assert config.eval_every == 351 and config.num_seeds == 1, policy
 
 
 def test_a_policy_that_runs_first_needs_its_source_first():
