@@ -87,7 +87,9 @@ extends it to 120 epochs under the same rule, as both pre-registrations (`{CIFAR
 tenth gives the 2% rule's budget anyway, and the converged study's claims become bounds). Same network, optimiser,
 data and seeds as `cifar10_dense_curve`; validation only, test never enters the choice. One seed takes about six
 hours on this project's 2-core CPU, so seeds run in the background across sessions from workdirs outside the
-repository, pausing and resuming exactly.
+repository, pausing and resuming exactly. Once the rule below gives a budget, `CIFAR_CONVERGED_BUDGET` in
+`jst/studies/catalog_cifar.py` is set to it in one commit, which defines `cifar10_converged` (`converged_study`:
+the design its pre-registration fixed) before any of that study's records.
 ''',
     ),
     'cifar10_paper': study_lib.Study(
