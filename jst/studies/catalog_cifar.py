@@ -29,6 +29,22 @@ CIFAR_MARGIN_FIXED = ('on 2026-11-29, after seed 42\'s records and before any se
 CIFAR_MARGIN_WHY = ('at 35-70% test accuracy one point is 2-3% of the remaining error, below the CIFAR-10 '
                     "differences these pages discuss (3-13 points) and Frankle & Carbin's Conv-2 effect (+3.4 points).")
 
+# The policies cifar10_paper (the pilot) and cifar10_converged share, word for word: (name, flags, description).
+CIFAR_WEIGHT_RESET = ('weight_reset', '--config.method=lth', 'classic lottery ticket: 7 residual blocks from the '
+                      'start, level pruning of the blocks each round to 80% at round 7, survivors reset to theta_0')
+CIFAR_PRUNE_CONTINUE = ('prune_continue', f'--config.method=juvenile --config.growth=none {CIFAR_FINAL_ARCH}',
+                        'the final architecture (7 blocks) from the start, pruned each round, trained weights kept '
+                        '(no reset, no growth): the control for growth')
+CIFAR_GROWTH_AND_DENSE = (
+    ('grow_dense_new', '--config.method=juvenile',
+     'the paper: from the stem alone, prune, then insert one identity-initialised (Dirac) block per round, weights '
+     'kept'),
+    ('grow_sparse_new', '--config.method=juvenile --config.new_layer_mask=sparse',
+     'as the paper, the new block starts at the blocks\' current density'),
+    ('dense_same_steps', '--config.method=lth --config.num_rounds=0 --config.steps_per_round={total}',
+     'the dense 7-block network trained once for the cumulative steps of the 8 trainings'),
+)
+
 CIFAR_STUDIES = {
     'cifar10_budget': study_lib.Study(
         name='cifar10_budget',
@@ -99,18 +115,9 @@ the design its pre-registration fixed) before any of that study's records.
         config='configs/cifar10.py', first_seed=42, num_seeds=3, budgets=(CIFAR_BUDGET,), trainings=8,
         lanes_per_run=1, base_flags=f'--config.eval_every={CIFAR_EVAL_EVERY}',
         policies=(
-            ('weight_reset', '--config.method=lth', 'classic lottery ticket: 7 residual blocks from the start, '
-             'level pruning of the blocks each round to 80% at round 7, survivors reset to theta_0'),
-            ('prune_continue', f'--config.method=juvenile --config.growth=none {CIFAR_FINAL_ARCH}',
-             'the final architecture (7 blocks) from the start, pruned each round, trained weights kept (no reset, '
-             'no growth): the control for growth'),
-            ('grow_dense_new', '--config.method=juvenile',
-             'the paper: from the stem alone, prune, then insert one identity-initialised (Dirac) block per round, '
-             'weights kept'),
-            ('grow_sparse_new', '--config.method=juvenile --config.new_layer_mask=sparse',
-             'as the paper, the new block starts at the blocks\' current density'),
-            ('dense_same_steps', '--config.method=lth --config.num_rounds=0 --config.steps_per_round={total}',
-             'the dense 7-block network trained once for the cumulative steps of the 8 trainings'),
+            CIFAR_WEIGHT_RESET,
+            CIFAR_PRUNE_CONTINUE,
+            *CIFAR_GROWTH_AND_DENSE,
         ),
         comparisons=(('grow_dense_new', 'weight_reset'), ('grow_sparse_new', 'prune_continue'),
                      ('grow_dense_new', 'prune_continue'), ('prune_continue', 'weight_reset'),
@@ -194,20 +201,11 @@ def converged_study(budget: int) -> study_lib.Study:
         config='configs/cifar10.py', first_seed=42, num_seeds=5, budgets=(budget,), trainings=8, lanes_per_run=1,
         base_flags='--config.eval_every=351',
         policies=(
-            ('weight_reset', '--config.method=lth', 'classic lottery ticket: 7 residual blocks from the start, '
-             'level pruning of the blocks each round to 80% at round 7, survivors reset to theta_0'),
+            CIFAR_WEIGHT_RESET,
             ('weight_rewind', '--config.method=lth --config.rewind_step=500',
              'as weight_reset, survivors rewound to step 500 of round 0 (late rewinding)'),
-            ('prune_continue', f'--config.method=juvenile --config.growth=none {CIFAR_FINAL_ARCH}',
-             'the final architecture (7 blocks) from the start, pruned each round, trained weights kept (no reset, '
-             'no growth): the control for growth'),
-            ('grow_dense_new', '--config.method=juvenile',
-             'the paper: from the stem alone, prune, then insert one identity-initialised (Dirac) block per round, '
-             'weights kept'),
-            ('grow_sparse_new', '--config.method=juvenile --config.new_layer_mask=sparse',
-             'as the paper, the new block starts at the blocks\' current density'),
-            ('dense_same_steps', '--config.method=lth --config.num_rounds=0 --config.steps_per_round={total}',
-             'the dense 7-block network trained once for the cumulative steps of the 8 trainings'),
+            CIFAR_PRUNE_CONTINUE,
+            *CIFAR_GROWTH_AND_DENSE,
             ('grown_random_reinit', '--config.method=lth --config.num_rounds=0 --config.steps_per_round={total} '
              '--config.init_from={source} --config.init_from_weights=fresh',
              'the final grown ticket of grow_dense_new (same seed): its architecture and masks, a fresh random '
