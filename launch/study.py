@@ -62,7 +62,9 @@ _HANDOFF_DIR = flags.DEFINE_string(
     'folder outside the repository that you carry to the next machine).')
 _RESULTS_DIR = flags.DEFINE_string('results_dir', None, 'Where records and pages live (default: docs/results).')
 _SHARD = flags.DEFINE_string('shard', '0/1', 'run: I/N trains only every N-th part from the I-th (N runners side by '
-                             'side, e.g. one per core: they never share a part).')
+                             'side, e.g. one per core pinned with taskset: they never share a part). Whether that beats '
+                             'one runner on every core is measured per network by benchmarks/bench_threads.py '
+                             '(docs/results/speed.md).')
 
 
 def _study(name: str) -> study_lib.Study:

@@ -77,3 +77,19 @@ def test_bench_xla_flags(tmp_path):
     assert rows['xla']['verdict'] == expected and rows['library']['verdict'] == '-'
     # The library kernels change the summation order, not the math: the losses after the steps agree.
     assert rows['library']['loss_rel_diff_vs_xla'] < 1e-4 and rows['xla']['loss_rel_diff_vs_xla'] == 0
+
+
+def test_bench_threads(tmp_path):
+    _run('bench_threads.py', '--steps=1', '--rounds=1', '--networks=conv2', f'--out={tmp_path}')
+    result = json.load(open(os.path.join(tmp_path, 'threads_cpu.json')))
+    rows = {r['layout']: r for r in result['rows']}
+    cores = result['cores']
+    assert rows['one_process_all_cores']['cores_per_process'] == [cores]
+    assert rows['one_process_one_core']['cores_per_process'] == [[cores[0]]]
+    # One process pinned to each core: the children really ran there (their own affinity, as they reported it).
+    assert rows['process_per_core']['cores_per_process'] == [[c] for c in cores]
+    assert rows['process_per_core_unpinned']['processes'] == len(cores)
+    for r in rows.values():  # throughput is the sum over the layout's processes of 1 / their step time
+        expected = sum(1000 / ms for ms in r['step_ms_per_process'][0])
+        assert abs(r['steps_per_s_median'] - expected) < 1e-9 * expected
+    assert rows['one_process_all_cores']['relative_to_reference'] == 1.0

@@ -476,3 +476,17 @@ def test_a_preregistration_precedes_every_record_of_its_study(name):
         ancestor = subprocess.run(['git', 'merge-base', '--is-ancestor', added[-1], commit], cwd=REPO)
         assert ancestor.returncode == 0, f'{name}: record commit {commit[:7]} does not descend from the ' \
                                          f'pre-registration {added[-1][:7]}'
+
+
+def test_threads_sentence_by_hand(tmp_path):
+    assert pages.threads_sentence(str(tmp_path), 'resnet') == ''  # no measurement, no sentence
+    rows = [{'network': 'resnet', 'layout': 'one_process_all_cores', 'steps_per_s_median': 2.0,
+             'relative_to_reference': 1.0, 'verdict': '-'},
+            {'network': 'resnet', 'layout': 'process_per_core', 'steps_per_s_median': 2.5,
+             'relative_to_reference': 1.25, 'verdict': 'faster'},
+            {'network': 'conv2', 'layout': 'process_per_core', 'steps_per_s_median': 9.0,
+             'relative_to_reference': 0.5, 'verdict': 'slower'}]
+    with open(tmp_path / 'threads_cpu.json', 'w') as f:
+        json.dump({'rounds': 3, 'date': '2026-12-07', 'cores': [0, 1], 'rows': rows}, f)
+    sentence = pages.threads_sentence(str(tmp_path), 'resnet')
+    assert 'all 2 cores runs 2.00 steps/s' in sentence and '2.50 steps/s in all (1.25x, more in every round)' in sentence

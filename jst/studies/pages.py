@@ -65,6 +65,8 @@ SPEED_SECTIONS = (  # (title, command, benchmarks/results/ file)
      'python benchmarks/bench_conv_forms.py --cpu_kernels=library', 'conv_forms_library_cpu.md'),
     ('Which XLA:CPU kernel flags of the pinned jaxlib make the conv step faster',
      'python benchmarks/bench_xla_flags.py', 'xla_flags_cpu.md'),
+    ('One process on both cores or one process per core (throughput of campaign shards)',
+     'python benchmarks/bench_threads.py', 'threads_cpu.md'),
     ('Cost of the juvenility diagnostics (the paper\'s MNIST)',
      'python benchmarks/bench_juvenility.py --manual_dir=../shared/datasets/mnist', 'juvenility_cpu.md'),
 )
@@ -253,6 +255,7 @@ def conv_target_lines(benchmark_results_dir: str, network: str = 'resnet') -> li
                if slower else '')
             + library_forms_sentence(benchmark_results_dir, network)
             + flags_sentence(benchmark_results_dir, network)
+            + threads_sentence(benchmark_results_dir, network)
             + ' (The files are separate runs; their machines and dates are in their sections above.)']
 
 
@@ -287,3 +290,24 @@ def flags_sentence(benchmark_results_dir: str, network: str) -> str:
             + (f"faster than the default in every round: {', '.join(faster)}." if faster else
                'none was faster than the default in every round.'))
 
+
+
+def threads_sentence(benchmark_results_dir: str, network: str) -> str:
+    """How much more throughput one process per core gives than one process on every core for ``network``
+    (threads_cpu.json), and whether every round agreed; '' when that file is missing."""
+    try:
+        with open(os.path.join(benchmark_results_dir, 'threads_cpu.json')) as f:
+            result = json.load(f)
+    except FileNotFoundError:
+        return ''
+    rows = {r['layout']: r for r in result['rows'] if r['network'] == network}
+    if 'process_per_core' not in rows:
+        return ''
+    per_core, one = rows['process_per_core'], rows['one_process_all_cores']
+    agreement = {'faster': 'more in every round', 'slower': 'less in every round'}.get(
+        per_core['verdict'], 'within the rounds\' noise')
+    return (f" Threading (threads_cpu.json, {result['rounds']} rounds, {result['date']}): one process on all "
+            f"{len(result['cores'])} cores runs {one['steps_per_s_median']:.2f} steps/s; one pinned process per core, "
+            f"side by side, {per_core['steps_per_s_median']:.2f} steps/s in all "
+            f"({per_core['relative_to_reference']:.2f}x, {agreement}), which is what `study.py run --shard=I/N` "
+            'gets from one runner per core.')
