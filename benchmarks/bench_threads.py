@@ -126,12 +126,6 @@ def throughput(results: list[dict[str, Any]]) -> float:
     return sum(1.0 / r['step_s'] for r in results)
 
 
-def rotated(items: list[str], by: int) -> list[str]:
-    """``items`` rotated left ``by`` places (round r starts with the r-th layout)."""
-    by %= len(items)
-    return list(items[by:]) + list(items[:by])
-
-
 def verdict(values: list[float], reference: list[float]) -> str:
     """``faster`` when every round's throughput beat every round of the reference, ``slower`` the other way."""
     if min(values) > max(reference):
@@ -158,14 +152,8 @@ def summarise(name: str, runs: dict[str, list[list[dict[str, Any]]]]) -> list[di
 
 
 def run(names: list[str], rounds: int, steps: int) -> list[dict[str, Any]]:
-    rows = []
-    for name in names:
-        runs: dict[str, list[list[dict[str, Any]]]] = {layout: [] for layout in LAYOUTS}
-        for r in range(rounds):
-            for layout in rotated(list(LAYOUTS), r):
-                runs[layout].append(run_layout(name, layout, steps))
-        rows += summarise(name, runs)
-    return rows
+    return [row for name in names for row in summarise(
+        name, conv_steps.measure_in_rounds(list(LAYOUTS), rounds, lambda l, n=name: run_layout(n, l, steps)))]
 
 
 def render(result: dict[str, Any]) -> str:

@@ -82,12 +82,6 @@ def child_result(name: str, variant: str, steps: int) -> dict[str, float]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def rotated(items: list[str], by: int) -> list[str]:
-    """``items`` rotated left ``by`` places (round r starts with the r-th variant)."""
-    by %= len(items)
-    return items[by:] + items[:by]
-
-
 def verdict(times: list[float], default_times: list[float]) -> str:
     """``faster`` when every round beat every round of the default, ``slower`` the other way round."""
     if max(times) < min(default_times):
@@ -117,14 +111,8 @@ def summarise(name: str, runs: dict[str, list[dict[str, float]]]) -> list[dict[s
 
 
 def run(names: list[str], variants: list[str], rounds: int, steps: int) -> list[dict[str, Any]]:
-    rows = []
-    for name in names:
-        runs: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
-        for r in range(rounds):
-            for variant in rotated(variants, r):
-                runs[variant].append(child_result(name, variant, steps))
-        rows += summarise(name, runs)
-    return rows
+    return [row for name in names for row in summarise(
+        name, conv_steps.measure_in_rounds(variants, rounds, lambda v, n=name: child_result(n, v, steps)))]
 
 
 def render(result: dict[str, Any]) -> str:

@@ -8,7 +8,7 @@ import os
 import platform
 import statistics
 import time
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +38,25 @@ def median_step_s(step: Callable[[], Any], steps: int) -> float:
         step()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
+
+
+T = TypeVar('T')
+
+
+def rotated(items: list[str], by: int) -> list[str]:
+    """``items`` rotated left ``by`` places (round r starts with the r-th item)."""
+    by %= len(items)
+    return list(items[by:]) + list(items[:by])
+
+
+def measure_in_rounds(variants: list[str], rounds: int, measure: Callable[[str], T]) -> dict[str, list[T]]:
+    """``measure(variant)`` for every variant once per round, the order rotated each round so that slow spells of a
+    shared machine hit every variant; per variant, its results in round order."""
+    runs: dict[str, list[T]] = {v: [] for v in variants}
+    for r in range(rounds):
+        for variant in rotated(variants, r):
+            runs[variant].append(measure(variant))
+    return runs
 
 
 def random_batch(batch: int) -> tuple[np.ndarray, np.ndarray]:
