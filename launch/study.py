@@ -39,6 +39,7 @@ from jst.studies import campaign
 from jst.studies import handoff
 from jst.studies import pages
 from jst.studies import results_index
+from jst.studies import speed_page
 from jst.studies import study as study_lib
 from jst.studies.catalog import STUDIES, TEST_STUDIES
 # pylint: enable=g-import-not-at-top,wrong-import-position
@@ -61,10 +62,10 @@ _HANDOFF_DIR = flags.DEFINE_string(
     'handoff: where paused parts are packed; run: where they are resumed from (default <workdir_root>/handoff; a '
     'folder outside the repository that you carry to the next machine).')
 _RESULTS_DIR = flags.DEFINE_string('results_dir', None, 'Where records and pages live (default: docs/results).')
-_SHARD = flags.DEFINE_string('shard', '0/1', 'run: I/N trains only every N-th part from the I-th (N runners side by '
-                             'side, e.g. one per core pinned with taskset: they never share a part). Whether that beats '
-                             'one runner on every core is measured per network by benchmarks/bench_threads.py '
-                             '(docs/results/speed.md).')
+_SHARD = flags.DEFINE_string(
+    'shard', '0/1', 'run: I/N trains only every N-th part from the I-th (N runners side by side, e.g. one per core '
+    'pinned with taskset: they never share a part). Whether that beats one runner on every core is measured per '
+    'network by benchmarks/bench_threads.py (docs/results/speed.md).')
 
 
 def _study(name: str) -> study_lib.Study:
@@ -168,7 +169,7 @@ def main(argv):
             write_index(_CHECK.value)
             return None
         if argv[1:] == ['page', 'speed']:
-            speed = pages.speed_page(os.path.join(REPO, 'benchmarks', 'results'))
+            speed = speed_page.render(os.path.join(REPO, 'benchmarks', 'results'))
             return write_or_check({os.path.join(RESULTS, 'speed.md'): speed}, 'speed', _CHECK.value)
         study = _study(argv[2])
         if argv[1] == 'run':

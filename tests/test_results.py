@@ -12,6 +12,7 @@ from tests.helpers import REPO
 
 from jst.studies import pages
 from jst.studies import policy_pages
+from jst.studies import speed_page
 from jst.studies import study as study_lib
 from jst.studies.catalog import STUDIES
 
@@ -479,7 +480,7 @@ def test_a_preregistration_precedes_every_record_of_its_study(name):
 
 
 def test_threads_sentence_by_hand(tmp_path):
-    assert pages.threads_sentence(str(tmp_path), 'resnet') == ''  # no measurement, no sentence
+    assert speed_page.threads_sentence(str(tmp_path), 'resnet') == ''  # no measurement, no sentence
     rows = [{'network': 'resnet', 'layout': 'one_process_all_cores', 'steps_per_s_median': 2.0,
              'relative_to_reference': 1.0, 'verdict': '-'},
             {'network': 'resnet', 'layout': 'process_per_core', 'steps_per_s_median': 2.5,
@@ -488,5 +489,6 @@ def test_threads_sentence_by_hand(tmp_path):
              'relative_to_reference': 0.5, 'verdict': 'slower'}]
     with open(tmp_path / 'threads_cpu.json', 'w') as f:
         json.dump({'rounds': 3, 'date': '2026-12-07', 'cores': [0, 1], 'rows': rows}, f)
-    sentence = pages.threads_sentence(str(tmp_path), 'resnet')
-    assert 'all 2 cores runs 2.00 steps/s' in sentence and '2.50 steps/s in all (1.25x, more in every round)' in sentence
+    sentence = speed_page.threads_sentence(str(tmp_path), 'resnet')
+    assert 'all 2 cores runs 2.00 steps/s' in sentence
+    assert '2.50 steps/s in all (1.25x, more in every round)' in sentence

@@ -1,8 +1,9 @@
 """Every page under docs/results/ (and the README's headline blocks) from the committed records, deterministically.
 
 ``render`` picks a study's page kind (policies x budgets, levels, juvenility) and returns its Markdown and a
-function writing its figure; ``planned_page`` stands in until a study has records; ``speed_page`` collects the
-committed benchmark tables. ``launch/study.py page NAME`` writes them; ``--check`` compares (``tests/test_results.py``).
+function writing its figure; ``planned_page`` stands in until a study has records (the speed page has its own module,
+``jst.studies.speed_page``). ``launch/study.py page NAME`` writes them; ``--check`` compares
+(``tests/test_results.py``).
 """
 
 import glob
@@ -48,30 +49,6 @@ Clustered by run: the within-round correlation of each diagnostic with the round
 t-based 95% CI over the runs, the independent units. A diagnostic predicts what a round gains, beyond the round
 index, only where its interval excludes 0 (uncorrected for the table's many intervals).
 '''
-SPEED_SECTIONS = (  # (title, command, benchmarks/results/ file)
-    ('Training loop: jst vs a minimal JAX loop vs PyTorch (LeNet-300-100, one epoch)',
-     'pip install torch==2.13.0 && python benchmarks/bench_lenet.py --manual_dir=../shared/datasets/mnist --full',
-     'lenet_cpu.md'),
-    ('Seeds as lanes of one program vs one process per seed (the paper\'s MNIST)',
-     'python benchmarks/bench_seeds.py --manual_dir=../shared/datasets/mnist --seeds=1,5,16', 'seeds_cpu.md'),
-    ('Seeds as lanes vs one after another for conv nets (the paper\'s CIFAR-10 ResNet)',
-     'python benchmarks/bench_conv_lanes.py --manual_dir=../shared/datasets/cifar10-jpeg75 --lanes=3',
-     'conv_lanes_cpu.md'),
-    ('One Adam step of a conv net: jst vs a minimal JAX loop vs PyTorch (NCHW and channels_last)',
-     'pip install torch==2.13.0 && python benchmarks/bench_conv.py', 'conv_cpu.md'),
-    ('Which form of the same convolution XLA:CPU runs fastest (the layers of the ResNet and Conv-2)',
-     'python benchmarks/bench_conv_forms.py', 'conv_forms_cpu.md'),
-    ('The same six forms under the library kernels that jst uses for conv nets',
-     'python benchmarks/bench_conv_forms.py --cpu_kernels=library', 'conv_forms_library_cpu.md'),
-    ('Which XLA:CPU kernel flags of the pinned jaxlib make the conv step faster',
-     'python benchmarks/bench_xla_flags.py', 'xla_flags_cpu.md'),
-    ('One process on both cores or one process per core (throughput of campaign shards)',
-     'python benchmarks/bench_threads.py', 'threads_cpu.md'),
-    ('Cost of the juvenility diagnostics (the paper\'s MNIST)',
-     'python benchmarks/bench_juvenility.py --manual_dir=../shared/datasets/mnist', 'juvenility_cpu.md'),
-)
-
-
 class PageError(errors.UserError, ValueError):
     """The records or the README cannot give a page (mixed batch sizes, missing headline markers)."""
 
@@ -209,105 +186,3 @@ def readme_with_headline(readme: str, results_dir: str, study: study_lib.Study) 
         raise PageError(f'README.md lacks the markers {begin!r} ... {end!r} around the headline table')
     head, rest = readme.split(begin, 1)
     return f'{head}{begin}\n{headline_block(results_dir, study)}\n{end}{rest.split(end, 1)[1]}'
-
-
-def speed_page(benchmark_results_dir: str) -> str:
-    """docs/results/speed.md: the committed benchmark tables (``benchmarks/results/*.md``, written by each
-    benchmark from the same measurement as its ``.json``), each with its command."""
-    lines = ['# Speed', '', 'Measured by the benchmarks in `benchmarks/` on this project\'s 2-core CPU (no GPU '
-             'was lent), every variant side by side in one run, reported as ratios. Regenerate this page: '
-             '`python launch/study.py page speed`; the raw measurements are `benchmarks/results/*.json`.']
-    for title, command, name in SPEED_SECTIONS:
-        with open(os.path.join(benchmark_results_dir, name)) as f:
-            table = f.read().strip().replace('\n# ', '\n### ')
-        lines += ['', f'## {title}', '', f'`{command}` ([{name}](../../benchmarks/results/{name}))', '',
-                  table.lstrip('# ') if table.startswith('# ') else table]
-    return '\n'.join(lines + conv_target_lines(benchmark_results_dir)) + '\n'
-
-
-def conv_target_lines(benchmark_results_dir: str, network: str = 'resnet') -> list[str]:
-    """Issue 34's targets for the ResNet step (within 1.3x of PyTorch's best; at least 2x faster than jst before
-    it), met or not in conv_cpu.json, and the convolutions alone: the sum of every conv of one step in its fastest
-    form (conv_forms_cpu.json)."""
-    try:
-        with open(os.path.join(benchmark_results_dir, 'conv_forms_cpu.json')) as f:
-            forms = json.load(f)
-        with open(os.path.join(benchmark_results_dir, 'conv_cpu.json')) as f:
-            steps = json.load(f)
-    except FileNotFoundError:
-        return []
-    best_form, convs_ms = min(forms['step_sums_ms'][network].items(), key=lambda kv: kv[1])
-    rows = {r['loop']: r['step_ms'] for r in steps['rows'] if r['network'] == network}
-    torch_loop, torch_best = min(((k, v) for k, v in rows.items() if k.startswith('pytorch')), key=lambda kv: kv[1])
-    target, before, fast = 1.3 * torch_best, rows['jst_before'], rows['jst_fast']
-    met = lambda ok: 'met' if ok else 'not met'
-    sums = forms['step_sums_ms'][network]
-    slower = [f for f in sums if f not in ('xla_nhwc', 'xla_nchw') and sums[f] > sums['xla_nhwc']]
-    return ['', f'## The {network} step against the targets of issue 34', '',
-            f'jst\'s step went from {before:.1f} ms (jst_before) to {fast:.1f} ms (jst_fast, the default), '
-            f'{before / fast:.2f}x faster: the 2x target is {met(before / fast >= 2)}. PyTorch\'s best step here is '
-            f'{torch_best:.1f} ms ({torch_loop}), so jst_fast is {fast / torch_best:.2f}x of it: the 1.3x target '
-            f'({target:.1f} ms) is {met(fast <= target)}. A minimal JAX loop (flax\'s layers, XLA\'s kernels) takes '
-            f'{rows["minimal_jax"]:.1f} ms. The convolutions of one step alone (forward and backward, XLA\'s kernels '
-            f'without the library kernels, the fastest of the {len(sums)} forms: {best_form}, conv_forms_cpu.json) '
-            f'take {convs_ms:.1f} ms. '
-            + (f'Slower than XLA\'s own NHWC convolution, summed over the step: {", ".join(slower)}. '
-               if slower else '')
-            + library_forms_sentence(benchmark_results_dir, network)
-            + flags_sentence(benchmark_results_dir, network)
-            + threads_sentence(benchmark_results_dir, network)
-            + ' (The files are separate runs; their machines and dates are in their sections above.)']
-
-
-def library_forms_sentence(benchmark_results_dir: str, network: str) -> str:
-    """The fastest form of ``network``'s convolutions under the library kernels (conv_forms_library_cpu.json, the
-    dot-based forms' dots in YNNPACK/XNNPACK) and how much slower each other form is; '' when that file is
-    missing."""
-    try:
-        with open(os.path.join(benchmark_results_dir, 'conv_forms_library_cpu.json')) as f:
-            sums = json.load(f)['step_sums_ms'][network]
-    except FileNotFoundError:
-        return ''
-    best, best_ms = min(sums.items(), key=lambda kv: kv[1])
-    others = ', '.join(f'{name} {ms / best_ms:.2f}x' for name, ms in sorted(sums.items(), key=lambda kv: kv[1])
-                       if name != best)
-    return (f'Under the library kernels jst uses (conv_forms_library_cpu.json), the fastest form is {best} '
-            f'({best_ms:.1f} ms for the step\'s convolutions); the others take {others} of it.')
-
-
-def flags_sentence(benchmark_results_dir: str, network: str) -> str:
-    """Which XLA:CPU flag sets beat the default kernels for ``network`` in xla_flags_cpu.json (every round faster
-    than every round of the default); '' when that file is missing."""
-    try:
-        with open(os.path.join(benchmark_results_dir, 'xla_flags_cpu.json')) as f:
-            result = json.load(f)
-    except FileNotFoundError:
-        return ''
-    rows = [r for r in result['rows'] if r['network'] == network and r['verdict'] != '-']
-    faster = [f"{r['variant']} ({r['relative_to_default']:.2f}x)" for r in rows if r['verdict'] == 'faster']
-    return (f' Of the {len(rows)} other kernel flag sets of the pinned jaxlib (xla_flags_cpu.json, '
-            f"{result['rounds']} rounds, {result['machine']['processor']}, {result['date']}), "
-            + (f"faster than the default in every round: {', '.join(faster)}." if faster else
-               'none was faster than the default in every round.'))
-
-
-
-def threads_sentence(benchmark_results_dir: str, network: str) -> str:
-    """How much more throughput one process per core gives than one process on every core for ``network``
-    (threads_cpu.json), and whether every round agreed; '' when that file is missing."""
-    try:
-        with open(os.path.join(benchmark_results_dir, 'threads_cpu.json')) as f:
-            result = json.load(f)
-    except FileNotFoundError:
-        return ''
-    rows = {r['layout']: r for r in result['rows'] if r['network'] == network}
-    if 'process_per_core' not in rows:
-        return ''
-    per_core, one = rows['process_per_core'], rows['one_process_all_cores']
-    agreement = {'faster': 'more in every round', 'slower': 'less in every round'}.get(
-        per_core['verdict'], 'within the rounds\' noise')
-    return (f" Threading (threads_cpu.json, {result['rounds']} rounds, {result['date']}): one process on all "
-            f"{len(result['cores'])} cores runs {one['steps_per_s_median']:.2f} steps/s; one pinned process per core, "
-            f"side by side, {per_core['steps_per_s_median']:.2f} steps/s in all "
-            f"({per_core['relative_to_reference']:.2f}x, {agreement}), which is what `study.py run --shard=I/N` "
-            'gets from one runner per core.')
