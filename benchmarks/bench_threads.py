@@ -12,11 +12,12 @@ Layouts, each as fresh child processes timing jst's Adam step (``Trainer.train_s
   warm-up), so that they compete for memory bandwidth and caches as shards do;
 - ``process_per_core_unpinned``: as many processes as cores, no pinning (the OS schedules them).
 
-A child pins itself (``os.sched_setaffinity``) before its first JAX computation, so XLA:CPU sizes its thread
-pools to the cores it may use, as under ``taskset``: a per-core layout is not oversubscribed. A layout's throughput is the sum over its processes of 1 / (median step time), in steps per second; the table gives
-the median over ``--rounds`` rounds (the layout order rotated each round) and the range, and the ratio to
-``one_process_all_cores``. Verdict as in bench_xla_flags: ``faster`` when every round beat every round of the
-reference. Results: ``--out/threads_<platform>.json`` and ``.md``.
+A child pins itself (``os.sched_setaffinity``) before its first JAX computation, so XLA:CPU sizes its thread pools
+to the cores it may use, as under ``taskset``: a per-core layout is not oversubscribed. A layout's throughput is the
+sum over its processes of 1 / (median step time), in steps per second; the table gives the median over ``--rounds``
+rounds (the layout order rotated each round) and the range, and the ratio to ``one_process_all_cores``. Verdict as
+in bench_xla_flags: ``faster`` when every round beat every round of the reference. Results:
+``--out/threads_<platform>.json`` and ``.md``.
 """
 
 from __future__ import annotations
