@@ -87,16 +87,9 @@ def time_steps(name: str, steps: int, barrier: str) -> dict[str, Any]:
     and the barrier, when given."""
     make_spec, batch = conv_steps.NETWORKS[name]
     step = conv_steps.jst_stepper(make_spec(), batch)
-    for _ in range(2):
-        step()
-    if barrier:
-        wait_at_barrier(barrier)
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t)
-    return {'step_s': statistics.median(times), 'cores': available_cores()}
+    release = (lambda: wait_at_barrier(barrier)) if barrier else (lambda: None)
+    step_s = conv_steps.median_step_s(step, steps, after_warm_up=release)
+    return {'step_s': step_s, 'cores': available_cores()}
 
 
 def run_layout(name: str, layout: str, steps: int) -> list[dict[str, Any]]:
@@ -128,15 +121,6 @@ def throughput(results: list[dict[str, Any]]) -> float:
     return sum(1.0 / r['step_s'] for r in results)
 
 
-def verdict(values: list[float], reference: list[float]) -> str:
-    """``faster`` when every round's throughput beat every round of the reference, ``slower`` the other way."""
-    if min(values) > max(reference):
-        return 'faster'
-    if max(values) < min(reference):
-        return 'slower'
-    return 'within noise'
-
-
 def summarise(name: str, runs: dict[str, list[list[dict[str, Any]]]]) -> list[dict[str, Any]]:
     """One row per layout: throughput per round, median, ratio to the reference, per-process step times."""
     tput = {layout: [throughput(r) for r in rounds] for layout, rounds in runs.items()}
@@ -147,7 +131,8 @@ def summarise(name: str, runs: dict[str, list[list[dict[str, Any]]]]) -> list[di
             'steps_per_s_rounds': values, 'steps_per_s_median': statistics.median(values),
             'relative_to_reference': (statistics.median(values) / statistics.median(tput[REFERENCE])
                                       if REFERENCE in tput else None),
-            'verdict': verdict(values, tput[REFERENCE]) if REFERENCE in tput and layout != REFERENCE else '-',
+            'verdict': (conv_steps.verdict(values, tput[REFERENCE], higher_is_better=True)
+                        if REFERENCE in tput and layout != REFERENCE else '-'),
             'step_ms_per_process': [[1000 * p['step_s'] for p in r] for r in runs[layout]],
             'cores_per_process': [p['cores'] for p in runs[layout][0]]})
     return rows

@@ -82,15 +82,6 @@ def child_result(name: str, variant: str, steps: int) -> dict[str, float]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def verdict(times: list[float], default_times: list[float]) -> str:
-    """``faster`` when every round beat every round of the default, ``slower`` the other way round."""
-    if max(times) < min(default_times):
-        return 'faster'
-    if min(times) > max(default_times):
-        return 'slower'
-    return 'within noise'
-
-
 def summarise(name: str, runs: dict[str, list[dict[str, float]]]) -> list[dict[str, Any]]:
     """One row per variant: step times over rounds (ms), median, ratio to the default, verdict, loss check."""
     ms = {v: [1000 * r['step_s'] for r in rs] for v, rs in runs.items()}
@@ -103,7 +94,7 @@ def summarise(name: str, runs: dict[str, list[dict[str, float]]]) -> list[dict[s
             'step_ms_median': statistics.median(times),
             'relative_to_default': (statistics.median(times) / statistics.median(ms[DEFAULT])
                                     if DEFAULT in ms else None),
-            'verdict': verdict(times, ms[DEFAULT]) if DEFAULT in ms and variant != DEFAULT else '-',
+            'verdict': conv_steps.verdict(times, ms[DEFAULT]) if DEFAULT in ms and variant != DEFAULT else '-',
             'loss': loss,
             'loss_rel_diff_vs_xla': (abs(loss - reference_loss) / abs(reference_loss)
                                      if reference_loss is not None else None)})

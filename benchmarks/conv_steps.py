@@ -28,16 +28,30 @@ NETWORKS = {  # name: (spec, batch size)
 }
 
 
-def median_step_s(step: Callable[[], Any], steps: int) -> float:
-    """Median wall time (s) of ``steps`` calls of ``step`` after two warm-up calls."""
+def median_step_s(step: Callable[[], Any], steps: int, after_warm_up: Callable[[], None] = lambda: None) -> float:
+    """Median wall time (s) of ``steps`` calls of ``step`` after two warm-up calls (and ``after_warm_up()``, e.g. a
+    barrier that starts several processes' timed steps together)."""
     for _ in range(2):  # warm-up: compilation (JAX), allocator and kernel choice (PyTorch)
         step()
+    after_warm_up()
     times = []
     for _ in range(steps):
         t = time.perf_counter()
         step()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
+
+
+def verdict(values: list[float], reference: list[float], higher_is_better: bool = False) -> str:
+    """``faster`` when every round's value beat every round of the reference (a lower step time, or a higher
+    throughput when ``higher_is_better``), ``slower`` the other way round, ``within noise`` otherwise."""
+    if higher_is_better:
+        values, reference = [-v for v in values], [-v for v in reference]
+    if max(values) < min(reference):
+        return 'faster'
+    if min(values) > max(reference):
+        return 'slower'
+    return 'within noise'
 
 
 T = TypeVar('T')
