@@ -455,6 +455,54 @@ def test_budget_rule_section_states_the_rule_outcome():
     assert 'worded as a bound' in fallback and '**3,510 steps per round** (10 epochs)' in fallback
 
 
+def _write_dense_curve(results_dir: str, study: study_lib.Study, curve: dict[int, list[float]]) -> None:
+    """Committed-record layout of a curve study: one ``metrics.jsonl`` per seed (value i of each step: seed i)."""
+    for i, (first, _) in enumerate(study.parts(study.dense_policy)[:len(next(iter(curve.values())))]):
+        folder = study_lib.records_dir(results_dir, study, study.budgets[0], study.dense_policy, (first, 1))
+        os.makedirs(folder)
+        with open(os.path.join(folder, 'metrics.jsonl'), 'w') as f:
+            for step, losses in curve.items():
+                f.write(json.dumps({'round': 0, 'control': 'none', 'step': step, 'val_loss': losses[i],
+                                    'val_accuracy': 0.5}) + '\n')
+
+
+@pytest.mark.parametrize('seeds, late_minimum, expected', [(3, False, 702), (2, False, None), (3, True, None)])
+def test_chosen_budget_reads_the_rule_off_committed_records(tmp_path, seeds, late_minimum, expected):
+    """``pages.chosen_budget``: the rule's budget once every seed's curve is committed; nothing from a partial
+    curve, nor (without the fallback) while the minimum is in the curve's last tenth."""
+    study = STUDIES['cifar10_dense_curve']
+    curve = {351: [1.5] * 3, 702: [1.01, 1.02, 1.0], 1053: [1.0] * 3, 3510: [0.9 if late_minimum else 1.2] * 3}
+    _write_dense_curve(str(tmp_path), study, {s: v[:seeds] for s, v in curve.items()})
+    assert pages.chosen_budget(str(tmp_path), study) == expected
+    assert pages.chosen_budget(str(tmp_path / 'nothing'), study) is None
+
+
+def test_the_converged_budget_is_the_rules_choice_committed_between_its_curve_and_its_records():
+    """``CIFAR_CONVERGED_BUDGET`` (None until set) equals what the pre-registered rule gives on
+    ``cifar10_dense_curve_long``'s committed records, and the commit that set it descends from every record of that
+    curve and precedes every record of ``cifar10_converged``: the order issue 34 asks git history to show."""
+    from jst.studies import catalog_cifar  # pylint: disable=g-import-not-at-top
+    budget = catalog_cifar.CIFAR_CONVERGED_BUDGET
+    if budget is None:
+        assert 'cifar10_converged' not in STUDIES and not os.path.isdir(os.path.join(RESULTS, 'cifar10_converged'))
+        return
+    chosen = pages.chosen_budget(RESULTS, STUDIES['cifar10_dense_curve_long'])
+    assert budget == chosen, (f'CIFAR_CONVERGED_BUDGET = {budget:,}, but the rule gives {chosen} on '
+                              f'cifar10_dense_curve_long\'s committed records (its page states it): set it to {chosen}')
+    if not os.path.isdir(os.path.join(REPO, '.git')) or _git('rev-parse', '--is-shallow-repository') == 'true':
+        pytest.skip('needs the full git history (a clone, not an archive or a shallow clone)')
+    set_in = _git('log', '-1', '--format=%H', '-G', '^CIFAR_CONVERGED_BUDGET:', '--',
+                  'jst/studies/catalog_cifar.py')
+    for study, before in (('cifar10_dense_curve_long', True), ('cifar10_converged', False)):
+        for commit in _git('log', '--diff-filter=A', '--format=%H', '--',
+                           f'docs/results/{study}/records').splitlines():
+            older, newer = (commit, set_in) if before else (set_in, commit)
+            assert commit != set_in and subprocess.run(['git', 'merge-base', '--is-ancestor', older, newer],
+                                                       cwd=REPO).returncode == 0, (
+                f'{study}: record commit {commit[:7]} must come {"before" if before else "after"} the commit that set '
+                f'CIFAR_CONVERGED_BUDGET ({set_in[:7]})')
+
+
 def _git(*args: str) -> str:
     return subprocess.run(['git', *args], capture_output=True, text=True, cwd=REPO, check=True).stdout.strip()
 

@@ -16,7 +16,8 @@ CIFAR_PREREGISTRATION = 'docs/results/preregistration/cifar10_converged.md'
 CIFAR_LONG_CURVE_STEPS = 120 * 351  # the curve extended when the 40-epoch one still improved (cifar10_dense_curve_long)
 CIFAR_LONG_PREREGISTRATION = 'docs/results/preregistration/cifar10_dense_curve_long.md'
 # The converged study's per-round budget: None until cifar10_dense_curve_long's rule chooses it; then committed with
-# the study (``converged_study``) before any of its records, as its pre-registration (step 1) requires.
+# the study (``converged_study``) before any of its records, as its pre-registration (step 1) requires; a test checks
+# it equals ``pages.chosen_budget`` on the curve's committed records and that git history shows that order.
 CIFAR_CONVERGED_BUDGET: int | None = None
 # Its pre-registered fallback when compute runs short: these four policies at all five seeds first.
 CIFAR_DECISIVE_POLICIES = ('weight_reset', 'prune_continue', 'grow_dense_new', 'dense_same_steps')

@@ -108,10 +108,9 @@ def planned_page(study: study_lib.Study) -> str:
                       f'{", ".join(f"{b:,}" for b in study.budgets)} steps per round):', '', *policies]) + '\n'
 
 
-def dense_curve(results_dir: str, study: study_lib.Study) -> list[str]:
-    """The dense network's (``dense_policy``'s round 0) validation loss and accuracy at every evaluation, mean over
-    the seeds whose ``metrics.jsonl`` is committed: the curve a budget is chosen from (and, for a study that
-    ``chooses_budget``, what the rule gives)."""
+def dense_evaluations(results_dir: str, study: study_lib.Study) -> dict[int, list[tuple[float, float]]]:
+    """{step: [(validation loss, validation accuracy), one per seed]} of the dense network (``dense_policy``'s round
+    0) at every evaluation, over the seeds whose ``metrics.jsonl`` is committed."""
     by_step: dict[int, list[tuple[float, float]]] = {}
     for budget in study.budgets:
         for part in study.parts(study.dense_policy):
@@ -119,6 +118,13 @@ def dense_curve(results_dir: str, study: study_lib.Study) -> list[str]:
             for row in campaign.read_metrics(folder):
                 if row['round'] == 0 and row['control'] == 'none' and row['step'] > 0:
                     by_step.setdefault(row['step'], []).append((row['val_loss'], row['val_accuracy']))
+    return by_step
+
+
+def dense_curve(results_dir: str, study: study_lib.Study) -> list[str]:
+    """The dense network's validation loss and accuracy at every evaluation, mean over the committed seeds: the curve
+    a budget is chosen from (and, for a study that ``chooses_budget``, what the rule gives)."""
+    by_step = dense_evaluations(results_dir, study)
     if not by_step:
         return []
     lines = ['## The dense network\'s validation curve', '', '| step | epochs | val loss | val acc (%) | seeds |',
@@ -132,11 +138,28 @@ def dense_curve(results_dir: str, study: study_lib.Study) -> list[str]:
     return lines
 
 
+def complete_curve(val_loss_by_step: dict[int, list[float]]) -> dict[int, list[float]]:
+    """The evaluations measured on every seed that has any (a seed still running has fewer)."""
+    seeds = max(len(v) for v in val_loss_by_step.values())
+    return {s: v for s, v in val_loss_by_step.items() if len(v) == seeds}
+
+
+def chosen_budget(results_dir: str, study: study_lib.Study) -> int | None:
+    """The per-round budget the pre-registered rule (``compute.budget_from_curve``) gives on a curve study's committed
+    records: None until all ``num_seeds`` seeds are committed (a partial curve chooses nothing), or when the rule
+    chooses nothing. What ``budget_rule_section`` prints and what a budget constant must equal."""
+    losses = {s: [v[0] for v in vs] for s, vs in dense_evaluations(results_dir, study).items()}
+    if not losses or max(len(v) for v in losses.values()) < study.num_seeds:
+        return None
+    return compute.budget_from_curve(complete_curve(losses), STEPS_PER_EPOCH_CIFAR,
+                                     if_improving=study.budget_if_improving)
+
+
 def budget_rule_section(study: study_lib.Study, val_loss_by_step: dict[int, list[float]]) -> list[str]:
     """What the pre-registered budget rule (``compute.budget_from_curve``) gives on this curve: the budget, or why
     there is none. Only the seeds measured at every evaluation count (a partial curve chooses nothing)."""
-    seeds = max(len(v) for v in val_loss_by_step.values())
-    complete = {s: v for s, v in val_loss_by_step.items() if len(v) == seeds}
+    complete = complete_curve(val_loss_by_step)
+    seeds = len(next(iter(complete.values())))
     means = {s: sum(v) / len(v) for s, v in complete.items()}
     best = min(means, key=lambda s: (means[s], s))
     last = max(means)
