@@ -2,10 +2,10 @@
 kernels of ``config.cpu_kernels``), a minimal JAX loop, PyTorch, and the roofline floor of this CPU.
 
     pip install torch==2.13.0   # the benchmark's own dependency (CPU build here); jst never imports it
-    python benchmarks/bench_conv.py [--steps=10] [--notorch]
+    python benchmarks/bench_conv.py [--steps=10] [--rounds=3] [--notorch]
 
-Every JAX loop runs in a fresh child process (XLA:CPU reads its kernel flags once per process), one after
-another, so all loops see the same machine state within one run.
+Every loop runs in a fresh child process (XLA:CPU reads its kernel flags once per process, glibc's malloc settings
+must precede the first thread pool), one after another, so all loops see the same machine state within one run.
 
 Networks (random inputs; the data never matters for the time of a step):
 
@@ -15,12 +15,17 @@ Networks (random inputs; the data never matters for the time of a step):
 Loops: ``jst_before`` (``Trainer.train_step``: masked Adam, what jst's training loop runs per step on CPU conv
 nets, with flax's BatchNorm and XLA's own kernels: jst before issue 34, how every CIFAR-10 record before it was
 made), ``jst`` (the same with jst's one-pass BatchNorm, ``jst.models.batch_norm``), ``jst_fast`` (that with
-``cpu_kernels='library'``, the YNNPACK/XNNPACK kernels: the default for conv nets and the ResNet),
+``cpu_kernels='library'``, the YNNPACK/XNNPACK kernels, and ``jst.run.host_malloc.reuse_freed_memory``: jst's
+default for conv nets),
 ``minimal_jax`` (the same Flax module with flax's BatchNorm under a
 bare ``jax.jit`` of loss, grad and ``optax.adam``; no masks), ``pytorch_nchw`` and ``pytorch_channels_last`` (eager
 PyTorch, Adam, the same layers; channels_last is PyTorch's fast CPU layout), ``pytorch_compile``
-(``torch.compile`` of the NCHW model, where it works offline). Each: median wall time of ``--steps`` steps after
-two warm-up (compiling) steps, and the ratio to jst_before. The roofline floor: the step's multiply-adds (forward,
+(``torch.compile`` of the NCHW model, where it works offline); each PyTorch loop also as ``..._reuse``, under the
+same glibc malloc settings as ``jst_fast``, so that PyTorch's best step is its best under either allocator. Each:
+median wall time of ``--steps`` steps after
+two warm-up (compiling) steps, once per round in ``--rounds`` rounds (every loop once a round, the order rotated, so
+that slow spells of a shared machine hit every loop); the table gives the median over rounds, the range, and the
+median's ratio to jst_before's. The roofline floor: the step's multiply-adds (forward,
 input gradient, weight gradient of every conv and dense layer) at this CPU's measured FP32 GEMM rate, or its
 bytes (each such layer's input and output read or written once by each of the three) at the measured copy
 bandwidth, whichever is slower: a lower bound no implementation can beat. Results:
@@ -30,6 +35,7 @@ bandwidth, whichever is slower: a lower bound no implementation can beat. Result
 from __future__ import annotations
 
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -47,6 +53,7 @@ import optax
 
 from jst.models import networks
 from jst.models import specs
+from jst.run import host_malloc
 from jst.training import cpu_kernels
 import conv_steps
 import results_files
@@ -54,9 +61,10 @@ import results_files
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _STEPS = flags.DEFINE_integer('steps', 10, 'Timed steps per loop (after two warm-up steps).')
+_ROUNDS = flags.DEFINE_integer('rounds', 3, 'Rounds; every loop runs once per round, the order rotated.')
 _TORCH = flags.DEFINE_bool('torch', True, 'Include the PyTorch loops (needs torch installed).')
 _NETWORKS = flags.DEFINE_list('networks', ['resnet', 'conv2'], 'Which networks.')
-_CHILD = flags.DEFINE_string('child', '', 'Internal: run one JAX loop (network:loop) and print its step time.')
+_CHILD = flags.DEFINE_string('child', '', 'Internal: run one loop (network:loop) and print its step time.')
 _OUT = flags.DEFINE_string('out', os.path.join(REPO, 'benchmarks', 'results'), 'Output folder.')
 
 def bench_jst(spec: specs.ModelSpec, batch: int, steps: int) -> float:
@@ -147,20 +155,31 @@ def bench_pytorch(name: str, batch: int, steps: int, channels_last: bool,
         return None
 
 
-# loop: its cpu_kernels. jst_before is jst as every CIFAR-10 record before issue 34 was made (flax's BatchNorm,
-# XLA's kernels); jst has its one-pass BatchNorm (jst.models.batch_norm); jst_fast adds the library kernels.
-JAX_LOOPS = {'jst_before': 'xla', 'jst': 'xla', 'jst_fast': 'library', 'minimal_jax': 'xla'}
+# loop: (its cpu_kernels, whether it reuses freed memory: host_malloc). jst_before is jst as every CIFAR-10 record
+# before issue 34 was made (flax's BatchNorm, XLA's kernels, glibc's malloc defaults); jst has its one-pass BatchNorm
+# (jst.models.batch_norm); jst_fast adds the library kernels and the malloc settings (jst's default for conv nets).
+JAX_LOOPS = {'jst_before': ('xla', False), 'jst': ('xla', False), 'jst_fast': ('library', True),
+             'minimal_jax': ('xla', False)}
+TORCH_LOOPS = {'pytorch_nchw': {'channels_last': False}, 'pytorch_channels_last': {'channels_last': True},
+               'pytorch_compile': {'channels_last': False, 'compile_model': True}}
+REUSE_SUFFIX = '_reuse'  # a PyTorch loop under host_malloc's settings
 BASELINE = 'jst_before'
 
 
-def _child_step_s(name: str, loop: str, steps: int) -> float:
-    """The median step time of one JAX loop, measured in a fresh process with that loop's kernels."""
-    env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
-    if cpu_kernels.wants_library_kernels(JAX_LOOPS[loop], True):
+def reuses_freed_memory(loop: str) -> bool:
+    return JAX_LOOPS[loop][1] if loop in JAX_LOOPS else loop.endswith(REUSE_SUFFIX)
+
+
+def _child_step_s(name: str, loop: str, steps: int) -> float | None:
+    """The median step time of one loop, measured in a fresh process with that loop's kernels and malloc settings
+    (None: a torch.compile that failed)."""
+    env = {k: v for k, v in os.environ.items() if k not in ('XLA_FLAGS', host_malloc.OPT_OUT_VARIABLE)}
+    if loop in JAX_LOOPS and cpu_kernels.wants_library_kernels(JAX_LOOPS[loop][0], True):
         env['XLA_FLAGS'] = cpu_kernels.xla_flags_with_library('')
     out = subprocess.run([sys.executable, os.path.abspath(__file__), f'--child={name}:{loop}', f'--steps={steps}'],
                          env=env, capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+    last = out.stdout.strip().splitlines()[-1]
+    return None if last == 'None' else float(last)
 
 
 def _layer_sizes(spec: specs.ModelSpec, batch: int) -> list[tuple[int, int, int, bool]]:
@@ -209,29 +228,33 @@ def roofline_s(counts: dict[str, float], limits: dict[str, float]) -> float:
     return max(2 * macs / (limits['gemm_gflops'] * 1e9), counts['bytes'] / (limits['copy_gbs'] * 1e9))
 
 
-def run(names: list[str], steps: int, with_torch: bool, limits: dict[str, float]) -> list[dict[str, Any]]:
+def run(names: list[str], steps: int, rounds: int, with_torch: bool,
+        limits: dict[str, float]) -> list[dict[str, Any]]:
+    """Per network, every loop once per round (order rotated), and the roofline floor: rows with the step time of
+    each round (ms), their median, and the median's ratio to jst_before's."""
     rows = []
     for name in names:
         make_spec, batch = conv_steps.NETWORKS[name]
         counts = step_counts(make_spec(), batch)
-        times = {loop: _child_step_s(name, loop, steps) for loop in JAX_LOOPS}
-        if with_torch:
-            times['pytorch_nchw'] = bench_pytorch(name, batch, steps, channels_last=False)
-            times['pytorch_channels_last'] = bench_pytorch(name, batch, steps, channels_last=True)
-            compiled = bench_pytorch(name, batch, steps, channels_last=False, compile_model=True)
-            if compiled is not None:
-                times['pytorch_compile'] = compiled
-        times['roofline_floor'] = roofline_s(counts, limits)
+        loops = list(JAX_LOOPS) + ([t + r for r in ('', REUSE_SUFFIX) for t in TORCH_LOOPS] if with_torch else [])
+        runs = conv_steps.measure_in_rounds(loops, rounds, lambda loop, n=name: _child_step_s(n, loop, steps))
+        times = {loop: ts for loop, ts in runs.items() if None not in ts}  # a torch.compile that failed: left out
+        times['roofline_floor'] = [roofline_s(counts, limits)] * rounds
         for loop, seconds in times.items():
-            rows.append({'network': name, 'batch': batch, 'loop': loop, 'step_ms': round(1000 * seconds, 2),
-                         'relative_to_jst_before': round(seconds / times[BASELINE], 3), **counts})
+            ms = [round(1000 * t, 2) for t in seconds]
+            rows.append({'network': name, 'batch': batch, 'loop': loop, 'step_ms': statistics.median(ms),
+                         'step_ms_rounds': ms,
+                         'reuses_freed_memory': loop != 'roofline_floor' and reuses_freed_memory(loop),
+                         'relative_to_jst_before': round(statistics.median(seconds) /
+                                                         statistics.median(times[BASELINE]), 3), **counts})
     return rows
 
 
 def render(result: dict[str, Any]) -> str:
     """The markdown tables of a results JSON (``docs/results/speed.md`` includes them)."""
     m, lim = result['machine'], result['limits']
-    lines = [f"One Adam step, median of {result['steps']} ({m['backend']}, {m['cpus']} CPUs, jax {m['jax']}"
+    lines = [f"One Adam step, median of {result['steps']} steps in each of {result.get('rounds', 1)} round(s) of fresh "
+             f"processes ({m['backend']}, {m['cpus']} CPUs, jax {m['jax']}"
              + (f", torch {m['torch']}" if m.get('torch') else '') + f", {result['date']}). This CPU: FP32 GEMM "
              f"{lim['gemm_gflops']:.0f} GFLOP/s, copy {lim['copy_gbs']:.1f} GB/s (measured in the same run).", '',
              '| network, batch | forward / input-grad / weight-grad multiply-adds (M) | bytes (MB) |', '|---|---|---|']
@@ -242,18 +265,26 @@ def render(result: dict[str, Any]) -> str:
             lines.append(f"| {r['network']}, {r['batch']} | {r['macs_forward'] / 1e6:,.0f} / "
                          f"{r['macs_input_grad'] / 1e6:,.0f} / {r['macs_weight_grad'] / 1e6:,.0f} | "
                          f"{r['bytes'] / 1e6:,.0f} |")
-    lines += ['', '| network, batch | loop | step (ms) | relative to jst_before | GFLOP/s |', '|---|---|---|---|---|']
+    lines += ['', '| network, batch | loop | step (ms): median (range over rounds) | relative to jst_before | GFLOP/s |',
+              '|---|---|---|---|---|']
     for r in result['rows']:
         flops = 2 * (r['macs_forward'] + r['macs_input_grad'] + r['macs_weight_grad'])
-        lines.append(f"| {r['network']}, {r['batch']} | {r['loop']} | {r['step_ms']:.1f} | "
+        spread = r.get('step_ms_rounds', [r['step_ms']])
+        spread_text = f' ({min(spread):.1f}-{max(spread):.1f})' if len(set(spread)) > 1 else ''
+        lines.append(f"| {r['network']}, {r['batch']} | {r['loop']} | {r['step_ms']:.1f}{spread_text} | "
                      f"{r['relative_to_jst_before']:.2f}x | {flops / r['step_ms'] / 1e6:.0f} |")
     return '\n'.join(lines) + '\n'
 
 
 def child(which: str, steps: int) -> None:
-    """``--child=network:loop``: one JAX loop's median step time (s) on stdout's last line."""
+    """``--child=network:loop``: one loop's median step time (s) on stdout's last line."""
     name, loop = which.split(':')
     make_spec, batch = conv_steps.NETWORKS[name]
+    if reuses_freed_memory(loop) and not host_malloc.reuse_freed_memory():
+        raise RuntimeError('glibc refused the malloc settings (or this is not glibc).')
+    if loop.removesuffix(REUSE_SUFFIX) in TORCH_LOOPS:
+        print(bench_pytorch(name, batch, steps, **TORCH_LOOPS[loop.removesuffix(REUSE_SUFFIX)]))
+        return
     if loop in ('jst_before', 'minimal_jax'):  # flax's BatchNorm in place of jst's (the same variables)
         from flax import linen as nn  # pylint: disable=g-import-not-at-top
         networks.batch_norm.BatchNorm = nn.BatchNorm
@@ -270,9 +301,9 @@ def main(argv):
     if _TORCH.value:
         import torch  # pylint: disable=g-import-not-at-top
         torch_version = torch.__version__
-    result = {'steps': _STEPS.value, 'date': time.strftime('%Y-%m-%d'),
+    result = {'steps': _STEPS.value, 'rounds': _ROUNDS.value, 'date': time.strftime('%Y-%m-%d'),
               'machine': {**conv_steps.machine_info(), 'torch': torch_version}, 'limits': machine_limits()}
-    result['rows'] = run(_NETWORKS.value, _STEPS.value, _TORCH.value, result['limits'])
+    result['rows'] = run(_NETWORKS.value, _STEPS.value, _ROUNDS.value, _TORCH.value, result['limits'])
     results_files.write_results(_OUT.value, f'conv_{jax.default_backend()}', result, render(result))
 
 

@@ -14,6 +14,7 @@ from jst.analysis import report
 from jst.data import datasets as data_lib
 from jst.run import configuration
 from jst.run import context as context_lib
+from jst.run import host_malloc
 from jst.run import logs
 from jst.run import provenance
 from jst.run import workdir as workdir_lib
@@ -83,6 +84,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, print
     this config (``context.load_run_data``), else loaded here.
     """
     logs.quiet_library_logs()
+    reused = host_malloc.reuse_freed_memory()  # before JAX starts its thread pools (their arenas)
+    if dataset is None:  # else a policy of a main run (compare), which said it once
+        logging.info('Host malloc: %s (%s).', 'freed blocks reused' if reused else "glibc's defaults",
+                     f'${host_malloc.OPT_OUT_VARIABLE}=glibc keeps them' if reused else 'not glibc, or opted out')
     if config.get('cpu_kernels') in cpu_kernels.CPU_KERNELS:  # before JAX starts (validate_config starts it)
         families = {configuration.start_spec(config, m).family for m in COMPARED_METHODS}
         wins = bool(families & set(cpu_kernels.LIBRARY_WINS_FOR))

@@ -59,10 +59,12 @@ def test_bench_sparse_training(mnist_dir, tmp_path):
 
 
 def test_bench_conv(tmp_path):
-    _run('bench_conv.py', '--notorch', '--steps=1', '--networks=conv2', f'--out={tmp_path}')
+    _run('bench_conv.py', '--notorch', '--steps=1', '--rounds=2', '--networks=conv2', f'--out={tmp_path}')
     rows = json.load(open(os.path.join(tmp_path, 'conv_cpu.json')))['rows']
     assert [r['loop'] for r in rows] == ['jst_before', 'jst', 'jst_fast', 'minimal_jax', 'roofline_floor']
-    assert all(r['step_ms'] > 0 for r in rows)
+    assert [r['reuses_freed_memory'] for r in rows] == [False, False, True, False, False]
+    assert all(r['step_ms'] > 0 and len(r['step_ms_rounds']) == 2 for r in rows)
+    assert all(r['step_ms'] == sum(r['step_ms_rounds']) / 2 for r in rows)  # the median of two rounds
     # The roofline floor is a lower bound: no measured loop beats it.
     assert all(r['step_ms'] >= rows[-1]['step_ms'] for r in rows[:-1])
 
@@ -93,3 +95,14 @@ def test_bench_threads(tmp_path):
         expected = sum(1000 / ms for ms in r['step_ms_per_process'][0])
         assert abs(r['steps_per_s_median'] - expected) < 1e-9 * expected
     assert rows['one_process_all_cores']['relative_to_reference'] == 1.0
+
+
+def test_bench_malloc(tmp_path):
+    _run('bench_malloc.py', '--steps=2', '--rounds=2', '--networks=conv2', f'--out={tmp_path}')
+    rows = {r['variant']: r for r in json.load(open(os.path.join(tmp_path, 'malloc_cpu.json')))['rows']}
+    assert sorted(rows) == ['glibc_default', 'reuse_freed_memory']
+    assert all(len(r['step_ms_rounds']) == 2 and len(r['losses']) == 2 for r in rows.values())
+    # The settings move buffers, not arithmetic: every round's loss is bit-identical under both.
+    assert rows['glibc_default']['loss_identical'] and rows['reuse_freed_memory']['loss_identical']
+    # Freed blocks are reused: far fewer pages are faulted in afresh each step.
+    assert rows['reuse_freed_memory']['faults_per_step_median'] < rows['glibc_default']['faults_per_step_median'] / 4

@@ -540,3 +540,38 @@ def test_threads_sentence_by_hand(tmp_path):
     sentence = speed_page.threads_sentence(str(tmp_path), 'resnet')
     assert 'all 2 cores runs 2.00 steps/s' in sentence
     assert '2.50 steps/s in all (1.25x, more in every round)' in sentence
+
+
+def test_malloc_sentence_by_hand(tmp_path):
+    assert speed_page.malloc_sentence(str(tmp_path), 'resnet') == ''  # no measurement, no sentence
+    rows = [{'network': 'resnet', 'variant': 'glibc_default', 'relative_to_reference': 1.0, 'verdict': '-',
+             'faults_per_step_median': 40000.0, 'peak_rss_mb_max': 600.0, 'loss_identical': True},
+            {'network': 'resnet', 'variant': 'reuse_freed_memory', 'relative_to_reference': 0.8, 'verdict': 'faster',
+             'faults_per_step_median': 100.0, 'peak_rss_mb_max': 900.0, 'loss_identical': False}]
+    with open(tmp_path / 'malloc_cpu.json', 'w') as f:
+        json.dump({'rounds': 3, 'date': '2026-12-07', 'rows': rows}, f)
+    sentence = speed_page.malloc_sentence(str(tmp_path), 'resnet')
+    assert '0.80x the time' in sentence and 'faster in every round' in sentence
+    assert '40,000 page faults per step become 100' in sentence and 'from 600 to 900 MB' in sentence
+    assert 'is NOT identical' in sentence
+    assert speed_page.malloc_sentence(str(tmp_path), 'conv2') == ''  # no rows for that network
+
+
+def test_speed_targets_by_hand_with_rounds(tmp_path):
+    """Issue 34's targets read off conv_cpu.json: by the medians over rounds, and in how many rounds each holds."""
+    assert speed_page.conv_target_lines(str(tmp_path)) == []  # no measurement, no section
+    row = lambda loop, ms: {'network': 'resnet', 'loop': loop, 'step_ms': sorted(ms)[1], 'step_ms_rounds': ms}
+    rows = [row('jst_before', [400.0, 420.0, 380.0]), row('jst_fast', [190.0, 215.0, 205.0]),
+            row('minimal_jax', [400.0, 400.0, 400.0]), row('pytorch_compile', [160.0, 150.0, 170.0]),
+            row('pytorch_nchw', [300.0, 140.0, 300.0])]
+    with open(tmp_path / 'conv_cpu.json', 'w') as f:
+        json.dump({'rows': rows}, f)
+    with open(tmp_path / 'conv_forms_cpu.json', 'w') as f:
+        json.dump({'step_sums_ms': {'resnet': {'xla_nhwc': 100.0, 'xla_nchw': 120.0}}}, f)
+    text = '\n'.join(speed_page.conv_target_lines(str(tmp_path)))
+    # Medians: 400 -> 205 (1.95x: not met); by round 400/190, 420/215, 380/205 -> 2.11, 1.95, 1.85: met in 1 of 3.
+    assert '1.95x faster: the 2x target is not met (by the medians; met in 1 of 3 rounds)' in text
+    # PyTorch's best by the medians: pytorch_compile 160 (x1.3 = 208 >= 205: met); by round the best is 160, 140,
+    # 170 (x1.3 = 208, 182, 221) against 190, 215, 205: met in 2 of 3.
+    assert 'PyTorch\'s best step here is 160.0 ms (pytorch_compile)' in text
+    assert 'the 1.3x target (208.0 ms) is met (by the medians; met in 2 of 3 rounds)' in text
