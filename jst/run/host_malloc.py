@@ -24,7 +24,10 @@ import os
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
 M_ARENA_MAX = -8
-SETTINGS: tuple[tuple[int, int], ...] = ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 2**31 - 1))
+# -1 as the trim threshold is glibc's size_t maximum (mallopt takes an int; glibc stores it as a size_t): never trim.
+# A finite one would not do: a jitted step with an evaluation inside a ``lax.cond`` (``train_loop``'s python loop)
+# allocates a ~2 GB temporary buffer for both branches on every call, and freeing it shrank the heap each step.
+SETTINGS: tuple[tuple[int, int], ...] = ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, -1))
 OPT_OUT_VARIABLE = 'JST_HOST_MALLOC'  # 'glibc': leave glibc's defaults
 
 

@@ -9,9 +9,10 @@ measures it). The flags are process-wide and are read once, when JAX first start
 ``apply_cpu_kernels`` must run before any JAX computation (``driver.train_and_evaluate`` calls it first).
 
 * ``cpu_kernels='auto'``: the library kernels for the families in ``LIBRARY_WINS_FOR``, XLA's own otherwise.
-  In ``docs/results/speed.md`` (one run, 2026-12-06, a 2-core Xeon) one Adam step of Conv-2 is 2.0x faster with
-  them and the paper's ResNet 1.59x (with ``jst.models.batch_norm``'s one-pass BatchNorm; on an earlier 2-core
-  EPYC run, with flax's BatchNorm, the ResNet gained 1.01x and lost nothing); dense MLPs: not measured faster;
+  In ``docs/results/speed.md`` (``benchmarks/bench_xla_flags.py``, 3 rounds, 2026-12-07, a 2-core EPYC) one Adam
+  step of Conv-2 is 5.67x faster with them and the paper's ResNet 2.03x, faster in every round (with
+  ``jst.models.batch_norm``'s one-pass BatchNorm; a one-run measurement on a 2-core Xeon, 2026-12-06, in git
+  history, gave 2.0x and 1.59x); dense MLPs: not measured faster;
 * ``'library'``: always; ``'xla'``: never (how every record before this knob was made).
 
 No other kernel flag of jaxlib 0.10.2 beat these in every round of ``benchmarks/bench_xla_flags.py`` (2026-12-07,
