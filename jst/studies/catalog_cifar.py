@@ -103,7 +103,7 @@ extends it to 120 epochs under the same rule, as both pre-registrations (`{CIFAR
 `{CIFAR_LONG_PREREGISTRATION}`) fixed before its first record, fallback included (a minimum still in the last
 tenth gives the 2% rule's budget anyway, and the converged study's claims become bounds). Same network, optimiser,
 data and seeds as `cifar10_dense_curve`; validation only, test never enters the choice. One seed takes four to six
-hours on this project's 2-core CPU (0.35-0.5 s per step), longer than a working session, so seeds run in the
+hours on this project's 2-core CPU (0.35-0.55 s per step), longer than a working session, so seeds run in the
 background across sessions from workdirs outside the repository (the runner's default, `~/.cache/jst/studies`),
 pausing and resuming exactly. Once the rule below gives a budget, `CIFAR_CONVERGED_BUDGET` in
 `jst/studies/catalog_cifar.py` is set to it in one commit, which defines `cifar10_converged` (`converged_study`:
