@@ -31,6 +31,15 @@ SPEED_SECTIONS = (  # (title, command, benchmarks/results/ file)
 )
 
 
+def load_result(benchmark_results_dir: str, name: str) -> dict | None:
+    """A benchmark's committed results JSON (``benchmarks/results/<name>``); None when it was never measured."""
+    try:
+        with open(os.path.join(benchmark_results_dir, name)) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+
+
 def render(benchmark_results_dir: str) -> str:
     """docs/results/speed.md: the committed benchmark tables (``benchmarks/results/*.md``, written by each
     benchmark from the same measurement as its ``.json``), each with its command."""
@@ -48,12 +57,9 @@ def conv_target_lines(benchmark_results_dir: str, network: str = 'resnet') -> li
     """Issue 34's targets for the ResNet step (within 1.3x of PyTorch's best; at least 2x faster than jst before
     it), met or not in conv_cpu.json, and the convolutions alone: the sum of every conv of one step in its fastest
     form (conv_forms_cpu.json)."""
-    try:
-        with open(os.path.join(benchmark_results_dir, 'conv_forms_cpu.json')) as f:
-            forms = json.load(f)
-        with open(os.path.join(benchmark_results_dir, 'conv_cpu.json')) as f:
-            steps = json.load(f)
-    except FileNotFoundError:
+    forms = load_result(benchmark_results_dir, 'conv_forms_cpu.json')
+    steps = load_result(benchmark_results_dir, 'conv_cpu.json')
+    if forms is None or steps is None:
         return []
     best_form, convs_ms = min(forms['step_sums_ms'][network].items(), key=lambda kv: kv[1])
     rows = {r['loop']: r['step_ms'] for r in steps['rows'] if r['network'] == network}
@@ -88,11 +94,10 @@ def library_forms_sentence(benchmark_results_dir: str, network: str) -> str:
     """The fastest form of ``network``'s convolutions under the library kernels (conv_forms_library_cpu.json, the
     dot-based forms' dots in YNNPACK/XNNPACK) and how much slower each other form is; '' when that file is
     missing."""
-    try:
-        with open(os.path.join(benchmark_results_dir, 'conv_forms_library_cpu.json')) as f:
-            sums = json.load(f)['step_sums_ms'][network]
-    except FileNotFoundError:
+    result = load_result(benchmark_results_dir, 'conv_forms_library_cpu.json')
+    if result is None:
         return ''
+    sums = result['step_sums_ms'][network]
     best, best_ms = min(sums.items(), key=lambda kv: kv[1])
     others = ', '.join(f'{name} {ms / best_ms:.2f}x' for name, ms in sorted(sums.items(), key=lambda kv: kv[1])
                        if name != best)
@@ -102,10 +107,8 @@ def library_forms_sentence(benchmark_results_dir: str, network: str) -> str:
 def flags_sentence(benchmark_results_dir: str, network: str) -> str:
     """Which XLA:CPU flag sets beat the default kernels for ``network`` in xla_flags_cpu.json (every round faster
     than every round of the default); '' when that file is missing."""
-    try:
-        with open(os.path.join(benchmark_results_dir, 'xla_flags_cpu.json')) as f:
-            result = json.load(f)
-    except FileNotFoundError:
+    result = load_result(benchmark_results_dir, 'xla_flags_cpu.json')
+    if result is None:
         return ''
     rows = [r for r in result['rows'] if r['network'] == network and r['verdict'] != '-']
     faster = [f"{r['variant']} ({r['relative_to_default']:.2f}x)" for r in rows if r['verdict'] == 'faster']
@@ -117,10 +120,8 @@ def flags_sentence(benchmark_results_dir: str, network: str) -> str:
 def threads_sentence(benchmark_results_dir: str, network: str) -> str:
     """How much more throughput one process per core gives than one process on every core for ``network``
     (threads_cpu.json), and whether every round agreed; '' when that file is missing."""
-    try:
-        with open(os.path.join(benchmark_results_dir, 'threads_cpu.json')) as f:
-            result = json.load(f)
-    except FileNotFoundError:
+    result = load_result(benchmark_results_dir, 'threads_cpu.json')
+    if result is None:
         return ''
     rows = {r['layout']: r for r in result['rows'] if r['network'] == network}
     if 'process_per_core' not in rows:
@@ -138,10 +139,8 @@ def malloc_sentence(benchmark_results_dir: str, network: str) -> str:
     """What ``host_malloc.reuse_freed_memory`` (part of jst_fast) does to ``network``'s step against glibc's defaults
     in malloc_cpu.json: step time ratio, verdict over rounds, page faults per step, peak memory, loss identity;
     '' when that file is missing."""
-    try:
-        with open(os.path.join(benchmark_results_dir, 'malloc_cpu.json')) as f:
-            result = json.load(f)
-    except FileNotFoundError:
+    result = load_result(benchmark_results_dir, 'malloc_cpu.json')
+    if result is None:
         return ''
     rows = {r['variant']: r for r in result['rows'] if r['network'] == network}
     if {'glibc_default', 'reuse_freed_memory'} - set(rows):
