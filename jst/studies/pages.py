@@ -149,10 +149,16 @@ def chosen_budget(results_dir: str, study: study_lib.Study) -> int | None:
     records: None until all ``num_seeds`` seeds are committed (a partial curve chooses nothing), or when the rule
     chooses nothing. What ``budget_rule_section`` prints and what a budget constant must equal."""
     losses = {s: [v[0] for v in vs] for s, vs in dense_evaluations(results_dir, study).items()}
-    if not losses or max(len(v) for v in losses.values()) < study.num_seeds:
+    return curve_budget(study, losses) if losses else None
+
+
+def curve_budget(study: study_lib.Study, val_loss_by_step: dict[int, list[float]]) -> int | None:
+    """The rule's budget on ``val_loss_by_step`` ({step: one value per seed}) for ``study``: None while fewer than its
+    ``num_seeds`` seeds are measured at every evaluation, or when the rule chooses nothing."""
+    complete = complete_curve(val_loss_by_step)
+    if len(next(iter(complete.values()))) < study.num_seeds:
         return None
-    return compute.budget_from_curve(complete_curve(losses), STEPS_PER_EPOCH_CIFAR,
-                                     if_improving=study.budget_if_improving)
+    return compute.budget_from_curve(complete, STEPS_PER_EPOCH_CIFAR, if_improving=study.budget_if_improving)
 
 
 def budget_rule_section(study: study_lib.Study, val_loss_by_step: dict[int, list[float]]) -> list[str]:
@@ -168,7 +174,7 @@ def budget_rule_section(study: study_lib.Study, val_loss_by_step: dict[int, list
     if seeds < study.num_seeds:
         return head + ['', f'Only {seeds} of {study.num_seeds} seeds are committed, so the rule chooses nothing yet.']
     improving = best > study_lib.LATE_FRACTION * last
-    budget = compute.budget_from_curve(complete, STEPS_PER_EPOCH_CIFAR, if_improving=study.budget_if_improving)
+    budget = curve_budget(study, val_loss_by_step)
     late = (f'The minimum lies in the curve\'s last tenth (after step {study_lib.LATE_FRACTION * last:,.0f}): the '
             'dense network is still improving on validation')
     if budget is None:
