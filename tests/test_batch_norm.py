@@ -105,3 +105,22 @@ def test_vmapped_lanes_equal_one_by_one():
 def test_channel_mean_equals_the_plain_mean():
     x, _ = _inputs((5, 7, 9, 3), seed=2)
     chex.assert_trees_all_close(batch_norm.channel_mean(x), x.mean((0, 1, 2)), rtol=RTOL, atol=1e-6)
+
+
+def test_per_column_lays_each_channel_along_the_row_view():
+    x, _ = _inputs((2, 3, 4, 5))
+    rows = batch_norm.as_rows(x)
+    v = jnp.arange(5.0)
+    chex.assert_shape(rows, (6, 20))
+    np.testing.assert_array_equal(rows, x.reshape(6, 4, 5).reshape(6, 20))
+    np.testing.assert_array_equal(batch_norm.per_column(v, rows).reshape(4, 5), jnp.tile(v, (4, 1)))
+
+
+@pytest.mark.parametrize('shape', [(16, 32, 32, 8), (3, 5, 7, 4), (64, 10)])
+def test_normalize_with_is_the_broadcast_formula(shape):
+    x, _ = _inputs(shape)
+    rng = np.random.default_rng(3)
+    mean, rstd_scale, bias = (jnp.asarray(rng.normal(size=shape[-1]), jnp.float32) for _ in range(3))
+    got = jax.jit(batch_norm.normalize_with)(x, mean, rstd_scale, bias)
+    chex.assert_shape(got, shape)
+    chex.assert_trees_all_close(got, (x - mean) * rstd_scale + bias, rtol=1e-6, atol=1e-6)
