@@ -107,3 +107,15 @@ def test_bench_malloc(tmp_path):
     # Freed blocks are reused: far fewer pages are faulted in afresh each step (after 8 steps the heap may still be
     # growing: 7,481 against 34,626 here, 1,539 against 32,229 after 16).
     assert rows['reuse_freed_memory']['faults_per_step_median'] < rows['glibc_default']['faults_per_step_median'] / 2
+
+
+def test_bench_batch_norm(tmp_path):
+    _run('bench_batch_norm.py', '--rounds=2', '--calls=3', '--shape=4,6,5,8', f'--out={tmp_path}')
+    result = json.load(open(os.path.join(tmp_path, 'batch_norm_cpu.json')))
+    rows = {(r['kernels'], r['pass']): r for r in result['rows']}
+    assert sorted(rows) == [(k, p) for k in ('library', 'xla') for p in ('backward', 'normalize')]
+    for r in rows.values():
+        assert all(len(r['ms_rounds'][layout]) == 2 for layout in ('broadcast', 'rows'))
+        # The row view lays the same values out differently: the same operations give the same bits.
+        assert r['identical']
+        assert r['rows_relative_to_broadcast'] == r['ms_median']['rows'] / r['ms_median']['broadcast']

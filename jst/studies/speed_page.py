@@ -26,6 +26,8 @@ SPEED_SECTIONS = (  # (title, command, benchmarks/results/ file)
      'python benchmarks/bench_threads.py', 'threads_cpu.md'),
     ('Host memory: glibc\'s malloc defaults or freed blocks reused (XLA:CPU\'s per-step temporaries)',
      'python benchmarks/bench_malloc.py', 'malloc_cpu.md'),
+    ('BatchNorm\'s per-channel passes: a [C] broadcast or the [N*H, W*C] row view (the ResNet\'s 8-channel maps)',
+     'python benchmarks/bench_batch_norm.py', 'batch_norm_cpu.md'),
     ('Cost of the juvenility diagnostics (the paper\'s MNIST)',
      'python benchmarks/bench_juvenility.py --manual_dir=../shared/datasets/mnist', 'juvenility_cpu.md'),
 )
