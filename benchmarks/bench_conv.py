@@ -67,12 +67,12 @@ _NETWORKS = flags.DEFINE_list('networks', ['resnet', 'conv2'], 'Which networks.'
 _CHILD = flags.DEFINE_string('child', '', 'Internal: run one loop (network:loop) and print its step time.')
 _OUT = flags.DEFINE_string('out', os.path.join(REPO, 'benchmarks', 'results'), 'Output folder.')
 
-def bench_jst(spec: specs.ModelSpec, batch: int, steps: int) -> float:
-    return conv_steps.median_step_s(conv_steps.jst_stepper(spec, batch), steps)
+def bench_jst(spec: specs.ModelSpec, batch: int, steps: int, conv_form: str = 'auto') -> float:
+    return conv_steps.median_step_s(conv_steps.jst_stepper(spec, batch, conv_form), steps)
 
 
 def bench_minimal_jax(spec: specs.ModelSpec, batch: int, steps: int) -> float:
-    model = networks.build_model(spec)
+    model = networks.build_model(spec, 'xla')  # flax's own nn.Conv
     variables = networks.init_variables(spec, jax.random.key(0), (32, 32, 3))
     tx = optax.adam(conv_steps.LR)
     x, y = (jnp.asarray(a) for a in conv_steps.random_batch(batch))
@@ -155,11 +155,12 @@ def bench_pytorch(name: str, batch: int, steps: int, channels_last: bool,
         return None
 
 
-# loop: (its cpu_kernels, whether it reuses freed memory: host_malloc). jst_before is jst as every CIFAR-10 record
-# before issue 34 was made (flax's BatchNorm, XLA's kernels, glibc's malloc defaults); jst has its one-pass BatchNorm
-# (jst.models.batch_norm); jst_fast adds the library kernels and the malloc settings (jst's default for conv nets).
-JAX_LOOPS = {'jst_before': ('xla', False), 'jst': ('xla', False), 'jst_fast': ('library', True),
-             'minimal_jax': ('xla', False)}
+# loop: (its cpu_kernels, whether it reuses freed memory: host_malloc, its conv_form). jst_before is jst as every
+# CIFAR-10 record before issue 34 was made (flax's BatchNorm, XLA's kernels and convolution, glibc's malloc
+# defaults); jst has its one-pass BatchNorm (jst.models.batch_norm); jst_fast adds the library kernels, the malloc
+# settings and conv_form='auto' (space-to-depth for the RGB input's convolution): jst's default for conv nets.
+JAX_LOOPS = {'jst_before': ('xla', False, 'xla'), 'jst': ('xla', False, 'xla'), 'jst_fast': ('library', True, 'auto'),
+             'minimal_jax': ('xla', False, 'xla')}
 TORCH_LOOPS = {'pytorch_nchw': {'channels_last': False}, 'pytorch_channels_last': {'channels_last': True},
                'pytorch_compile': {'channels_last': False, 'compile_model': True}}
 REUSE_SUFFIX = '_reuse'  # a PyTorch loop under host_malloc's settings
@@ -288,8 +289,10 @@ def child(which: str, steps: int) -> None:
     if loop in ('jst_before', 'minimal_jax'):  # flax's BatchNorm in place of jst's (the same variables)
         from flax import linen as nn  # pylint: disable=g-import-not-at-top
         networks.batch_norm.BatchNorm = nn.BatchNorm
-    bench = {'jst_before': bench_jst, 'jst': bench_jst, 'jst_fast': bench_jst, 'minimal_jax': bench_minimal_jax}[loop]
-    print(bench(make_spec(), batch, steps))
+    if loop == 'minimal_jax':
+        print(bench_minimal_jax(make_spec(), batch, steps))
+    else:
+        print(bench_jst(make_spec(), batch, steps, JAX_LOOPS[loop][2]))
 
 
 def main(argv):

@@ -1,4 +1,4 @@
-"""One convolution, six formulations, side by side in one run: which form of the same math XLA:CPU runs fastest for
+"""One convolution, seven formulations, side by side in one run: which form of the same math XLA:CPU runs fastest for
 the layers of the seed paper's ResNet and of Conv-2 (issue 34 item 1).
 
     python benchmarks/bench_conv_forms.py [--repeats=20] [--cpu_kernels=xla|library] [--out=benchmarks/results]
@@ -13,7 +13,10 @@ Formulations (all the same math: a stride-1 'SAME' cross-correlation, NHWC input
 * ``broadcast_reduce``: the taps stacked [N, H, W, kh*kw, C_in] and contracted with one einsum;
 * ``row_toeplitz``: each image row cut into tiles of ``TILE`` output pixels, and each of the kh kernel rows a
   banded [(TILE+kw-1)*C_in, TILE*C_out] matrix: kh dots whose operands are contiguous row slices (no minor-axis
-  shuffles, at (TILE+kw-1)/kw times the multiply-adds).
+  shuffles, at (TILE+kw-1)/kw times the multiply-adds);
+* ``space_to_depth``: ``jst.models.convolution``: 2x2 pixel blocks folded into channels, one 'VALID'
+  ``lax.conv_general_dilated`` with a blocked kernel of 4x the channels, unfolded (what jst's ``conv_form='auto'``
+  runs for layers with few input channels).
 
 The backward of each is JAX's autodiff of that same form (so ``im2col_dot``'s weight gradient is one dot of the
 patches with the output gradient, and its input gradient a dot plus the transposed slicing). Each: the median wall
@@ -43,6 +46,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax
 from jax import lax
 import jax.numpy as jnp
+from jst.models import convolution
 from jst.training import cpu_kernels
 import conv_steps
 import results_files
@@ -118,7 +122,8 @@ def row_toeplitz(x: Array, w: Array) -> Array:
 
 FORMS: dict[str, Callable[[Array, Array], Array]] = {
     'xla_nhwc': xla_nhwc, 'xla_nchw': xla_nchw, 'im2col_dot': im2col_dot, 'shifted_dots': shifted_dots,
-    'broadcast_reduce': broadcast_reduce, 'row_toeplitz': row_toeplitz}
+    'broadcast_reduce': broadcast_reduce, 'row_toeplitz': row_toeplitz,
+    'space_to_depth': convolution.conv_space_to_depth}
 
 
 def _median_s(fn: Callable[[], Any], repeats: int) -> float:

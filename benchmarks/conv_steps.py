@@ -80,10 +80,10 @@ def random_batch(batch: int) -> tuple[np.ndarray, np.ndarray]:
             rng.integers(0, 10, batch).astype(np.int32))
 
 
-def jst_stepper(spec: specs.ModelSpec, batch: int) -> Callable[[], float]:
+def jst_stepper(spec: specs.ModelSpec, batch: int, conv_form: str = 'auto') -> Callable[[], float]:
     """A function running one Adam step of jst's ``Trainer.train_step`` per call on one random batch (the state
-    kept inside), returning that step's loss once computed."""
-    trainer = train_lib.Trainer(networks.build_model(spec), optax.adam(LR), batch,
+    kept inside), returning that step's loss once computed; ``conv_form``: ``jst.models.convolution.CONV_FORMS``."""
+    trainer = train_lib.Trainer(networks.build_model(spec, conv_form), optax.adam(LR), batch,
                                 functools.partial(datasets.preprocess, dataset='cifar10'))
     variables = networks.init_variables(spec, jax.random.key(0), (32, 32, 3))
     box = {'s': train_lib.create_train_state(variables, masks_lib.create_masks(variables['params']), trainer.tx)}

@@ -2,7 +2,8 @@
 
 ``build_model(spec)`` returns the module of a spec's family; a changed spec
 (after ``jst.training.growth``) is a changed architecture, and ``build_model(new_spec)``
-applies to the expanded parameters. Imports only ``jst.models.specs`` and ``jst.models.batch_norm``.
+applies to the expanded parameters. ``conv_form`` (``jst.models.convolution.CONV_FORMS``) picks how each
+convolution is computed (the same parameters and math). Imports only ``jst.models`` and ``jst.ops.pytrees``.
 
 * ``MLP``: Dense layers (``hidden_i``) with ReLU, then ``output``.
 * ``ResNet``: 7x7 conv ``stem`` + ``stem_bn`` + ReLU, BasicBlocks ``block_i``
@@ -23,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jst.models import batch_norm
+from jst.models import convolution
 from jst.models import specs
 from jst.ops import pytrees
 
@@ -65,19 +67,27 @@ class MLP(nn.Module):
         return _dense_head(x, self.spec.widths, 'hidden', self.spec.num_classes, initializer(self.spec.init))
 
 
+def conv(features: int, size: int, in_channels: int, conv_form: str, **kwargs: Any) -> nn.Conv:
+    """flax's ``nn.Conv`` (a ``size`` x ``size`` kernel; its parameters whatever the form), computed in the form
+    ``convolution.pick`` chooses for ``in_channels`` inputs under ``conv_form``."""
+    return nn.Conv(features, (size, size),
+                   conv_general_dilated=convolution.conv_function(conv_form, in_channels, features), **kwargs)
+
+
 class BasicBlock(nn.Module):
     """ResNet BasicBlock with identity skip: [N, H, W, C] -> [N, H, W, C]."""
 
     channels: int
     width: int
     init: Callable[..., Any]
+    conv_form: str = 'auto'
 
     @nn.compact
     def __call__(self, x: Array, train: bool) -> Array:
         norm = lambda name: batch_norm.BatchNorm(use_running_average=not train, momentum=0.9, name=name)
-        y = nn.Conv(self.width, (3, 3), use_bias=False, kernel_init=self.init, name='conv1')(x)
+        y = conv(self.width, 3, x.shape[-1], self.conv_form, use_bias=False, kernel_init=self.init, name='conv1')(x)
         y = nn.relu(norm('bn1')(y))
-        y = nn.Conv(self.channels, (3, 3), use_bias=False, kernel_init=self.init, name='conv2')(y)
+        y = conv(self.channels, 3, self.width, self.conv_form, use_bias=False, kernel_init=self.init, name='conv2')(y)
         y = norm('bn2')(y)
         return nn.relu(x + y)
 
@@ -86,16 +96,17 @@ class ResNet(nn.Module):
     """[N, 32, 32, 3] -> logits [N, num_classes]."""
 
     spec: specs.ResNetSpec
+    conv_form: str = 'auto'  # convolution.CONV_FORMS
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
         init = initializer(self.spec.init)
         c = self.spec.stem_channels
-        x = nn.Conv(c, (7, 7), use_bias=False, kernel_init=init, name='stem')(x)
+        x = conv(c, 7, x.shape[-1], self.conv_form, use_bias=False, kernel_init=init, name='stem')(x)
         x = batch_norm.BatchNorm(use_running_average=not train, momentum=0.9, name='stem_bn')(x)
         x = nn.relu(x)
         for i, width in enumerate(self.spec.block_widths):
-            x = BasicBlock(c, width, init, name=f'block_{i}')(x, train)
+            x = BasicBlock(c, width, init, self.conv_form, name=f'block_{i}')(x, train)
         x = jnp.mean(x, axis=(1, 2))
         return nn.Dense(self.spec.num_classes, kernel_init=init, name='output')(x)
 
@@ -104,13 +115,14 @@ class ConvNet(nn.Module):
     """Conv-2/4/6: [N, H, W, C] -> logits [N, num_classes]."""
 
     spec: specs.ConvSpec
+    conv_form: str = 'auto'  # convolution.CONV_FORMS
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
         del train
         init = initializer(self.spec.init)
         for i, (channels, pool) in enumerate(zip(self.spec.conv_channels, self.spec.pool_after)):
-            x = nn.relu(nn.Conv(channels, (3, 3), kernel_init=init, name=f'conv_{i}')(x))
+            x = nn.relu(conv(channels, 3, x.shape[-1], self.conv_form, kernel_init=init, name=f'conv_{i}')(x))
             if pool:
                 x = nn.max_pool(x, (2, 2), strides=(2, 2))
         return _dense_head(x, self.spec.dense_widths, 'dense', self.spec.num_classes, init)
@@ -119,11 +131,12 @@ class ConvNet(nn.Module):
 MODULES: dict[str, type] = {'mlp': MLP, 'resnet': ResNet, 'conv': ConvNet}
 
 
-def build_model(spec: specs.ModelSpec) -> nn.Module:
-    """The Flax module for ``spec``."""
+def build_model(spec: specs.ModelSpec, conv_form: str = 'auto') -> nn.Module:
+    """The Flax module for ``spec``; ``conv_form`` (``convolution.CONV_FORMS``): how its convolutions are computed."""
     if getattr(spec, 'family', None) not in MODULES:
         raise TypeError(f'Unknown model spec {spec!r}; families are {sorted(MODULES)}.')
-    return MODULES[spec.family](spec)
+    convolution.pick(conv_form, 0, 0, backend='cpu')  # an unknown form fails here, not at the first trace
+    return MODULES[spec.family](spec) if spec.family == 'mlp' else MODULES[spec.family](spec, conv_form)
 
 
 def init_module_variables(model: nn.Module, key: Array, input_shape: Sequence[int]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import ml_collections
 
 from jst import errors
 from jst.data import readers
+from jst.models import convolution
 from jst.models import networks
 from jst.models import specs
 from jst.ops import expand
@@ -41,6 +42,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     'optimizer': train_lib.OPTIMIZERS,
     'step_loop': train_lib.STEP_LOOPS,
     'cpu_kernels': cpu_kernels.CPU_KERNELS,
+    'conv_form': convolution.CONV_FORMS,
     'eval_test': ('at_best', 'always'),
     'growth': typing.get_args(Growth),
     'new_layer_mask': typing.get_args(expand.NewMask),
@@ -90,6 +92,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.eval_test = 'at_best'    # test split evaluated where validation loss hits a new minimum; 'always'
     c.step_loop = 'auto'       # 'scan' | 'python' | 'auto' (python loop for conv nets on CPU, scan otherwise)
     c.cpu_kernels = 'auto'     # 'auto' | 'library' | 'xla': YNN/XNNPACK kernels for CPU conv nets (cpu_kernels.py)
+    c.conv_form = 'auto'       # 'auto' | 'xla' | 'space_to_depth': how convolutions are computed (convolution.py)
     c.num_devices = 1          # data parallelism over this many devices (-1: all, incl. other hosts)
     # Pruning.
     c.pruning = 'imp'          # 'imp': fraction of remaining; 'level': each layer to a target sparsity; 'erk'

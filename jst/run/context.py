@@ -104,7 +104,7 @@ class RunContext:
         t = self.plan.training
         in_round = pruning.in_round_update(self.plan.pruning, self.steps_per_round)
         return self.compiled('trainer', spec, lambda: train_lib.make_trainer(
-            spec, t.optimizer, t.learning_rate, t.momentum, t.batch_size, t.dataset, in_round))
+            spec, t.optimizer, t.learning_rate, t.momentum, t.batch_size, t.dataset, in_round, t.conv_form))
 
     def unroll(self, spec: specs.ModelSpec) -> bool:
         """Whether loops over ``spec``'s convolutions are unrolled (``train.resolve_step_loop``)."""

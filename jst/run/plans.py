@@ -59,11 +59,12 @@ class TrainingPlan:
     step_loop: str     # 'scan' | 'python' | 'auto' (``train.resolve_step_loop``)
     test_at_best: bool  # eval_test == 'at_best'
     first_seed: int    # lane i trains seed first_seed + i
+    conv_form: str = 'auto'  # how convolutions are computed (``jst.models.convolution.CONV_FORMS``)
 
     @classmethod
     def from_config(cls, c: ml_collections.ConfigDict) -> TrainingPlan:
         return cls(c.optimizer, float(c.learning_rate), float(c.momentum), int(c.batch_size), c.dataset,
-                   c.step_loop, c.eval_test == 'at_best', int(c.seed))
+                   c.step_loop, c.eval_test == 'at_best', int(c.seed), c.conv_form)
 
 
 @dataclasses.dataclass(frozen=True)

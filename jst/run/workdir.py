@@ -153,7 +153,7 @@ _ABSENT = '<absent>'  # a field one of two config dicts lacks
 # matches a current config holding that value (so adding a knob never strands a run in progress).
 # knob: its value in runs made before it
 ADDED_KNOBS = {'prune_weights': 'final', 'cpu_kernels': 'xla', 'init_from_masks': 'ticket',
-               'mask_update_every': 100, 'mask_update_end': 0.75, 'rigl_drop_fraction': 0.3}
+               'mask_update_every': 100, 'mask_update_end': 0.75, 'rigl_drop_fraction': 0.3, 'conv_form': 'xla'}
 
 
 def _differing_fields(saved: dict[str, Any], current: dict[str, Any],

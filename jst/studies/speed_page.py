@@ -18,7 +18,7 @@ SPEED_SECTIONS = (  # (title, command, benchmarks/results/ file)
      'pip install torch==2.13.0 && python benchmarks/bench_conv.py', 'conv_cpu.md'),
     ('Which form of the same convolution XLA:CPU runs fastest (the layers of the ResNet and Conv-2)',
      'python benchmarks/bench_conv_forms.py', 'conv_forms_cpu.md'),
-    ('The same six forms under the library kernels that jst uses for conv nets',
+    ('The same seven forms under the library kernels that jst uses for conv nets',
      'python benchmarks/bench_conv_forms.py --cpu_kernels=library', 'conv_forms_library_cpu.md'),
     ('Which XLA:CPU kernel flags of the pinned jaxlib make the conv step faster',
      'python benchmarks/bench_xla_flags.py', 'xla_flags_cpu.md'),

@@ -207,10 +207,11 @@ class Trainer:
 
 
 def make_trainer(spec: specs.ModelSpec, optimizer: Optimizer, learning_rate: float, momentum: float, batch_size: int,
-                 dataset: str, in_round: Optional[Callable[..., Any]] = None) -> Trainer:
-    """The Trainer of architecture ``spec`` (a ``jst.models.specs`` spec) for ``dataset``'s inputs."""
-    return Trainer(networks.build_model(spec), make_optimizer(optimizer, learning_rate, momentum), batch_size,
-                   functools.partial(data_lib.preprocess, dataset=dataset), in_round)
+                 dataset: str, in_round: Optional[Callable[..., Any]] = None, conv_form: str = 'auto') -> Trainer:
+    """The Trainer of architecture ``spec`` (a ``jst.models.specs`` spec) for ``dataset``'s inputs; ``conv_form``:
+    how its convolutions are computed (``jst.models.convolution``)."""
+    return Trainer(networks.build_model(spec, conv_form), make_optimizer(optimizer, learning_rate, momentum),
+                   batch_size, functools.partial(data_lib.preprocess, dataset=dataset), in_round)
 
 
 BYTES_PER_PARAMETER = 28  # float32 params, 2 Adam moments, gradients, updates and a rewind copy; a bool mask; slack
