@@ -15,8 +15,9 @@ Networks (random inputs; the data never matters for the time of a step):
 Loops: ``jst_before`` (``Trainer.train_step``: masked Adam, what jst's training loop runs per step on CPU conv
 nets, with flax's BatchNorm and XLA's own kernels: jst before issue 34, how every CIFAR-10 record before it was
 made), ``jst`` (the same with jst's one-pass BatchNorm, ``jst.models.batch_norm``), ``jst_fast`` (that with
-``cpu_kernels='library'``, the YNNPACK/XNNPACK kernels, and ``jst.run.host_malloc.reuse_freed_memory``: jst's
-default for conv nets),
+``cpu_kernels='library'``, the YNNPACK/XNNPACK kernels, ``jst.run.host_malloc.reuse_freed_memory`` and
+``conv_form='auto'``, the space-to-depth convolutions of ``jst.models.convolution`` for the ResNet's few-channel
+layers: jst's default for conv nets; the other jst loops and minimal_jax run XLA's convolution),
 ``minimal_jax`` (the same Flax module with flax's BatchNorm under a
 bare ``jax.jit`` of loss, grad and ``optax.adam``; no masks), ``pytorch_nchw`` and ``pytorch_channels_last`` (eager
 PyTorch, Adam, the same layers; channels_last is PyTorch's fast CPU layout), ``pytorch_compile``
