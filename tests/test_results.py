@@ -575,3 +575,15 @@ def test_speed_targets_by_hand_with_rounds(tmp_path):
     # 170 (x1.3 = 208, 182, 221) against 190, 215, 205: met in 2 of 3.
     assert 'PyTorch\'s best step here is 160.0 ms (pytorch_compile)' in text
     assert 'the 1.3x target (208.0 ms) is met (by the medians; met in 2 of 3 rounds)' in text
+    assert 'no convolution form measured here can meet it' not in text  # no library-kernel forms measured: no such claim
+
+
+def test_convs_over_target_sentence_by_hand(tmp_path):
+    """The 1.3x target is called out of reach only when the convolutions alone, in their fastest library-kernel
+    form, exceed the whole step's budget."""
+    assert speed_page.convs_over_target_sentence(str(tmp_path), 'resnet', 150.0) == ''  # no measurement
+    with open(tmp_path / 'conv_forms_library_cpu.json', 'w') as f:
+        json.dump({'step_sums_ms': {'resnet': {'xla_nhwc': 260.0, 'space_to_depth': 180.0}}}, f)
+    sentence = speed_page.convs_over_target_sentence(str(tmp_path), 'resnet', 150.0)
+    assert 'take 1.20x the 150.0 ms the 1.3x target allows the whole step' in sentence
+    assert speed_page.convs_over_target_sentence(str(tmp_path), 'resnet', 200.0) == ''  # within the budget
