@@ -159,7 +159,7 @@ def bench_pytorch(name: str, batch: int, steps: int, channels_last: bool,
 # loop: (its cpu_kernels, whether it reuses freed memory: host_malloc, its conv_form). jst_before is jst as every
 # CIFAR-10 record before issue 34 was made (flax's BatchNorm, XLA's kernels and convolution, glibc's malloc
 # defaults); jst has its one-pass BatchNorm (jst.models.batch_norm); jst_fast adds the library kernels, the malloc
-# settings and conv_form='auto' (space-to-depth for the RGB input's convolution): jst's default for conv nets.
+# settings and conv_form='auto' (space-to-depth for the ResNet's 3- and 8-channel convolutions): jst's default for conv nets.
 JAX_LOOPS = {'jst_before': ('xla', False, 'xla'), 'jst': ('xla', False, 'xla'), 'jst_fast': ('library', True, 'auto'),
              'minimal_jax': ('xla', False, 'xla')}
 TORCH_LOOPS = {'pytorch_nchw': {'channels_last': False}, 'pytorch_channels_last': {'channels_last': True},

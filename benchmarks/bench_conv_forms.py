@@ -16,7 +16,7 @@ Formulations (all the same math: a stride-1 'SAME' cross-correlation, NHWC input
   shuffles, at (TILE+kw-1)/kw times the multiply-adds);
 * ``space_to_depth``: ``jst.models.convolution``: 2x2 pixel blocks folded into channels, one 'VALID'
   ``lax.conv_general_dilated`` with a blocked kernel of 4x the channels, unfolded (what jst's ``conv_form='auto'``
-  runs for layers with few input channels).
+  runs for layers of at most 8 input and output channels).
 
 The backward of each is JAX's autodiff of that same form (so ``im2col_dot``'s weight gradient is one dot of the
 patches with the output gradient, and its input gradient a dot plus the transposed slicing). Each: the median wall

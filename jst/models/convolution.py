@@ -1,10 +1,10 @@
-"""Convolutions with few input channels, as a space-to-depth convolution with wider channels: same math, faster.
+"""Convolutions with few channels, as a space-to-depth convolution with wider channels: same math, faster.
 
-A stride-1 'SAME' convolution of an image with 3 input channels (the paper's ResNet stem, 7x7 3->8) gives XLA:CPU's
-convolution kernels matrix products of 3 or 8 columns, far from this CPU's matrix-product speed. Folding each 2x2
-block of pixels into channels (``space_to_depth``: [N, H, W, C] -> [N, H/2, W/2, 4C]) turns it into a 'VALID'
-convolution with a ``ceil((k + 1) / 2)``-tap kernel of 4C_in inputs and 4C_out outputs (``blocked_kernel``, built
-from the same [k, k, C_in, C_out] weights, with zeros where a block tap holds no weight), then back
+A stride-1 'SAME' convolution of 3- or 8-channel maps (the paper's ResNet: its 7x7 3->8 stem, its 3x3 8->8 blocks)
+gives XLA:CPU's convolution kernels matrix products of 3 or 8 columns, far from this CPU's matrix-product speed.
+Folding each 2x2 block of pixels into channels (``space_to_depth``: [N, H, W, C] -> [N, H/2, W/2, 4C]) turns it into
+a 'VALID' convolution with a ``ceil((k + 1) / 2)``-tap kernel of 4C_in inputs and 4C_out outputs (``blocked_kernel``,
+built from the same [k, k, C_in, C_out] weights, with zeros where a block tap holds no weight), then back
 (``depth_to_space``). The output and both gradients equal ``lax.conv_general_dilated``'s up to the summation
 order (``tests/test_convolution.py``: within 1e-5 relative); the parameters keep their shape, so masks, expansion
 and checkpoints never see the difference. It does about 1.3x (7x7) to 1.8x (3x3) the multiply-adds, in kernels
