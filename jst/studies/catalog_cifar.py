@@ -102,10 +102,13 @@ process per seed, one after another, each short enough to finish within one work
 extends it to 120 epochs under the same rule, as both pre-registrations (`{CIFAR_PREREGISTRATION}`,
 `{CIFAR_LONG_PREREGISTRATION}`) fixed before its first record, fallback included (a minimum still in the last
 tenth gives the 2% rule's budget anyway, and the converged study's claims become bounds). Same network, optimiser,
-data and seeds as `cifar10_dense_curve`; validation only, test never enters the choice. One seed takes four to six
-hours on this project's 2-core CPU (0.35-0.55 s per step), longer than a working session, so seeds run in the
-background across sessions from workdirs outside the repository (the runner's default, `~/.cache/jst/studies`),
-pausing and resuming exactly. Once the rule below gives a budget, `CIFAR_CONVERGED_BUDGET` in
+data and seeds as `cifar10_dense_curve`; validation only, test never enters the choice. Seed 42 ran with XLA's
+convolutions (0.35-0.55 s per step on this project's 2-core CPU, four to six hours); seeds 43-44 run under
+`conv_form='auto'`, which on this CPU computes the net's convolutions as space-to-depth convolutions
+(`jst/models/convolution.py`: the same math in another summation order, within 1e-5 relative of XLA's on outputs
+and gradients, tested), at 0.25-0.28 s per step, about 3.3 hours a seed. Either is longer than a working session,
+so seeds run in the background across sessions from workdirs outside the repository (the runner's default,
+`~/.cache/jst/studies`), pausing and resuming exactly. Once the rule below gives a budget, `CIFAR_CONVERGED_BUDGET` in
 `jst/studies/catalog_cifar.py` is set to it in one commit, which defines `cifar10_converged` (`converged_study`:
 the design its pre-registration fixed) before any of that study's records.
 ''',

@@ -20,6 +20,7 @@ from jst.studies import policy_pages
 from jst.analysis import report
 from jst.studies import study as study_lib
 from jst.run.records import Record
+from jst.run import workdir as workdir_lib
 
 # The studies whose headline the README shows.
 README_HEADLINES = ('paper_mnist', 'lenet300_fc', 'cifar10_paper', 'conv2')
@@ -91,6 +92,7 @@ def render(results_dir: str, study: study_lib.Study) -> tuple[str, Callable[[], 
                  report.juvenility_clustered_table(records)]
     if study.dense_policy and study.lanes_per_run:
         extra += dense_curve(results_dir, study)
+    extra += differing_settings_section(results_dir, study)
     batch = batch_size(results_dir, study)
     extra += compute.budget_choice_section(runs, study.comparisons, batch)
     return (policy_pages.render_page(study, runs, extra=extra),
@@ -106,6 +108,49 @@ def planned_page(study: study_lib.Study) -> str:
     return '\n'.join([f'# {study.title}', '', study.notes.strip(), '', *prereg, '**No records are committed yet.** '
                       f'`python launch/study.py run {study.name}` trains its cells ({study.num_seeds} seeds, '
                       f'{", ".join(f"{b:,}" for b in study.budgets)} steps per round):', '', *policies]) + '\n'
+
+
+# Config fields that may differ between the seeds of one cell without making them different experiments.
+PER_SEED_FIELDS = frozenset({'seed', 'num_seeds', 'manual_dir', 'data_dir', 'overwrite'})
+PRE_KNOB = ' (recorded before the knob existed)'
+
+
+def part_settings(results_dir: str, study: study_lib.Study, budget: int,
+                  policy: str) -> dict[str, dict[str, tuple[str, str]]]:
+    """{part's seeds ('seed 42', 'seeds 42-44'): {config field: (its value as JSON, a note)}} of a cell's committed
+    parts; a field a record predates (``workdir.ADDED_KNOBS``) holds the value that reproduces it, noted as such."""
+    out = {}
+    for first, n in study.parts(policy):
+        path = os.path.join(study_lib.records_dir(results_dir, study, budget, policy, (first, n)), 'config.json')
+        if os.path.exists(path):
+            with open(path) as f:
+                config = json.load(f)
+            values = {k: (json.dumps(v, sort_keys=True), '') for k, v in config.items() if k not in PER_SEED_FIELDS}
+            for knob, old in workdir_lib.ADDED_KNOBS.items():
+                values.setdefault(knob, (json.dumps(old), PRE_KNOB))
+            out[f'seed {first}' if n == 1 else f'seeds {first}-{first + n - 1}'] = values
+    return out
+
+
+def differing_settings_section(results_dir: str, study: study_lib.Study) -> list[str]:
+    """A page section naming every setting that differs between the seeds of one cell (their ``config.json``), so a
+    reader sees where replicates did not run the same code path; none when they all agree."""
+    lines = []
+    for budget in study.budgets:
+        for policy in study.policy_names:
+            parts = part_settings(results_dir, study, budget, policy)
+            for field in sorted(set().union(*parts.values())) if parts else []:
+                seeds_by_value: dict[tuple[str, str], list[str]] = {}
+                for seeds, values in parts.items():
+                    seeds_by_value.setdefault(values.get(field, ('absent', '')), []).append(seeds)
+                if len({value for value, _ in seeds_by_value}) > 1:
+                    lines.append(f'- {budget:,} steps, `{policy}`: `{field}` = ' + '; '.join(
+                        f'{value}{note} in {", ".join(seeds)}' for (value, note), seeds in seeds_by_value.items()))
+    if not lines:
+        return []
+    return ['## Settings that differ between seeds', '', 'The records\' `config.json` of one cell (one policy at one '
+            'budget) differ in these fields; every other setting is the same. What each means for the numbers is in '
+            'the study\'s notes above.', '', *lines]
 
 
 def dense_evaluations(results_dir: str, study: study_lib.Study) -> dict[int, list[tuple[float, float]]]:
