@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -187,6 +188,24 @@ def test_settings_that_differ_between_seeds_are_named(tmp_path):
     assert section[-1] == ('- 40 steps, `p`: `conv_form` = "xla" (recorded before the knob existed) in seed 42; '
                            '"xla" in seed 43; "auto" in seed 44'), section
     assert not any('manual_dir' in line or 'learning_rate' in line for line in section)
+
+
+def test_a_levels_page_names_a_setting_its_seeds_differ_in(tmp_path):
+    """The levels page of conv2's committed records gains the section once one seed's config differs, and only
+    then (the committed page has none)."""
+    study = STUDIES['conv2']
+    shutil.copytree(os.path.join(RESULTS, 'conv2', 'records'), tmp_path / 'conv2' / 'records')
+    page, _ = pages.render(str(tmp_path), study)
+    assert 'Settings that differ' not in page
+    config_path = os.path.join(study_lib.records_dir(str(tmp_path), study, study.budgets[0], study.policy_names[0],
+                                                     (43, 1)), 'config.json')
+    with open(config_path) as f:
+        config = json.load(f)
+    with open(config_path, 'w') as f:
+        json.dump({**config, 'conv_form': 'space_to_depth'}, f)
+    changed, _ = pages.render(str(tmp_path), study)
+    assert changed.startswith(page.rstrip('\n')) and changed.rstrip('\n').endswith(
+        '`conv_form` = "xla" (recorded before the knob existed) in seed 42, seed 44; "space_to_depth" in seed 43')
 
 
 def _markers(study):

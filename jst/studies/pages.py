@@ -76,7 +76,9 @@ def render(results_dir: str, study: study_lib.Study) -> tuple[str, Callable[[], 
         records = all_records(results_dir, study)
         if not records:
             return planned_page(study), lambda: None
-        return (level_pages.render_levels_page(study, records),
+        settings = differing_settings_section(results_dir, study)
+        page = level_pages.render_levels_page(study, records)
+        return (page.rstrip('\n') + '\n\n' + '\n'.join(settings) + '\n' if settings else page,
                 lambda: figures.plot_level_curves(
                     {level_pages.NAMES[c]: level_pages.level_curves(records, c) for c in level_pages.CONTROLS},
                     os.path.join(results_dir, study.name, 'levels.png')))
