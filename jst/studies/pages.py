@@ -94,7 +94,8 @@ def render(results_dir: str, study: study_lib.Study) -> tuple[str, Callable[[], 
                  report.juvenility_clustered_table(records)]
     if study.dense_policy and study.lanes_per_run:
         extra += dense_curve(results_dir, study)
-    extra += differing_settings_section(results_dir, study)
+    settings = differing_settings_section(results_dir, study)
+    extra += ([''] if extra and settings else []) + settings
     batch = batch_size(results_dir, study)
     extra += compute.budget_choice_section(runs, study.comparisons, batch)
     return (policy_pages.render_page(study, runs, extra=extra),
