@@ -98,6 +98,9 @@ def test_interrupted_campaign_resumes_to_the_same_records(mnist_dir, tmp_path):
         assert not diffs, (policy, seed, diffs[:10])
     run_json = json.load(open(os.path.join(out, 'toy', 'records', '40', 'lth', 'seed_1', 'run.json')))
     assert run_json['workdir'] == os.path.join(root, 'toy', '40', 'lth', 'seed_1')
+    starts = run_json['invocations']  # each process that trained the part, with the commit it ran
+    assert starts and all(len(s['commit']) in (0, 40) and 'packages' in s for s in starts), starts
+    assert starts[-1]['command'][-1] == '--workdir=' + run_json['workdir'], starts
     # Nothing left to do: a rerun trains nothing.
     proc = _run(out, root, mnist_dir)
     assert proc.returncode == 0 and '0 part(s) trained' in proc.stdout, proc.stdout + proc.stderr

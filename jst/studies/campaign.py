@@ -90,6 +90,16 @@ def head_commit(repo: str) -> str:
     return proc.stdout.strip() if proc.returncode == 0 else ''
 
 
+def workdir_invocations(workdir: str) -> list[dict[str, Any]]:
+    """The provenance of each process that trained in ``workdir`` (its ``run.json``, ``jst.run.provenance``: one
+    entry per start or resume, with the commit it ran); [] when there is none or it cannot be read."""
+    try:
+        with open(os.path.join(workdir, workdir_lib.RUN_FILE)) as f:
+            return list(json.load(f).get('invocations', []))
+    except (OSError, ValueError, AttributeError):
+        return []
+
+
 def copy_records(workdir: str, out: str, run_info: dict) -> None:
     """Copies a finished workdir's records and ``run_info`` (as ``run.json``) into ``out``, ``summary.json`` last:
     a part counts as finished only when all its files are there (an interrupted copy is redone). A
@@ -160,8 +170,8 @@ def run_part(repo: str, study: study_lib.Study, policy: str, budget: int, part: 
     run_child(args, cwd=repo)
     copy_records(workdir, out, {
         'workdir': workdir, 'command': ' '.join(args[1:]), 'seconds_this_process': round(time.time() - t0, 1),
-        'finished': time.strftime('%Y-%m-%d %H:%M:%S %Z'), 'jst_commit': head_commit(repo),
-        'machine': machine_name()})
+        'finished': time.strftime('%Y-%m-%d %H:%M:%S %Z'), 'jst_commit': head_commit(repo),  # when copied
+        'machine': machine_name(), 'invocations': workdir_invocations(workdir)})  # each process's own commit
     paths = [out] + (after_records() if after_records else [])
     if archive and os.path.exists(archive):  # the records replace the handed-off checkpoints
         os.remove(archive)
