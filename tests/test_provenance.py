@@ -11,6 +11,7 @@ def test_each_invocation_is_appended_with_its_provenance(tmp_path):
     content = provenance.record_invocation(str(tmp_path), ['launch/main.py', '--config=configs/tiny.py', '--x'])
     with open(tmp_path / 'run.json') as f:
         assert json.load(f) == content
+    assert provenance.invocations(str(tmp_path)) == content['invocations']
     first, second = content['invocations']
     assert second['command'][1:] == ['launch/main.py', '--config=configs/tiny.py', '--x']
     assert len(first['commit']) in (0, 40) and (first['dirty'] is None) == (first['commit'] == '')
@@ -19,7 +20,9 @@ def test_each_invocation_is_appended_with_its_provenance(tmp_path):
 
 
 def test_an_unreadable_run_file_is_replaced_and_says_so(tmp_path):
+    assert provenance.invocations(str(tmp_path)) == []
     (tmp_path / 'run.json').write_text('{not json')
+    assert provenance.invocations(str(tmp_path)) == []
     content = provenance.record_invocation(str(tmp_path), ['main.py'])
     assert content['unreadable_before'] and len(content['invocations']) == 1
 

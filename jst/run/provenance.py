@@ -70,3 +70,13 @@ def record_invocation(workdir: str, argv: list[str]) -> dict[str, Any]:
     content.setdefault('invocations', []).append(invocation(argv))
     workdir_lib.atomic_write_text(path, json.dumps(content, indent=1) + '\n')
     return content
+
+
+def invocations(workdir: str) -> list[dict[str, Any]]:
+    """The entries of ``WORKDIR/run.json`` (each process that ran there, with its commit); [] when there is none or
+    it cannot be read."""
+    try:
+        with open(os.path.join(workdir, RUN_FILE)) as f:
+            return list(json.load(f).get('invocations', []))
+    except (OSError, ValueError, AttributeError):
+        return []

@@ -25,6 +25,7 @@ from jst.studies import handoff
 from jst.studies import study as study_lib
 from jst.run import checkpoint_io
 from jst.run import checkpointing
+from jst.run import provenance
 from jst.run import records as records_lib
 from jst.run import workdir as workdir_lib
 
@@ -88,16 +89,6 @@ def head_commit(repo: str) -> str:
     """The checkout's commit ('' outside git)."""
     proc = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=repo, capture_output=True, text=True)
     return proc.stdout.strip() if proc.returncode == 0 else ''
-
-
-def workdir_invocations(workdir: str) -> list[dict[str, Any]]:
-    """The provenance of each process that trained in ``workdir`` (its ``run.json``, ``jst.run.provenance``: one
-    entry per start or resume, with the commit it ran); [] when there is none or it cannot be read."""
-    try:
-        with open(os.path.join(workdir, workdir_lib.RUN_FILE)) as f:
-            return list(json.load(f).get('invocations', []))
-    except (OSError, ValueError, AttributeError):
-        return []
 
 
 def copy_records(workdir: str, out: str, run_info: dict) -> None:
@@ -171,7 +162,7 @@ def run_part(repo: str, study: study_lib.Study, policy: str, budget: int, part: 
     copy_records(workdir, out, {
         'workdir': workdir, 'command': ' '.join(args[1:]), 'seconds_this_process': round(time.time() - t0, 1),
         'finished': time.strftime('%Y-%m-%d %H:%M:%S %Z'), 'jst_commit': head_commit(repo),  # when copied
-        'machine': machine_name(), 'invocations': workdir_invocations(workdir)})  # each process's own commit
+        'machine': machine_name(), 'invocations': provenance.invocations(workdir)})  # each process's own commit
     paths = [out] + (after_records() if after_records else [])
     if archive and os.path.exists(archive):  # the records replace the handed-off checkpoints
         os.remove(archive)
