@@ -131,7 +131,7 @@ def part_settings(results_dir: str, study: study_lib.Study, budget: int,
             values = {k: (json.dumps(v, sort_keys=True), '') for k, v in config.items() if k not in PER_SEED_FIELDS}
             for knob, old in workdir_lib.ADDED_KNOBS.items():
                 values.setdefault(knob, (json.dumps(old), PRE_KNOB))
-            out[f'seed {first}' if n == 1 else f'seeds {first}-{first + n - 1}'] = values
+            out[study.part_name((first, n)).replace('_', ' ')] = values
     return out
 
 
